@@ -1,0 +1,1 @@
+"""Vision-to-language adapters: the Perceiver-IO cross-attention adapter and an MLP baseline."""

@@ -1,0 +1,1 @@
+"""PettingZoo front-ends (AEC and Parallel) over the batched game core."""

@@ -1,0 +1,87 @@
+"""`listener-sub COMMAND [hydra overrides]`: one console script, every command a Hydra app."""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+COMMANDS = {
+    "preview": ("listener_sub.commands.preview", "a picture of the world under each perception"),
+    "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),
+}
+USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()
+)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from listener_sub.errors import UserError
+
+    return (UserError, HydraException, OmegaConfBaseException)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception and its cause as one line of text."""
+    parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip())]
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        parts.append(f"({str(cause).strip().splitlines()[0]})")
+    return " ".join(p for p in parts if p) or type(error).__name__
+
+
+def report(command: str, error: BaseException) -> None:
+    """Print a user error as the one line the command-line contract promises."""
+    print(f"listener-sub {command}: error: {one_line(error)}", file=sys.stderr)
+
+
+def hydra_command(config_name: str) -> Callable[[Callable[[Any], None]], Callable[[], None]]:
+    """Make a task a Hydra app on pkg://listener_sub.configs/<config_name>.yaml.
+
+    A user error raised by the task ends the process with exit status 2 and one line (a full
+    traceback with debug=true); other exceptions are bugs and propagate.
+    """
+    import hydra
+
+    def decorate(task: Callable[[Any], None]) -> Callable[[], None]:
+        @functools.wraps(task)
+        def run(cfg: Any) -> None:
+            try:
+                task(cfg)
+            except _user_error_types() as error:
+                if cfg.get("debug", False):
+                    raise
+                report(config_name, error)
+                sys.exit(2)
+
+        return hydra.main(version_base=None, config_path="pkg://listener_sub.configs", config_name=config_name)(run)
+
+    return decorate
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Dispatch to a command's Hydra app; user errors end with exit status 2 and one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"listener-sub: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    debug = any(o.lower() in ("debug=true", "debug=1", "++debug=true") for o in overrides)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we report below
+    sys.argv = [f"listener-sub-{command}", *overrides]
+    app = importlib.import_module(COMMANDS[command][0]).main
+    try:
+        app()
+    except _user_error_types() as error:
+        if debug:
+            raise
+        report(command, error)
+        sys.exit(2)

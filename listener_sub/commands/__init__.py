@@ -1,0 +1,1 @@
+"""Hydra apps behind `listener-sub COMMAND`: thin wrappers over the library."""

@@ -1,0 +1,193 @@
+"""Listener perceptions: batched, shape-preserving transforms of float images (B, 3, H, W) in [0, 1]."""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from listener_sub.world.vocab import LUMA_WEIGHTS
+
+# Named crop regions as (x0, y0, x1, y1) fractions: horizontal thirds at full height, vertical halves
+# at full width (the world's positions are left / center / right thirds).
+CROP_REGIONS: dict[str, tuple[float, float, float, float]] = {
+    "left": (0.0, 0.0, 1 / 3, 1.0),
+    "center": (1 / 3, 0.0, 2 / 3, 1.0),
+    "right": (2 / 3, 0.0, 1.0, 1.0),
+    "top": (0.0, 0.0, 1.0, 0.5),
+    "bottom": (0.0, 0.5, 1.0, 1.0),
+}
+
+
+class Perception(nn.Module):
+    """Base class: checks the input is (B, 3, H, W) floating point, then calls `perceive`."""
+
+    name: str = ""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"{self.name} expects float images of shape (B, 3, H, W); got {tuple(images.shape)} {images.dtype}"
+            )
+        return self.perceive(images)
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        """Transform (B, 3, H, W) images to (B, 3, H, W)."""
+        raise NotImplementedError
+
+
+class Full(Perception):
+    """Identity: the listener sees the image as it is."""
+
+    name = "full"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+class Grayscale(Perception):
+    """BT.601 luma (0.299 R + 0.587 G + 0.114 B) replicated to 3 channels."""
+
+    name = "grayscale"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        weights = torch.as_tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)  # (3,)
+        luma = torch.einsum("bchw,c->bhw", images, weights).unsqueeze(1)  # (B, 1, H, W)
+        return luma.repeat(1, 3, 1, 1)  # (B, 3, H, W)
+
+
+class Blur(Perception):
+    """Separable Gaussian blur per channel, kernel radius ceil(3 sigma), reflect padding."""
+
+    name = "blur"
+
+    def __init__(self, sigma: float = 1.5) -> None:
+        super().__init__()
+        sigma = float(sigma)
+        if not sigma > 0:
+            raise ValueError(f"blur sigma must be > 0, got {sigma}")
+        self.sigma = sigma
+        self.radius = math.ceil(3 * sigma)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        if r >= min(images.shape[-2:]):
+            raise ValueError(f"blur radius {r} (sigma {self.sigma}) needs images larger than {r}x{r}")
+        x = torch.arange(-r, r + 1, dtype=torch.float64)
+        kernel = torch.exp(-(x**2) / (2 * self.sigma**2))
+        kernel = (kernel / kernel.sum()).to(dtype=images.dtype, device=images.device)  # (2r+1,)
+        padded = F.pad(images, (r, r, r, r), mode="reflect")  # (B, 3, H + 2r, W + 2r)
+        rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)  # (B, 3, H + 2r, W)
+        return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)  # (B, 3, H, W)
+
+
+class LowRes(Perception):
+    """Average-pool by `factor`, then nearest-upsample back to (H, W)."""
+
+    name = "lowres"
+
+    def __init__(self, factor: int = 4) -> None:
+        super().__init__()
+        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+            raise ValueError(f"lowres factor must be a positive integer, got {factor!r}")
+        self.factor = int(factor)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        if h % self.factor or w % self.factor:
+            raise ValueError(f"lowres factor {self.factor} does not divide the image size {h}x{w}")
+        small = F.avg_pool2d(images, self.factor)  # (B, 3, H / f, W / f)
+        return F.interpolate(small, size=(h, w), mode="nearest")  # (B, 3, H, W)
+
+
+class Crop(Perception):
+    """Cut a box (x0, y0, x1, y1 as fractions of the image side, or a named region) and resize it back."""
+
+    name = "crop"
+
+    def __init__(self, box: str | Sequence[float] = "center") -> None:
+        super().__init__()
+        if isinstance(box, str):
+            if box not in CROP_REGIONS:
+                raise ValueError(f"unknown crop region {box!r}; choose one of: {', '.join(CROP_REGIONS)}")
+            self.region: str | None = box
+            coords = CROP_REGIONS[box]
+        else:
+            self.region = None
+            coords = tuple(float(v) for v in box)
+            if len(coords) != 4:
+                raise ValueError(f"crop box must be (x0, y0, x1, y1), got {box!r}")
+            x0, y0, x1, y1 = coords
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError(f"crop box {coords} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        self.box: tuple[float, float, float, float] = coords
+
+    def extra_repr(self) -> str:
+        return f"box={self.region!r}" if self.region else f"box={self.box}"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        x0, y0, x1, y1 = self.box
+        c0, r0 = round(x0 * w), round(y0 * h)
+        c1, r1 = max(c0 + 1, round(x1 * w)), max(r0 + 1, round(y1 * h))  # at least one pixel
+        cut = images[:, :, r0:r1, c0:c1]  # (B, 3, r1 - r0, c1 - c0)
+        return F.interpolate(cut, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+
+
+PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Grayscale, Blur, LowRes, Crop)}
+
+
+def make_perception(spec: str | Mapping[str, Any]) -> Perception:
+    """Build a perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0})."""
+    if isinstance(spec, str):
+        name, params = spec, {}
+    elif isinstance(spec, Mapping):  # includes omegaconf DictConfig
+        params = {str(k): v for k, v in spec.items()}
+        name = params.pop("name", None)
+    else:
+        raise ValueError(f"perception spec must be a name or a mapping with a 'name' key, got {spec!r}")
+    if not isinstance(name, str) or name not in PERCEPTIONS:
+        raise ValueError(f"unknown perception {name!r}; choose one of: {', '.join(PERCEPTIONS)}")
+    cls = PERCEPTIONS[name]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for perception {name!r}; "
+            f"valid parameters: {', '.join(valid) or '(none)'}"
+        )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"bad parameters {params} for perception {name!r}: {err}") from err
+
+
+def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or (H, W, 3) images -> float32 (B, 3, H, W) in [0, 1]."""
+    tensor = torch.as_tensor(images)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(0)  # (1, H, W, 3)
+    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 images of shape (B, H, W, 3) or (H, W, 3), got {tuple(tensor.shape)} {tensor.dtype}"
+        )
+    return tensor.permute(0, 3, 1, 2).float().div(255)  # (B, 3, H, W)
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """Float (B, 3, H, W) images in [0, 1] -> uint8 numpy (B, H, W, 3), rounded to the nearest level."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    levels = images.detach().float().clamp(0, 1).mul(255).round()  # (B, 3, H, W)
+    return levels.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()  # (B, H, W, 3)

@@ -1,0 +1,60 @@
+"""The command line: Hydra apps, run directories, one-line user errors with exit status 2."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_preview_writes_a_grid_of_every_perception(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("preview", f"hydra.run.dir={out}", "scenes=3", "scale=2", "split=shifted")
+    assert result.returncode == 0, result.stderr
+    image = np.asarray(Image.open(out / "preview.png").convert("RGB"))
+    # 4 perceptions side by side, 3 rows of 128-pixel tiles plus margins and captions
+    assert image.shape[1] >= 4 * 128 and image.shape[0] >= 3 * 128
+    assert (out / ".hydra" / "config.yaml").exists()
+    # the shifted split's light background shows in the picture
+    assert (np.abs(image.astype(int) - 170).max(-1) <= 2).mean() > 0.2
+
+
+def test_bench_writes_render_throughput(tmp_path):
+    result = run_cli("bench", f"hydra.run.dir={tmp_path}", "render.images=256", "repeats=1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert results["render/images_per_s"] > 0 and results["render/naive_images_per_s"] > 0
+
+
+def test_bad_override_is_one_line_with_exit_2(tmp_path):
+    result = run_cli("preview", "no_such_key=1", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_key" in lines[0] and "+no_such_key" in lines[0]
+
+
+def test_bad_value_is_one_line_and_debug_shows_traceback(tmp_path):
+    result = run_cli("preview", "split=dev", f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "listener-sub preview: error: unknown split 'dev'; choose one of train, val, test, shifted (fix the override)"
+    ]
+    debug = run_cli("preview", "split=dev", "debug=true", f"hydra.run.dir={tmp_path / 'b'}")
+    assert debug.returncode not in (0, 2) and "Traceback" in debug.stderr
+
+
+def test_unknown_command_and_usage():
+    result = run_cli("trian")
+    assert result.returncode == 2 and "unknown command 'trian'" in result.stderr and "preview" in result.stderr
+    assert run_cli().returncode == 2
+    assert "preview" in run_cli("--help").stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = run_cli("preview", "--cfg", "job", "world.image_size=32")
+    assert result.returncode == 0, result.stderr
+    assert "image_size: 32" in result.stdout and "perceptions:" in result.stdout

@@ -1,0 +1,159 @@
+"""Tests for listener perceptions: what each one hides, batch consistency, and the factory."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from listener_sub.perception import (
+    PERCEPTIONS,
+    Blur,
+    Crop,
+    Full,
+    Grayscale,
+    LowRes,
+    make_perception,
+    to_float_images,
+    to_uint8_images,
+)
+from listener_sub.world.render import render
+from listener_sub.world.scene import WorldConfig, sample_scenes
+
+ALL = [Full(), Grayscale(), Blur(), Blur(0.7), LowRes(), LowRes(2), Crop("left"), Crop((0.1, 0.2, 0.6, 0.9))]
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return sample_scenes(WorldConfig(), "train", 0, 8)
+
+
+def _render_with(scenes, column: int, values: np.ndarray) -> torch.Tensor:
+    """Render a copy of `scenes` whose object 0 has attribute `column` set to `values`."""
+    changed = copy.deepcopy(scenes)
+    changed.attrs[:, 0, column] = values
+    return to_float_images(render(changed, image_size=64))  # (B, 3, 64, 64)
+
+
+def test_grayscale_is_luma_replicated():
+    images = torch.rand(4, 3, 8, 8)
+    out = Grayscale()(images)
+    luma = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]  # (B, H, W)
+    assert out.shape == images.shape
+    for c in range(3):
+        torch.testing.assert_close(out[:, c], luma, atol=1e-6, rtol=0)
+
+
+def test_grayscale_hides_colour_full_shows_it(scenes):
+    base = to_float_images(render(scenes, image_size=64))
+    recoloured = _render_with(scenes, 0, (scenes.attrs[:, 0, 0] + 3) % 6)
+    # measured: 0.86/255 under grayscale, 0.80 under full
+    assert (Grayscale()(base) - Grayscale()(recoloured)).abs().max() <= 1 / 255
+    assert (Full()(base) - Full()(recoloured)).abs().max() > 0.2
+
+
+def test_blur_and_lowres_hide_stripes(scenes):
+    solid = _render_with(scenes, 3, 0)
+    striped = _render_with(scenes, 3, 1)
+    full = (solid - striped).abs()
+    # measured: full mean 3.2e-3, max 0.102 (the 26/255 stripe offset)
+    assert full.mean() > 2e-3 and full.max() > 0.09
+    blurred = (Blur()(solid) - Blur()(striped)).abs()
+    # measured: mean 1.1e-4, max 0.013
+    assert blurred.mean() < 1e-3 and blurred.max() < 0.05
+    low = (LowRes(2)(solid) - LowRes(2)(striped)).abs()
+    # measured: mean 3.4e-4, max 0.049 (anti-aliased edge pixels)
+    assert low.mean() < 1e-3 and low.max() < 0.07
+
+
+@pytest.mark.parametrize("perception", ALL, ids=repr)
+def test_batch_equals_single_images(perception):
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    batched = perception(images)
+    singles = torch.cat([perception(images[i : i + 1]) for i in range(len(images))])
+    assert batched.shape == images.shape
+    torch.testing.assert_close(batched, singles, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("perception", ALL, ids=repr)
+def test_dtype_preserved_and_autograd_flows(perception):
+    images = torch.rand(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    out = perception(images)
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_blur_keeps_constant_mean_and_range():
+    constant = torch.full((1, 3, 20, 20), 0.37)
+    torch.testing.assert_close(Blur(2.0)(constant), constant, atol=1e-6, rtol=0)
+    images = torch.rand(3, 3, 24, 24)
+    out = Blur()(images)
+    assert out.min() >= images.min() - 1e-6 and out.max() <= images.max() + 1e-6
+    assert out.std() < 0.5 * images.std()  # it does smooth
+    with pytest.raises(ValueError, match="sigma"):
+        Blur(0.0)
+    with pytest.raises(ValueError, match="larger"):
+        Blur(3.0)(torch.rand(1, 3, 8, 8))
+
+
+def test_lowres_is_blockwise_constant():
+    images = torch.rand(2, 3, 12, 16)
+    out = LowRes(4)(images)
+    blocks = out.view(2, 3, 3, 4, 4, 4)  # (B, 3, H / 4, 4, W / 4, 4)
+    assert (blocks == blocks[:, :, :, :1, :, :1]).all()
+    torch.testing.assert_close(blocks[:, :, :, 0, :, 0], images.view(2, 3, 3, 4, 4, 4).mean((3, 5)))
+    with pytest.raises(ValueError, match="divide"):
+        LowRes(5)(images)
+
+
+def test_crop_left_of_red_left_third():
+    images = torch.zeros(1, 3, 30, 30)
+    images[:, 0, :, :10] = 1.0  # left third red, the rest black
+    out = Crop("left")(images)
+    assert out[:, 0].min() > 0.99 and out[:, 1:].abs().max() == 0
+    right = Crop("right")(images)
+    assert right.abs().max() == 0
+
+
+def test_crop_validates_box():
+    for bad in [(0.5, 0.0, 0.4, 1.0), (0.0, 0.0, 1.2, 1.0), (-0.1, 0.0, 0.5, 1.0), (0.0, 0.5, 1.0, 0.5)]:
+        with pytest.raises(ValueError, match="x0 < x1"):
+            Crop(bad)
+    with pytest.raises(ValueError, match="left, center, right, top, bottom"):
+        Crop("middle")
+
+
+def test_uint8_round_trip():
+    uint8 = np.random.default_rng(0).integers(0, 256, size=(2, 5, 7, 3), dtype=np.uint8)
+    floats = to_float_images(uint8)
+    assert floats.shape == (2, 3, 5, 7) and floats.dtype == torch.float32
+    assert floats.min() >= 0 and floats.max() <= 1
+    np.testing.assert_array_equal(to_uint8_images(floats), uint8)
+    np.testing.assert_array_equal(to_uint8_images(to_float_images(torch.from_numpy(uint8[0]))), uint8[:1])
+    assert to_uint8_images(torch.full((1, 3, 1, 1), 0.5 / 255 + 1e-4))[0, 0, 0, 0] == 1  # rounds, not floors
+    with pytest.raises(ValueError, match="uint8"):
+        to_float_images(uint8.astype(np.float32))
+
+
+def test_make_perception_specs():
+    assert isinstance(make_perception("grayscale"), Grayscale)
+    blur = make_perception({"name": "blur", "sigma": 2.0})
+    assert isinstance(blur, Blur) and blur.sigma == 2.0 and repr(blur) == "Blur(sigma=2.0)"
+    assert set(PERCEPTIONS) == {"full", "grayscale", "blur", "lowres", "crop"}
+    omegaconf = pytest.importorskip("omegaconf")
+    crop = make_perception(omegaconf.OmegaConf.create({"name": "crop", "box": [0.0, 0.0, 0.5, 1.0]}))
+    assert isinstance(crop, Crop) and crop.box == (0.0, 0.0, 0.5, 1.0)
+
+
+def test_make_perception_errors():
+    valid = "choose one of: full, grayscale, blur, lowres, crop"
+    with pytest.raises(ValueError, match=f"unknown perception 'grey'; {valid}"):
+        make_perception("grey")
+    with pytest.raises(ValueError, match="sgima.*valid parameters: sigma"):
+        make_perception({"name": "blur", "sgima": 2.0})
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        make_perception({"name": "blur", "sigma": -1.0})
+    with pytest.raises(ValueError, match="positive integer"):
+        make_perception({"name": "lowres", "factor": 2.5})
