@@ -28,6 +28,10 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def one_line(error: BaseException) -> str:
     """An exception and its cause as one line of text."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, MissingMandatoryValue) and error.full_key:
+        return f"{error.full_key} is not set; set it with {error.full_key}=..."
     parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip())]
     cause = error.__cause__
     if cause is not None and str(cause).strip():

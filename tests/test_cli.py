@@ -13,7 +13,7 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_preview_writes_a_grid_of_every_perception(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("preview", f"hydra.run.dir={out}", "scenes=3", "scale=2", "split=shifted")
+    result = run_cli("preview", f"hydra.run.dir={out}", "scenes=3", "scale=2", "data.split=shifted")
     assert result.returncode == 0, result.stderr
     image = np.asarray(Image.open(out / "preview.png").convert("RGB"))
     # 4 perceptions side by side, 3 rows of 128-pixel tiles plus margins and captions
@@ -38,12 +38,12 @@ def test_bad_override_is_one_line_with_exit_2(tmp_path):
 
 
 def test_bad_value_is_one_line_and_debug_shows_traceback(tmp_path):
-    result = run_cli("preview", "split=dev", f"hydra.run.dir={tmp_path / 'a'}")
+    result = run_cli("preview", "data.split=dev", f"hydra.run.dir={tmp_path / 'a'}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "listener-sub preview: error: unknown split 'dev'; choose one of train, val, test, shifted (fix the override)"
-    ]
-    debug = run_cli("preview", "split=dev", "debug=true", f"hydra.run.dir={tmp_path / 'b'}")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("listener-sub preview: error: unknown split 'dev'")
+    assert "train, val, test, shifted" in lines[0]
+    debug = run_cli("preview", "data.split=dev", "debug=true", f"hydra.run.dir={tmp_path / 'b'}")
     assert debug.returncode not in (0, 2) and "Traceback" in debug.stderr
 
 
@@ -58,3 +58,30 @@ def test_cfg_job_prints_the_composed_config():
     result = run_cli("preview", "--cfg", "job", "world.image_size=32")
     assert result.returncode == 0, result.stderr
     assert "image_size: 32" in result.stdout and "perceptions:" in result.stdout
+
+
+def test_missing_mandatory_value_names_the_override(tmp_path):
+    result = run_cli("preview", "data=coco", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["listener-sub preview: error: data.root is not set; set it with data.root=..."]
+
+
+def test_preview_of_a_coco_folder(tmp_path):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        Image.new("RGB", (80, 60), colour).save(root / "val2017" / f"{i}.jpg")
+    annotations = {
+        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(2)],
+        "annotations": [{"id": i, "image_id": i, "caption": f"<b>picture {i}</b>"} for i in range(2)],
+    }
+    (root / "annotations" / "captions_val2017.json").write_text(json.dumps(annotations))
+    out = tmp_path / "run"
+    result = run_cli("preview", "data=coco", f"data.root={root}", "data.image_size=32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    image = np.asarray(Image.open(out / "preview.png").convert("RGB")).astype(int)
+    assert (np.abs(image - [200, 30, 30]).max(-1) < 20).sum() > 500  # the red photo shows, in full colour
+    (root / "val2017" / "1.jpg").unlink()
+    broken = run_cli("preview", "data=coco", f"data.root={root}", f"hydra.run.dir={out}")
+    assert broken.returncode == 2 and "1.jpg" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1

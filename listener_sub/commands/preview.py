@@ -8,20 +8,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from listener_sub.cli import hydra_command
+from listener_sub.data import make_dataset
 from listener_sub.errors import UserError
 from listener_sub.preview import write_preview
 
 
 @hydra_command("preview")
 def main(cfg: DictConfig) -> None:
-    """Render cfg.scenes scenes of cfg.split under cfg.perceptions into the run directory."""
+    """Show the first cfg.scenes items of cfg.data under cfg.perceptions, in the run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         world = hydra.utils.instantiate(cfg.world)
         captions = hydra.utils.instantiate(cfg.caption)
-        path = write_preview(
-            run_dir / "preview.png", world, captions, cfg.perceptions, cfg.split, cfg.scenes, cfg.scale
-        )
+        dataset = make_dataset(cfg.data, world, captions, cfg.cache_dir)
+        path = write_preview(run_dir / "preview.png", dataset, cfg.perceptions, cfg.scenes, cfg.scale)
     except ValueError as error:  # bad split, perception or world settings
         raise UserError(f"{error} (fix the override)") from None
     print(f"wrote {path}")
