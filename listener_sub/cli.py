@@ -10,6 +10,7 @@ from typing import Any
 
 COMMANDS = {
     "preview": ("listener_sub.commands.preview", "a picture of the world under each perception"),
+    "pretrain": ("listener_sub.commands.pretrain", "build the pretrained listeners, LM and captioning speaker"),
     "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),
 }
 USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(

@@ -85,3 +85,14 @@ def test_preview_of_a_coco_folder(tmp_path):
     (root / "val2017" / "1.jpg").unlink()
     broken = run_cli("preview", "data=coco", f"data.root={root}", f"hydra.run.dir={out}")
     assert broken.returncode == 2 and "1.jpg" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
+
+
+def test_pretrain_stage_lm_writes_its_summary(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("pretrain", "stage=lm", "lm.train.steps=5", "lm.train.n_scenes=40", f"cache_dir={tmp_path / 'c'}", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["wall_s/lm"] > 0 and abs(summary["corpus/mention/color"] - 0.5) < 0.1
+    assert list((tmp_path / "c" / "lm").iterdir())  # the artifact is in the configured cache
+    bad = run_cli("pretrain", "stage=everything", f"hydra.run.dir={out}")
+    assert bad.returncode == 2 and "unknown stage 'everything'" in bad.stderr

@@ -1,0 +1,1 @@
+"""Listener, LM and speaker models."""

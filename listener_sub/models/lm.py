@@ -1,0 +1,103 @@
+"""The speaker's causal LM: the small GPT-2's config, scene descriptions that fill its prefix, and the loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from listener_sub.errors import UserError
+
+DESC_SEP = "|"  # ends the description of each object
+DESC_FILL = "_"  # pads a description to exactly prefix_len tokens
+DESC_ORDER = ("size", "color", "fill", "shape", "position")  # attribute order within an object's description
+LOCAL_PREFIXES = ("/", "./", "../", "~")  # a name starting with one of these is a local path, never a hub name
+
+
+@dataclass
+class LMConfig:
+    """The embedded default's small GPT-2 (the vocabulary size comes from its trained tokenizer)."""
+
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 64  # model width (what the speaker's adapter projects to)
+    n_positions: int = 64  # longest sequence: prefix_len + caption tokens + EOS
+    prefix_len: int = 8  # M: description tokens in pretraining = soft-prefix vectors of the speaker
+    dropout: float = 0.0  # residual, embedding and attention dropout
+    activation: str = "gelu_pytorch_tanh"  # GPT-2's tanh GELU as one fused kernel (same values as "gelu_new")
+
+
+def object_words(obj: dict[str, str]) -> list[str]:
+    """An object's value words in DESC_ORDER, then the separator."""
+    return [*(obj[a] for a in DESC_ORDER if a in obj), DESC_SEP]
+
+
+def describe(objects: list[dict[str, str]], prefix_len: int) -> str:
+    """'large red striped circle left | _ _': each object (referent first) then filler, exactly prefix_len tokens."""
+    words = [w for obj in objects for w in object_words(obj)]
+    if len(words) > prefix_len:
+        raise ValueError(
+            f"describing {len(objects)} object(s) takes {len(words)} tokens; set prefix_len >= {len(words)} "
+            f"(got {prefix_len})"
+        )
+    return " ".join(words + [DESC_FILL] * (prefix_len - len(words)))
+
+
+def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A frozen causal LM in eval mode and its tokenizer (with EOS and pad), from a local dir or a hub name."""
+    local = _is_local(name_or_dir)
+    if local:
+        _check_dir(Path(name_or_dir).expanduser())
+    source = str(Path(name_or_dir).expanduser()) if local else name_or_dir
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot load the LM {name_or_dir!r} ({_first_line(err)}); pass a directory written by save_pretrained "
+            "(config.json, weights and tokenizer files) or a hub model name on a machine with internet"
+        ) from err
+    _ensure_special_tokens(tokenizer, name_or_dir)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise UserError(
+            f"the tokenizer of {name_or_dir!r} has {len(tokenizer)} tokens but the model only "
+            f"{model.get_input_embeddings().num_embeddings} embeddings; save the matching tokenizer beside the model"
+        )
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.requires_grad_(False)
+    return model.to(device).eval(), tokenizer
+
+
+def _is_local(name_or_dir: str) -> bool:
+    """Whether a model name is a local path (it exists or is spelled as a path) rather than a hub name."""
+    return Path(name_or_dir).expanduser().exists() or name_or_dir.startswith(LOCAL_PREFIXES)
+
+
+def _check_dir(path: Path) -> None:
+    """UserError unless `path` is a directory holding a saved model config."""
+    if not path.is_dir():
+        raise UserError(
+            f"LM directory {path} does not exist; run `listener-sub pretrain stage=lm` or point the LM setting "
+            "at a directory written by save_pretrained"
+        )
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} has no config.json; point the LM setting at a directory written by save_pretrained")
+
+
+def _ensure_special_tokens(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """Require a vocabulary and an EOS token; use EOS as the pad token when there is none (as for GPT-2)."""
+    if len(tokenizer.get_vocab()) <= 1:  # transformers builds an empty tokenizer when its files are missing
+        raise UserError(
+            f"no tokenizer files found for the LM {name!r}; save the tokenizer beside the model "
+            "(tokenizer.save_pretrained(dir))"
+        )
+    if tokenizer.eos_token is None:
+        raise UserError(f"the tokenizer of {name!r} has no EOS token; use an LM whose tokenizer defines eos_token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error message (transformers errors run to several)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,372 @@
+"""Speaker: frozen open_clip vision tower -> trainable adapter -> frozen causal LM through a soft prefix.
+
+Vision features: the tokens an open_clip `VisionTransformer` returns with `output_tokens = True`. For a
+standard ViT these are the patch tokens (class token dropped) after `ln_post` and before `proj`, width =
+the tower's width (768 for ViT-B-32); the pooled embedding is the usual CLIP image embedding (after
+`proj`). For an open_clip `ModifiedResNet` the tokens are the cells of the last feature map plus the
+attention pool's own positional embeddings (so they carry position), the pooled embedding its output. Perceiver adapters read the tokens, MLP adapters the pooled embedding (`adapter.uses_tokens`).
+Pixels are resized to the tower's image size (bicubic, antialiased) and normalised with the mean/std of
+the tower's preprocess config (open_clip's OpenAI constants when it has none).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.modified_resnet import ModifiedResNet
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from listener_sub.adapters import adapter_class, create_adapter
+from listener_sub.cache import atomic_path
+from listener_sub.errors import DataError
+from listener_sub.perception import to_float_images
+
+Images = np.ndarray | torch.Tensor  # uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]
+
+
+@dataclass
+class VisionFeatures:
+    """Frozen vision-tower outputs for a batch of images."""
+
+    pooled: torch.Tensor  # (B, d_pooled) CLIP image embedding
+    tokens: torch.Tensor  # (B, T, d_tokens) patch tokens
+
+
+@dataclass
+class Generation:
+    """Sampled captions; row b * k + j is sample j of image b."""
+
+    tokens: torch.Tensor  # (B*k, L) int64, right-padded with the pad id after EOS
+    lengths: torch.Tensor  # (B*k,) int64 tokens up to and including EOS; max_new_tokens if no EOS
+    texts: list[str]  # decoded captions without special tokens
+    prefix: torch.Tensor  # (B*k, M, d_lm) the soft prefix the samples were drawn from (no grad)
+    # (B*k, L) log pi(token) from the KV-cache pass at temperature 1 without top-k/top-p; 0 after EOS
+    token_log_probs: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B*k, L) float: 1 for tokens up to and including EOS."""
+        return length_mask(self.lengths, self.tokens.shape[1])
+
+
+def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(N,) lengths -> (N, width) float mask, 1 on the first lengths[i] positions."""
+    return (torch.arange(width, device=lengths.device) < lengths[:, None]).float()
+
+
+def sample_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next ids (N,) from logits (N, V): argmax if greedy, else a draw from the tempered top-k/top-p softmax."""
+    if greedy:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = logits.sort(-1, descending=True)  # (N, V)
+        probs = ordered.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before a token already reaches top_p
+        logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (N,)
+
+
+def check_sampling(k: int, temperature: float, top_k: int, top_p: float, max_new_tokens: int, greedy: bool) -> None:
+    """Raise ValueError on sampling settings that make no sense."""
+    if k < 1 or max_new_tokens < 1:
+        raise ValueError(f"k and max_new_tokens must be >= 1, got k={k}, max_new_tokens={max_new_tokens}")
+    if not greedy and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
+    if top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need top_k >= 0 (0 = off) and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
+
+
+def vision_tower(vision: nn.Module) -> nn.Module:
+    """The open_clip VisionTransformer or ModifiedResNet of a CLIP (its `.visual`) or the tower itself."""
+    visual = getattr(vision, "visual", vision)
+    if not isinstance(visual, ModifiedResNet) and not hasattr(visual, "output_tokens"):
+        raise ValueError(f"expected an open_clip CLIP, VisionTransformer or ModifiedResNet, got {type(visual).__name__}")
+    if hasattr(visual, "output_tokens"):
+        visual.output_tokens = True
+    return visual
+
+
+def tower_outputs(visual: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled (B, d_pooled), tokens (B, T, d_tokens)) of a vision tower made by `vision_tower`."""
+    if isinstance(visual, ModifiedResNet):
+        maps = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, h, w)
+        tokens = maps.flatten(2).transpose(1, 2) + visual.attnpool.positional_embedding[1:].to(maps.dtype)  # (B, h*w, C)
+        return visual.attnpool(maps), tokens
+    return visual(pixels)
+
+
+def tower_image_size(visual: nn.Module) -> tuple[int, int]:
+    """(H, W) input size of a vision tower."""
+    size = visual.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+@torch.no_grad()
+def vision_dims(vision: nn.Module) -> tuple[int, int]:
+    """(patch-token width, pooled-embedding width) of an open_clip vision tower, from one dry run."""
+    visual = vision_tower(vision)
+    param = next(visual.parameters())
+    pixels = torch.zeros(1, 3, *tower_image_size(visual), device=param.device, dtype=param.dtype)
+    pooled, tokens = tower_outputs(visual, pixels)
+    return tokens.shape[-1], pooled.shape[-1]
+
+
+def cache_argument(lm: nn.Module) -> str:
+    """The LM's KV-cache argument and output field: `cache` (transformers >= 5.x) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def adapter_config_path(path: str | Path) -> Path:
+    """The JSON of an adapter's kind and config, beside its safetensors file."""
+    return Path(path).with_suffix(".json")
+
+
+def write_adapter(adapter: nn.Module, path: str | Path) -> None:
+    """Save an adapter's weights (safetensors at `path`) and its kind + config (JSON beside it), atomically."""
+    meta = {"kind": adapter.kind, "config": dataclasses.asdict(adapter.config)}
+    with atomic_path(adapter_config_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    weights = {name: t.detach().contiguous().cpu() for name, t in adapter.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp))
+
+
+def read_adapter(path: str | Path) -> nn.Module:
+    """Rebuild an adapter saved by `write_adapter` (on the CPU)."""
+    path, meta_path = Path(path), adapter_config_path(path)
+    if not path.is_file() or not meta_path.is_file():
+        raise DataError(f"adapter {path} (and {meta_path.name} beside it) not found; train the speaker or fix the path")
+    try:
+        meta = json.loads(meta_path.read_text())
+        adapter = create_adapter(meta["kind"], **meta["config"])
+        adapter.load_state_dict(load_file(str(path)))
+    except (ValueError, KeyError, RuntimeError, OSError) as err:
+        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+    return adapter
+
+
+class Speaker(nn.Module):
+    """Frozen open_clip vision tower -> trainable adapter -> soft prefix (B, M, d_lm) -> frozen causal LM."""
+
+    def __init__(self, vision: nn.Module, lm: nn.Module, tokenizer: Any, adapter: nn.Module) -> None:
+        super().__init__()
+        self.visual = vision_tower(vision)
+        self.lm = lm
+        self.tokenizer = tokenizer
+        for frozen in (self.visual, self.lm):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.token_dim, self.pooled_dim = vision_dims(self.visual)
+        self.adapter = self._checked(adapter)
+        self.image_size = tower_image_size(self.visual)  # (H, W)
+        cfg = open_clip.get_model_preprocess_cfg(self.visual)
+        mean, std = cfg.get("mean", OPENAI_DATASET_MEAN), cfg.get("std", OPENAI_DATASET_STD)
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the speaker's tokenizer needs an eos token")
+        if len(tokenizer) > self.lm.get_input_embeddings().num_embeddings:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the LM's vocabulary")
+        self.cache_arg = cache_argument(lm)
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+    @classmethod
+    def build(
+        cls, vision: nn.Module, lm: nn.Module, tokenizer: Any, kind: str = "perceiver", **adapter_cfg: Any
+    ) -> Speaker:
+        """A speaker with a fresh adapter of `kind`; d_vision and d_lm are filled in from the models."""
+        token_dim, pooled_dim = vision_dims(vision)
+        d_vision = token_dim if adapter_class(kind).uses_tokens else pooled_dim
+        d_lm = lm.get_input_embeddings().embedding_dim
+        return cls(vision, lm, tokenizer, create_adapter(kind, d_vision=d_vision, d_lm=d_lm, **adapter_cfg))
+
+    def _checked(self, adapter: nn.Module) -> nn.Module:
+        """The adapter, if its input and output widths fit the vision tower and the LM."""
+        d_vision = self.token_dim if adapter.uses_tokens else self.pooled_dim
+        d_lm = self.lm.get_input_embeddings().embedding_dim
+        if (adapter.config.d_vision, adapter.config.d_lm) != (d_vision, d_lm):
+            raise ValueError(
+                f"{adapter.kind} adapter maps width {adapter.config.d_vision} -> {adapter.config.d_lm}, "
+                f"but the vision features have width {d_vision} and the LM {d_lm}"
+            )
+        return adapter
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.get_input_embeddings().weight.device
+
+    @property
+    def n_prefix(self) -> int:
+        """M, the soft-prefix length."""
+        return self.adapter.config.n_latents
+
+    def train(self, mode: bool = True) -> Speaker:
+        """Set the adapter's mode; the frozen vision tower and LM always stay in eval mode."""
+        super().train(mode)
+        self.visual.eval()
+        self.lm.eval()
+        return self
+
+    def _autocast(self) -> AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def pixels(self, images: Images) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) images -> normalised (B, 3, h, w) at the tower's size."""
+        images = torch.as_tensor(images)
+        x = to_float_images(images) if images.dtype == torch.uint8 else images
+        if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            raise ValueError(f"expected uint8 (B, H, W, 3) or float (B, 3, H, W) images, got {tuple(x.shape)}")
+        x = x.to(self.device, torch.float32)
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return (x - self.pixel_mean) / self.pixel_std  # (B, 3, h, w)
+
+    @torch.no_grad()
+    def encode(self, images: Images) -> VisionFeatures:
+        """Frozen vision features of the images (no grad)."""
+        with self._autocast():
+            pooled, tokens = tower_outputs(self.visual, self.pixels(images))  # (B, d_pooled), (B, T, d_tokens)
+        return VisionFeatures(pooled.float(), tokens.float())
+
+    def adapt(self, features: VisionFeatures, adapter: nn.Module | None = None) -> torch.Tensor:
+        """Soft prefix (B, M, d_lm) from vision features, through `adapter` (default: the speaker's own)."""
+        adapter = self.adapter if adapter is None else adapter
+        with self._autocast():
+            return adapter(features.tokens if adapter.uses_tokens else features.pooled)
+
+    def prefix(self, images: Images, adapter: nn.Module | None = None) -> torch.Tensor:
+        """Soft prefix (B, M, d_lm) of the images; carries grad to the adapter when grad is enabled."""
+        return self.adapt(self.encode(images), adapter)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(tokens)  # (N, L, d_lm)
+
+    def log_probs(
+        self, prefix: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One teacher-forced pass over [prefix; tokens]: (log pi of each token (N, L), float mask (N, L)).
+
+        Tokens up to and including EOS (the first lengths[i]) count; later positions are 0 in both outputs.
+        """
+        N, M, _ = prefix.shape
+        L = tokens.shape[1]
+        tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+        mask = length_mask(lengths, L)  # (N, L)
+        token_embeds = self._embed(tokens)  # (N, L, d_lm)
+        embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
+        attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
+        with self._autocast():
+            logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (N, M + L, V)
+        logp = logits[:, M - 1 : M + L - 1].float().log_softmax(-1)  # (N, L, V): position M - 1 + t predicts token t
+        per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
+        return per_token * mask, mask
+
+    def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> token ids (N, L) of caption + EOS, right-padded with the pad id, and lengths (N,)."""
+        rows = [ids + [self.eos_id] for ids in self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]]
+        lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+        tokens = torch.full((len(rows), int(lengths.max())), self.pad_id, dtype=torch.long)  # (N, L)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row)
+        return tokens.to(self.device), lengths.to(self.device)
+
+    def caption_loss(self, images: Images, captions: list[str]) -> torch.Tensor:
+        """Token-mean teacher-forced cross-entropy of caption + EOS given the image's prefix (no loss on prefix/pad)."""
+        tokens, lengths = self.encode_captions(captions)
+        prefix = self.prefix(images)  # (B, M, d_lm)
+        if prefix.shape[0] != tokens.shape[0]:
+            raise ValueError(f"{prefix.shape[0]} images but {tokens.shape[0]} captions")
+        per_token, mask = self.log_probs(prefix, tokens, lengths)
+        return -per_token.sum() / mask.sum()
+
+    @torch.no_grad()
+    def _sample(
+        self, prefix: torch.Tensor, max_new_tokens: int, **sampling: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """KV-cached decoding from prefix (N, M, d_lm): tokens (N, L), lengths (N,), token log-probs (N, L)."""
+        N, M, _ = prefix.shape
+        attention = torch.ones(N, M, dtype=torch.long, device=self.device)  # (N, M + t)
+        finished = torch.zeros(N, dtype=torch.bool, device=self.device)
+        lengths = torch.zeros(N, dtype=torch.long, device=self.device)
+        tokens, log_probs = [], []
+        with self._autocast():
+            embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (N, M, d_lm)
+            out = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
+            for _ in range(max_new_tokens):
+                logits = out.logits[:, -1].float()  # (N, V)
+                token = torch.where(finished, self.pad_id, sample_token(logits, **sampling))  # (N,)
+                logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
+                tokens.append(token)
+                log_probs.append(logp.masked_fill(finished, 0.0))
+                lengths += ~finished
+                finished |= token == self.eos_id
+                if finished.all():
+                    break
+                attention = torch.cat([attention, attention.new_ones(N, 1)], dim=1)
+                cache = {self.cache_arg: getattr(out, self.cache_arg)}
+                out = self.lm(input_ids=token[:, None], attention_mask=attention, use_cache=True, **cache)
+        return torch.stack(tokens, 1), lengths, torch.stack(log_probs, 1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Images,
+        k: int = 1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Generation:
+        """k captions per image (row b * k + j); `generator` (on the speaker's device) makes sampling reproducible.
+
+        For a gradient, recompute the prefix: `speaker.log_probs(speaker.prefix(images).repeat_interleave(k, 0), ...)`.
+        """
+        check_sampling(k, temperature, top_k, top_p, max_new_tokens, greedy)
+        prefix = self.prefix(images).repeat_interleave(k, dim=0)  # (B*k, M, d_lm)
+        tokens, lengths, log_probs = self._sample(
+            prefix, max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator,
+        )  # fmt: skip
+        texts = self.decode(tokens, lengths)
+        return Generation(tokens=tokens, lengths=lengths, texts=texts, prefix=prefix, token_log_probs=log_probs)
+
+    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Token rows (N, L) cut at their lengths -> text without special tokens."""
+        rows = [row[:n].tolist() for row, n in zip(tokens.cpu(), lengths.tolist())]
+        return [text.strip() for text in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    def save_adapter(self, path: str | Path) -> None:
+        """Save only the adapter: safetensors at `path`, its kind and config as JSON beside it."""
+        write_adapter(self.adapter, path)
+
+    def load_adapter(self, path: str | Path) -> nn.Module:
+        """Replace the adapter by the one saved at `path` (kind and config from its JSON); returns it."""
+        self.adapter = self._checked(read_adapter(path)).to(self.device).train(self.training)
+        return self.adapter

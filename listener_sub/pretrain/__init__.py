@@ -1,0 +1,1 @@
+"""Pretraining recipes for the embedded default: the models trained locally before RL."""

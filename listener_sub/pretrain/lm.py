@@ -1,0 +1,282 @@
+"""LM recipe: a word-level tokenizer and a small GPT-2 trained on description-then-caption text of the world.
+
+Each training sequence is [description of the scene: exactly M tokens] [caption] [EOS], with the loss
+on the caption and EOS only, so the LM learns to read its M-token context -- the positions the
+speaker's soft prefix takes later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tqdm.auto import tqdm
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from listener_sub.cache import atomic_path
+from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
+from listener_sub.pretrain.schedule import warmup_cosine
+from listener_sub.world import (
+    ATTRIBUTES,
+    WORLD_VOCAB,
+    CaptionConfig,
+    SceneBatch,
+    WorldConfig,
+    caption_scenes,
+    parse,
+    sample_scenes,
+    truthful,
+)
+from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
+
+UNK, PAD, EOS = "<unk>", "<pad>", "<|endoftext|>"
+SPACE = "\u2581"  # Metaspace's word marker; alone (from a text that is just ".") it is no word
+IGNORE = -100  # label of positions without loss
+WARMUP = 0.05  # fraction of steps with a linear learning-rate warmup (then cosine decay to 0)
+BETAS = (0.9, 0.95)  # AdamW betas
+WEIGHT_DECAY = 0.01
+MAX_GRAD_NORM = 1.0
+MAX_NEW_TOKENS = 24  # longest continuation generated in evaluation (the longest caption takes 19 with EOS)
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def build_corpus(
+    world: WorldConfig, captions: CaptionConfig, n_scenes: int, per_scene: int, prefix_len: int, seed: int
+) -> list[tuple[str, str]]:
+    """(description, caption) pairs for scenes 0..n_scenes-1 of the train split, per_scene captions each."""
+    scenes = sample_scenes(world, "train", 0, n_scenes)
+    texts = caption_scenes(scenes, captions, per_scene, seed)
+    return [(describe(scenes.objects(b), prefix_len), c) for b, caps in enumerate(texts) for c in caps]
+
+
+def corpus_mention_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
+    """Fraction of the corpus captions that mention each attribute."""
+    mentioned = [parse(caption).mentioned() for _, caption in pairs]
+    return {a: sum(a in m for m in mentioned) / max(len(mentioned), 1) for a in ATTRIBUTES}
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def lexicon() -> list[str]:
+    """Every word of the world's captions and descriptions; END last, so that joined it ends a 'caption'."""
+    phrases = [*PREFIXES, *POSITION_PHRASES.values(), *RELATIONS.values(), "a an", WORLD_VOCAB.generic_noun]
+    words = {w for p in phrases for w in p.split()} | {w for vs in WORLD_VOCAB.values.values() for w in vs}
+    return sorted(words | {DESC_SEP, DESC_FILL}) + [END]
+
+
+def _word_tokenizer(vocab: dict[str, int]) -> Tokenizer:
+    """Word-level tokenizer: lower-cased, whitespace-collapsed, '.' split off; decodes with single spaces."""
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), normalizers.Strip(), normalizers.Replace(Regex(r"\s+"), " "),
+         normalizers.Replace(" .", ".")]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Split(".", "isolated")]
+    )
+    tok.decoder = decoders.Metaspace(prepend_scheme="always")
+    return tok
+
+
+def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the words of `texts` plus the world's lexicon, with EOS, pad and unk tokens."""
+    splitter = _word_tokenizer({UNK: 0})
+    pieces = set()
+    for text in [*texts, " ".join(lexicon())]:
+        pieces.update(p for p, _ in splitter.pre_tokenizer.pre_tokenize_str(splitter.normalizer.normalize_str(text)))
+    vocab = {tok: i for i, tok in enumerate([UNK, PAD, EOS, *sorted(pieces - {SPACE})])}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=_word_tokenizer(vocab), unk_token=UNK, pad_token=PAD, eos_token=EOS, bos_token=EOS
+    )
+
+
+# ---------------------------------------------------------------- model inputs
+
+
+@dataclass
+class LMBatch:
+    """Description-then-caption sequences, right-padded."""
+
+    input_ids: torch.Tensor  # (N, T) int64
+    attention_mask: torch.Tensor  # (N, T) int64, 0 on padding
+    labels: torch.Tensor  # (N, T) int64, IGNORE on the description and padding
+
+    def __getitem__(self, sel) -> "LMBatch":
+        """The selected rows, without the padding columns they all share."""
+        mask = self.attention_mask[sel]
+        t = int(mask.sum(1).max())
+        return LMBatch(self.input_ids[sel][:, :t], mask[:, :t], self.labels[sel][:, :t])
+
+
+def encode_pairs(pairs: list[tuple[str, str]], tokenizer: PreTrainedTokenizerFast, prefix_len: int) -> LMBatch:
+    """[description (prefix_len tokens)] [caption] [EOS] for each pair, right-padded to the longest."""
+    descs = tokenizer([d for d, _ in pairs], add_special_tokens=False)["input_ids"]
+    caps = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    bad = next((d for d, ids in zip(pairs, descs) if len(ids) != prefix_len), None)
+    if bad is not None:
+        raise ValueError(f"description {bad[0]!r} is not {prefix_len} tokens under this tokenizer")
+    rows = [d + c + [tokenizer.eos_token_id] for d, c in zip(descs, caps)]
+    t = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (t - len(r)) for r in rows])  # (N, T)
+    mask = (torch.arange(t) < torch.tensor([len(r) for r in rows])[:, None]).long()  # (N, T)
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    labels[:, :prefix_len] = IGNORE
+    return LMBatch(ids, mask, labels)
+
+
+# ---------------------------------------------------------------- training
+
+
+def token_nll(model: PreTrainedModel, batch: LMBatch) -> torch.Tensor:
+    """(N, T-1) NLL of each next token; 0 where its label is IGNORE."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # (N, T-1, V)
+    labels = batch.labels[:, 1:]  # (N, T-1)
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+
+
+def make_model(cfg: LMConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 of cfg's size over the tokenizer's vocabulary."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        activation_function=cfg.activation,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        prefix_len=cfg.prefix_len,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def fit(
+    model: PreTrainedModel, data: LMBatch, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True
+) -> None:
+    """AdamW on the mean caption-token NLL of random batches of `data` (warmup, cosine decay, clipping)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, max(int(WARMUP * steps), 1)))
+    rng = np.random.default_rng(seed)
+    model.train()
+    bar = tqdm(range(steps), desc="training LM", unit="step", disable=not progress)
+    for _ in bar:
+        batch = data[torch.from_numpy(rng.integers(0, len(data.input_ids), size=batch_size))]
+        loss = token_nll(model, batch).sum() / (batch.labels[:, 1:] != IGNORE).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+
+
+def train_lm(
+    cfg: LMConfig,
+    world: WorldConfig,
+    captions: CaptionConfig,
+    out_dir: str | Path,
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    seed: int = 0,
+    n_scenes: int = 2000,
+    per_scene: int = 5,
+    progress: bool = True,
+) -> Path:
+    """Train tokenizer and GPT-2 on the description-then-caption corpus; save both to out_dir (atomically)."""
+    pairs = build_corpus(world, captions, n_scenes, per_scene, cfg.prefix_len, seed)
+    tokenizer = train_tokenizer([t for pair in pairs for t in pair])
+    data = encode_pairs(pairs, tokenizer, cfg.prefix_len)
+    if data.input_ids.shape[1] > cfg.n_positions:
+        raise ValueError(f"sequences take {data.input_ids.shape[1]} positions; set n_positions >= that")
+    torch.manual_seed(seed)
+    model = make_model(cfg, tokenizer)
+    fit(model, data, steps, batch_size, lr, seed, progress)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out_dir
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def caption_nll(model: PreTrainedModel, batch: LMBatch) -> torch.Tensor:
+    """(N,) mean NLL per caption token (EOS included) of each sequence."""
+    return token_nll(model, batch).sum(1) / (batch.labels[:, 1:] != IGNORE).sum(1)
+
+
+@torch.no_grad()
+def continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    descriptions: list[str],
+    temperature: float | None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[str]:
+    """Caption text the LM continues each description with: greedy (temperature None) or sampled."""
+    ids = tokenizer(descriptions, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (B, M)
+    sampling = {"do_sample": False}
+    if temperature:
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **sampling,
+    )  # (B, M + L)
+    return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+
+def evaluate_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    world: WorldConfig,
+    captions: CaptionConfig,
+    prefix_len: int,
+    n_scenes: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
+    """On val scenes: caption NLL with the right vs another scene's description; quality of greedy and sampled text."""
+    scenes = sample_scenes(world, "val", 0, n_scenes)
+    descs = [describe(scenes.objects(b), prefix_len) for b in range(n_scenes)]
+    caps = [c[0] for c in caption_scenes(scenes, captions, 1, seed)]
+    right = encode_pairs(list(zip(descs, caps)), tokenizer, prefix_len)
+    wrong = encode_pairs(list(zip(descs[-1:] + descs[:-1], caps)), tokenizer, prefix_len)
+    metrics = {"nll/right": caption_nll(model, right).mean().item()}
+    metrics["nll/wrong"] = caption_nll(model, wrong).mean().item()
+    torch.manual_seed(seed)
+    metrics.update(text_metrics(continuations(model, tokenizer, descs, None), scenes))
+    sampled = text_metrics(continuations(model, tokenizer, descs, 1.0), scenes)
+    metrics.update({f"sample/{k}": v for k, v in sampled.items()})
+    return metrics
+
+
+def text_metrics(texts: list[str], scenes: SceneBatch) -> dict[str, float]:
+    """grammatical, truthful and mention/<attribute> rates of one caption per scene."""
+    parsed = [parse(t) for t in texts]
+    metrics = {
+        "grammatical": float(np.mean([p.grammatical for p in parsed])),
+        "truthful": float(np.mean([truthful(t, scenes.objects(b), scenes.x(b)) for b, t in enumerate(texts)])),
+    }
+    metrics.update({f"mention/{a}": float(np.mean([a in p.mentioned() for p in parsed])) for a in ATTRIBUTES})
+    return metrics

@@ -1,0 +1,294 @@
+"""Speaker: frozen CLIP vision + trainable adapter + frozen GPT-2; sampling, log-probs, training, save/load."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+import listener_sub.models
+from listener_sub.adapters import create_adapter
+from listener_sub.errors import DataError
+from listener_sub.models.listener import register_model_configs
+from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, render, sample_scenes
+from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
+
+TINY_VIT = Path(listener_sub.models.__file__).parent / "model_configs" / "ls-vit-tiny-64.json"
+SPECIALS = ["[PAD]", "[EOS]", "[UNK]"]
+
+
+def caption_words() -> list[str]:
+    """Every word the world's caption grammar can produce."""
+    phrases = [*PREFIXES, *POSITION_PHRASES.values(), *RELATIONS.values(), "a an", WORLD_VOCAB.generic_noun, END]
+    words = {w for values in WORLD_VOCAB.values.values() for w in values} | {w for p in phrases for w in p.split()}
+    return sorted(words)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the world's caption words, with [PAD] and [EOS]."""
+    vocab = {w: i for i, w in enumerate(SPECIALS + caption_words())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_vit_config() -> None:
+    open_clip.add_model_config(TINY_VIT)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and much faster than on two oversubscribed cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    """Four rendered world scenes, (4, 64, 64, 3) uint8."""
+    return render(sample_scenes(WorldConfig(), "train", 0, 4))
+
+
+def tiny_lm(tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    """A random 2-layer GPT-2. initializer_range 0.3: at GPT-2's 0.02 the frozen random LM's logits span
+    under ~2 nats, so no prefix can make it spell a caption (caption loss stalls at 3.39)."""
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=len(tokenizer), initializer_range=0.3,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return GPT2LMHeadModel(config)
+
+
+def make_speaker(tokenizer: PreTrainedTokenizerFast, kind: str = "perceiver", seed: int = 0) -> Speaker:
+    """Random tiny ViT + random 2-layer GPT-2 + a fresh adapter."""
+    torch.manual_seed(seed)
+    visual = open_clip.create_model("ls-vit-tiny-64", pretrained=None).visual
+    cfg = {"width": 64, "heads": 2} if kind == "perceiver" else {}
+    return Speaker.build(visual, tiny_lm(tokenizer), tokenizer, kind, **cfg)
+
+
+def bias_eos(speaker: Speaker, bias: float) -> None:
+    """Add `bias` to the LM's EOS logit in every forward pass (cached or teacher-forced)."""
+
+    def hook(module, args, output):
+        output.logits[..., speaker.eos_id] += bias
+
+    speaker.lm.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("kind", ["perceiver", "mlp"])
+def test_prefix_shapes_and_image_formats(tokenizer, images, kind):
+    speaker = make_speaker(tokenizer, kind)
+    assert speaker.adapter.uses_tokens == (kind == "perceiver")
+    with torch.no_grad():
+        from_numpy = speaker.prefix(images)
+        from_tensor = speaker.prefix(torch.from_numpy(images))
+        from_float = speaker.prefix(torch.from_numpy(images).permute(0, 3, 1, 2) / 255)
+        resized = speaker.prefix(torch.rand(2, 3, 40, 40))
+    assert from_numpy.shape == (4, 8, 64) and resized.shape == (2, 8, 64)
+    torch.testing.assert_close(from_tensor, from_numpy)
+    torch.testing.assert_close(from_float, from_numpy)
+    features = speaker.encode(images)
+    assert features.tokens.shape == (4, 64, 64) and features.pooled.shape == (4, 64)  # 8x8 patches, width 64
+    with pytest.raises(ValueError, match="images"):
+        speaker.prefix(torch.rand(2, 40, 40))
+
+
+def test_normalisation_uses_the_clip_preprocess_config(tokenizer):
+    speaker = make_speaker(tokenizer)
+    gray = torch.full((1, 3, 64, 64), 0.5)
+    expected = (0.5 - torch.tensor(open_clip.OPENAI_DATASET_MEAN)) / torch.tensor(open_clip.OPENAI_DATASET_STD)
+    torch.testing.assert_close(speaker.pixels(gray)[0, :, 0, 0], expected)
+
+
+def test_only_the_adapter_is_trainable_and_gets_gradients(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    trainable = {n for n, p in speaker.named_parameters() if p.requires_grad}
+    assert trainable == {f"adapter.{n}" for n, _ in speaker.adapter.named_parameters()}
+    speaker.train()
+    gen = speaker.generate(images, k=2, generator=torch.Generator().manual_seed(0))
+    prefix = speaker.prefix(images).repeat_interleave(2, dim=0)  # the RL path: prefix with grad, then log-probs
+    per_token, mask = speaker.log_probs(prefix, gen.tokens, gen.lengths)
+    (per_token.sum() / mask.sum() + speaker.caption_loss(images, ["a red object."] * 4)).backward()
+    assert all(p.grad is not None for p in speaker.adapter.parameters())
+    assert all(p.grad is None for p in speaker.visual.parameters())
+    assert all(p.grad is None for p in speaker.lm.parameters())
+
+
+def test_train_keeps_vision_and_lm_in_eval_mode(tokenizer):
+    speaker = make_speaker(tokenizer).train()
+    assert speaker.training and speaker.adapter.training
+    assert not any(m.training for m in speaker.visual.modules())
+    assert not any(m.training for m in speaker.lm.modules())
+    speaker.eval()
+    assert not speaker.adapter.training
+
+
+def test_kv_cache_log_probs_equal_teacher_forced_log_probs(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    bias_eos(speaker, 2.0)  # a mix of finished and unfinished samples
+    gen = speaker.generate(images, k=8, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
+    assert gen.lengths.min() < 10 and gen.lengths.max() == 10
+    per_token, mask = speaker.log_probs(speaker.prefix(images).repeat_interleave(8, dim=0), gen.tokens, gen.lengths)
+    torch.testing.assert_close(mask, gen.mask)
+    assert (per_token - gen.token_log_probs).abs().max() < 1e-4
+    assert (mask.sum(1) == gen.lengths).all() and (per_token[mask == 0] == 0).all()
+    torch.testing.assert_close(speaker.log_probs(gen.prefix, gen.tokens, gen.lengths)[0], per_token)
+
+
+def test_eos_handling(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    bias_eos(speaker, 2.0)
+    gen = speaker.generate(images, k=16, max_new_tokens=8, generator=torch.Generator().manual_seed(0))
+    width = gen.tokens.shape[1]
+    assert gen.tokens.dtype == torch.int64 and width == 8 and len(gen.texts) == 64
+    ended = (gen.tokens == speaker.eos_id).any(1)
+    assert ended.any() and not ended.all()
+    for row, n, has_eos in zip(gen.tokens, gen.lengths.tolist(), ended.tolist()):
+        assert (row[n:] == speaker.pad_id).all()  # pad after EOS
+        assert (row[: n - 1] != speaker.eos_id).all()
+        assert row[n - 1] == speaker.eos_id if has_eos else n == 8  # no EOS: max_new_tokens
+    assert (gen.mask.sum(1) == gen.lengths).all()
+    assert gen.texts == speaker.decode(gen.tokens, gen.lengths)
+    assert not any("[EOS]" in t or "[PAD]" in t for t in gen.texts)
+
+
+def test_generation_stops_when_all_finished(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    bias_eos(speaker, 100.0)
+    gen = speaker.generate(images, k=2, max_new_tokens=16)
+    assert gen.tokens.shape == (8, 1) and (gen.tokens == speaker.eos_id).all() and (gen.lengths == 1).all()
+    assert gen.texts == [""] * 8
+
+
+def test_greedy_is_deterministic_and_argmax(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    first = speaker.generate(images, k=2, greedy=True, max_new_tokens=6)
+    second = speaker.generate(images, k=2, greedy=True, max_new_tokens=6)
+    assert torch.equal(first.tokens, second.tokens) and first.texts == second.texts
+    assert torch.equal(first.tokens[0::2], first.tokens[1::2])  # k copies of one image agree
+    M = speaker.n_prefix
+    embeds = torch.cat([first.prefix, speaker.lm.get_input_embeddings()(first.tokens)], 1)  # (B*k, M + L, D)
+    with torch.no_grad():
+        logits = speaker.lm(inputs_embeds=embeds).logits[:, M - 1 : -1]  # (B*k, L, V)
+    mask = first.mask.bool()
+    assert torch.equal(logits.argmax(-1)[mask], first.tokens[mask])
+    # filters that leave one candidate give the argmax too
+    top1 = speaker.generate(images, k=2, top_k=1, max_new_tokens=6, generator=torch.Generator().manual_seed(5))
+    nucleus = speaker.generate(images, k=2, top_p=1e-6, max_new_tokens=6, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(top1.tokens, first.tokens) and torch.equal(nucleus.tokens, first.tokens)
+
+
+def test_seeded_sampling_is_reproducible(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    a = speaker.generate(images, k=4, temperature=1.5, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    b = speaker.generate(images, k=4, temperature=1.5, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    c = speaker.generate(images, k=4, temperature=1.5, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a.tokens, b.tokens) and a.texts == b.texts
+    assert not torch.equal(a.tokens, c.tokens)
+    with pytest.raises(ValueError, match="temperature"):
+        speaker.generate(images, temperature=0.0)
+
+
+def test_sample_token_filters():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample_token(logits, top_k=2, generator=g).tolist()) == {0, 1}
+    probs = logits[0].softmax(-1)  # 0.64, 0.24, 0.09, 0.03: the nucleus of 0.8 is {0, 1}
+    assert set(sample_token(logits, top_p=0.8, generator=g).tolist()) == {0, 1}
+    assert set(sample_token(logits, top_p=float(probs[0]) + 1e-3, generator=g).tolist()) == {0, 1}
+    cold = sample_token(logits, temperature=0.05, generator=g)
+    assert (cold == 0).all()
+
+
+def test_caption_loss_matches_lm_loss_with_ignored_labels(tokenizer, images):
+    speaker = make_speaker(tokenizer)
+    captions = ["a red object.", "there is a small blue circle on the left.", "a square.", "an outlined cross."]
+    tokens, lengths = speaker.encode_captions(captions)
+    assert tokens.shape == (4, 11) and lengths.tolist() == [5, 11, 4, 5]  # words + "." + EOS
+    assert (tokens[torch.arange(4), lengths - 1] == speaker.eos_id).all() and tokens[2, 4:].eq(speaker.pad_id).all()
+    with torch.no_grad():
+        loss = speaker.caption_loss(images, captions)
+        prefix = speaker.prefix(images)
+        M = prefix.shape[1]
+        mask = (torch.arange(11) < lengths[:, None]).long()
+        labels = torch.cat([torch.full((4, M), -100), tokens.masked_fill(mask == 0, -100)], 1)
+        embeds = torch.cat([prefix, speaker.lm.get_input_embeddings()(tokens)], 1)
+        attention = torch.cat([torch.ones(4, M, dtype=torch.long), mask], 1)
+        reference = speaker.lm(inputs_embeds=embeds, attention_mask=attention, labels=labels).loss
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["perceiver", "mlp"])
+def test_save_load_adapter_round_trip(tokenizer, images, tmp_path, kind):
+    speaker = make_speaker(tokenizer, kind, seed=0)
+    path = tmp_path / "speaker" / "adapter.safetensors"
+    speaker.save_adapter(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["kind"] == kind and meta["config"]["n_latents"] == 8
+    assert sorted(p.name for p in path.parent.iterdir()) == ["adapter.json", "adapter.safetensors"]  # no temporaries
+
+    torch.manual_seed(1)
+    other = Speaker.build(speaker.visual, speaker.lm, tokenizer, "perceiver", width=32, heads=2, n_latents=3)
+    other.load_adapter(path)
+    assert type(other.adapter) is type(speaker.adapter)
+    with torch.no_grad():
+        assert torch.equal(other.prefix(images), speaker.prefix(images))
+    for settings in ({"greedy": True}, {"temperature": 1.0}):
+        ours = speaker.generate(images, k=2, generator=torch.Generator().manual_seed(3), **settings)
+        theirs = other.generate(images, k=2, generator=torch.Generator().manual_seed(3), **settings)
+        assert torch.equal(ours.tokens, theirs.tokens) and ours.texts == theirs.texts
+    with pytest.raises(DataError, match="not found"):
+        other.load_adapter(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="width"):
+        Speaker(speaker.visual, speaker.lm, tokenizer, create_adapter(kind, d_vision=32, d_lm=64))
+
+
+def test_captioning_training_conditions_the_lm_on_the_image(tokenizer, images):
+    """Four images with one fixed caption each: loss falls and greedy captions name each image's own caption."""
+    speaker = make_speaker(tokenizer)
+    scenes = sample_scenes(WorldConfig(), "train", 0, 4)
+    captions = [canonical_caption(scenes.objects(b)[0], ATTRIBUTES) for b in range(4)]
+    assert len(set(captions)) == 4
+    start = time.perf_counter()
+    per_image = [[c] for c in captions]
+    losses = train_captioner(speaker, images, per_image, steps=300, batch_size=4, lr=3e-3, warmup=20, progress=False)
+    elapsed = time.perf_counter() - start
+    print(f"captioner: loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.4f} in {elapsed:.1f}s")
+    assert not speaker.training
+    assert np.mean(losses[-10:]) < 0.05 * losses[0]
+    gen = speaker.generate(images, greedy=True, max_new_tokens=16)
+    assert gen.texts == speaker.decode(*speaker.encode_captions(captions))
+
+
+def test_vit_b32_and_gpt2_speaker_generates_on_cpu(tokenizer, images):
+    """Acceptance: a ViT-B-32 vision tower and a full-size GPT-2 (random weights) caption an image on CPU."""
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    speaker = Speaker.build(clip, GPT2LMHeadModel(GPT2Config()), tokenizer, "perceiver")
+    assert speaker.encode(images[:1]).tokens.shape == (1, 49, 768)  # 7x7 patches of the resized 224 image
+    gen = speaker.generate(images[:1], max_new_tokens=8, generator=torch.Generator().manual_seed(0))
+    assert gen.prefix.shape == (1, 8, 768) and gen.tokens.shape[0] == 1 and 1 <= int(gen.lengths[0]) <= 8
+    assert isinstance(gen.texts[0], str)
+
+
+def test_resnet_tower_tokens_carry_position(tokenizer):
+    register_model_configs()
+    clip = open_clip.create_model("ls-rn-tiny-64", pretrained=None)
+    speaker = Speaker.build(clip, tiny_lm(tokenizer), tokenizer, "perceiver", n_latents=4, width=32, heads=2)
+    blank = np.full((1, 64, 64, 3), 40, dtype=np.uint8)
+    features = speaker.encode(blank)
+    assert features.tokens.shape == (1, 4, 256) and features.pooled.shape == (1, 64)  # 2x2 map of width 8*32
+    # identical cells of a blank image differ only by the attention pool's positional embedding
+    assert (features.tokens[0, 0] - features.tokens[0, 1]).abs().max() > 1e-3
+    assert speaker.generate(blank, max_new_tokens=4).tokens.shape[0] == 1
