@@ -93,6 +93,7 @@ def test_pretrain_stage_lm_writes_its_summary(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["wall_s/lm"] > 0 and abs(summary["corpus/mention/color"] - 0.5) < 0.1
+    assert summary["lm/nll/right"] > 0 and 0 <= summary["lm/sample/truthful"] <= 1
     assert list((tmp_path / "c" / "lm").iterdir())  # the artifact is in the configured cache
     bad = run_cli("pretrain", "stage=everything", f"hydra.run.dir={out}")
     assert bad.returncode == 2 and "unknown stage 'everything'" in bad.stderr

@@ -12,8 +12,9 @@ from rich.table import Table
 from listener_sub.cache import write_json
 from listener_sub.cli import hydra_command
 from listener_sub.errors import UserError
+from listener_sub.models.lm import load_lm
 from listener_sub.pretrain.listeners import evaluate_listener
-from listener_sub.pretrain.lm import build_corpus, corpus_mention_rates
+from listener_sub.pretrain.lm import build_corpus, corpus_mention_rates, evaluate_lm
 from listener_sub.pretrain.stages import STAGES, Pretrainer, needed_listeners
 
 
@@ -37,11 +38,13 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
             )
             summary |= _prefixed(f"listener/{name}/", metrics)
     if stage in ("lm", "all"):
-        pre.lm_dir()
-        if not cfg.lm.name:
-            lm_train = cfg.lm.train
-            corpus = build_corpus(pre.world, pre.captions, lm_train.n_scenes, lm_train.per_scene, cfg.lm.model.prefix_len, lm_train.seed)
+        lm_dir = pre.lm_dir()
+        if not cfg.lm.name:  # the local LM: its corpus, and how well it reads a scene description
+            lm_train, prefix_len = cfg.lm.train, cfg.lm.model.prefix_len
+            corpus = build_corpus(pre.world, pre.captions, lm_train.n_scenes, lm_train.per_scene, prefix_len, lm_train.seed)
             summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus))
+            lm, tokenizer = load_lm(lm_dir, pre.device)
+            summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, pre.world, pre.captions, prefix_len, seed=ev.seed))
     if stage in ("speaker", "all"):
         speaker = pre.speaker()
         listeners = {name: pre.listener(name) for name in names}

@@ -21,18 +21,17 @@ from transformers import (
 )
 
 from listener_sub.cache import atomic_path
+from listener_sub.metrics import caption_metrics
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
 from listener_sub.pretrain.schedule import warmup_cosine
 from listener_sub.world import (
     ATTRIBUTES,
     WORLD_VOCAB,
     CaptionConfig,
-    SceneBatch,
     WorldConfig,
     caption_scenes,
     parse,
     sample_scenes,
-    truthful,
 )
 from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
 
@@ -265,18 +264,8 @@ def evaluate_lm(
     metrics = {"nll/right": caption_nll(model, right).mean().item()}
     metrics["nll/wrong"] = caption_nll(model, wrong).mean().item()
     torch.manual_seed(seed)
-    metrics.update(text_metrics(continuations(model, tokenizer, descs, None), scenes))
-    sampled = text_metrics(continuations(model, tokenizer, descs, 1.0), scenes)
-    metrics.update({f"sample/{k}": v for k, v in sampled.items()})
-    return metrics
-
-
-def text_metrics(texts: list[str], scenes: SceneBatch) -> dict[str, float]:
-    """grammatical, truthful and mention/<attribute> rates of one caption per scene."""
-    parsed = [parse(t) for t in texts]
-    metrics = {
-        "grammatical": float(np.mean([p.grammatical for p in parsed])),
-        "truthful": float(np.mean([truthful(t, scenes.objects(b), scenes.x(b)) for b, t in enumerate(texts)])),
-    }
-    metrics.update({f"mention/{a}": float(np.mean([a in p.mentioned() for p in parsed])) for a in ATTRIBUTES})
+    objects = [scenes.objects(b) for b in range(n_scenes)]
+    x = [scenes.x(b) for b in range(n_scenes)]
+    for prefix, temperature in (("", None), ("sample/", 1.0)):
+        metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), objects, x, prefix)
     return metrics
