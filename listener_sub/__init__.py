@@ -2,19 +2,28 @@
 from listener_sub.cache import cache_root, config_key
 from listener_sub.data import CaptionDataset, ClevrCaptions, CocoCaptions, Example, SyntheticCaptions, make_dataset
 from listener_sub.errors import DataError, UserError
+from listener_sub.game import DISTRACTORS, Boards, Game, Outcome, Pool, sample_boards
 from listener_sub.perception import PERCEPTIONS, make_perception
+from listener_sub.rewards import SCORES, Reward
 from listener_sub.world import CaptionConfig, SceneBatch, WorldConfig, caption_scenes, parse, render, sample_scenes, truthful
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DISTRACTORS",
     "PERCEPTIONS",
+    "SCORES",
+    "Boards",
     "CaptionConfig",
     "CaptionDataset",
     "ClevrCaptions",
     "CocoCaptions",
     "DataError",
     "Example",
+    "Game",
+    "Outcome",
+    "Pool",
+    "Reward",
     "SceneBatch",
     "SyntheticCaptions",
     "UserError",
@@ -26,6 +35,7 @@ __all__ = [
     "make_perception",
     "parse",
     "render",
+    "sample_boards",
     "sample_scenes",
     "truthful",
 ]

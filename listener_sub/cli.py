@@ -12,6 +12,7 @@ COMMANDS = {
     "preview": ("listener_sub.commands.preview", "a picture of the world under each perception"),
     "pretrain": ("listener_sub.commands.pretrain", "build the pretrained listeners, LM and captioning speaker"),
     "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),
+    "rollout": ("listener_sub.commands.rollout", "PettingZoo episodes played by the models, transcripts as JSONL"),
 }
 USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()

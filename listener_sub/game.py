@@ -1,9 +1,73 @@
-"""The batched game core: boards of N images drawn from a pool of scenes, whole batches at once."""
+"""The batched game core: boards drawn from a pool of scenes, listeners' choices and rewards, whole batches at once.
+
+The RL trainer and the PettingZoo envs both play through `Game`, so they cannot disagree about the rules.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+
+from listener_sub.errors import UserError
+from listener_sub.rewards import Reward, listener_rewards
+from listener_sub.world import SceneBatch, WorldConfig, render, sample_scenes
+
+if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
+    from listener_sub.models.listener import Listener
+
+DISTRACTORS = ("random", "hard", "differ_one")  # how a board's distractors relate to its target
+CHOICES = ("argmax", "sample")  # how a listener turns P(image | caption) into a pick
+FEATURE_CHUNK = 512  # images per listener forward pass when filling a pool's feature cache
+
+
+@dataclass(eq=False)
+class Pool:
+    """The scenes of one split that boards index into, rendered once; each listener's image features cached lazily."""
+
+    scenes: SceneBatch  # scene i of the pool is scene i of its split
+    images: np.ndarray  # (P, H, W, 3) uint8
+    _features: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+
+    @classmethod
+    def build(cls, world: WorldConfig, split: str, size: int) -> "Pool":
+        """Scenes 0 .. size-1 of a split, rendered."""
+        scenes = sample_scenes(world, split, 0, size)
+        return cls(scenes, render(scenes, world.image_size))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def split(self) -> str:
+        return self.scenes.split
+
+    @property
+    def attrs(self) -> np.ndarray:
+        """(P, A) attribute value indices of each scene's referent (object 0)."""
+        return self.scenes.attrs[:, 0]
+
+    @torch.no_grad()
+    def features(self, listener: Listener, items: np.ndarray) -> torch.Tensor:
+        """(*items.shape, D) unit-norm image features as `listener` sees pool images (through its perception).
+
+        Each pool image is encoded once per listener, on first use, then read from the cache.
+        """
+        if listener not in self._features:
+            self._features[listener] = (None, np.zeros(len(self), dtype=bool))
+        table, filled = self._features[listener]
+        missing = np.unique(items[~filled[items]])
+        if len(missing):
+            new = torch.cat([listener.encode_images(self.images[missing[s : s + FEATURE_CHUNK]]) for s in range(0, len(missing), FEATURE_CHUNK)])
+            if table is None:
+                table = new.new_zeros(len(self), new.shape[-1])  # (P, D)
+                self._features[listener] = (table, filled)
+            table[torch.from_numpy(missing).to(table.device)] = new
+            filled[missing] = True
+        return table[torch.from_numpy(np.asarray(items)).to(table.device)]
 
 
 @dataclass
@@ -12,11 +76,45 @@ class Boards:
 
     items: np.ndarray  # (B, N) int64 pool indices, all distinct within a board
     target: np.ndarray  # (B,) int64 position of the target in its board
+    pool: Pool | None = None  # what the indices point into (None: bare indices from `sample_boards`)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, sel: Any) -> "Boards":
+        """A sub-batch (slice, index array or mask), still pointing into the same pool."""
+        rows = np.atleast_1d(np.arange(len(self))[sel])
+        return Boards(self.items[rows], self.target[rows], self.pool)
+
+    def repeat(self, k: int) -> "Boards":
+        """Each board k times in a row (row b * k + j is board b), the order of `Speaker.generate(..., k)`."""
+        return Boards(np.repeat(self.items, k, axis=0), np.repeat(self.target, k), self.pool)
 
     @property
     def target_items(self) -> np.ndarray:
         """(B,) pool index of each board's target."""
         return self.items[np.arange(len(self.items)), self.target]
+
+    def checked_pool(self) -> Pool:
+        """The pool the boards index into (raises when they carry none)."""
+        if self.pool is None:
+            raise ValueError("these boards carry no pool; sample them with Game.sample or sample_boards(..., pool=...)")
+        return self.pool
+
+    @property
+    def images(self) -> np.ndarray:
+        """(B, N, H, W, 3) uint8 board images."""
+        return self.checked_pool().images[self.items]
+
+    @property
+    def target_images(self) -> np.ndarray:
+        """(B, H, W, 3) uint8 target images (what the speaker sees)."""
+        return self.checked_pool().images[self.target_items]
+
+    @property
+    def target_attrs(self) -> np.ndarray:
+        """(B, A) attribute value indices of each target's referent."""
+        return self.checked_pool().attrs[self.target_items]
 
 
 def _distinct_rows(rows: np.ndarray) -> np.ndarray:
@@ -25,16 +123,185 @@ def _distinct_rows(rows: np.ndarray) -> np.ndarray:
     return (np.diff(s, axis=1) != 0).all(axis=1)
 
 
-def sample_boards(pool_size: int, n_boards: int, n_images: int, rng: np.random.Generator) -> Boards:
-    """Random boards: a target and N-1 distinct random distractors; the target's position is uniform."""
-    if pool_size < n_images:
-        raise ValueError(f"a pool of {pool_size} scenes cannot fill boards of {n_images} images")
-    items = rng.integers(0, pool_size, size=(n_boards, n_images))  # (B, N), column 0 the target
-    bad = ~_distinct_rows(items)
-    while bad.any():  # redraw the few boards with a repeated scene
-        items[bad] = rng.integers(0, pool_size, size=(int(bad.sum()), n_images))
+def _eligible(target_attrs: np.ndarray, attrs: np.ndarray, distractors: str) -> np.ndarray:
+    """(B, P) True where pool scene p may be a distractor for target b under a `hard` or `differ_one` policy."""
+    shared = sum((attrs[None, :, a] == target_attrs[:, None, a]).astype(np.int8) for a in range(attrs.shape[1]))  # (B, P)
+    if distractors == "hard":
+        return (shared >= 1) & (shared < attrs.shape[1])  # shares an attribute, yet can be told apart
+    return shared == attrs.shape[1] - 1  # differ_one: differs in exactly one attribute
+
+
+def _sample_related(attrs: np.ndarray, n_boards: int, n_images: int, rng: np.random.Generator, distractors: str) -> np.ndarray:
+    """(B, N) pool indices, column 0 the target, the rest distinct distractors drawn uniformly from the eligible ones."""
+    targets = rng.integers(0, len(attrs), size=n_boards)  # (B,)
+    eligible = _eligible(attrs[targets], attrs, distractors)  # (B, P)
+    short = eligible.sum(1) < n_images - 1
+    for _ in range(100):  # redraw the targets that have too few eligible distractors
+        if not short.any():
+            break
+        targets[short] = rng.integers(0, len(attrs), size=int(short.sum()))
+        eligible[short] = _eligible(attrs[targets[short]], attrs, distractors)
+        short = eligible.sum(1) < n_images - 1
+    if short.any():
+        raise ValueError(f"too few scenes in the pool have {n_images - 1} `{distractors}` distractors; use a larger pool")
+    keys = np.where(eligible, rng.random(eligible.shape, dtype=np.float32), np.inf)  # (B, P) random order of the eligible
+    distractor = np.argpartition(keys, n_images - 2, axis=1)[:, : n_images - 1]  # (B, N-1) the first N-1 of them
+    return np.concatenate([targets[:, None], distractor], axis=1)
+
+
+def sample_boards(
+    pool_size: int,
+    n_boards: int,
+    n_images: int,
+    rng: np.random.Generator,
+    distractors: str = "random",
+    pool: Pool | None = None,
+) -> Boards:
+    """Boards of a target and N-1 distinct distractors; the target's position is uniform.
+
+    distractors: `random` (any other pool scene), `hard` (shares at least one attribute value with the
+    target's referent and differs in another), `differ_one` (differs from it in exactly one attribute).
+    The last two read the referents' attributes from `pool`. Deterministic given the state of `rng`.
+    """
+    if distractors not in DISTRACTORS:
+        raise ValueError(f"unknown distractors {distractors!r}; choose one of: {', '.join(DISTRACTORS)}")
+    if n_images < 2 or pool_size < n_images:
+        raise ValueError(f"boards need 2 <= n_images <= pool size; got n_images={n_images}, pool of {pool_size} scenes")
+    if distractors == "random":
+        items = rng.integers(0, pool_size, size=(n_boards, n_images))  # (B, N), column 0 the target
         bad = ~_distinct_rows(items)
+        while bad.any():  # redraw the few boards with a repeated scene
+            items[bad] = rng.integers(0, pool_size, size=(int(bad.sum()), n_images))
+            bad = ~_distinct_rows(items)
+    elif pool is None or len(pool) != pool_size:
+        raise ValueError(f"`{distractors}` distractors need the pool of {pool_size} scenes (pool=...)")
+    else:
+        items = _sample_related(pool.attrs, n_boards, n_images, rng, distractors)
     target = rng.integers(0, n_images, size=n_boards)
     rows = np.arange(n_boards)
     items[rows, 0], items[rows, target] = items[rows, target], items[rows, 0].copy()  # move the target
-    return Boards(items=items, target=target)
+    return Boards(items=items, target=target, pool=pool)
+
+
+def choose(probs: torch.Tensor, choice: str = "argmax", generator: torch.Generator | None = None) -> torch.Tensor:
+    """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`)."""
+    if choice == "argmax":
+        return probs.argmax(-1)
+    flat = probs.reshape(-1, probs.shape[-1])  # (M, N)
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+def decode_tokens(tokenizer: Any, tokens: np.ndarray | torch.Tensor) -> list[str]:
+    """(B, L) token ids of the speaker's LM -> caption texts: cut at the first EOS, special tokens dropped."""
+    rows = torch.as_tensor(tokens).tolist()
+    eos = tokenizer.eos_token_id
+    cut = [row[: row.index(eos)] if eos in row else row for row in rows]
+    return [text.strip() for text in tokenizer.batch_decode(cut, skip_special_tokens=True)]
+
+
+@dataclass
+class Outcome:
+    """What happened on B boards: each listener's view of the caption, its pick, and the rewards."""
+
+    probs: dict[str, torch.Tensor]  # listener name -> (B, N) P(image | caption) through its perception
+    choices: dict[str, torch.Tensor]  # listener name -> (B,) int64 picked position
+    correct: dict[str, torch.Tensor]  # listener name -> (B,) bool, picked the target
+    reward: torch.Tensor  # (B,) the speaker's reward
+    gap: torch.Tensor  # (B,) intended minus subtracted accuracy
+
+    @property
+    def listener_rewards(self) -> dict[str, torch.Tensor]:
+        """Listener name -> (B,) its own reward (1 for picking the target)."""
+        return listener_rewards(self.correct)
+
+
+def check_game(players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int) -> None:
+    """Raise ValueError on game settings that cannot work."""
+    missing = [name for name in reward.listeners if name not in players]
+    if missing:
+        raise ValueError(f"the reward reads listener(s) {missing}, which are not among the players {list(players)}")
+    if distractors not in DISTRACTORS:
+        raise ValueError(f"unknown distractors {distractors!r}; choose one of: {', '.join(DISTRACTORS)}")
+    if choice not in CHOICES:
+        raise ValueError(f"unknown choice {choice!r}; choose one of: {', '.join(CHOICES)}")
+    if n_images < 2 or pool_size < n_images:
+        raise ValueError(f"need 2 <= n_images <= pool_size; got n_images={n_images}, pool_size={pool_size}")
+
+
+class Game:
+    """The listener-subtraction reference game over pools of rendered world scenes, one pool per split.
+
+    Listeners may include players the reward does not read (a control listener); they choose all the same.
+    """
+
+    def __init__(
+        self,
+        world: WorldConfig,
+        listeners: Mapping[str, Listener],
+        reward: Reward,
+        n_images: int = 4,
+        distractors: str = "random",
+        choice: str = "argmax",
+        pool_size: int = 4096,
+    ) -> None:
+        check_game(list(listeners), reward, n_images, distractors, choice, pool_size)
+        self.world, self.listeners, self.reward = world, dict(listeners), reward
+        self.n_images, self.distractors, self.choice, self.pool_size = n_images, distractors, choice, pool_size
+        self._pools: dict[str, Pool] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Any, pretrainer: Any) -> "Game":
+        """From a run config (`game`, `reward`, `listeners`) with its listeners found or built by a Pretrainer."""
+        from listener_sub.pretrain.stages import needed_listeners  # heavy: imported when needed
+
+        names = list(cfg.game.get("listeners") or needed_listeners(cfg))
+        undefined = [name for name in names if name not in cfg.listeners]
+        if undefined:
+            raise UserError(f"game.listeners names {undefined}, not defined under listeners; use some of: {', '.join(cfg.listeners)}")
+        settings = {key: cfg.game[key] for key in ("n_images", "distractors", "choice", "pool_size")}
+        try:  # check the settings before finding (or training) the listeners
+            reward = Reward.from_config(cfg.reward)
+            check_game(names, reward, **settings)
+        except ValueError as error:
+            raise UserError(f"{error} (fix the game or reward config)") from None
+        return cls(pretrainer.world, {name: pretrainer.listener(name) for name in names}, reward, **settings)
+
+    def pool(self, split: str) -> Pool:
+        """The split's pool of scenes, built on first use."""
+        if split not in self._pools:
+            self._pools[split] = Pool.build(self.world, split, self.pool_size)
+        return self._pools[split]
+
+    def sample(self, n_boards: int, rng: np.random.Generator, split: str = "train") -> Boards:
+        """n_boards boards of the split's pool (train for RL, test for evaluation), deterministic given `rng`."""
+        pool = self.pool(split)
+        return sample_boards(len(pool), n_boards, self.n_images, rng, self.distractors, pool)
+
+    @torch.no_grad()
+    def listen(self, captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
+        """Listener name -> (B, N) P(image | caption) of each listener, which sees the board through its perception."""
+        if len(captions) != len(boards):
+            raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
+        probs = {}
+        for name, listener in self.listeners.items():
+            board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
+            probs[name] = listener.logits(listener.encode_texts(captions), board).softmax(-1)
+        return probs
+
+    def choose(self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Listener name -> (B,) picks by the game's choice rule."""
+        return {name: choose(p, self.choice, generator) for name, p in probs.items()}
+
+    def judge(self, probs: Mapping[str, torch.Tensor], choices: Mapping[str, torch.Tensor], boards: Boards) -> Outcome:
+        """Rewards of picks made on the boards: probs (B, N) and choices (B,) per listener."""
+        device = next(iter(probs.values())).device
+        target = torch.as_tensor(boards.target, device=device)  # (B,)
+        choices = {name: torch.as_tensor(c, device=device).long() for name, c in choices.items()}
+        correct = {name: c == target for name, c in choices.items()}
+        target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in probs.items()}  # (B,)
+        return Outcome(dict(probs), choices, correct, self.reward(target_probs, correct), self.reward.gap(correct))
+
+    def play(self, captions: Sequence[str], boards: Boards, generator: torch.Generator | None = None) -> Outcome:
+        """One round on every board: listeners hear the captions (B,), pick by the choice rule, rewards follow."""
+        probs = self.listen(captions, boards)
+        return self.judge(probs, self.choose(probs, generator), boards)

@@ -1,0 +1,103 @@
+"""`listener-sub rollout episodes=N [speaker.checkpoint=PATH] [render=rgb_array]`: episodes played by the real models.
+
+Writes rollouts.jsonl (one object per episode), rollout_summary.json (mean reward, accuracies, gap,
+episodes/s, the oracle gaps) and, with render=rgb_array, frames/episode_NNNN.png.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from listener_sub.cache import write_json
+from listener_sub.cli import hydra_command
+from listener_sub.envs import dixit_v0
+from listener_sub.envs.policies import model_policies, play_episode
+from listener_sub.errors import UserError
+from listener_sub.game import Game
+from listener_sub.oracle import oracle_gaps
+from listener_sub.pretrain.stages import Pretrainer
+from listener_sub.rewards import Reward
+from listener_sub.world import SPLITS
+
+RENDER_MODES = (None, "ansi", "rgb_array")
+ENVS = {"aec": dixit_v0.env, "parallel": dixit_v0.parallel_env}
+
+
+def transcript_line(record: dict[str, Any]) -> str:
+    """One line per episode: target, caption, each listener's pick and target probability, the speaker's reward."""
+    target = record["target"]
+    picks = " | ".join(
+        f"{v['name']}->{v['choice']} p={v['probs'][target]:.2f} {'right' if v['correct'] else 'wrong'}" for v in record["listeners"].values()
+    )
+    return f"ep {record['episode']:>3} target {target} {record['caption']!r:<40} {picks} | reward {record['rewards']['speaker_0']:+.3f}"
+
+
+def summarize(records: list[dict[str, Any]], listeners: dict[str, str], reward: Reward) -> dict[str, float]:
+    """Mean speaker reward, each listener's accuracy and the gap over the episodes; listeners: agent -> name."""
+    correct = {name: torch.tensor([r["listeners"][agent]["correct"] for r in records]) for agent, name in listeners.items()}
+    summary = {"reward": float(np.mean([r["rewards"]["speaker_0"] for r in records]))}
+    summary |= {f"acc/{name}": float(c.double().mean()) for name, c in correct.items()}
+    summary["gap"] = float(reward.gap(correct).double().mean())
+    return summary
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise UserError on settings that cannot work, before any model is loaded."""
+    if cfg.render not in RENDER_MODES:
+        raise UserError(f"unknown render={cfg.render}; choose one of: null, ansi, rgb_array")
+    if cfg.env not in ENVS:
+        raise UserError(f"unknown env={cfg.env}; choose one of: {', '.join(ENVS)}")
+    if cfg.episodes < 1:
+        raise UserError(f"episodes={cfg.episodes}; play at least one (episodes=10)")
+    for key in ("split", "oracle.split"):
+        if OmegaConf.select(cfg, key) not in SPLITS:
+            raise UserError(f"unknown {key}={OmegaConf.select(cfg, key)}; choose one of: {', '.join(SPLITS)}")
+
+
+@hydra_command("rollout")
+def main(cfg: DictConfig) -> None:
+    """Play cfg.episodes episodes with the speaker and the game's listeners; log transcripts and oracle gaps."""
+    check(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    pretrainer = Pretrainer(cfg)
+    game = Game.from_config(cfg, pretrainer)
+    speaker = pretrainer.speaker()
+    env = ENVS[cfg.env](game=game, tokenizer=speaker.tokenizer, split=cfg.split, max_tokens=cfg.max_tokens, render_mode=cfg.render)
+    generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)
+    policies = model_policies(env.unwrapped.round, speaker, cfg.greedy, cfg.temperature, generator)
+    frames = run_dir / "frames"
+    if cfg.render == "rgb_array":
+        frames.mkdir(parents=True, exist_ok=True)
+    records, play_s = [], 0.0
+    with open(run_dir / "rollouts.jsonl", "w") as out:
+        for episode in range(cfg.episodes):
+            start = time.perf_counter()
+            record = {"episode": episode, "seed": cfg.seed + episode, **play_episode(env, policies, cfg.seed + episode)}
+            play_s += time.perf_counter() - start
+            out.write(json.dumps(record) + "\n")
+            records.append(record)
+            print(transcript_line(record))
+            if cfg.render == "rgb_array":
+                Image.fromarray(env.render()).save(frames / f"episode_{episode:04d}.png")
+            elif cfg.render == "ansi":
+                print(env.render() + "\n")
+    played = summarize(records, env.unwrapped.round.listeners, game.reward)
+    summary: dict[str, Any] = {"episodes": cfg.episodes, "episodes_per_s": cfg.episodes / play_s, **played}
+    print(f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: " + ", ".join(f"{k} {v:.3f}" for k, v in played.items()))
+    if cfg.oracle.boards > 0:
+        boards = game.sample(cfg.oracle.boards, np.random.default_rng(cfg.oracle.seed), cfg.oracle.split)
+        summary |= oracle_gaps(game.listeners, boards, game.reward, game.choice, torch.Generator(device="cpu").manual_seed(cfg.oracle.seed))
+        print(
+            f"oracle on {cfg.oracle.boards} {cfg.oracle.split} boards (seed {cfg.oracle.seed}): fixed_oracle_gap "
+            f"{summary['fixed_oracle_gap']:.3f} ({'+'.join(summary['fixed_oracle_subset'])}), oracle_gap {summary['oracle_gap']:.3f}"
+        )
+    write_json(run_dir / "rollout_summary.json", summary)
+    print(f"wrote {run_dir / 'rollouts.jsonl'} and rollout_summary.json")

@@ -1,0 +1,100 @@
+"""Oracle speakers from ground truth: the canonical caption naming a subset of the target's attributes.
+
+Every non-empty subset of the world's attributes (31) is scored by the same listeners on the same boards:
+`fixed_oracle_gap` is the best mean gap of one subset said on every board (the hand-designed policy RL
+must match), `oracle_gap` the mean gap when each board gets the subset best for the reward (the ceiling).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from listener_sub.game import Boards, choose
+from listener_sub.models.listener import Listener
+from listener_sub.pretrain.listeners import caption_text, combo_ids, mask_of
+from listener_sub.rewards import Reward
+from listener_sub.world import ATTRIBUTES
+
+SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    subset for size in range(1, len(ATTRIBUTES) + 1) for subset in itertools.combinations(ATTRIBUTES, size)
+)  # the 31 non-empty attribute subsets, smallest first
+TEXT_CHUNK = 1024  # captions per text-encoder pass
+BOARD_CHUNK = 256  # boards scored at once (x 31 subsets)
+
+
+def oracle_captions(boards: Boards) -> tuple[list[str], np.ndarray]:
+    """Distinct canonical captions and (S, B) the index of the one naming subset s of board b's target."""
+    combos = combo_ids(boards.target_attrs)  # (B,)
+    keys, where = np.unique(combos, return_inverse=True)  # the distinct target combos
+    text_ids: dict[str, int] = {}
+    index = np.empty((len(SUBSETS), len(boards)), dtype=np.int64)
+    for s, subset in enumerate(SUBSETS):
+        mask = mask_of(subset)
+        per_key = np.array([text_ids.setdefault(caption_text(int(c), mask), len(text_ids)) for c in keys])
+        index[s] = per_key[where]
+    return list(text_ids), index
+
+
+@torch.no_grad()
+def subset_scores(
+    listeners: Mapping[str, Listener],
+    boards: Boards,
+    reward: Reward,
+    choice: str = "argmax",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS))."""
+    texts, index = oracle_captions(boards)
+    pool = boards.checked_pool()
+    rewards, gaps = [], []
+    text_features = {
+        name: torch.cat([listeners[name].encode_texts(texts[s : s + TEXT_CHUNK]) for s in range(0, len(texts), TEXT_CHUNK)])
+        for name in reward.listeners
+    }  # name -> (T, D)
+    for start in range(0, len(boards), BOARD_CHUNK):
+        chunk = boards[start : start + BOARD_CHUNK]
+        n_subsets, n_boards = len(SUBSETS), len(chunk)
+        rows = torch.from_numpy(index[:, start : start + BOARD_CHUNK].reshape(-1))  # (S * b,) subset-major
+        target = torch.as_tensor(chunk.target).repeat(n_subsets)  # (S * b,)
+        target_probs, correct = {}, {}
+        for name in reward.listeners:
+            listener = listeners[name]
+            board = pool.features(listener, chunk.items)  # (b, N, D)
+            board = board.expand(n_subsets, *board.shape).reshape(-1, *board.shape[1:])  # (S * b, N, D)
+            probs = listener.logits(text_features[name][rows.to(board.device)], board).softmax(-1).cpu()  # (S * b, N)
+            correct[name] = choose(probs, choice, generator) == target
+            target_probs[name] = probs.gather(-1, target[:, None]).squeeze(-1)
+        rewards.append(reward(target_probs, correct).view(n_subsets, n_boards))
+        gaps.append(reward.gap(correct).view(n_subsets, n_boards))
+    return torch.cat(rewards, 1), torch.cat(gaps, 1)
+
+
+def oracle_gaps(
+    listeners: Mapping[str, Listener],
+    boards: Boards,
+    reward: Reward,
+    choice: str = "argmax",
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """The two reference speakers on these boards.
+
+    Keys: fixed_oracle_gap, fixed_oracle_subset (its attribute names), oracle_gap (per board the subset
+    with the highest reward, ties broken by the higher gap), oracle_reward (mean of that best reward),
+    subset_gap ({"color+shape": mean gap, ...} for every subset).
+    """
+    rewards, gaps = (x.double() for x in subset_scores(listeners, boards, reward, choice, generator))  # (S, B) each
+    mean_gap = gaps.mean(1)  # (S,)
+    best = int(mean_gap.argmax())
+    best_reward = rewards.max(0).values  # (B,)
+    oracle_gap = gaps.masked_fill(rewards < best_reward, float("-inf")).max(0).values  # (B,)
+    return {
+        "fixed_oracle_gap": float(mean_gap[best]),
+        "fixed_oracle_subset": list(SUBSETS[best]),
+        "oracle_gap": float(oracle_gap.mean()),
+        "oracle_reward": float(best_reward.mean()),
+        "subset_gap": {"+".join(subset): float(g) for subset, g in zip(SUBSETS, mean_gap)},
+    }

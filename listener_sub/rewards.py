@@ -1,0 +1,83 @@
+"""Listener-subtraction rewards: sum_i w_i s_i(target) - lam * sum_j w_j s_j(target), and the dixit rule."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+SCORES = ("acc", "prob", "logprob", "dixit")
+PROB_FLOOR = 1e-12  # logprob scores use log(max(p, PROB_FLOOR)), so a listener sure of a distractor costs ~27.6, not inf
+
+
+@dataclass(frozen=True)
+class Reward:
+    """The speaker's reward per board from each listener's target probability and whether it picked the target.
+
+    score: `acc` (1 when the listener picked the target), `prob` (its probability of the target),
+    `logprob` (the log of it), or `dixit` (1 when at least one but not all of the reward's listeners
+    picked the target; weights and lam do not apply).
+    """
+
+    intended: Mapping[str, float]  # listener name -> weight w_i
+    subtracted: Mapping[str, float] = field(default_factory=dict)  # listener name -> weight w_j
+    lam: float = 1.0
+    score: str = "prob"
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"unknown reward score {self.score!r}; choose one of: {', '.join(SCORES)}")
+        if not self.intended:
+            raise ValueError("the reward needs at least one intended listener (reward.intended={name: weight})")
+        both = set(self.intended) & set(self.subtracted)
+        if both:
+            raise ValueError(f"listener(s) {sorted(both)} are both intended and subtracted; name each in one set")
+        object.__setattr__(self, "intended", {str(k): float(v) for k, v in self.intended.items()})
+        object.__setattr__(self, "subtracted", {str(k): float(v) for k, v in self.subtracted.items()})
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Reward":
+        """From a reward config node: intended, subtracted ({name: weight}), lam, score."""
+        return cls(
+            intended=dict(cfg.get("intended") or {}),
+            subtracted=dict(cfg.get("subtracted") or {}),
+            lam=float(cfg.get("lam", 1.0)),
+            score=str(cfg.get("score", "prob")),
+        )
+
+    @property
+    def listeners(self) -> tuple[str, ...]:
+        """Every listener the reward reads: intended first, then subtracted."""
+        return (*self.intended, *self.subtracted)
+
+    def _listener_score(self, target_prob: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        if self.score == "acc":
+            return correct.float()
+        if self.score == "prob":
+            return target_prob.float()
+        return target_prob.float().clamp_min(PROB_FLOOR).log()
+
+    def __call__(self, target_probs: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Reward of each board, any batch shape (...): target_probs and correct map listener name -> (...)."""
+        missing = [name for name in self.listeners if name not in target_probs or name not in correct]
+        if missing:
+            raise KeyError(f"the reward needs listener(s) {missing}, which did not play")
+        if self.score == "dixit":
+            right = torch.stack([correct[name].bool() for name in self.listeners])  # (n_listeners, ...)
+            return (right.any(0) & ~right.all(0)).float()
+        total = sum(w * self._listener_score(target_probs[n], correct[n]) for n, w in self.intended.items())
+        penalty = sum(w * self._listener_score(target_probs[n], correct[n]) for n, w in self.subtracted.items())
+        return total - self.lam * penalty
+
+    def gap(self, correct: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(...) mean accuracy of the intended listeners minus that of the subtracted ones (0 when there are none)."""
+        intended = torch.stack([correct[name].float() for name in self.intended]).mean(0)
+        if not self.subtracted:
+            return intended
+        return intended - torch.stack([correct[name].float() for name in self.subtracted]).mean(0)
+
+
+def listener_rewards(correct: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each listener's own reward: 1 for picking the target, else 0 (listeners cooperate with the speaker)."""
+    return {name: right.float() for name, right in correct.items()}

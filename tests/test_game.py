@@ -1,0 +1,192 @@
+"""The batched game core: boards and distractor policies, perception, choices, rewards."""
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from tiny_game import COLORBLIND, one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
+
+from listener_sub.errors import UserError
+from listener_sub.game import Boards, Game, Pool, choose, decode_tokens, sample_boards
+from listener_sub.models.listener import Listener
+from listener_sub.perception import make_perception
+from listener_sub.rewards import Reward
+from listener_sub.world import WorldConfig
+
+CAPTIONS = ["a red object.", "a small square.", "a striped circle on the left.", "a blue object.", "a large green diamond.", "a cross."]
+
+
+@pytest.fixture(scope="module")
+def listeners():
+    return tiny_listeners()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Pool:
+    return Pool.build(WorldConfig(), "test", 300)
+
+
+def shared_attributes(boards: Boards) -> np.ndarray:
+    """(B, N) attributes each board image's referent shares with the target's."""
+    attrs = boards.pool.attrs[boards.items]  # (B, N, A)
+    return (attrs == boards.target_attrs[:, None, :]).sum(-1)
+
+
+def distractor_mask(boards: Boards) -> np.ndarray:
+    mask = np.ones(boards.items.shape, dtype=bool)
+    mask[np.arange(len(boards)), boards.target] = False
+    return mask
+
+
+def test_random_boards_keep_the_old_signature_and_are_seeded():
+    boards = sample_boards(50, 4000, 4, np.random.default_rng(0))
+    assert boards.items.shape == (4000, 4) and boards.pool is None
+    assert all(len(set(row)) == 4 for row in boards.items.tolist())
+    assert np.all(np.bincount(boards.target, minlength=4) > 850)  # target position uniform (1000 expected each)
+    again = sample_boards(50, 4000, 4, np.random.default_rng(0))
+    assert np.array_equal(boards.items, again.items) and np.array_equal(boards.target, again.target)
+    assert not np.array_equal(boards.items, sample_boards(50, 4000, 4, np.random.default_rng(1)).items)
+
+
+@pytest.mark.parametrize("distractors, lo, hi", [("hard", 1, 4), ("differ_one", 4, 4)])
+def test_related_distractors(pool, distractors, lo, hi):
+    boards = sample_boards(len(pool), 500, 4, np.random.default_rng(3), distractors, pool)
+    assert all(len(set(row)) == 4 for row in boards.items.tolist())
+    shared = shared_attributes(boards)[distractor_mask(boards)]  # (B * 3,)
+    assert shared.min() >= lo and shared.max() <= hi
+    assert len(np.unique(boards.items[distractor_mask(boards)])) > 100  # drawn from many scenes
+    assert np.all(np.bincount(boards.target, minlength=4) > 80)
+    again = sample_boards(len(pool), 500, 4, np.random.default_rng(3), distractors, pool)
+    assert np.array_equal(boards.items, again.items) and np.array_equal(boards.target, again.target)
+
+
+def test_random_distractors_include_unrelated_scenes(pool):
+    boards = sample_boards(len(pool), 500, 4, np.random.default_rng(3), "random", pool)
+    assert (shared_attributes(boards)[distractor_mask(boards)] == 0).mean() > 0.05  # which `hard` never draws
+
+
+def test_board_sampling_errors(pool):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="too few scenes"):
+        sample_boards(6, 10, 4, rng, "differ_one", Pool.build(WorldConfig(), "test", 6))
+    with pytest.raises(ValueError, match="need the pool"):
+        sample_boards(len(pool), 2, 4, rng, "hard")
+    with pytest.raises(ValueError, match="unknown distractors 'easy'"):
+        sample_boards(len(pool), 2, 4, rng, "easy", pool)
+    with pytest.raises(ValueError, match="n_images"):
+        sample_boards(3, 2, 4, rng)
+
+
+def test_boards_slice_and_repeat(pool):
+    boards = sample_boards(len(pool), 5, 3, np.random.default_rng(0), "random", pool)
+    assert boards.images.shape == (5, 3, 64, 64, 3) and boards.target_images.shape == (5, 64, 64, 3)
+    assert np.array_equal(boards.target_images[2], pool.images[boards.items[2, boards.target[2]]])
+    twice = boards.repeat(2)
+    assert np.array_equal(twice.items[[2, 3]], boards.items[[1, 1]]) and twice.target[3] == boards.target[1]
+    part = boards[1:3]
+    assert np.array_equal(part.items, boards.items[1:3]) and part.pool is pool
+    with pytest.raises(ValueError, match="carry no pool"):
+        sample_boards(10, 1, 4, np.random.default_rng(0)).images
+
+
+def test_play_scores_boards_through_each_listeners_perception(listeners):
+    game = tiny_game(listeners)
+    boards = game.sample(len(CAPTIONS), np.random.default_rng(7), "test")
+    out = game.play(CAPTIONS, boards)
+    for name, listener in listeners.items():
+        assert torch.allclose(out.probs[name], listener.choose(CAPTIONS, boards.images), atol=1e-5)
+        assert torch.equal(out.choices[name], out.probs[name].argmax(-1))
+        assert torch.equal(out.correct[name], out.choices[name] == torch.as_tensor(boards.target))
+    rows = torch.arange(len(boards))
+    target = torch.as_tensor(boards.target)
+    assert torch.allclose(out.reward, out.probs["full"][rows, target] - out.probs["gray"][rows, target])
+    assert torch.equal(out.gap, out.correct["full"].float() - out.correct["gray"].float())
+    assert torch.equal(out.listener_rewards["full_b"], out.correct["full_b"].float())
+    gray = listeners["gray"]
+    seeing_colour = Listener("gray", gray.clip, gray.tokenizer, make_perception("full"))
+    assert not torch.allclose(out.probs["gray"], seeing_colour.choose(CAPTIONS, boards.images), atol=1e-3)
+
+
+def test_rl_batches_of_k_captions_per_board(listeners):
+    game = tiny_game(listeners, reward=Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score="acc"))
+    boards = game.sample(3, np.random.default_rng(1))  # train split
+    assert game.pool("train") is boards.pool and game.pool("test") is not boards.pool
+    out = game.play(CAPTIONS, boards.repeat(2))  # row b * 2 + j: caption j of board b
+    assert out.reward.shape == (6,) and set(out.reward.tolist()) <= {-1.0, 0.0, 1.0}
+    assert torch.equal(out.reward, out.gap)  # acc with one listener on each side: the reward is the gap
+
+
+def test_sampled_choices_are_seeded_draws():
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]]).repeat(2000, 1)
+    picks = choose(probs, "sample", torch.Generator().manual_seed(0))
+    assert set(picks.tolist()) == {0, 1} and abs(picks.float().mean().item() - 0.5) < 0.05
+    assert torch.equal(picks, choose(probs, "sample", torch.Generator().manual_seed(0)))
+    assert choose(probs, "argmax").eq(0).all()
+
+
+def test_sample_choice_game_is_reproducible(listeners):
+    game = tiny_game(listeners, choice="sample")
+    boards = game.sample(len(CAPTIONS), np.random.default_rng(2), "test")
+    a = game.play(CAPTIONS, boards, torch.Generator().manual_seed(4))
+    b = game.play(CAPTIONS, boards, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a.choices[n], b.choices[n]) for n in listeners) and torch.equal(a.reward, b.reward)
+
+
+def test_pool_encodes_each_image_once_per_listener(listeners, monkeypatch):
+    game = tiny_game(listeners)
+    boards = game.sample(4, np.random.default_rng(0), "val")
+    calls = []
+    full = listeners["full"]
+    original = full.encode_images
+    monkeypatch.setattr(full, "encode_images", lambda images: calls.append(len(images)) or original(images))
+    first = game.play(CAPTIONS[:4], boards)
+    assert sum(calls) == len(np.unique(boards.items))
+    second = game.play(CAPTIONS[:4], boards)
+    assert sum(calls) == len(np.unique(boards.items)) and torch.equal(first.probs["full"], second.probs["full"])
+
+
+def test_game_validation(listeners):
+    with pytest.raises(ValueError, match="reads listener"):
+        tiny_game({"full": listeners["full"]}, COLORBLIND)
+    with pytest.raises(ValueError, match="unknown choice"):
+        tiny_game(listeners, choice="vote")
+    with pytest.raises(ValueError, match="unknown distractors"):
+        tiny_game(listeners, distractors="easy")
+    game = tiny_game(listeners)
+    with pytest.raises(ValueError, match="2 captions for 1 boards"):
+        game.play(CAPTIONS[:2], game.sample(1, np.random.default_rng(0)))
+
+
+def test_decode_tokens_cuts_at_eos():
+    tok = word_tokenizer()
+    ids = tok("a red object .", add_special_tokens=False)["input_ids"]
+    rows = np.array([ids + [tok.eos_token_id, tok.pad_token_id], [tok.eos_token_id, *ids, tok.pad_token_id], ids + [tok.pad_token_id] * 2])
+    assert decode_tokens(tok, rows) == ["a red object .", "", "a red object ."]
+
+
+class FakePretrainer:
+    """Hands out the tiny listeners by name, recording which were asked for."""
+
+    def __init__(self, listeners):
+        self.world, self.listeners, self.asked = WorldConfig(), listeners, []
+
+    def listener(self, name):
+        self.asked.append(name)
+        return self.listeners[name]
+
+
+def compose_rollout(*overrides):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        return compose("rollout", overrides=list(overrides))
+
+
+def test_game_from_config(listeners):
+    game = Game.from_config(compose_rollout("game.distractors=hard", "reward.score=acc"), FakePretrainer(listeners))
+    assert list(game.listeners) == ["full", "gray"] and game.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "acc")
+    assert (game.n_images, game.distractors, game.choice, game.pool_size) == (4, "hard", "argmax", 4096)
+    with_control = Game.from_config(compose_rollout("game.listeners=[full,gray,full_b]"), FakePretrainer(listeners))
+    assert list(with_control.listeners) == ["full", "gray", "full_b"]
+    for override, message in [("game.distractors=easy", "unknown distractors"), ("game.listeners=[full]", "reads listener"), ("game.listeners=[nobody]", "nobody")]:
+        pretrainer = FakePretrainer(listeners)
+        with pytest.raises(UserError, match=message):
+            Game.from_config(compose_rollout(override), pretrainer)
+        assert pretrainer.asked == []  # settings are checked before any listener is loaded
