@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 COMMANDS = {
+    "train": ("listener_sub.commands.train", "RL on the listener-subtraction game (the main job)"),
+    "eval": ("listener_sub.commands.eval", "the full metric set of a trained speaker checkpoint"),
     "preview": ("listener_sub.commands.preview", "a picture of the world under each perception"),
     "pretrain": ("listener_sub.commands.pretrain", "build the pretrained listeners, LM and captioning speaker"),
     "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),

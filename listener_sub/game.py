@@ -282,10 +282,13 @@ class Game:
         """Listener name -> (B, N) P(image | caption) of each listener, which sees the board through its perception."""
         if len(captions) != len(boards):
             raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
+        distinct: dict[str, int] = {}
+        rows = torch.tensor([distinct.setdefault(caption, len(distinct)) for caption in captions], dtype=torch.long)  # (B,) its distinct caption
         probs = {}
         for name, listener in self.listeners.items():
             board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
-            probs[name] = listener.logits(listener.encode_texts(captions), board).softmax(-1)
+            text = listener.encode_texts(list(distinct))  # (distinct captions, D): each caption encoded once
+            probs[name] = listener.logits(text[rows.to(text.device)], board).softmax(-1)
         return probs
 
     def choose(self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -1,16 +1,21 @@
 """Metric definitions shared by pretrain, train, eval, inspect and bench (one definition each)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
-from listener_sub.game import sample_boards
-from listener_sub.models.listener import Listener
-from listener_sub.models.speaker import Speaker
-from listener_sub.world import ATTRIBUTES, WorldConfig, parse, render, sample_scenes, truthful
+from listener_sub.world import ATTRIBUTES, parse, truthful
 from listener_sub.world.parser import tokenize
+
+if TYPE_CHECKING:  # annotations only: importing the models costs seconds
+    from listener_sub.game import Boards, Game
+    from listener_sub.models.speaker import Speaker
+
+EVAL_CHUNK = 250  # boards captioned and judged at once in evaluation
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -38,35 +43,60 @@ def caption_metrics(
 
 
 @torch.no_grad()
-def speaker_metrics(
+def lm_nll(speaker: Speaker, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(N,) mean NLL per token (EOS included) of captions (N, L) under the frozen LM alone.
+
+    The LM's only context is its BOS token (EOS where it has none): no image prefix, so this is the
+    fluency of the caption as text, the same for every speaker that shares the LM.
+    """
+    bos = speaker.tokenizer.bos_token_id
+    bos = speaker.eos_id if bos is None else int(bos)
+    context = speaker.lm.get_input_embeddings()(torch.full((len(tokens), 1), bos, device=speaker.device))  # (N, 1, d_lm)
+    per_token, mask = speaker.log_probs(context, tokens, lengths)  # (N, L) each
+    return -per_token.sum(1) / mask.sum(1).clamp_min(1)
+
+
+@torch.no_grad()
+def evaluate_speaker(
     speaker: Speaker,
-    listeners: Mapping[str, Listener],
-    world: WorldConfig,
-    n_boards: int,
-    board_size: int,
-    seed: int,
-    split: str = "test",
-    chunk: int = 256,
+    game: Game,
+    boards: Boards,
+    reference: nn.Module | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 16,
+    chunk: int = EVAL_CHUNK,
 ) -> dict[str, float]:
-    """Greedy (plain keys) and temperature-1 (`sample/` keys) captions of held-out targets: language + acc/<listener>."""
-    scenes = sample_scenes(world, split, 0, max(4 * n_boards, 1000))
-    images = render(scenes, world.image_size)  # (P, H, W, 3)
-    boards = sample_boards(len(scenes), n_boards, board_size, np.random.default_rng(seed))
-    targets = boards.target_items
-    objects = [scenes.objects(int(i)) for i in targets]
-    x = [scenes.x(int(i)) for i in targets]
+    """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain.
+
+    Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
+    acc/<listener> (every listener of the game), gap, reward (the game's), mention/<attribute>,
+    truthful, grammatical, length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
+    captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
+    a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched.
+    """
+    pool = boards.checked_pool()
+    targets = boards.target_items  # (B,)
+    objects = [pool.scenes.objects(int(i)) for i in targets]
+    x = [pool.scenes.x(int(i)) for i in targets]
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     metrics: dict[str, float] = {}
     for prefix, greedy in (("", True), ("sample/", False)):
-        texts = [
-            t
-            for s in range(0, n_boards, chunk)
-            for t in speaker.generate(images[targets[s : s + chunk]], greedy=greedy, generator=generator).texts
-        ]
+        texts: list[str] = []
+        rows: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, len(boards), chunk):
+            part = boards[start : start + chunk]
+            images = part.target_images  # (b, H, W, 3)
+            gen = speaker.generate(images, greedy=greedy, max_new_tokens=max_new_tokens, generator=generator)
+            outcome = game.play(gen.texts, part, generator)
+            kl = torch.zeros(len(part), device=speaker.device)
+            if reference is not None:
+                ref_logp, _ = speaker.log_probs(speaker.prefix(images, reference), gen.tokens, gen.lengths)  # (b, L)
+                kl = (gen.token_log_probs - ref_logp).sum(1)
+            texts += gen.texts
+            per_board = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
+            per_board |= {"gap": outcome.gap.float(), "reward": outcome.reward.float(), "kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
+            for key, value in per_board.items():
+                rows.setdefault(key, []).append(value.double().cpu())
+        metrics |= {f"{prefix}{key}": float(torch.cat(values).mean()) for key, values in rows.items()}
         metrics |= caption_metrics(texts, objects, x, prefix)
-        for name, listener in listeners.items():
-            picks = torch.cat(
-                [listener.choose(texts[s : s + chunk], images[boards.items[s : s + chunk]]).argmax(-1).cpu() for s in range(0, n_boards, chunk)]
-            )
-            metrics[f"{prefix}acc/{name}"] = float((picks.numpy() == boards.target).mean())
     return metrics

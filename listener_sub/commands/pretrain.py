@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
@@ -12,6 +13,8 @@ from rich.table import Table
 from listener_sub.cache import write_json
 from listener_sub.cli import hydra_command
 from listener_sub.errors import UserError
+from listener_sub.game import Game
+from listener_sub.metrics import evaluate_speaker
 from listener_sub.models.lm import load_lm
 from listener_sub.pretrain.listeners import evaluate_listener
 from listener_sub.pretrain.lm import build_corpus, corpus_mention_rates, evaluate_lm
@@ -24,8 +27,6 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
     """Build (or find) the artifacts of `stage` and measure them on held-out boards."""
-    from listener_sub.metrics import speaker_metrics
-
     pre = Pretrainer(cfg)
     names = needed_listeners(cfg)
     ev = cfg.eval
@@ -45,10 +46,10 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
             summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus))
             lm, tokenizer = load_lm(lm_dir, pre.device)
             summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, pre.world, pre.captions, prefix_len, seed=ev.seed))
-    if stage in ("speaker", "all"):
-        speaker = pre.speaker()
-        listeners = {name: pre.listener(name) for name in names}
-        summary |= _prefixed("speaker/", speaker_metrics(speaker, listeners, pre.world, ev.boards, ev.board_size, ev.seed))
+    if stage in ("speaker", "all"):  # the captioning speaker on held-out game boards (it is its own reference: kl 0)
+        game = Game.from_config(cfg, pre)
+        boards = game.sample(ev.boards, np.random.default_rng(ev.seed), "test")
+        summary |= _prefixed("speaker/", evaluate_speaker(pre.speaker(), game, boards, seed=ev.seed))
     summary |= _prefixed("wall_s/", pre.wall_s)
     return summary
 

@@ -1,0 +1,337 @@
+"""REINFORCE with listener subtraction: the speaker's adapter learns from the game's reward.
+
+Read top to bottom: the config, the baselines, one training step, evaluation, checkpoints, the loop.
+Each step draws B train boards, samples k captions per target from the policy (temperature, no top-k /
+top-p), lets the game's listeners judge them, folds the per-token KL to the reference policy (the frozen
+captioning adapter, k1 estimator) and an optional entropy bonus into each caption's reward, subtracts a
+baseline and takes one AdamW step on the adapter's parameters; the vision tower and the LM stay frozen.
+All randomness comes from the trainer's own generators, which checkpoints save, so a resumed run
+continues exactly where the saved one stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from listener_sub.cache import atomic_path
+from listener_sub.errors import UserError
+from listener_sub.game import Boards, Game
+from listener_sub.metrics import caption_metrics, evaluate_speaker
+from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
+from listener_sub.pretrain.schedule import warmup_cosine
+from listener_sub.world import SPLITS
+
+BASELINES = ("rloo", "mean", "ema", "none")
+CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
+ADAPTER = "adapter.safetensors"  # a checkpoint's adapter weights (its kind and config in adapter.json beside them)
+STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG states, step and before-training metrics
+
+
+@dataclass
+class RLConfig:
+    """Every hyperparameter of RL training (mirrored in configs/trainer/default.yaml)."""
+
+    steps: int = 250  # optimizer steps in all (a resumed run continues up to this many)
+    boards: int = 32  # B: train boards per step
+    k: int = 4  # captions sampled per board (rloo needs k >= 2)
+    temperature: float = 1.0  # sampling temperature (1 = on-policy: log-probs are taken at temperature 1)
+    top_k: int = 0  # 0: off (sample from the true policy)
+    top_p: float = 1.0  # 1: off (sample from the true policy)
+    max_new_tokens: int = 16  # longest caption in tokens, EOS included
+    baseline: str = "rloo"  # rloo (mean of the board's other k-1 samples) | mean (batch mean) | ema | none
+    ema_decay: float = 0.9  # ema baseline: weight of its previous value
+    beta: float = 0.05  # KL coefficient: reward -= beta * sum_t (log pi - log pi_ref) over the caption's tokens
+    entropy: float = 0.0  # entropy bonus: reward += entropy * sum_t -log pi (the sampled estimate)
+    lr: float = 3e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    warmup: int = 10  # steps of linear learning-rate warmup
+    lr_floor: float = 1.0  # learning rate at `steps` as a fraction of lr (cosine decay after warmup); 1: constant
+    max_grad_norm: float = 1.0  # gradient clipping (global L2 norm); 0: off
+    split: str = "train"  # scene split of the training boards
+    log_every: int = 1  # steps between lines of metrics.jsonl / TensorBoard points
+    eval_every: int = 100  # steps between evaluations (also before and after training); 0: before and after only
+    save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
+    eval_boards: int = 1000  # held-out boards of every evaluation (the same boards each time)
+    eval_seed: int = 123  # draws the evaluation boards and the sampled evaluation captions
+    eval_split: str = "test"  # scene split of the evaluation boards
+    seed: int = 0  # draws the training boards and caption samples
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        problems = []
+        if self.baseline not in BASELINES:
+            problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")
+        if self.baseline == "rloo" and self.k < 2:
+            problems.append(f"k={self.k} with baseline=rloo (needs k >= 2)")
+        for split in ("split", "eval_split"):
+            if getattr(self, split) not in SPLITS:
+                problems.append(f"{split}={getattr(self, split)} (choose one of: {', '.join(SPLITS)})")
+        for name in ("steps", "boards", "eval_boards", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
+        for name in ("eval_every", "save_every", "warmup", "beta", "entropy", "max_grad_norm", "lr"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} (must be >= 0)")
+        try:
+            check_sampling(self.k, self.temperature, self.top_k, self.top_p, self.max_new_tokens, greedy=False)
+        except ValueError as error:
+            problems.append(str(error))
+        if problems:
+            raise ValueError("bad trainer settings: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- baselines
+
+
+class Baseline:
+    """What each sampled caption's reward is compared with: rloo, the batch mean, a running mean (ema), or 0."""
+
+    def __init__(self, kind: str, k: int, decay: float) -> None:
+        self.kind, self.k, self.decay = kind, k, decay
+        self.ema: float | None = None  # the ema baseline's running value (checkpointed)
+
+    def __call__(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(B*k,) rewards, rows b*k+j -> (B*k,) baselines."""
+        if self.kind == "rloo":
+            grouped = rewards.view(-1, self.k)  # (B, k)
+            return ((grouped.sum(1, keepdim=True) - grouped) / (self.k - 1)).view(-1)
+        if self.kind == "none":
+            return torch.zeros_like(rewards)
+        mean = float(rewards.mean())
+        if self.kind == "mean":
+            return torch.full_like(rewards, mean)
+        value = mean if self.ema is None else self.ema  # ema: the running mean of earlier batches
+        self.ema = self.decay * value + (1 - self.decay) * mean
+        return torch.full_like(rewards, value)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+def warm_pool(game: Game, split: str) -> None:
+    """Compute every listener's features of the split's whole pool, in a fixed order.
+
+    Features then never depend on which boards happened to be drawn first (a resumed run sees the same numbers).
+    """
+    pool = game.pool(split)
+    for listener in game.listeners.values():
+        pool.features(listener, np.arange(len(pool)))
+
+
+def held_out_boards(game: Game, cfg: RLConfig) -> Boards:
+    """The evaluation boards of a run (cfg.eval_boards of cfg.eval_split, drawn with cfg.eval_seed), their pool warmed."""
+    warm_pool(game, cfg.eval_split)
+    return game.sample(cfg.eval_boards, np.random.default_rng(cfg.eval_seed), cfg.eval_split)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The run's checkpoint of the highest step (None when it has none)."""
+    found = sorted(path for path in (Path(run_dir) / CHECKPOINTS).glob("step_*") if (path / STATE).is_file())
+    return found[-1] if found else None
+
+
+def start_from(run_dir: str | Path, resume: bool) -> Path | None:
+    """The checkpoint a run continues from (None: a fresh start); UserError when that cannot be what the user meant."""
+    checkpoint = latest_checkpoint(run_dir)
+    if resume and checkpoint is None:
+        raise UserError(
+            f"resume=true but {Path(run_dir) / CHECKPOINTS} holds no checkpoint; "
+            "pass the run's directory as hydra.run.dir=DIR, or drop resume=true to start afresh"
+        )
+    if not resume and checkpoint is not None:
+        raise UserError(f"{run_dir} already holds checkpoints; continue that run with resume=true or choose another hydra.run.dir")
+    return checkpoint if resume else None
+
+
+class Trainer:
+    """REINFORCE with a KL penalty on the speaker's adapter, played through the batched game core."""
+
+    def __init__(self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path) -> None:
+        self.cfg, self.speaker, self.game, self.run_dir = cfg, speaker, game, Path(run_dir)
+        self.reference = copy.deepcopy(speaker.adapter).requires_grad_(False).eval()  # the captioning policy, frozen
+        self.speaker.eval()  # no dropout: the sampled and the scored policy are the same
+        self.params = list(speaker.adapter.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        schedule = lambda step: warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr_floor)  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay)
+        self.rng = np.random.default_rng(cfg.seed)  # training boards
+        self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
+        self.step = 0
+        self.before: dict[str, float] = {}  # metrics of the captioning speaker, before any step
+        self.wall_s = {"rl": 0.0, "eval": 0.0}  # seconds spent in this process
+        warm_pool(game, cfg.split)
+        self.eval_boards = held_out_boards(game, cfg)
+
+    # ------------------------------------------------------------ one step
+
+    def train_step(self) -> dict[str, float]:
+        """One REINFORCE update on B fresh boards; returns the step's training metrics."""
+        cfg, speaker = self.cfg, self.speaker
+        boards = self.game.sample(cfg.boards, self.rng, cfg.split)
+        images = boards.target_images  # (B, H, W, 3) what the speaker sees
+        features = speaker.encode(images)  # frozen vision features of the B targets
+        gen = speaker.generate(
+            images, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, generator=self.generator
+        )  # B*k captions, row b*k+j
+        outcome = self.game.play(gen.texts, boards.repeat(cfg.k), self.generator)
+        logp, mask = speaker.log_probs(speaker.adapt(features).repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
+        with torch.no_grad():
+            ref_logp, _ = speaker.log_probs(speaker.adapt(features, self.reference).repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
+        seq_logp = logp.sum(1)  # (B*k,) log pi(caption), EOS included
+        kl = (logp.detach() - ref_logp).sum(1)  # (B*k,) k1 estimate of KL(pi || ref), summed over tokens
+        entropy = -seq_logp.detach()  # (B*k,) sampled estimate of the caption entropy
+        reward = outcome.reward.to(kl.device).float()  # (B*k,) the game's reward
+        total = reward - cfg.beta * kl + cfg.entropy * entropy  # (B*k,)
+        advantage = total - self.baseline(total)  # (B*k,)
+        loss = -(advantage * seq_logp).mean()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+
+        pool = boards.checked_pool()
+        targets = boards.repeat(cfg.k).target_items  # (B*k,)
+        stats = {
+            "reward": reward.mean(), "gap": outcome.gap.float().mean(), "kl": kl.mean(), "entropy": entropy.mean(),
+            "return": total.mean(), "advantage_std": advantage.std(), "loss": loss.detach(), "grad_norm": grad_norm,
+            "tokens": mask.sum(1).mean(), "lr": lr,
+        }  # fmt: skip
+        stats |= {f"acc/{name}": right.float().mean() for name, right in outcome.correct.items()}
+        metrics = {key: float(value) for key, value in stats.items()}
+        objects = [pool.scenes.objects(int(i)) for i in targets]
+        metrics |= caption_metrics(gen.texts, objects, [pool.scenes.x(int(i)) for i in targets])
+        return metrics
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        """The full metric set on the held-out boards (greedy and `sample/`), KL to the reference adapter."""
+        start = time.perf_counter()
+        metrics = evaluate_speaker(
+            self.speaker, self.game, self.eval_boards, self.reference, self.cfg.eval_seed, self.cfg.max_new_tokens
+        )
+        self.wall_s["eval"] += time.perf_counter() - start
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        """Write checkpoints/step_NNNNNN/ (adapter + trainer state) atomically; returns its path."""
+        path = self.run_dir / CHECKPOINTS / f"step_{self.step:06d}"
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.baseline.ema,
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "generator": self.generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": random.getstate(),
+            },
+            "before": self.before,
+            "config": asdict(self.cfg),
+        }
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            write_adapter(self.speaker.adapter, tmp / ADAPTER)
+            torch.save(state, tmp / STATE)
+        return path
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint written by `save`: adapter weights, optimizer, scheduler, baseline, RNGs, step."""
+        try:
+            state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+            self.speaker.adapter.load_state_dict(read_adapter(path / ADAPTER).state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise UserError(f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run") from error
+        self.step, self.baseline.ema, self.before = state["step"], state["ema"], state["before"]
+        rng = state["rng"]
+        self.rng.bit_generator.state = rng["numpy"]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> dict[str, dict[str, float]]:
+        """Train up to cfg.steps (from the run's latest checkpoint with resume); returns {"before", "after"} metrics."""
+        cfg = self.cfg
+        checkpoint = start_from(self.run_dir, resume)
+        if checkpoint is not None:
+            self.load(checkpoint)
+        log = RunLog(self.run_dir, self.step if resume else None)
+        try:
+            if not resume:
+                self.before = self.evaluate()
+                log.write(0, self.before, "eval/")
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="RL", disable=not cfg.progress, dynamic_ncols=True)
+            while self.step < cfg.steps:
+                start = time.perf_counter()
+                metrics = self.train_step()
+                self.wall_s["rl"] += time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward']:.3f}", gap=f"{metrics['gap']:.3f}", kl=f"{metrics['kl']:.3f}")
+                if self.step % cfg.log_every == 0:
+                    log.write(self.step, metrics, "train/")
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    log.write(self.step, self.evaluate(), "eval/")
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+            bar.close()
+            after = self.evaluate()
+            log.write(self.step, after, "eval/")
+            if latest_checkpoint(self.run_dir) != self.run_dir / CHECKPOINTS / f"step_{self.step:06d}":
+                self.save()
+        finally:
+            log.close()
+        return {"before": self.before, "after": after}
+
+
+class RunLog:
+    """metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory.
+
+    Resuming from step s drops what an interrupted run logged after s, so each step is logged once.
+    """
+
+    def __init__(self, run_dir: Path, resumed_step: int | None = None) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "metrics.jsonl"
+        kept = []
+        if resumed_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        purge = None if resumed_step is None else resumed_step + 1
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+
+    def write(self, step: int, metrics: dict[str, float], prefix: str) -> None:
+        """Log metrics of a step under `prefix` (train/ or eval/)."""
+        with open(self.path, "a") as out:
+            out.write(json.dumps({"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}) + "\n")
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,204 @@
+"""REINFORCE with listener subtraction: learning, what changes, resume, logs, and the train / eval commands."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import test_pretrain
+import torch
+from hydra import compose, initialize_config_module
+from test_speaker import make_speaker
+from tiny_game import one_thread, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
+from torch import nn
+
+from listener_sub.commands.train import trainer_config
+from listener_sub.errors import UserError
+from listener_sub.game import Game, Pool
+from listener_sub.models.listener import register_model_configs
+from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.rewards import Reward
+from listener_sub.rl import Baseline, RLConfig, Trainer, latest_checkpoint
+from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
+
+POOL = 8  # train-split scenes the tiny game's boards are drawn from
+
+
+class AttributeListener(nn.Module):
+    """A rule listener that knows one attribute: of a pool image from ground truth, of a caption from its parse.
+
+    P(image | caption) is sharp on the images whose value matches the one the caption names, uniform when it names none.
+    """
+
+    def __init__(self, name: str, attribute: str, pool: Pool, scale: float = 20.0) -> None:
+        super().__init__()
+        self.name, self.attribute, self.scale = name, attribute, scale
+        self.values = WORLD_VOCAB.values[attribute]
+        column = ATTRIBUTES.index(attribute)
+        self.truth = {image.tobytes(): int(value) for image, value in zip(pool.images, pool.attrs[:, column])}
+
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        values = torch.tensor([self.truth[image.tobytes()] for image in images])
+        return nn.functional.one_hot(values, len(self.values)).float()  # (B, V)
+
+    def encode_texts(self, captions: list[str]) -> torch.Tensor:
+        named = [parse(caption).spec.objects[0].get(self.attribute) for caption in captions]
+        out = torch.zeros(len(captions), len(self.values))  # (B, V)
+        for row, value in enumerate(named):
+            if value:
+                out[row, self.values.index(value)] = 1.0
+        return out
+
+    def logits(self, text_features: torch.Tensor, board_features: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.einsum("bd,bnd->bn", text_features, board_features)
+
+
+@pytest.fixture(scope="module")
+def game() -> Game:
+    """Colour-blind subtraction in miniature: the intended listener reads colour, the subtracted one shape."""
+    world = WorldConfig()
+    pool = Pool.build(world, "train", POOL)  # the same scenes the game's train pool holds
+    listeners = {"full": AttributeListener("full", "color", pool), "gray": AttributeListener("gray", "shape", pool)}
+    return Game(world, listeners, Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}), pool_size=POOL)
+
+
+@pytest.fixture(scope="module")
+def captioner(game, tmp_path_factory):
+    """A tiny speaker captioned to say either 'a <colour> object.' or 'a <shape>.' of each pool image; its adapter file."""
+    register_model_configs()
+    pool = game.pool("train")
+    captions = [[canonical_caption(pool.scenes.objects(i)[0], (a,)) for a in ("color", "shape")] for i in range(POOL)]
+    speaker = make_speaker(word_tokenizer())
+    train_captioner(speaker, pool.images, captions, steps=150, batch_size=POOL, lr=3e-3, warmup=10, progress=False)
+    path = tmp_path_factory.mktemp("captioner") / "adapter.safetensors"
+    speaker.save_adapter(path)
+    return path
+
+
+def speaker_from(captioner):
+    """A fresh copy of the captioned tiny speaker (same frozen vision and LM: make_speaker is seeded)."""
+    speaker = make_speaker(word_tokenizer())
+    speaker.load_adapter(captioner)
+    return speaker
+
+
+def rl_config(**overrides) -> RLConfig:
+    settings = dict(steps=4, boards=16, k=4, lr=1e-3, warmup=2, eval_boards=64, eval_split="train", eval_every=0, save_every=0, progress=False)
+    return RLConfig(**(settings | overrides))
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_rl_learns_to_name_what_only_the_intended_listener_sees(game, captioner, tmp_path):
+    speaker = speaker_from(captioner)
+    frozen = {name: t.clone() for name, t in [*speaker.visual.state_dict().items(), *speaker.lm.state_dict().items()]}
+    adapter_before = {name: t.clone() for name, t in speaker.adapter.state_dict().items()}
+    trainer = Trainer(rl_config(steps=30, eval_every=15), speaker, game, tmp_path)
+    result = trainer.fit()
+    before, after = result["before"], result["after"]
+    print({k: (round(before[k], 3), round(after[k], 3)) for k in ("reward", "sample/reward", "sample/mention/color", "sample/mention/shape", "kl")})
+    assert after["sample/reward"] > before["sample/reward"] + 0.2  # one temperature-1 sample per board
+    assert after["reward"] > before["reward"] + 0.2  # greedy captions
+    assert after["sample/mention/color"] > before["sample/mention/color"] + 0.2
+    assert after["sample/mention/shape"] < before["sample/mention/shape"] - 0.15  # subtraction: omit what the other sees
+    assert after["sample/truthful"] >= 0.6 and after["gap"] > before["gap"]
+    assert abs(before["kl"]) < 1e-4 and 0 < after["kl"] < 10 and 0 < after["sample/kl"] < 10
+
+    # only the adapter changed; the vision tower and the LM are bit-identical
+    current = {**speaker.visual.state_dict(), **speaker.lm.state_dict()}
+    assert all(torch.equal(current[name], t) for name, t in frozen.items())
+    assert any(not torch.equal(speaker.adapter.state_dict()[name], t) for name, t in adapter_before.items())
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {id(p) for p in speaker.adapter.parameters()}
+
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    train = [line for line in lines if "train/reward" in line]
+    evals = [line for line in lines if "eval/gap" in line]
+    assert [line["step"] for line in train] == list(range(1, 31)) and [line["step"] for line in evals] == [0, 15, 30]
+    assert all(math.isfinite(line["train/kl"]) and math.isfinite(line["train/loss"]) for line in train)
+    assert np.mean([line["train/reward"] for line in train[-10:]]) > np.mean([line["train/reward"] for line in train[:10]]) + 0.1
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert latest_checkpoint(tmp_path).name == "step_000030"  # the final checkpoint
+
+
+def test_resumed_run_is_bit_identical_to_a_straight_run(game, captioner, tmp_path):
+    straight = Trainer(rl_config(steps=4, eval_boards=8), speaker_from(captioner), game, tmp_path / "straight")
+    straight.fit()
+    first = Trainer(rl_config(steps=2, eval_boards=8), speaker_from(captioner), game, tmp_path / "split")
+    first.fit()
+    resumed = Trainer(rl_config(steps=4, eval_boards=8), speaker_from(captioner), game, tmp_path / "split")
+    resumed.fit(resume=True)
+    assert resumed.step == 4 and resumed.before == first.before
+    ours, theirs = straight.speaker.adapter.state_dict(), resumed.speaker.adapter.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    logged = [line["step"] for line in read_jsonl(tmp_path / "split" / "metrics.jsonl") if "train/reward" in line]
+    assert logged == [1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+
+
+def test_resume_needs_a_checkpoint_and_a_fresh_start_an_empty_run(game, captioner, tmp_path):
+    trainer = Trainer(rl_config(steps=1, eval_boards=4), speaker_from(captioner), game, tmp_path)
+    with pytest.raises(UserError, match="resume=true but .* holds no checkpoint"):
+        trainer.fit(resume=True)
+    trainer.fit()
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        Trainer(rl_config(steps=1, eval_boards=4), speaker_from(captioner), game, tmp_path).fit()
+
+
+def test_baselines():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])  # two boards, k = 3
+    torch.testing.assert_close(Baseline("rloo", 3, 0.9)(rewards), torch.tensor([2.5, 2.0, 1.5, 25.0, 20.0, 15.0]))
+    torch.testing.assert_close(Baseline("mean", 3, 0.9)(rewards), torch.full((6,), 11.0))
+    assert Baseline("none", 3, 0.9)(rewards).eq(0).all()
+    ema = Baseline("ema", 3, 0.5)
+    assert ema(rewards).eq(11.0).all() and ema.ema == 11.0  # the first batch is its own baseline
+    assert ema(rewards + 2).eq(11.0).all() and ema.ema == 12.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.baseline=best", r"^bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\); fix the trainer"),
+        ("trainer.k=1", "k=1 with baseline=rloo"),
+        ("trainer.eval_split=dev", "eval_split=dev"),
+        ("+trainer.gamma=0.9", "gamma"),
+    ],
+)
+def test_bad_trainer_settings_are_user_errors(override, message):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        cfg = compose("train", overrides=[override])
+    with pytest.raises(UserError, match=message):
+        trainer_config(cfg)
+
+
+TINY = [*test_pretrain.TINY, "game.pool_size=64", "trainer.boards=4", "trainer.k=2", "trainer.eval_boards=8", "trainer.progress=false"]
+
+
+def command(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "listener_sub", name, *TINY, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_train_and_eval_commands(tmp_path):
+    run = tmp_path / "run"
+    result = command("train", f"hydra.run.dir={run}", "trainer.steps=2", "trainer.save_every=1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"before", "after", "oracle_gap", "fixed_oracle_gap", "fixed_oracle_subset", "wall_s", "wall_s/pretrain", "wall_s/rl", "config"} <= set(summary)
+    for key in ("acc/full", "acc/gray", "gap", "reward", "mention/color", "truthful", "grammatical", "kl", "length", "distinct_1", "distinct_2", "lm_nll"):
+        assert key in summary["before"] and f"sample/{key}" in summary["after"]
+    assert summary["config"]["trainer"]["steps"] == 2 and summary["steps"] == 2
+    assert [line["step"] for line in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2, 2]  # eval, two steps, eval
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+    assert "before" in result.stdout and "fixed_oracle_gap" in result.stdout
+
+    evaluated = command("eval", f"hydra.run.dir={tmp_path / 'eval'}", f"checkpoint={run}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    again = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert again["checkpoint"].endswith("step_000002/adapter.safetensors") and "before" not in again
+    assert again["after"] == pytest.approx(summary["after"], abs=1e-6)  # the same boards, seed and adapter
+    assert again["fixed_oracle_gap"] == summary["fixed_oracle_gap"]
