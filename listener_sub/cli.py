@@ -15,6 +15,7 @@ COMMANDS = {
     "pretrain": ("listener_sub.commands.pretrain", "build the pretrained listeners, LM and captioning speaker"),
     "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),
     "rollout": ("listener_sub.commands.rollout", "PettingZoo episodes played by the models, transcripts as JSONL"),
+    "inspect": ("listener_sub.commands.inspect", "HTML report of a train run: captions, picks and rewards on held-out boards"),
 }
 USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()

@@ -73,6 +73,25 @@ def subset_scores(
     return torch.cat(rewards, 1), torch.cat(gaps, 1)
 
 
+def best_subsets(rewards: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+    """(B,) per board the index into SUBSETS with the highest reward, ties broken by the higher gap (then the smaller subset)."""
+    best_reward = rewards.max(0).values  # (B,)
+    return gaps.double().masked_fill(rewards < best_reward, float("-inf")).argmax(0)
+
+
+def oracle_speaker(
+    listeners: Mapping[str, Listener],
+    boards: Boards,
+    reward: Reward,
+    choice: str = "argmax",
+    generator: torch.Generator | None = None,
+) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The per-board oracle: each board's canonical caption of its best subset (`best_subsets`), and that subset."""
+    texts, index = oracle_captions(boards)
+    best = best_subsets(*subset_scores(listeners, boards, reward, choice, generator)).numpy()  # (B,)
+    return [texts[index[s, b]] for b, s in enumerate(best)], [SUBSETS[s] for s in best]
+
+
 def oracle_gaps(
     listeners: Mapping[str, Listener],
     boards: Boards,
@@ -89,12 +108,11 @@ def oracle_gaps(
     rewards, gaps = (x.double() for x in subset_scores(listeners, boards, reward, choice, generator))  # (S, B) each
     mean_gap = gaps.mean(1)  # (S,)
     best = int(mean_gap.argmax())
-    best_reward = rewards.max(0).values  # (B,)
-    oracle_gap = gaps.masked_fill(rewards < best_reward, float("-inf")).max(0).values  # (B,)
+    per_board = best_subsets(rewards, gaps)[None]  # (1, B)
     return {
         "fixed_oracle_gap": float(mean_gap[best]),
         "fixed_oracle_subset": list(SUBSETS[best]),
-        "oracle_gap": float(oracle_gap.mean()),
-        "oracle_reward": float(best_reward.mean()),
+        "oracle_gap": float(gaps.gather(0, per_board).mean()),
+        "oracle_reward": float(rewards.gather(0, per_board).mean()),
         "subset_gap": {"+".join(subset): float(g) for subset, g in zip(SUBSETS, mean_gap)},
     }

@@ -5,7 +5,7 @@ import torch
 from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_thread: an autouse fixture)
 
 import listener_sub.oracle as oracle
-from listener_sub.oracle import SUBSETS, oracle_captions, oracle_gaps
+from listener_sub.oracle import SUBSETS, oracle_captions, oracle_gaps, oracle_speaker
 from listener_sub.pretrain.listeners import caption_text, combo_ids, mask_of
 from listener_sub.rewards import Reward
 from listener_sub.world.grammar import POSITION_PHRASES
@@ -56,3 +56,15 @@ def test_batched_oracle_equals_playing_every_subset(listeners, monkeypatch, scor
     if score == "acc":  # the reward is the gap: the per-board oracle can only do better than one fixed subset
         assert result["oracle_gap"] == pytest.approx(result["oracle_reward"])
         assert result["oracle_gap"] >= result["fixed_oracle_gap"] and result["oracle_gap"] > 0
+
+
+def test_per_board_oracle_speaker_says_the_best_subset(listeners):
+    game = tiny_game(listeners)
+    boards = game.sample(24, np.random.default_rng(7), "test")
+    rewards, gaps = brute_force(game, boards)
+    captions, subsets = oracle_speaker(game.listeners, boards, game.reward)
+    combos = combo_ids(boards.target_attrs)
+    assert captions == [caption_text(int(c), mask_of(s)) for c, s in zip(combos, subsets)]
+    played = game.play(captions, boards)
+    assert played.reward.tolist() == pytest.approx(rewards.max(0).values.tolist(), abs=1e-5)
+    assert played.gap.mean().item() == pytest.approx(oracle_gaps(game.listeners, boards, game.reward)["oracle_gap"], abs=1e-6)

@@ -51,18 +51,27 @@ def reference_gaps(game: Game, boards: Boards, seed: int) -> dict[str, Any]:
     return oracle_gaps(game.listeners, boards, game.reward, game.choice, torch.Generator(device="cpu").manual_seed(seed))
 
 
+def metric_rows(columns: dict[str, dict[str, float]]) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """Column names (each entry of `columns`, then its `sample/` twin) and one row of values per greedy metric."""
+    names = [*columns, *(f"{SAMPLE}{name}" for name in columns)]
+    first = next(iter(columns.values()))
+    rows = [
+        (key, [m[key] for m in columns.values()] + [m.get(SAMPLE + key, float("nan")) for m in columns.values()])
+        for key in first
+        if not key.startswith(SAMPLE)
+    ]
+    return names, rows
+
+
 def metrics_table(title: str, columns: dict[str, dict[str, float]], oracle: dict[str, Any]) -> Table:
     """Metrics of greedy captions and of samples side by side, one column per entry of `columns`, oracle gaps below."""
     table = Table(title=title)
     table.add_column("metric")
-    for name in columns:
+    names, rows = metric_rows(columns)
+    for name in names:
         table.add_column(name, justify="right")
-    for name in columns:
-        table.add_column(f"{SAMPLE}{name}", justify="right")
-    first = next(iter(columns.values()))
-    for key in (k for k in first if not k.startswith(SAMPLE)):
-        cells = [f"{m[key]:.3f}" for m in columns.values()] + [f"{m.get(SAMPLE + key, float('nan')):.3f}" for m in columns.values()]
-        table.add_row(key, *cells)
+    for key, values in rows:
+        table.add_row(key, *(f"{v:.3f}" for v in values))
     subset = "+".join(oracle["fixed_oracle_subset"])
     table.add_row(f"fixed_oracle_gap ({subset})", f"{oracle['fixed_oracle_gap']:.3f}")
     table.add_row("oracle_gap", f"{oracle['oracle_gap']:.3f}")

@@ -1,0 +1,221 @@
+"""What `listener-sub inspect` shows of a train run: per board each listener's view, the captions, picks and rewards.
+
+Three speakers caption every board: `base` (the captioning adapter, the RL reference), `trained` (the run's
+latest checkpoint), both greedy, and `oracle` (per board the canonical caption of the attribute subset with the
+best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all three on the same boards.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from listener_sub.commands.train import setup
+from listener_sub.errors import UserError
+from listener_sub.game import Boards, Game, Outcome
+from listener_sub.metrics import caption_metrics
+from listener_sub.oracle import oracle_speaker
+from listener_sub.perception import Perception, to_float_images, to_uint8_images
+from listener_sub.rl import ADAPTER, CHECKPOINTS, STATE, held_out_boards, latest_checkpoint
+from listener_sub.world import ATTRIBUTES, canonical_caption, truthful
+
+RUN_CONFIG = Path(".hydra") / "config.yaml"  # the train run's composed config, written by Hydra
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+SPEAKERS = ("base", "trained", "oracle")
+
+
+@dataclass
+class Play:
+    """One caption on one board: each listener's P(image | caption) and pick, and the speaker's reward."""
+
+    caption: str
+    truthful: bool  # every value the caption names is true of the target
+    probs: dict[str, list[float]]  # listener -> P(image | caption) of each board position
+    picks: dict[str, int]  # listener -> the position it picked
+    correct: dict[str, bool]  # listener -> picked the target
+    reward: float
+    won: bool  # every intended listener right and every subtracted one wrong
+
+
+@dataclass
+class BoardReport:
+    """One held-out board: what each listener sees, and the three speakers' plays on it."""
+
+    target: int  # the target's position
+    description: str  # the target's referent with every attribute named (ground truth)
+    views: dict[str, np.ndarray]  # listener -> (N, H, W, 3) uint8, the board through its perception
+    plays: dict[str, Play]  # speaker (SPEAKERS) -> its play
+    oracle_subset: tuple[str, ...]  # the attributes the oracle's caption names
+
+    @property
+    def won(self) -> bool:
+        """The trained speaker won the board."""
+        return self.plays["trained"].won
+
+
+@dataclass
+class Report:
+    """Everything the HTML page and the text table show."""
+
+    run: Path
+    checkpoint: Path  # the trained speaker's checkpoint directory
+    split: str  # scene split of the boards
+    seed: int  # drew the boards
+    roles: dict[str, str]  # listener -> intended | subtracted | player (read by no reward term)
+    perceptions: dict[str, str]  # listener -> its perception, e.g. "grayscale", "blur(sigma=1.5)"
+    reward: str  # the reward in words
+    summary: dict[str, Any]  # the run's summary.json
+    curves: list[dict[str, float]]  # the run's metrics.jsonl, one object per logged step
+    mention: dict[str, dict[str, float]]  # speaker -> attribute -> mention rate on the run's evaluation boards
+    mention_boards: int  # how many evaluation boards `mention` is measured on
+    boards: list[BoardReport]
+
+
+def _read(path: Path, parse: Callable[[str], Any]) -> Any:
+    """A run file parsed; an unreadable one is a user error naming it."""
+    try:
+        return parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise UserError(f"{path} is unreadable ({str(error).splitlines()[0]}); pass the directory of an intact train run") from None
+
+
+def read_run(run_dir: Path) -> tuple[DictConfig, dict[str, Any], list[dict[str, float]], Path]:
+    """A train run's config, summary, metrics lines and latest checkpoint; UserError naming every missing file."""
+    if not run_dir.is_dir():
+        raise UserError(f"run={run_dir} is not a directory; pass the directory of a listener-sub train run")
+    missing = [str(name) for name in (RUN_CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None or not (checkpoint / ADAPTER).is_file():
+        missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} + {STATE}")
+    if missing:
+        raise UserError(f"run={run_dir} is missing {', '.join(missing)}; pass the directory of a finished listener-sub train run")
+    cfg = _read(run_dir / RUN_CONFIG, lambda text: OmegaConf.create(yaml.safe_load(text)))
+    summary = _read(run_dir / SUMMARY, json.loads)
+    curves = _read(run_dir / METRICS, lambda text: [json.loads(line) for line in text.splitlines() if line.strip()])
+    if not {"before", "after"} <= set(summary):
+        raise UserError(f"{run_dir / SUMMARY} has no before/after metrics; pass the directory of a finished listener-sub train run")
+    return cfg, summary, curves, checkpoint
+
+
+def perception_name(perception: Perception) -> str:
+    """A perception in words: its name and parameters."""
+    params = perception.extra_repr()
+    return f"{perception.name}({params})" if params else perception.name
+
+
+@torch.no_grad()
+def seen_by(perception: Perception, images: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) uint8 images as the perception shows them, same shape."""
+    flat = images.reshape(-1, *images.shape[-3:])
+    return to_uint8_images(perception(to_float_images(flat))).reshape(images.shape)
+
+
+def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> list[Play]:
+    """Per board the Play of its caption, from the outcome of `game.play(captions, boards)`."""
+    pool = boards.checked_pool()
+    probs = {name: p.cpu().tolist() for name, p in outcome.probs.items()}
+    picks = {name: c.cpu().tolist() for name, c in outcome.choices.items()}
+    correct = {name: c.cpu().tolist() for name, c in outcome.correct.items()}
+    rows = []
+    for b, (caption, item) in enumerate(zip(captions, boards.target_items)):
+        right = {name: bool(c[b]) for name, c in correct.items()}
+        won = all(right[n] for n in game.reward.intended) and not any(right[n] for n in game.reward.subtracted)
+        rows.append(
+            Play(
+                caption=caption,
+                truthful=truthful(caption, pool.scenes.objects(int(item)), pool.scenes.x(int(item))),
+                probs={name: p[b] for name, p in probs.items()},
+                picks={name: int(c[b]) for name, c in picks.items()},
+                correct=right,
+                reward=float(outcome.reward[b]),
+                won=won,
+            )
+        )
+    return rows
+
+
+def oracle_mention(game: Game, boards: Boards, generator: torch.Generator) -> dict[str, float]:
+    """Mention rate per attribute of the per-board oracle's captions on the boards."""
+    captions, _ = oracle_speaker(game.listeners, boards, game.reward, game.choice, generator)
+    pool = boards.checked_pool()
+    objects = [pool.scenes.objects(int(i)) for i in boards.target_items]
+    metrics = caption_metrics(captions, objects, [pool.scenes.x(int(i)) for i in boards.target_items])
+    return {a: metrics[f"mention/{a}"] for a in ATTRIBUTES}
+
+
+def reward_words(game: Game) -> str:
+    """The game's reward in words, e.g. 'prob of full - 1.0 x prob of gray'."""
+    reward = game.reward
+    if reward.score == "dixit":
+        return f"dixit: 1 when some but not all of {', '.join(reward.listeners)} pick the target"
+
+    def terms(weights: Mapping[str, float]) -> str:
+        return " + ".join(f"{reward.score}({n})" if w == 1 else f"{w:g} {reward.score}({n})" for n, w in weights.items())
+
+    if not reward.subtracted:
+        return terms(reward.intended)
+    subtracted = terms(reward.subtracted)
+    return f"{terms(reward.intended)} - {reward.lam:g} x " + (f"({subtracted})" if len(reward.subtracted) > 1 else subtracted)
+
+
+def gather(run_dir: Path, n_boards: int, split: str, seed: int, settings: Mapping[str, Any]) -> Report:
+    """Play the run's base, trained and oracle speakers on n_boards boards of `split` drawn with `seed`.
+
+    settings: cache_dir / device / threads values that replace the run's own where not None.
+    """
+    cfg, summary, curves, checkpoint = read_run(run_dir)
+    for key, value in settings.items():
+        if value is not None:
+            cfg[key] = value
+    rl_cfg, pretrainer, game = setup(cfg)
+    generator = torch.Generator(device="cpu").manual_seed(seed)  # listener picks when game.choice=sample
+    boards = game.sample(n_boards, np.random.default_rng(seed), split)
+    speaker = pretrainer.speaker()  # the captioning adapter: the base speaker and the RL reference
+    captions = {"base": speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts}
+    speaker.load_adapter(checkpoint / ADAPTER)
+    captions["trained"] = speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts
+    captions["oracle"], subsets = oracle_speaker(game.listeners, boards, game.reward, game.choice, generator)
+    rows = {name: plays(texts, game.play(texts, boards, generator), game, boards) for name, texts in captions.items()}
+
+    images = boards.images  # (B, N, H, W, 3)
+    views = {name: seen_by(listener.perception, images) for name, listener in game.listeners.items()}
+    pool = boards.checked_pool()
+    board_reports = [
+        BoardReport(
+            target=int(boards.target[b]),
+            description=canonical_caption(pool.scenes.objects(int(item))[0], ATTRIBUTES),
+            views={name: view[b] for name, view in views.items()},
+            plays={name: rows[name][b] for name in SPEAKERS},
+            oracle_subset=subsets[b],
+        )
+        for b, item in enumerate(boards.target_items)
+    ]
+    eval_boards = held_out_boards(game, rl_cfg)  # the boards summary.json's before / after were measured on
+    mention = {
+        "base": {a: summary["before"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
+        "trained": {a: summary["after"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
+        "oracle": oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(rl_cfg.eval_seed)),
+    }
+    roles = {name: "intended" if name in game.reward.intended else "subtracted" if name in game.reward.subtracted else "player" for name in game.listeners}
+    return Report(
+        run=run_dir,
+        checkpoint=checkpoint,
+        split=split,
+        seed=seed,
+        roles=roles,
+        perceptions={name: perception_name(listener.perception) for name, listener in game.listeners.items()},
+        reward=reward_words(game),
+        summary=summary,
+        curves=curves,
+        mention=mention,
+        mention_boards=len(eval_boards),
+        boards=board_reports,
+    )

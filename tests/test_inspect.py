@@ -1,0 +1,145 @@
+"""`listener-sub inspect`: the report of a tiny train run, HTML escaping, the text table, and the page in headless Chromium."""
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from browser import REQUIRE, Browser, find_browser
+from PIL import Image
+from rich.console import Console
+from test_rl import TINY
+from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
+
+from listener_sub.report.gather import SPEAKERS, gather
+from listener_sub.report.page import render_html
+from listener_sub.report.text import boards_table
+
+BOARDS = 3
+PAYLOAD = "<script>alert(1)</script>"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished tiny train run (2 RL steps, a checkpoint each); its models in a cache of its own, named in its config."""
+    root = tmp_path_factory.mktemp("inspect")
+    result = cli("train", *TINY, f"cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}", "trainer.steps=2", "trainer.save_every=1")
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def page(run_dir, tmp_path_factory):
+    """report.html written by the command, and what it printed."""
+    out = tmp_path_factory.mktemp("report")
+    result = cli("inspect", f"run={run_dir}", f"boards={BOARDS}", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out / "report.html", result.stdout
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    """The same run gathered in this process."""
+    return gather(run_dir, BOARDS, "test", 123, {})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; skipped only where none is installed and none is required."""
+    binary = find_browser()
+    if binary is None:
+        if os.environ.get(REQUIRE):
+            pytest.fail(f"{REQUIRE} is set but no chromium is on PATH (.ci/run installs it with apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    with Browser(binary, width=1280, height=900) as browser:
+        yield browser
+
+
+def test_report_is_one_self_contained_page(page):
+    path, stdout = page
+    assert f"wrote {path}" in stdout
+    text = path.read_text()
+    assert len(re.findall(r'<article class="board (?:won|lost)"', text)) == BOARDS
+    # each board: 4 images as each of the two listeners (full, gray) sees them, inline PNGs
+    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == BOARDS * 4 * 2
+    assert len(re.findall(r'src="data:image/svg\+xml;base64,', text)) == 2  # mention chart, training curves
+    assert not re.search(r"""(?:src|href)=["']?(?!data:)[a-z]+:""", text)  # nothing fetched from anywhere
+    assert "<script" not in text.lower() and "Content-Security-Policy" in text
+    for heading in ("Summary", "fixed_oracle_gap", "mention/color", "Boards", "base", "trained", "oracle"):
+        assert heading in text
+
+
+def test_page_in_chromium(page, browser, tmp_path):
+    path, _ = page
+    run = browser.load(path)
+    assert run.errors == [] and run.dialogs == []
+    assert browser.evaluate("document.querySelectorAll('article.board').length") == BOARDS
+    assert browser.evaluate("document.getElementById('board-count').textContent") == str(BOARDS)
+    assert browser.evaluate("[...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    assert browser.evaluate("document.images.length") == BOARDS * 4 * 2 + 2
+    visible = "[...document.querySelectorAll('article.board')].filter(a => a.offsetParent !== null).length"
+    won = browser.evaluate("document.querySelectorAll('article.board.won').length")
+    for key, expected in (("won", won), ("lost", BOARDS - won), ("all", BOARDS)):
+        browser.evaluate(f"document.querySelector('label[for=show-{key}]').click()")
+        assert browser.evaluate(visible) == expected, key
+    shot = np.asarray(Image.open(browser.screenshot(tmp_path / "report.png")).convert("RGB"))
+    assert shot.shape[0] > 900 and shot.shape[1] >= 1200  # the whole page, taller than the window
+    assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 100  # not blank
+
+
+def test_injected_caption_shows_as_text_and_runs_nothing(report, browser, tmp_path):
+    board = report.boards[0]
+    board.plays["trained"].caption = PAYLOAD
+    board.description = f'{PAYLOAD}<img src=x onerror="alert(2)">'
+    text = render_html(report)
+    assert PAYLOAD not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    path = tmp_path / "report.html"
+    path.write_text(text)
+    run = browser.load(path)
+    assert run.dialogs == [] and run.errors == []
+    assert browser.evaluate("document.scripts.length") == 0
+    trained_caption = "document.querySelector('#board-1 table.plays tbody tr:nth-child(2) td.caption').textContent"
+    assert browser.evaluate(trained_caption).startswith(PAYLOAD)
+    assert PAYLOAD in browser.evaluate("document.querySelector('#board-1 h3').textContent")
+
+
+def test_text_format_is_a_table_of_every_board(report):
+    report.boards[1].plays["base"].caption = "[bold red]markup[/bold red]"
+    console = Console(file=io.StringIO(), width=400, record=True)
+    console.print(boards_table(report))
+    text = console.export_text()
+    assert f"{BOARDS} boards of the test split" in text
+    assert "[bold red]markup[/bold red]" in text  # data is never read as rich markup
+    for board in report.boards:
+        assert board.description in text
+        for speaker in SPEAKERS:
+            assert board.plays[speaker].caption in text
+    assert text.count(" won") + text.count(" lost") >= BOARDS * len(SPEAKERS)
+
+
+def test_run_missing_files_is_one_line_naming_them(run_dir, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "summary.json").unlink()
+    shutil.rmtree(broken / "checkpoints")
+    result = cli("inspect", f"run={broken}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("listener-sub inspect: error:"), result.stderr
+    assert "summary.json" in lines[0] and "checkpoints" in lines[0] and "metrics.jsonl" not in lines[0]
+
+
+@pytest.mark.slow
+def test_text_format_command_prints_the_boards(run_dir, tmp_path):
+    result = cli("inspect", f"run={run_dir}", f"boards={BOARDS}", "format=text", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert f"{BOARDS} boards of the test split" in result.stdout and "fixed_oracle_gap" in result.stdout
+    assert not (tmp_path / "report.html").exists()
