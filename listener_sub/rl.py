@@ -40,7 +40,7 @@ STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG state
 class RLConfig:
     """Every hyperparameter of RL training (mirrored in configs/trainer/default.yaml)."""
 
-    steps: int = 250  # optimizer steps in all (a resumed run continues up to this many)
+    steps: int = 400  # optimizer steps in all (a resumed run continues up to this many)
     boards: int = 32  # B: train boards per step
     k: int = 4  # captions sampled per board (rloo needs k >= 2)
     temperature: float = 1.0  # sampling temperature (1 = on-policy: log-probs are taken at temperature 1)

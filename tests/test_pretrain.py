@@ -86,3 +86,15 @@ def test_listener_sees_through_its_perception(tmp_path):
     recoloured.attrs[:, 0, 0] = (recoloured.attrs[:, 0, 0] + 1) % 6
     a, b = gray.encode_images(render(scenes)), gray.encode_images(render(recoloured))
     assert torch.allclose(a, b, atol=1e-3)  # a colour-blind listener cannot tell the colours apart
+
+
+def test_missing_clips_are_trained_side_by_side_then_reused(tmp_path):
+    cfg = config(tmp_path, "clip_workers=2")
+    first = Pretrainer(cfg, progress=False)
+    first.build_clips()
+    assert len(first.built) == 3 and set(first.wall_s) == {"listeners", "speaker_vision"}  # full, gray, the speaker's CLIP
+    first.listener("full"), first.listener("gray"), first.vision_checkpoint()
+    assert len(first.built) == 3  # nothing trained twice
+    again = Pretrainer(cfg, progress=False)
+    again.build_clips()
+    assert again.built == []

@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 
 import open_clip
-import pytest
 import torch
-from test_speaker import SPECIALS, caption_words, make_speaker
+from test_speaker import SPECIALS, caption_words, make_speaker, one_thread  # noqa: F401 (one_thread: an autouse fixture to import)
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -18,15 +17,6 @@ from listener_sub.rewards import Reward
 from listener_sub.world import WorldConfig
 
 COLORBLIND = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, lam=1.0, score="prob")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (import this fixture into a test module to use it there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:

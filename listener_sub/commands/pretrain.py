@@ -28,6 +28,8 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
     """Build (or find) the artifacts of `stage` and measure them on held-out boards."""
     pre = Pretrainer(cfg)
+    if stage in ("listeners", "speaker", "all"):
+        pre.build_clips()
     names = needed_listeners(cfg)
     ev = cfg.eval
     summary: dict[str, float] = {}

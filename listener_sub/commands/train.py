@@ -43,6 +43,7 @@ def setup(cfg: DictConfig) -> tuple[RLConfig, Pretrainer, Game]:
         torch.set_num_threads(int(cfg.threads))
     rl_cfg = trainer_config(cfg)
     pretrainer = Pretrainer(cfg)
+    pretrainer.build_clips()
     return rl_cfg, pretrainer, Game.from_config(cfg, pretrainer)
 
 

@@ -68,10 +68,13 @@ class CaptionTokens:
         self.table: torch.Tensor | None = None  # (n_keys, L) int64, filled on demand
         self.filled = np.zeros(self.n_keys, dtype=bool)
 
-    def __call__(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> torch.Tensor:
-        """(N,) combos, masks, prefixes -> (N, L) int64 tokens."""
+    def keys(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> np.ndarray:
+        """(N,) combos, masks, prefixes -> (N,) caption keys."""
         prefixes = np.zeros_like(combos) if prefixes is None else prefixes
-        keys = (np.asarray(combos) * (FULL_MASK + 1) + np.asarray(masks)) * len(PREFIXES) + np.asarray(prefixes)  # (N,)
+        return (np.asarray(combos) * (FULL_MASK + 1) + np.asarray(masks)) * len(PREFIXES) + np.asarray(prefixes)
+
+    def rows(self, keys: np.ndarray) -> torch.Tensor:
+        """(N,) caption keys -> (N, L) int64 tokens."""
         missing = np.unique(keys[~self.filled[keys]])
         if len(missing):
             prefix, rest = missing % len(PREFIXES), missing // len(PREFIXES)
@@ -83,6 +86,10 @@ class CaptionTokens:
             self.filled[missing] = True
         return self.table[torch.from_numpy(keys)]
 
+    def __call__(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> torch.Tensor:
+        """(N,) combos, masks, prefixes -> (N, L) int64 tokens."""
+        return self.rows(self.keys(combos, masks, prefixes))
+
 
 def perceive(images: np.ndarray, perception: nn.Module, model: nn.Module) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's normalisation."""
@@ -91,14 +98,33 @@ def perceive(images: np.ndarray, perception: nn.Module, model: nn.Module) -> tor
         return (perception(to_float_images(images)) - mean) / std
 
 
+def _spread(match: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, B) bool -> each row's targets spread evenly over its true entries, and which rows have any."""
+    count = match.sum(1, keepdim=True)  # (B, 1)
+    return match.float() / count.clamp_min(1), (count > 0).squeeze(1).float()
+
+
+def _mean_over(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (values * weights).sum() / weights.sum().clamp_min(1)
+
+
 def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
-    """Symmetric CLIP loss whose targets spread over every true pair: match (B_text, B_image) bool, diagonal True."""
+    """Symmetric CLIP loss whose targets spread over every true pair: match (B_text, B_image) bool.
+
+    A caption (row) or image (column) with no true partner in the batch is left out of its direction's mean.
+    """
     logits = logit_scale * text_features @ image_features.T  # (B, B) texts x images
-    t2i = match.float() / match.sum(1, keepdim=True)  # (B, B) each caption's true images
-    i2t = match.T.float() / match.T.sum(1, keepdim=True)  # (B, B) each image's true captions
-    loss_t = -(t2i * logits.log_softmax(1)).sum(1).mean()
-    loss_i = -(i2t * logits.T.log_softmax(1)).sum(1).mean()
+    t2i, has_t = _spread(match)  # each caption's true images
+    i2t, has_i = _spread(match.T)  # each image's true captions
+    loss_t = _mean_over(-(t2i * logits.log_softmax(1)).sum(1), has_t)
+    loss_i = _mean_over(-(i2t * logits.T.log_softmax(1)).sum(1), has_i)
     return (loss_t + loss_i) / 2
+
+
+def multi_positive_clip_floor(match: torch.Tensor) -> torch.Tensor:
+    """The least multi_positive_clip_loss can be for this match (a perfect listener's: log of the true partners)."""
+    count_t, count_i = match.sum(1).float(), match.sum(0).float()
+    return (_mean_over(count_t.clamp_min(1).log(), (count_t > 0).float()) + _mean_over(count_i.clamp_min(1).log(), (count_i > 0).float())) / 2
 
 
 @dataclass
@@ -127,17 +153,34 @@ class ScenePool:
         pos = self.start[combos] + (rng.random(len(combos)) * self.count[combos]).astype(np.int64)
         return np.where(self.count[combos] > 0, self.order[np.minimum(pos, len(self.order) - 1)], -1)
 
-    def batch(self, size: int, group_size: int, group_fraction: float, rng: np.random.Generator) -> np.ndarray:
-        """(size,) pool indices: hard-negative groups (a base scene and variants differing in one attribute) + random scenes."""
+    def batch(
+        self,
+        size: int,
+        group_size: int,
+        group_fraction: float,
+        rng: np.random.Generator,
+        attribute_p: np.ndarray | None = None,
+        value_p: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(size,) pool indices: hard-negative groups (a base scene and variants differing in one attribute) + random scenes.
+
+        attribute_p: (A,) how often each attribute is the one a variant changes (uniform when None).
+        value_p: (A, V, V) P(new value | old value) of a changed attribute, zero diagonal (uniform when None).
+        """
         n_grouped = int(size * group_fraction) // group_size * group_size
         idx = rng.integers(0, len(self.attrs), size)  # (size,)
         if n_grouped and group_size > 1:
             base = self.attrs[idx[:n_grouped:group_size]]  # (G, A)
             variant = np.repeat(base, group_size, axis=0)  # (n_grouped, A)
-            which = rng.integers(0, len(ATTRIBUTES), n_grouped)  # attribute each variant changes
-            shift = 1 + (rng.random(n_grouped) * (N_VALUES[which] - 1)).astype(np.int64)
+            which = rng.choice(len(ATTRIBUTES), n_grouped, p=attribute_p)  # attribute each variant changes
             rows = np.arange(n_grouped)
-            variant[rows, which] = (variant[rows, which] + shift) % N_VALUES[which]
+            old = variant[rows, which]
+            if value_p is None:
+                shift = 1 + (rng.random(n_grouped) * (N_VALUES[which] - 1)).astype(np.int64)
+                variant[rows, which] = (old + shift) % N_VALUES[which]
+            else:
+                cdf = value_p[which, old].cumsum(1)  # (n_grouped, V)
+                variant[rows, which] = (cdf < rng.random(n_grouped)[:, None] * cdf[:, -1:]).sum(1)
             found = self.pick(combo_ids(variant), rng)
             found[::group_size] = idx[:n_grouped:group_size]  # group heads stay the base scene
             idx[:n_grouped] = np.where(found >= 0, found, idx[:n_grouped])
@@ -154,6 +197,30 @@ def sample_masks(
     fallback = 1 << rng.choice(np.flatnonzero(allowed_bits), n)  # one allowed attribute
     masks = np.where(masks == 0, fallback, masks)
     return np.where(rng.random(n) < full_prob, mask_of(allowed), masks)
+
+
+ATTRIBUTE_OF_VALUE = np.repeat(np.arange(len(ATTRIBUTES)), N_VALUES)  # (sum V,) attribute of each value
+VALUE_INDEX = np.concatenate([np.arange(n) for n in N_VALUES])  # (sum V,) index of each value within its attribute
+_VALID = np.arange(N_VALUES.max()) < N_VALUES[:, None]  # (A, V) which value slots an attribute has
+UNIFORM_CHANGE = (_VALID[:, :, None] & _VALID[:, None, :] & ~np.eye(N_VALUES.max(), dtype=bool)) / np.maximum(N_VALUES - 1, 1)[:, None, None]
+
+
+@torch.no_grad()
+def value_confusion(model: open_clip.CLIP, tokens: CaptionTokens, temperature: float) -> np.ndarray:
+    """(A, V, V) P(new | old value) of each attribute, from how alike the text tower finds their one-word captions."""
+    attrs = np.zeros((len(VALUE_INDEX), len(ATTRIBUTES)), dtype=np.int64)
+    attrs[np.arange(len(VALUE_INDEX)), ATTRIBUTE_OF_VALUE] = VALUE_INDEX  # one object per value, other attributes 0
+    masks = 1 << ATTRIBUTE_OF_VALUE  # each caption names only that attribute ("a circle.", "a red object.")
+    features = model.encode_text(tokens(combo_ids(attrs), masks), normalize=True)  # (sum V, D)
+    sim = (features @ features.T).numpy()  # (sum V, sum V)
+    out = np.zeros((len(ATTRIBUTES), N_VALUES.max(), N_VALUES.max()))
+    for a, n in enumerate(N_VALUES):
+        rows = ATTRIBUTE_OF_VALUE == a
+        logits = sim[np.ix_(rows, rows)] / temperature  # (n, n)
+        np.fill_diagonal(logits, -np.inf)
+        weights = np.exp(logits - logits.max(1, keepdims=True))
+        out[a, :n, :n] = weights / weights.sum(1, keepdims=True)
+    return out
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -186,14 +253,27 @@ def train_listener(
     prefix_probs: Sequence[float] = (0.8, 0.1, 0.1),
     all_combos: bool = True,
     exclude: Sequence[str] = (),
+    attribute_views: bool = True,
+    focus: float = 0.9,
+    confusion_temperature: float = 0.1,
+    gray_share: float = 0.6,
     threads: int | None = None,
     progress: bool = True,
+    position: int | None = None,
 ) -> open_clip.CLIP:
     """Train a listener CLIP contrastively on the world through its perception (multi-positive CLIP loss).
 
     all_combos: train on every (colour, shape) pair, held-out ones included, as a pretrained CLIP would
     have seen them (otherwise, to a colour-blind listener, "a red object" means "not a circle").
     exclude: attributes whose words never appear in the training captions (the listener's knowledge).
+    attribute_views: each image is also captioned once per known attribute with a caption naming only it, each
+    view a loss of its own, so every attribute gets the same weight however easy another one is.
+    focus: with attribute views, the share of hard-negative variants aimed at what the listener confuses most (the rest
+    uniform): the attribute to change in proportion to its view's running excess loss (over a perfect listener's), and the new value in proportion to
+    exp(cosine(old value's caption, new value's caption) / confusion_temperature), so two values whose single-word
+    captions the text tower has merged are contrasted until they separate.
+    gray_share: share of each batch's images seen in grayscale (their own captions leave colour out, and no colour
+    caption counts as true of them), so shape must be learnt and colour cannot become the only cue.
     """
     allowed = [a for a in ATTRIBUTES if a not in exclude]
     if not allowed or len(allowed) + len(set(exclude)) != len(ATTRIBUTES):
@@ -214,19 +294,45 @@ def train_listener(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     prefix_p = np.asarray(prefix_probs, dtype=np.float64) / sum(prefix_probs)
-    bar = tqdm(range(steps), desc=f"listener ({perception!r})", disable=not progress, leave=False)
+    grayscale = make_perception("grayscale")
+    known = np.array([a in allowed for a in ATTRIBUTES])
+    color_bit = mask_of(["color"])
+    view_loss = known.astype(np.float64)  # (A,) running excess loss of each attribute's view; equal at the start
+    bar = tqdm(range(steps), desc=f"CLIP seed {seed} ({perception!r})", disable=not progress, leave=False, position=position)
     for step in bar:
-        idx = pool.batch(batch_size, group_size, group_fraction, rng)  # (B,)
+        attribute_p = (1 - focus) * known / known.sum() + focus * view_loss / view_loss.sum()  # (A,)
+        if attribute_views:
+            value_p = (1 - focus) * UNIFORM_CHANGE + focus * value_confusion(model, tokens, confusion_temperature)
+            idx = pool.batch(batch_size, group_size, group_fraction, rng, attribute_p, value_p)  # (B,)
+        else:
+            idx = pool.batch(batch_size, group_size, group_fraction, rng)
         attrs = pool.attrs[idx]  # (B, A)
-        masks = sample_masks(batch_size, mention, full_prob, rng, allowed)  # (B,)
-        prefixes = rng.choice(len(prefix_p), size=batch_size, p=prefix_p)
-        text = tokens(combo_ids(attrs), masks, prefixes)  # (B, L)
+        gray = rng.random(batch_size) < gray_share  # (B,) images seen in grayscale; their own captions drop colour
+        masks = sample_masks(batch_size, mention, full_prob, rng, allowed)
+        colorless = np.where(masks & ~color_bit, masks & ~color_bit, mask_of([a for a in allowed if a != "color"]))
+        views = [np.where(gray, colorless, masks)]  # (B,) mention masks per view
+        views += [np.full(batch_size, mask_of([a])) for a in allowed] if attribute_views else []
+        prefixes = rng.choice(len(prefix_p), size=(len(views), batch_size), p=prefix_p)
+        keys = np.concatenate([tokens.keys(combo_ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
+        unique, inverse = np.unique(keys, return_inverse=True)  # single-attribute captions repeat a lot
         images = perceive(pool.images[idx], perception, model)  # (B, 3, H, W)
-        bits = torch.from_numpy((masks[:, None] >> np.arange(len(ATTRIBUTES))) & 1).bool()  # (B, A)
-        a = torch.from_numpy(attrs)
-        match = ((a[:, None, :] == a[None, :, :]) | ~bits[:, None, :]).all(-1)  # (B, B) caption i true of image j
-        image_features, text_features, logit_scale = model(images, text)
-        loss = multi_positive_clip_loss(image_features, text_features, logit_scale, match)
+        if gray.any():
+            images[gray] = perceive(pool.images[idx[gray]], grayscale, model)
+        image_features, text_features, logit_scale = model(images, tokens.rows(unique))
+        text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
+        same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
+        unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour
+        losses, excess = [], []
+        for masks, feats in zip(views, text_features.split(batch_size)):
+            bits = torch.from_numpy((masks[:, None] >> np.arange(len(ATTRIBUTES))) & 1).bool()  # (B, A)
+            match = (same | ~bits[:, None, :]).all(-1) & ~(bits[:, None, ATTRIBUTES.index("color")] & unseen)  # (B, B) caption i true of image j
+            losses.append(multi_positive_clip_loss(image_features, feats, logit_scale, match))
+            with torch.no_grad():
+                floor = multi_positive_clip_floor(match)
+            excess.append(float(losses[-1].detach() - floor))
+        loss = torch.stack(losses).mean()
+        if attribute_views:
+            view_loss[known] = 0.9 * view_loss[known] + 0.1 * np.maximum(excess[1:], 1e-3)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
