@@ -16,7 +16,7 @@ class PerceiverAdapterConfig:
     d_lm: int = 768  # width of the LM input embeddings (output)
     n_latents: int = 8  # M: learned latent queries = soft-prefix length
     depth: int = 2  # blocks of [cross-attention, self-attention, MLP]
-    width: int = 256  # latent width inside the adapter
+    width: int = 128  # latent width inside the adapter
     heads: int = 4  # attention heads (width must be divisible by heads)
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * width
     dropout: float = 0.0  # dropout on attention weights and residual branches

@@ -12,6 +12,11 @@ from listener_sub.envs.dixit_v0 import ENV_ID
 REGISTRY: dict[str, str] = {ENV_ID: "listener_sub.envs.dixit_v0"}  # env id -> module with env(), raw_env(), parallel_env()
 
 
+def make_env(game: Any, tokenizer: Any, parallel: bool = False, **kwargs: Any) -> Any:
+    """The Dixit env over `game` (the speaker acts with token ids of `tokenizer`): wrapped AEC, or Parallel."""
+    return make(ENV_ID, parallel, game=game, tokenizer=tokenizer, **kwargs)
+
+
 def make(env_id: str = ENV_ID, parallel: bool = False, **kwargs: Any) -> Any:
     """The registered env `env_id`: the wrapped AEC env, or with parallel=True the Parallel env."""
     if env_id not in REGISTRY:
@@ -20,4 +25,4 @@ def make(env_id: str = ENV_ID, parallel: bool = False, **kwargs: Any) -> Any:
     return module.parallel_env(**kwargs) if parallel else module.env(**kwargs)
 
 
-__all__ = ["ENV_ID", "REGISTRY", "make"]
+__all__ = ["ENV_ID", "REGISTRY", "make", "make_env"]

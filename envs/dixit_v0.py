@@ -6,7 +6,8 @@ The speaker's reward is the configured listener-subtraction reward; a listener's
 
     env = dixit_v0.env(game=game, tokenizer=speaker.tokenizer, split="test", render_mode="ansi")
 
-With no `game`, the embedded default experiment's models are loaded (built into the cache when missing).
+An env plays the game it is given; it never composes configs or trains models. The embedded default
+experiment's game and speaker come from `listener_sub.envs.defaults.load_default_players()`.
 """
 from __future__ import annotations
 
@@ -23,27 +24,6 @@ from listener_sub.game import Game
 
 ENV_ID = "listener_sub/Dixit-v0"
 METADATA = {"name": "dixit_v0", "id": ENV_ID, "render_modes": ["ansi", "rgb_array", "human"], "is_parallelizable": True}
-
-
-def load_default(overrides: list[str] | None = None) -> tuple[Game, Any]:
-    """(game, speaker) of the default experiment, composed from the `rollout` config with overrides."""
-    from hydra import compose, initialize_config_module
-
-    from listener_sub.pretrain.stages import Pretrainer
-
-    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
-        cfg = compose("rollout", overrides=overrides or [])
-    pretrainer = Pretrainer(cfg)
-    return Game.from_config(cfg, pretrainer), pretrainer.speaker()
-
-
-def _round(game: Game | None, tokenizer: Any, split: str, max_tokens: int) -> Round:
-    if game is None:
-        game, speaker = load_default()
-        tokenizer = tokenizer or speaker.tokenizer
-    if tokenizer is None:
-        raise ValueError("pass the speaker LM's tokenizer (tokenizer=speaker.tokenizer) with the game")
-    return Round(game, tokenizer, split, max_tokens)
 
 
 def _render(round_: Round, mode: str | None) -> str | np.ndarray | None:
@@ -63,11 +43,11 @@ class raw_env(AECEnv):
 
     metadata = METADATA
 
-    def __init__(self, game: Game | None = None, tokenizer: Any = None, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
+    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
         super().__init__()
         if render_mode not in (None, *METADATA["render_modes"]):
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
-        self.round = _round(game, tokenizer, split, max_tokens)
+        self.round = Round(game, tokenizer, split, max_tokens)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
 
@@ -126,10 +106,10 @@ class parallel_raw_env(ParallelEnv):
 
     metadata = METADATA
 
-    def __init__(self, game: Game | None = None, tokenizer: Any = None, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
+    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
         if render_mode not in (None, *METADATA["render_modes"]):
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
-        self.round = _round(game, tokenizer, split, max_tokens)
+        self.round = Round(game, tokenizer, split, max_tokens)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
         self.agents: list[str] = []

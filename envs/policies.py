@@ -9,9 +9,7 @@ from pettingzoo import ParallelEnv
 
 from listener_sub.envs.round import SPEAKER, Round
 from listener_sub.game import choose, decode_tokens
-from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker
-from listener_sub.perception import make_perception
 
 
 class SpeakerPolicy:
@@ -30,20 +28,19 @@ class SpeakerPolicy:
 
 
 class ListenerPolicy:
-    """listener_i: a pretrained listener's pick on the board it observes.
+    """listener_i: the game's listener picks on the round's board, scoring the observed caption through the game core.
 
-    The observed board is already seen through the listener's perception, so the policy's CLIP looks at it
-    as it is (perception `full`) instead of perceiving it twice.
+    The listener sees the board through its own perception in the game core (the observation's uint8 board is the
+    picture of that view for other agents), so the env's picks are the trainer's picks.
     """
 
-    def __init__(self, listener: Listener, tokenizer: Any, choice: str = "argmax", generator: torch.Generator | None = None) -> None:
-        self.model = Listener(listener.name, listener.clip, listener.tokenizer, make_perception("full"), listener.model_name).to(listener.device)
-        self.tokenizer, self.choice, self.generator = tokenizer, choice, generator
+    def __init__(self, round_: Round, agent: str, choice: str = "argmax", generator: torch.Generator | None = None) -> None:
+        self.round, self.name, self.choice, self.generator = round_, round_.listeners[agent], choice, generator
 
     def probs(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
-        """(N,) P(image | caption) over the observed board."""
-        caption = decode_tokens(self.tokenizer, observation["caption"][None])
-        return self.model.choose(caption, observation["board"][None])[0]
+        """(N,) P(image | caption) over the round's board."""
+        caption = decode_tokens(self.round.tokenizer, observation["caption"][None])[0]
+        return self.round.listen(caption)[self.name][0]
 
     def __call__(self, observation: dict[str, np.ndarray]) -> int:
         return int(choose(self.probs(observation), self.choice, self.generator))
@@ -51,10 +48,9 @@ class ListenerPolicy:
 
 def model_policies(round_: Round, speaker: Speaker, greedy: bool = True, temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, Any]:
     """Agent -> policy for every agent of an env's round: the speaker and each of the game's listeners."""
-    game = round_.game
     policies: dict[str, Any] = {SPEAKER: SpeakerPolicy(speaker, round_.max_tokens, greedy, temperature, generator)}
-    for agent, name in round_.listeners.items():
-        policies[agent] = ListenerPolicy(game.listeners[name], round_.tokenizer, game.choice, generator)
+    for agent in round_.listeners:
+        policies[agent] = ListenerPolicy(round_, agent, round_.game.choice, generator)
     return policies
 
 

@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 from listener_sub.game import Boards, Game, Outcome, decode_tokens
-from listener_sub.perception import to_float_images, to_uint8_images
+from listener_sub.images import perceived
 
 SPEAKER = "speaker_0"
 
@@ -66,9 +66,7 @@ class Round:
     def view(self, agent: str) -> np.ndarray:
         """(N, H, W, 3) uint8 board as listener `agent` perceives it."""
         if agent not in self._views:
-            perception = self.game.listeners[self.listeners[agent]].perception
-            with torch.no_grad():
-                self._views[agent] = to_uint8_images(perception(to_float_images(self.boards.images[0])))
+            self._views[agent] = perceived(self.game.listeners[self.listeners[agent]].perception, self.boards.images[0])
         return self._views[agent]
 
     def observe(self, agent: str) -> dict[str, np.ndarray]:
@@ -89,9 +87,13 @@ class Round:
             raise ValueError(f"{agent} picks a position in [0, {self.game.n_images}), got {action!r}")
         self.picks[agent] = position
 
+    def listen(self, caption: str) -> dict[str, torch.Tensor]:
+        """Listener name -> (1, N) P(image | caption) on this round's board, through the game core."""
+        return self.game.listen([caption], self.boards)
+
     def finish(self) -> Outcome:
         """Score the round through the game core: listeners' probabilities of the caption, their picks, rewards."""
-        probs = self.game.listen([self.caption], self.boards)
+        probs = self.listen(self.caption)
         choices = {self.listeners[agent]: torch.tensor([position]) for agent, position in self.picks.items()}
         self.outcome = self.game.judge(probs, choices, self.boards)
         return self.outcome

@@ -1,78 +1,45 @@
-"""Artifact cache: directories keyed by the config that made them, written atomically."""
+"""The artifact cache: trained models in directories keyed by everything that made them, built once.
+
+`ArtifactCache.get_or_build(kind, key, builder)` returns the artifact's path, running `builder(tmp)` into a
+temporary path first (renamed into place atomically) when it is missing. Keys come from `config_key` over
+every setting of the recipe that makes the artifact, so a changed setting is a new artifact.
+"""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-ENV_VAR = "LISTENER_SUB_CACHE"
-
-
-def cache_root(override: str | os.PathLike | None = None) -> Path:
-    """The cache directory: the override, else $LISTENER_SUB_CACHE, else ~/.cache/listener-sub."""
-    if override:
-        return Path(override).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "listener-sub"
+from listener_sub.files import atomic_path, cache_root
 
 
-def _plain(obj: Any) -> Any:
-    """JSON-able form of configs: dataclasses, omegaconf containers, tuples, paths."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if hasattr(obj, "_metadata") and hasattr(obj, "_content"):  # omegaconf DictConfig / ListConfig
-        from omegaconf import OmegaConf
+class ArtifactCache:
+    """Artifacts under `root/<kind>/<key>/<name>`; records what this process built and how long each kind took."""
 
-        return _plain(OmegaConf.to_container(obj, resolve=True))
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = cache_root(root)
+        self.built: list[str] = []  # artifacts built by this process (the rest came from the cache)
+        self.wall_s: dict[str, float] = {}  # kind -> seconds spent building artifacts of that kind
 
+    def path(self, kind: str, key: str, name: str) -> Path:
+        """Where the artifact `name` of `kind` with `key` lives (it may not exist yet)."""
+        return self.root / kind / key / name
 
-def config_key(*parts: Any) -> str:
-    """A short stable hash of configs (dataclasses, dicts, omegaconf, scalars)."""
-    blob = json.dumps(_plain(list(parts)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    def has(self, kind: str, key: str, name: str) -> bool:
+        return self.path(kind, key, name).exists()
 
+    def get_or_build(self, kind: str, key: str, name: str, builder: Callable[[Path], object]) -> Path:
+        """The artifact's path; when missing, `builder(tmp)` writes it at `tmp` and it is moved into place atomically."""
+        path = self.path(kind, key, name)
+        if not path.exists():
+            start = time.perf_counter()
+            with atomic_path(path) as tmp:
+                builder(tmp)
+            self.record(kind, str(path), time.perf_counter() - start)
+        return path
 
-@contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success it is renamed onto `final` in one step.
-
-    Works for files and directories. On error the temporary is removed and `final` is untouched.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    target = tmp / final.name
-    try:
-        yield target
-        if final.is_dir() and not final.is_symlink():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(target, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(target, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_plain(obj), indent=2, sort_keys=False) + "\n")
+    def record(self, kind: str, path: str, seconds: float) -> None:
+        """Note an artifact built (here or in a worker process) and its wall time."""
+        self.wall_s[kind] = self.wall_s.get(kind, 0.0) + seconds
+        self.built.append(path)

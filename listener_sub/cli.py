@@ -37,7 +37,8 @@ def one_line(error: BaseException) -> str:
 
     if isinstance(error, MissingMandatoryValue) and error.full_key:
         return f"{error.full_key} is not set; set it with {error.full_key}=..."
-    parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip())]
+    text = str(error).split("\nConfig search path:")[0]  # Hydra appends its whole search path to a missing option
+    parts = [" ".join(line.strip() for line in text.splitlines() if line.strip())]
     cause = error.__cause__
     if cause is not None and str(cause).strip():
         parts.append(f"({str(cause).strip().splitlines()[0]})")
@@ -49,19 +50,33 @@ def report(command: str, error: BaseException) -> None:
     print(f"listener-sub {command}: error: {one_line(error)}", file=sys.stderr)
 
 
-def hydra_command(config_name: str) -> Callable[[Callable[[Any], None]], Callable[[], None]]:
+GROUP_ALIASES = {"speaker.adapter": "speaker/adapter", "speaker.adapter.kind": "speaker/adapter"}  # value spellings of group choices
+
+
+def group_overrides(overrides: list[str]) -> list[str]:
+    """`speaker.adapter=mlp` (and the older `speaker.adapter.kind=mlp`) as Hydra's group override `speaker/adapter=mlp`."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        named = sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()  # a choice's name, not a {node}
+        out.append(f"{GROUP_ALIASES[key]}={value}" if named else override)
+    return out
+
+
+def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
     """Make a task a Hydra app on pkg://listener_sub.configs/<config_name>.yaml.
 
     A user error raised by the task ends the process with exit status 2 and one line (a full
-    traceback with debug=true); other exceptions are bugs and propagate.
+    traceback with debug=true); other exceptions are bugs and propagate. The task's return value (train and
+    eval: the gap) is what Hydra's sweepers optimise.
     """
     import hydra
 
-    def decorate(task: Callable[[Any], None]) -> Callable[[], None]:
+    def decorate(task: Callable[[Any], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
-        def run(cfg: Any) -> None:
+        def run(cfg: Any) -> Any:
             try:
-                task(cfg)
+                return task(cfg)  # the task's metric, for Hydra's optimizing sweepers
             except _user_error_types() as error:
                 if cfg.get("debug", False):
                     raise
@@ -85,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     debug = any(o.lower() in ("debug=true", "debug=1", "++debug=true") for o in overrides)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we report below
-    sys.argv = [f"listener-sub-{command}", *overrides]
+    sys.argv = [f"listener-sub-{command}", *group_overrides(overrides)]
     app = importlib.import_module(COMMANDS[command][0]).main
     try:
         app()

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from listener_sub.cache import atomic_path, cache_root, config_key
+from listener_sub.files import atomic_path, cache_root, config_key
 from listener_sub.errors import DataError, UserError
 from listener_sub.world.grammar import CaptionConfig, caption_scenes, realize, sample_spec
 from listener_sub.world.render import render

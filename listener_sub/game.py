@@ -1,6 +1,8 @@
 """The batched game core: boards drawn from a pool of scenes, listeners' choices and rewards, whole batches at once.
 
-The RL trainer and the PettingZoo envs both play through `Game`, so they cannot disagree about the rules.
+Every caption anyone scores -- the RL trainer, the evaluations, the oracle speakers, the PettingZoo envs and
+their listener policies, the report -- goes through `listen` (below `Game.listen` / `Game.play`), so nothing
+can disagree about the rules or the scores.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from listener_sub.errors import UserError
 from listener_sub.rewards import Reward, listener_rewards
 from listener_sub.world import SceneBatch, WorldConfig, render, sample_scenes
 
@@ -199,6 +200,25 @@ def decode_tokens(tokenizer: Any, tokens: np.ndarray | torch.Tensor) -> list[str
     return [text.strip() for text in tokenizer.batch_decode(cut, skip_special_tokens=True)]
 
 
+@torch.no_grad()
+def listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
+    """Listener name -> (B, N) P(image | caption): softmax over the board of logit scale x cosine(caption, image).
+
+    Each listener sees the board images through its perception (features cached per pool); each distinct caption
+    is encoded once.
+    """
+    if len(captions) != len(boards):
+        raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
+    distinct: dict[str, int] = {}
+    rows = torch.tensor([distinct.setdefault(caption, len(distinct)) for caption in captions], dtype=torch.long)  # (B,) its distinct caption
+    probs = {}
+    for name, listener in listeners.items():
+        board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
+        text = listener.encode_texts(list(distinct))[rows.to(listener.device)]  # (B, D)
+        probs[name] = (listener.logit_scale * torch.einsum("bd,bnd->bn", text, board)).softmax(-1)
+    return probs
+
+
 @dataclass
 class Outcome:
     """What happened on B boards: each listener's view of the caption, its pick, and the rewards."""
@@ -239,32 +259,16 @@ class Game:
         world: WorldConfig,
         listeners: Mapping[str, Listener],
         reward: Reward,
-        n_images: int = 4,
-        distractors: str = "random",
-        choice: str = "argmax",
-        pool_size: int = 4096,
+        n_images: int,
+        distractors: str,
+        choice: str,
+        pool_size: int,
     ) -> None:
+        """Use `create_game` (it documents the settings and their defaults)."""
         check_game(list(listeners), reward, n_images, distractors, choice, pool_size)
         self.world, self.listeners, self.reward = world, dict(listeners), reward
         self.n_images, self.distractors, self.choice, self.pool_size = n_images, distractors, choice, pool_size
         self._pools: dict[str, Pool] = {}
-
-    @classmethod
-    def from_config(cls, cfg: Any, pretrainer: Any) -> "Game":
-        """From a run config (`game`, `reward`, `listeners`) with its listeners found or built by a Pretrainer."""
-        from listener_sub.pretrain.stages import needed_listeners  # heavy: imported when needed
-
-        names = list(cfg.game.get("listeners") or needed_listeners(cfg))
-        undefined = [name for name in names if name not in cfg.listeners]
-        if undefined:
-            raise UserError(f"game.listeners names {undefined}, not defined under listeners; use some of: {', '.join(cfg.listeners)}")
-        settings = {key: cfg.game[key] for key in ("n_images", "distractors", "choice", "pool_size")}
-        try:  # check the settings before finding (or training) the listeners
-            reward = Reward.from_config(cfg.reward)
-            check_game(names, reward, **settings)
-        except ValueError as error:
-            raise UserError(f"{error} (fix the game or reward config)") from None
-        return cls(pretrainer.world, {name: pretrainer.listener(name) for name in names}, reward, **settings)
 
     def pool(self, split: str) -> Pool:
         """The split's pool of scenes, built on first use."""
@@ -277,19 +281,9 @@ class Game:
         pool = self.pool(split)
         return sample_boards(len(pool), n_boards, self.n_images, rng, self.distractors, pool)
 
-    @torch.no_grad()
     def listen(self, captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
-        """Listener name -> (B, N) P(image | caption) of each listener, which sees the board through its perception."""
-        if len(captions) != len(boards):
-            raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
-        distinct: dict[str, int] = {}
-        rows = torch.tensor([distinct.setdefault(caption, len(distinct)) for caption in captions], dtype=torch.long)  # (B,) its distinct caption
-        probs = {}
-        for name, listener in self.listeners.items():
-            board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
-            text = listener.encode_texts(list(distinct))  # (distinct captions, D): each caption encoded once
-            probs[name] = listener.logits(text[rows.to(text.device)], board).softmax(-1)
-        return probs
+        """Listener name -> (B, N) P(image | caption) of each of the game's listeners (`listen`)."""
+        return listen(self.listeners, captions, boards)
 
     def choose(self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Listener name -> (B,) picks by the game's choice rule."""
@@ -308,3 +302,21 @@ class Game:
         """One round on every board: listeners hear the captions (B,), pick by the choice rule, rewards follow."""
         probs = self.listen(captions, boards)
         return self.judge(probs, self.choose(probs, generator), boards)
+
+
+def create_game(
+    world: WorldConfig,
+    listeners: Mapping[str, Listener],
+    reward: Reward,
+    n_images: int = 4,
+    distractors: str = "random",
+    choice: str = "argmax",
+    pool_size: int = 4096,
+) -> Game:
+    """The listener-subtraction game over the world's scenes.
+
+    n_images: target + n_images - 1 distractors per board. distractors: random | hard (shares an attribute with
+    the target) | differ_one (differs in exactly one). choice: argmax | sample, how a listener turns
+    P(image | caption) into its pick. pool_size: scenes of a split rendered as the pool boards are drawn from.
+    """
+    return Game(world, listeners, reward, n_images, distractors, choice, pool_size)

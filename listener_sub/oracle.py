@@ -7,22 +7,18 @@ must match), `oracle_gap` the mean gap when each board gets the subset best for 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from listener_sub.game import Boards, choose
-from listener_sub.models.listener import Listener
-from listener_sub.pretrain.listeners import caption_text, combo_ids, mask_of
-from listener_sub.rewards import Reward
+from listener_sub.game import Boards, Game
 from listener_sub.world import ATTRIBUTES
+from listener_sub.world.combos import caption_text, combo_ids, mask_of
 
 SUBSETS: tuple[tuple[str, ...], ...] = tuple(
     subset for size in range(1, len(ATTRIBUTES) + 1) for subset in itertools.combinations(ATTRIBUTES, size)
 )  # the 31 non-empty attribute subsets, smallest first
-TEXT_CHUNK = 1024  # captions per text-encoder pass
 BOARD_CHUNK = 256  # boards scored at once (x 31 subsets)
 
 
@@ -40,36 +36,18 @@ def oracle_captions(boards: Boards) -> tuple[list[str], np.ndarray]:
 
 
 @torch.no_grad()
-def subset_scores(
-    listeners: Mapping[str, Listener],
-    boards: Boards,
-    reward: Reward,
-    choice: str = "argmax",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS))."""
+def subset_scores(game: Game, boards: Boards, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS)), played by the game."""
     texts, index = oracle_captions(boards)
-    pool = boards.checked_pool()
     rewards, gaps = [], []
-    text_features = {
-        name: torch.cat([listeners[name].encode_texts(texts[s : s + TEXT_CHUNK]) for s in range(0, len(texts), TEXT_CHUNK)])
-        for name in reward.listeners
-    }  # name -> (T, D)
     for start in range(0, len(boards), BOARD_CHUNK):
         chunk = boards[start : start + BOARD_CHUNK]
         n_subsets, n_boards = len(SUBSETS), len(chunk)
-        rows = torch.from_numpy(index[:, start : start + BOARD_CHUNK].reshape(-1))  # (S * b,) subset-major
-        target = torch.as_tensor(chunk.target).repeat(n_subsets)  # (S * b,)
-        target_probs, correct = {}, {}
-        for name in reward.listeners:
-            listener = listeners[name]
-            board = pool.features(listener, chunk.items)  # (b, N, D)
-            board = board.expand(n_subsets, *board.shape).reshape(-1, *board.shape[1:])  # (S * b, N, D)
-            probs = listener.logits(text_features[name][rows.to(board.device)], board).softmax(-1).cpu()  # (S * b, N)
-            correct[name] = choose(probs, choice, generator) == target
-            target_probs[name] = probs.gather(-1, target[:, None]).squeeze(-1)
-        rewards.append(reward(target_probs, correct).view(n_subsets, n_boards))
-        gaps.append(reward.gap(correct).view(n_subsets, n_boards))
+        tiled = Boards(np.tile(chunk.items, (n_subsets, 1)), np.tile(chunk.target, n_subsets), chunk.pool)  # (S * b) subset-major
+        captions = [texts[i] for i in index[:, start : start + BOARD_CHUNK].reshape(-1)]
+        outcome = game.play(captions, tiled, generator)
+        rewards.append(outcome.reward.cpu().view(n_subsets, n_boards))
+        gaps.append(outcome.gap.cpu().view(n_subsets, n_boards))
     return torch.cat(rewards, 1), torch.cat(gaps, 1)
 
 
@@ -79,33 +57,21 @@ def best_subsets(rewards: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
     return gaps.double().masked_fill(rewards < best_reward, float("-inf")).argmax(0)
 
 
-def oracle_speaker(
-    listeners: Mapping[str, Listener],
-    boards: Boards,
-    reward: Reward,
-    choice: str = "argmax",
-    generator: torch.Generator | None = None,
-) -> tuple[list[str], list[tuple[str, ...]]]:
+def oracle_speaker(game: Game, boards: Boards, generator: torch.Generator | None = None) -> tuple[list[str], list[tuple[str, ...]]]:
     """The per-board oracle: each board's canonical caption of its best subset (`best_subsets`), and that subset."""
     texts, index = oracle_captions(boards)
-    best = best_subsets(*subset_scores(listeners, boards, reward, choice, generator)).numpy()  # (B,)
+    best = best_subsets(*subset_scores(game, boards, generator)).numpy()  # (B,)
     return [texts[index[s, b]] for b, s in enumerate(best)], [SUBSETS[s] for s in best]
 
 
-def oracle_gaps(
-    listeners: Mapping[str, Listener],
-    boards: Boards,
-    reward: Reward,
-    choice: str = "argmax",
-    generator: torch.Generator | None = None,
-) -> dict[str, Any]:
+def oracle_gaps(game: Game, boards: Boards, generator: torch.Generator | None = None) -> dict[str, Any]:
     """The two reference speakers on these boards.
 
     Keys: fixed_oracle_gap, fixed_oracle_subset (its attribute names), oracle_gap (per board the subset
     with the highest reward, ties broken by the higher gap), oracle_reward (mean of that best reward),
     subset_gap ({"color+shape": mean gap, ...} for every subset).
     """
-    rewards, gaps = (x.double() for x in subset_scores(listeners, boards, reward, choice, generator))  # (S, B) each
+    rewards, gaps = (x.double() for x in subset_scores(game, boards, generator))  # (S, B) each
     mean_gap = gaps.mean(1)  # (S,)
     best = int(mean_gap.argmax())
     per_board = best_subsets(rewards, gaps)[None]  # (1, B)

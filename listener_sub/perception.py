@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,8 +147,13 @@ class Crop(Perception):
 PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Grayscale, Blur, LowRes, Crop)}
 
 
-def make_perception(spec: str | Mapping[str, Any]) -> Perception:
-    """Build a perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0})."""
+def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:
+    """A built-in perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0}); a Perception as is.
+
+    Perceptions of your own are Perception subclasses, built from a config node by `_target_`.
+    """
+    if isinstance(spec, Perception):
+        return spec
     if isinstance(spec, str):
         name, params = spec, {}
     elif isinstance(spec, Mapping):  # includes omegaconf DictConfig
@@ -171,23 +175,3 @@ def make_perception(spec: str | Mapping[str, Any]) -> Perception:
         return cls(**params)
     except (TypeError, ValueError) as err:
         raise ValueError(f"bad parameters {params} for perception {name!r}: {err}") from err
-
-
-def to_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) or (H, W, 3) images -> float32 (B, 3, H, W) in [0, 1]."""
-    tensor = torch.as_tensor(images)
-    if tensor.ndim == 3:
-        tensor = tensor.unsqueeze(0)  # (1, H, W, 3)
-    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3:
-        raise ValueError(
-            f"expected uint8 images of shape (B, H, W, 3) or (H, W, 3), got {tuple(tensor.shape)} {tensor.dtype}"
-        )
-    return tensor.permute(0, 3, 1, 2).float().div(255)  # (B, 3, H, W)
-
-
-def to_uint8_images(images: torch.Tensor) -> np.ndarray:
-    """Float (B, 3, H, W) images in [0, 1] -> uint8 numpy (B, H, W, 3), rounded to the nearest level."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    levels = images.detach().float().clamp(0, 1).mul(255).round()  # (B, 3, H, W)
-    return levels.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()  # (B, H, W, 3)

@@ -10,17 +10,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from listener_sub.data import CaptionDataset  # noqa: E402
-from listener_sub.perception import make_perception, to_float_images, to_uint8_images  # noqa: E402
+from listener_sub.images import perceived  # noqa: E402
+from listener_sub.perception import make_perception  # noqa: E402
 
 
 def perceive_all(images: np.ndarray, perceptions: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """label -> (B, H, W, 3) uint8 images as that perception sees them."""
-    floats = to_float_images(images)  # (B, 3, H, W)
-    with torch.no_grad():
-        return {label: to_uint8_images(make_perception(spec)(floats)) for label, spec in perceptions.items()}
+    return {label: perceived(make_perception(spec), images) for label, spec in perceptions.items()}
 
 
 def write_preview(path: str | Path, dataset: CaptionDataset, perceptions: Mapping[str, Any], n_items: int = 8, scale: int = 3) -> Path:

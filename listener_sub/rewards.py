@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -35,16 +34,6 @@ class Reward:
             raise ValueError(f"listener(s) {sorted(both)} are both intended and subtracted; name each in one set")
         object.__setattr__(self, "intended", {str(k): float(v) for k, v in self.intended.items()})
         object.__setattr__(self, "subtracted", {str(k): float(v) for k, v in self.subtracted.items()})
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "Reward":
-        """From a reward config node: intended, subtracted ({name: weight}), lam, score."""
-        return cls(
-            intended=dict(cfg.get("intended") or {}),
-            subtracted=dict(cfg.get("subtracted") or {}),
-            lam=float(cfg.get("lam", 1.0)),
-            score=str(cfg.get("score", "prob")),
-        )
 
     @property
     def listeners(self) -> tuple[str, ...]:

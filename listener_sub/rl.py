@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from listener_sub.cache import atomic_path
 from listener_sub.errors import UserError
-from listener_sub.game import Boards, Game
-from listener_sub.metrics import caption_metrics, evaluate_speaker
+from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards, warm_pool
+from listener_sub.files import atomic_path
+from listener_sub.game import Game
+from listener_sub.metrics import caption_metrics
 from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
-from listener_sub.pretrain.schedule import warmup_cosine
+from listener_sub.optim import warmup_cosine
 from listener_sub.world import SPLITS
 
 BASELINES = ("rloo", "mean", "ema", "none")
@@ -38,7 +38,7 @@ STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG state
 
 @dataclass
 class RLConfig:
-    """Every hyperparameter of RL training (mirrored in configs/trainer/default.yaml)."""
+    """Every hyperparameter of RL training (the `trainer` config node; the evaluation boards are the run's `eval` node)."""
 
     steps: int = 400  # optimizer steps in all (a resumed run continues up to this many)
     boards: int = 32  # B: train boards per step
@@ -61,9 +61,6 @@ class RLConfig:
     log_every: int = 1  # steps between lines of metrics.jsonl / TensorBoard points
     eval_every: int = 100  # steps between evaluations (also before and after training); 0: before and after only
     save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
-    eval_boards: int = 1000  # held-out boards of every evaluation (the same boards each time)
-    eval_seed: int = 123  # draws the evaluation boards and the sampled evaluation captions
-    eval_split: str = "test"  # scene split of the evaluation boards
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
 
@@ -74,10 +71,9 @@ class RLConfig:
             problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")
         if self.baseline == "rloo" and self.k < 2:
             problems.append(f"k={self.k} with baseline=rloo (needs k >= 2)")
-        for split in ("split", "eval_split"):
-            if getattr(self, split) not in SPLITS:
-                problems.append(f"{split}={getattr(self, split)} (choose one of: {', '.join(SPLITS)})")
-        for name in ("steps", "boards", "eval_boards", "log_every"):
+        if self.split not in SPLITS:
+            problems.append(f"split={self.split} (choose one of: {', '.join(SPLITS)})")
+        for name in ("steps", "boards", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         for name in ("eval_every", "save_every", "warmup", "beta", "entropy", "max_grad_norm", "lr"):
@@ -119,22 +115,6 @@ class Baseline:
 # ---------------------------------------------------------------- the trainer
 
 
-def warm_pool(game: Game, split: str) -> None:
-    """Compute every listener's features of the split's whole pool, in a fixed order.
-
-    Features then never depend on which boards happened to be drawn first (a resumed run sees the same numbers).
-    """
-    pool = game.pool(split)
-    for listener in game.listeners.values():
-        pool.features(listener, np.arange(len(pool)))
-
-
-def held_out_boards(game: Game, cfg: RLConfig) -> Boards:
-    """The evaluation boards of a run (cfg.eval_boards of cfg.eval_split, drawn with cfg.eval_seed), their pool warmed."""
-    warm_pool(game, cfg.eval_split)
-    return game.sample(cfg.eval_boards, np.random.default_rng(cfg.eval_seed), cfg.eval_split)
-
-
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The run's checkpoint of the highest step (None when it has none)."""
     found = sorted(path for path in (Path(run_dir) / CHECKPOINTS).glob("step_*") if (path / STATE).is_file())
@@ -157,8 +137,8 @@ def start_from(run_dir: str | Path, resume: bool) -> Path | None:
 class Trainer:
     """REINFORCE with a KL penalty on the speaker's adapter, played through the batched game core."""
 
-    def __init__(self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path) -> None:
-        self.cfg, self.speaker, self.game, self.run_dir = cfg, speaker, game, Path(run_dir)
+    def __init__(self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path, eval_cfg: EvalConfig = EvalConfig()) -> None:
+        self.cfg, self.speaker, self.game, self.run_dir, self.eval_cfg = cfg, speaker, game, Path(run_dir), eval_cfg
         self.reference = copy.deepcopy(speaker.adapter).requires_grad_(False).eval()  # the captioning policy, frozen
         self.speaker.eval()  # no dropout: the sampled and the scored policy are the same
         self.params = list(speaker.adapter.parameters())
@@ -172,7 +152,7 @@ class Trainer:
         self.before: dict[str, float] = {}  # metrics of the captioning speaker, before any step
         self.wall_s = {"rl": 0.0, "eval": 0.0}  # seconds spent in this process
         warm_pool(game, cfg.split)
-        self.eval_boards = held_out_boards(game, cfg)
+        self.eval_boards = held_out_boards(game, eval_cfg)
 
     # ------------------------------------------------------------ one step
 
@@ -224,9 +204,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The full metric set on the held-out boards (greedy and `sample/`), KL to the reference adapter."""
         start = time.perf_counter()
-        metrics = evaluate_speaker(
-            self.speaker, self.game, self.eval_boards, self.reference, self.cfg.eval_seed, self.cfg.max_new_tokens
-        )
+        metrics = evaluate_speaker(self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens)
         self.wall_s["eval"] += time.perf_counter() - start
         return metrics
 
@@ -249,6 +227,7 @@ class Trainer:
             },
             "before": self.before,
             "config": asdict(self.cfg),
+            "eval": asdict(self.eval_cfg),
         }
         with atomic_path(path) as tmp:
             tmp.mkdir()
@@ -324,6 +303,8 @@ class RunLog:
             kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
         self.path.write_text("".join(line + "\n" for line in kept))
         purge = None if resumed_step is None else resumed_step + 1
+        from torch.utils.tensorboard import SummaryWriter  # imported on use: it takes seconds
+
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def write(self, step: int, metrics: dict[str, float], prefix: str) -> None:

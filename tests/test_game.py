@@ -5,8 +5,9 @@ import torch
 from hydra import compose, initialize_config_module
 from tiny_game import COLORBLIND, one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
+from listener_sub.commands.common import run_spec
 from listener_sub.errors import UserError
-from listener_sub.game import Boards, Game, Pool, choose, decode_tokens, sample_boards
+from listener_sub.game import Boards, Pool, choose, decode_tokens, listen, sample_boards
 from listener_sub.models.listener import Listener
 from listener_sub.perception import make_perception
 from listener_sub.rewards import Reward
@@ -92,8 +93,13 @@ def test_play_scores_boards_through_each_listeners_perception(listeners):
     game = tiny_game(listeners)
     boards = game.sample(len(CAPTIONS), np.random.default_rng(7), "test")
     out = game.play(CAPTIONS, boards)
+    def by_hand(listener):  # softmax over the board of scale x cosine, each image seen through the listener's perception
+        images = listener.encode_images(boards.images.reshape(-1, *boards.images.shape[2:])).view(*boards.items.shape, -1)  # (B, N, D)
+        texts = listener.encode_texts(CAPTIONS)
+        return (listener.clip.logit_scale.exp() * torch.einsum("bd,bnd->bn", texts, images)).softmax(-1)
+
     for name, listener in listeners.items():
-        assert torch.allclose(out.probs[name], listener.choose(CAPTIONS, boards.images), atol=1e-5)
+        assert torch.allclose(out.probs[name], by_hand(listener), atol=1e-5)
         assert torch.equal(out.choices[name], out.probs[name].argmax(-1))
         assert torch.equal(out.correct[name], out.choices[name] == torch.as_tensor(boards.target))
     rows = torch.arange(len(boards))
@@ -103,7 +109,8 @@ def test_play_scores_boards_through_each_listeners_perception(listeners):
     assert torch.equal(out.listener_rewards["full_b"], out.correct["full_b"].float())
     gray = listeners["gray"]
     seeing_colour = Listener("gray", gray.clip, gray.tokenizer, make_perception("full"))
-    assert not torch.allclose(out.probs["gray"], seeing_colour.choose(CAPTIONS, boards.images), atol=1e-3)
+    assert not torch.allclose(out.probs["gray"], by_hand(seeing_colour), atol=1e-3)
+    assert torch.allclose(listen({"gray": seeing_colour}, CAPTIONS, boards)["gray"], by_hand(seeing_colour), atol=1e-5)
 
 
 def test_rl_batches_of_k_captions_per_board(listeners):
@@ -163,30 +170,16 @@ def test_decode_tokens_cuts_at_eos():
     assert decode_tokens(tok, rows) == ["a red object .", "", "a red object ."]
 
 
-class FakePretrainer:
-    """Hands out the tiny listeners by name, recording which were asked for."""
-
-    def __init__(self, listeners):
-        self.world, self.listeners, self.asked = WorldConfig(), listeners, []
-
-    def listener(self, name):
-        self.asked.append(name)
-        return self.listeners[name]
-
-
 def compose_rollout(*overrides):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         return compose("rollout", overrides=list(overrides))
 
 
-def test_game_from_config(listeners):
-    game = Game.from_config(compose_rollout("game.distractors=hard", "reward.score=acc"), FakePretrainer(listeners))
-    assert list(game.listeners) == ["full", "gray"] and game.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "acc")
-    assert (game.n_images, game.distractors, game.choice, game.pool_size) == (4, "hard", "argmax", 4096)
-    with_control = Game.from_config(compose_rollout("game.listeners=[full,gray,full_b]"), FakePretrainer(listeners))
-    assert list(with_control.listeners) == ["full", "gray", "full_b"]
+def test_the_game_of_a_config_is_checked_before_anything_is_built():
+    spec = run_spec(compose_rollout("game.distractors=hard", "reward.score=acc"))
+    assert spec.players == ["full", "gray"] and spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "acc")
+    assert spec.game == {"n_images": 4, "distractors": "hard", "choice": "argmax", "pool_size": 4096}
+    assert run_spec(compose_rollout("game.listeners=[full,gray,full_b]")).players == ["full", "gray", "full_b"]
     for override, message in [("game.distractors=easy", "unknown distractors"), ("game.listeners=[full]", "reads listener"), ("game.listeners=[nobody]", "nobody")]:
-        pretrainer = FakePretrainer(listeners)
         with pytest.raises(UserError, match=message):
-            Game.from_config(compose_rollout(override), pretrainer)
-        assert pretrainer.asked == []  # settings are checked before any listener is loaded
+            run_spec(compose_rollout(override))

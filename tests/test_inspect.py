@@ -14,6 +14,9 @@ from rich.console import Console
 from test_rl import TINY
 from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
+from hydra import compose, initialize_config_module
+
+from listener_sub.commands.inspect import OWN_KEYS
 from listener_sub.report.gather import SPEAKERS, gather
 from listener_sub.report.page import render_html
 from listener_sub.report.text import boards_table
@@ -48,7 +51,9 @@ def page(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(run_dir):
     """The same run gathered in this process."""
-    return gather(run_dir, BOARDS, "test", 123, {})
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        cfg = compose("inspect", overrides=[f"run={run_dir}"])
+    return gather(cfg, run_dir, BOARDS, OWN_KEYS, overrides=[])
 
 
 @pytest.fixture(scope="module")

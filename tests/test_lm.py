@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from listener_sub.errors import UserError
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe, load_lm
 from listener_sub.pretrain.lm import (
+    LMRecipe,
     build_corpus,
     caption_nll,
     corpus_mention_rates,
@@ -37,8 +38,8 @@ def trained(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as fast for a tiny model, and immune to cores oversubscribed by other processes
     try:
-        return train_lm(TINY, WorldConfig(), CaptionConfig(), out, steps=300, batch_size=32, lr=1e-2, n_scenes=300,
-                        per_scene=3, progress=False)
+        recipe = LMRecipe(steps=300, batch_size=32, lr=1e-2, n_scenes=300, per_scene=3)
+        return train_lm(TINY, WorldConfig(), CaptionConfig(), out, recipe, progress=False)
     finally:
         torch.set_num_threads(threads)
 

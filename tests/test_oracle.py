@@ -6,7 +6,7 @@ from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_t
 
 import listener_sub.oracle as oracle
 from listener_sub.oracle import SUBSETS, oracle_captions, oracle_gaps, oracle_speaker
-from listener_sub.pretrain.listeners import caption_text, combo_ids, mask_of
+from listener_sub.world.combos import caption_text, combo_ids, mask_of
 from listener_sub.rewards import Reward
 from listener_sub.world.grammar import POSITION_PHRASES
 
@@ -41,7 +41,7 @@ def test_batched_oracle_equals_playing_every_subset(listeners, monkeypatch, scor
     game = tiny_game(listeners, reward=Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score=score))
     boards = game.sample(40, np.random.default_rng(123), "test")
     rewards, gaps = brute_force(game, boards)
-    result = oracle_gaps(game.listeners, boards, game.reward)
+    result = oracle_gaps(game, boards)
     mean_gap = gaps.mean(1)
     best = int(mean_gap.argmax())
     assert result["fixed_oracle_subset"] == list(SUBSETS[best])
@@ -62,9 +62,9 @@ def test_per_board_oracle_speaker_says_the_best_subset(listeners):
     game = tiny_game(listeners)
     boards = game.sample(24, np.random.default_rng(7), "test")
     rewards, gaps = brute_force(game, boards)
-    captions, subsets = oracle_speaker(game.listeners, boards, game.reward)
+    captions, subsets = oracle_speaker(game, boards)
     combos = combo_ids(boards.target_attrs)
     assert captions == [caption_text(int(c), mask_of(s)) for c, s in zip(combos, subsets)]
     played = game.play(captions, boards)
     assert played.reward.tolist() == pytest.approx(rewards.max(0).values.tolist(), abs=1e-5)
-    assert played.gap.mean().item() == pytest.approx(oracle_gaps(game.listeners, boards, game.reward)["oracle_gap"], abs=1e-6)
+    assert played.gap.mean().item() == pytest.approx(oracle_gaps(game, boards)["oracle_gap"], abs=1e-6)

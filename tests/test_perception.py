@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from listener_sub.images import to_float_images, to_uint8_images
 from listener_sub.perception import (
     PERCEPTIONS,
     Blur,
@@ -15,8 +16,6 @@ from listener_sub.perception import (
     Grayscale,
     LowRes,
     make_perception,
-    to_float_images,
-    to_uint8_images,
 )
 from listener_sub.world.render import render
 from listener_sub.world.scene import WorldConfig, sample_scenes

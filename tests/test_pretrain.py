@@ -1,14 +1,17 @@
-"""Pretraining stages: cached by config, reused when present, real-format checkpoints load as models."""
+"""The assembly of a run's models: trained once into the artifact cache, reused, real-format checkpoints load as models."""
 import numpy as np
 import open_clip
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 
+from listener_sub.assembly import Assembly
+from listener_sub.cache import ArtifactCache
+from listener_sub.commands.common import run_spec
 from listener_sub.commands.pretrain import pretrain_summary
 from listener_sub.errors import UserError
-from listener_sub.models.listener import load_listener
-from listener_sub.pretrain.stages import Pretrainer, needed_listeners
+from listener_sub.game import Boards, Pool, listen
+from listener_sub.models.listener import create_listener
 from listener_sub.world import WorldConfig, render, sample_scenes
 
 TINY = [
@@ -18,7 +21,7 @@ TINY = [
     "lm.train.n_scenes=40",
     "speaker.captioner.steps=3",
     "speaker.captioner.scenes=32",
-    "eval.boards=16",
+    "evaluation.boards=16",
     "device=cpu",
 ]
 
@@ -28,20 +31,28 @@ def config(tmp_path, *overrides):
         return compose("pretrain", overrides=[*TINY, f"cache_dir={tmp_path}", *overrides])
 
 
-def test_stages_build_once_then_reuse(tmp_path):
+def assembly(cfg) -> Assembly:
+    return Assembly(run_spec(cfg), ArtifactCache(cfg.cache_dir), progress=False)
+
+
+def test_artifacts_build_once_then_reuse(tmp_path):
     cfg = config(tmp_path)
-    first = Pretrainer(cfg, progress=False)
+    first = assembly(cfg)
     first.speaker()
-    assert len(first.built) == 3  # the speaker's CLIP, the LM, the captioning adapter; no listener yet
+    assert len(first.cache.built) == 3  # the speaker's CLIP, the LM, the captioning adapter; no listener yet
     first.listener("full")
-    assert len(first.built) == 4 and set(first.wall_s) == {"speaker_vision", "lm", "speaker", "listeners"}
-    again = Pretrainer(cfg, progress=False)
+    assert len(first.cache.built) == 4 and set(first.cache.wall_s) == {"speaker_vision", "lm", "speaker", "listeners"}
+    again = assembly(cfg)
     again.speaker()
     again.listener("full")
-    assert again.built == [] and again.wall_s == {}
-    other_seed = Pretrainer(config(tmp_path, "listeners.full.seed=9"), progress=False)
-    other_seed.listener("full")
-    assert len(other_seed.built) == 1  # a changed config is a new artifact
+    assert again.cache.built == [] and again.cache.wall_s == {}
+    for override in ("listeners.full.seed=9", "listener_train.eps=1e-5", "listener_train.view_loss_rate=0.5"):
+        changed = assembly(config(tmp_path, override))
+        changed.listener("full")
+        assert len(changed.cache.built) == 1, override  # every recipe setting is in the key: a changed one is a new artifact
+    lm_recipe = assembly(config(tmp_path, "lm.train.max_grad_norm=0.5"))
+    lm_recipe.lm_dir()
+    assert len(lm_recipe.cache.built) == 1
 
 
 def test_summary_has_the_promised_keys(tmp_path):
@@ -59,28 +70,27 @@ def test_summary_has_the_promised_keys(tmp_path):
 
 def test_reward_naming_an_undefined_listener_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"\+listeners.nobody"):
-        needed_listeners(config(tmp_path, "+reward.subtracted.nobody=1.0"))
+        run_spec(config(tmp_path, "+reward.subtracted.nobody=1.0"))
 
 
 def test_random_vit_b_32_checkpoint_loads_as_a_listener(tmp_path):
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
     path = tmp_path / "vit_b_32.pt"
     torch.save({"state_dict": clip.state_dict()}, path)
-    listener = load_listener("gray", "ViT-B-32", str(path), "grayscale")
+    listener = create_listener("gray", "ViT-B-32", str(path), "grayscale")
     assert torch.equal(listener.clip.visual.conv1.weight, clip.visual.conv1.weight)
-    scenes = sample_scenes(WorldConfig(), "test", 0, 8)
-    boards = render(scenes).reshape(2, 4, 64, 64, 3)  # resized to 224 inside
-    probs = listener.choose(["a red circle.", "a small object."], boards)
+    boards = Boards(np.arange(8).reshape(2, 4), np.array([0, 3]), Pool.build(WorldConfig(), "test", 8))  # 64 px, resized to 224 inside
+    probs = listen({"gray": listener}, ["a red circle.", "a small object."], boards)["gray"]
     assert probs.shape == (2, 4) and torch.allclose(probs.sum(-1), torch.ones(2))
     with pytest.raises(UserError, match="does not exist"):
-        load_listener("x", "ViT-B-32", str(tmp_path / "missing.pt"))
+        create_listener("x", "ViT-B-32", str(tmp_path / "missing.pt"))
     with pytest.raises(UserError, match="unknown open_clip model"):
-        load_listener("x", "ViT-Q-99", None)
+        create_listener("x", "ViT-Q-99", None)
 
 
 def test_listener_sees_through_its_perception(tmp_path):
     cfg = config(tmp_path)
-    gray = Pretrainer(cfg, progress=False).listener("gray")
+    gray = assembly(cfg).listener("gray")
     scenes = sample_scenes(WorldConfig(), "test", 0, 4)
     recoloured = scenes[np.arange(4)]
     recoloured.attrs[:, 0, 0] = (recoloured.attrs[:, 0, 0] + 1) % 6
@@ -90,11 +100,11 @@ def test_listener_sees_through_its_perception(tmp_path):
 
 def test_missing_clips_are_trained_side_by_side_then_reused(tmp_path):
     cfg = config(tmp_path, "clip_workers=2")
-    first = Pretrainer(cfg, progress=False)
+    first = assembly(cfg)
     first.build_clips()
-    assert len(first.built) == 3 and set(first.wall_s) == {"listeners", "speaker_vision"}  # full, gray, the speaker's CLIP
+    assert len(first.cache.built) == 3 and set(first.cache.wall_s) == {"listeners", "speaker_vision"}  # full, gray, the speaker's CLIP
     first.listener("full"), first.listener("gray"), first.vision_checkpoint()
-    assert len(first.built) == 3  # nothing trained twice
-    again = Pretrainer(cfg, progress=False)
+    assert len(first.cache.built) == 3  # nothing trained twice
+    again = assembly(cfg)
     again.build_clips()
-    assert again.built == []
+    assert again.cache.built == []

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from listener_sub.rewards import PROB_FLOOR, Reward, listener_rewards
 
@@ -66,12 +65,11 @@ def test_listener_rewards_pay_a_right_pick():
     assert listener_rewards(CORRECT)["gray"].tolist() == [0.0, 1.0, 1.0, 0.0]
 
 
-def test_from_config_and_validation():
-    cfg = OmegaConf.create({"intended": {"full": 1.0}, "subtracted": {"gray": 2}, "lam": 0.5, "score": "acc"})
-    r = Reward.from_config(cfg)
+def test_settings_and_validation():
+    r = Reward(intended={"full": 1}, subtracted={"gray": 2}, lam=0.5, score="acc")
     assert r == Reward(intended={"full": 1.0}, subtracted={"gray": 2.0}, lam=0.5, score="acc")
     assert r.listeners == ("full", "gray")
-    assert Reward.from_config({"intended": {"full": 1}}).score == "prob"
+    assert Reward(intended={"full": 1}).score == "prob"
     with pytest.raises(ValueError, match="unknown reward score 'accuracy'"):
         Reward(intended={"full": 1.0}, score="accuracy")
     with pytest.raises(ValueError, match="both intended and subtracted"):

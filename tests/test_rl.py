@@ -10,15 +10,17 @@ import pytest
 import test_pretrain
 import torch
 from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
 from test_speaker import make_speaker
 from tiny_game import one_thread, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 from torch import nn
 
-from listener_sub.commands.train import trainer_config
+from listener_sub.commands.common import eval_config, trainer_config
 from listener_sub.errors import UserError
-from listener_sub.game import Game, Pool
+from listener_sub.evaluation import EvalConfig
+from listener_sub.game import Game, Pool, create_game
 from listener_sub.models.listener import register_model_configs
-from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
 from listener_sub.rl import Baseline, RLConfig, Trainer, latest_checkpoint
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
@@ -51,8 +53,13 @@ class AttributeListener(nn.Module):
                 out[row, self.values.index(value)] = 1.0
         return out
 
-    def logits(self, text_features: torch.Tensor, board_features: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.einsum("bd,bnd->bn", text_features, board_features)
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return torch.tensor(self.scale)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +68,7 @@ def game() -> Game:
     world = WorldConfig()
     pool = Pool.build(world, "train", POOL)  # the same scenes the game's train pool holds
     listeners = {"full": AttributeListener("full", "color", pool), "gray": AttributeListener("gray", "shape", pool)}
-    return Game(world, listeners, Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}), pool_size=POOL)
+    return create_game(world, listeners, Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}), pool_size=POOL)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,7 @@ def captioner(game, tmp_path_factory):
     pool = game.pool("train")
     captions = [[canonical_caption(pool.scenes.objects(i)[0], (a,)) for a in ("color", "shape")] for i in range(POOL)]
     speaker = make_speaker(word_tokenizer())
-    train_captioner(speaker, pool.images, captions, steps=150, batch_size=POOL, lr=3e-3, warmup=10, progress=False)
+    train_captioner(speaker, pool.images, captions, CaptionerRecipe(steps=150, batch_size=POOL, lr=3e-3, warmup=10), progress=False)
     path = tmp_path_factory.mktemp("captioner") / "adapter.safetensors"
     speaker.save_adapter(path)
     return path
@@ -85,8 +92,13 @@ def speaker_from(captioner):
 
 
 def rl_config(**overrides) -> RLConfig:
-    settings = dict(steps=4, boards=16, k=4, lr=1e-3, warmup=2, eval_boards=64, eval_split="train", eval_every=0, save_every=0, progress=False)
+    settings = dict(steps=4, boards=16, k=4, lr=1e-3, warmup=2, eval_every=0, save_every=0, progress=False)
     return RLConfig(**(settings | overrides))
+
+
+def held_out(boards: int = 64) -> EvalConfig:
+    """Evaluation boards of the tiny game's train pool."""
+    return EvalConfig(boards=boards, split="train")
 
 
 def read_jsonl(path) -> list[dict]:
@@ -97,7 +109,7 @@ def test_rl_learns_to_name_what_only_the_intended_listener_sees(game, captioner,
     speaker = speaker_from(captioner)
     frozen = {name: t.clone() for name, t in [*speaker.visual.state_dict().items(), *speaker.lm.state_dict().items()]}
     adapter_before = {name: t.clone() for name, t in speaker.adapter.state_dict().items()}
-    trainer = Trainer(rl_config(steps=30, eval_every=15), speaker, game, tmp_path)
+    trainer = Trainer(rl_config(steps=30, eval_every=15), speaker, game, tmp_path, held_out())
     result = trainer.fit()
     before, after = result["before"], result["after"]
     print({k: (round(before[k], 3), round(after[k], 3)) for k in ("reward", "sample/reward", "sample/mention/color", "sample/mention/shape", "kl")})
@@ -125,11 +137,11 @@ def test_rl_learns_to_name_what_only_the_intended_listener_sees(game, captioner,
 
 
 def test_resumed_run_is_bit_identical_to_a_straight_run(game, captioner, tmp_path):
-    straight = Trainer(rl_config(steps=4, eval_boards=8), speaker_from(captioner), game, tmp_path / "straight")
+    straight = Trainer(rl_config(steps=4), speaker_from(captioner), game, tmp_path / "straight", held_out(8))
     straight.fit()
-    first = Trainer(rl_config(steps=2, eval_boards=8), speaker_from(captioner), game, tmp_path / "split")
+    first = Trainer(rl_config(steps=2), speaker_from(captioner), game, tmp_path / "split", held_out(8))
     first.fit()
-    resumed = Trainer(rl_config(steps=4, eval_boards=8), speaker_from(captioner), game, tmp_path / "split")
+    resumed = Trainer(rl_config(steps=4), speaker_from(captioner), game, tmp_path / "split", held_out(8))
     resumed.fit(resume=True)
     assert resumed.step == 4 and resumed.before == first.before
     ours, theirs = straight.speaker.adapter.state_dict(), resumed.speaker.adapter.state_dict()
@@ -140,12 +152,12 @@ def test_resumed_run_is_bit_identical_to_a_straight_run(game, captioner, tmp_pat
 
 
 def test_resume_needs_a_checkpoint_and_a_fresh_start_an_empty_run(game, captioner, tmp_path):
-    trainer = Trainer(rl_config(steps=1, eval_boards=4), speaker_from(captioner), game, tmp_path)
+    trainer = Trainer(rl_config(steps=1), speaker_from(captioner), game, tmp_path, held_out(4))
     with pytest.raises(UserError, match="resume=true but .* holds no checkpoint"):
         trainer.fit(resume=True)
     trainer.fit()
     with pytest.raises(UserError, match="already holds checkpoints"):
-        Trainer(rl_config(steps=1, eval_boards=4), speaker_from(captioner), game, tmp_path).fit()
+        Trainer(rl_config(steps=1), speaker_from(captioner), game, tmp_path, held_out(4)).fit()
 
 
 def test_baselines():
@@ -161,9 +173,9 @@ def test_baselines():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("trainer.baseline=best", r"^bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\); fix the trainer"),
+        ("trainer.baseline=best", r"^trainer: bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\) \(fix the trainer"),
         ("trainer.k=1", "k=1 with baseline=rloo"),
-        ("trainer.eval_split=dev", "eval_split=dev"),
+        ("evaluation.split=dev", "split one of train, val, test, shifted"),
         ("+trainer.gamma=0.9", "gamma"),
     ],
 )
@@ -171,10 +183,16 @@ def test_bad_trainer_settings_are_user_errors(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         cfg = compose("train", overrides=[override])
     with pytest.raises(UserError, match=message):
-        trainer_config(cfg)
+        trainer_config(cfg), eval_config(cfg)
 
 
-TINY = [*test_pretrain.TINY, "game.pool_size=64", "trainer.boards=4", "trainer.k=2", "trainer.eval_boards=8", "trainer.progress=false"]
+def test_mistyped_trainer_settings_fail_to_compose():
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        with pytest.raises(HydraException, match="steps"):
+            compose("train", overrides=["trainer.steps=many"])
+
+
+TINY = [*test_pretrain.TINY, "game.pool_size=64", "trainer.boards=4", "trainer.k=2", "evaluation.boards=8", "trainer.progress=false"]
 
 
 def command(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -184,7 +202,7 @@ def command(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_train_and_eval_commands(tmp_path):
     run = tmp_path / "run"
-    result = command("train", f"hydra.run.dir={run}", "trainer.steps=2", "trainer.save_every=1")
+    result = command("train", f"hydra.run.dir={run}", "trainer.steps=2", "trainer.save_every=1", "reward.lam=0.5", "game.distractors=hard")
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert {"before", "after", "oracle_gap", "fixed_oracle_gap", "fixed_oracle_subset", "wall_s", "wall_s/pretrain", "wall_s/rl", "config"} <= set(summary)
@@ -202,3 +220,12 @@ def test_train_and_eval_commands(tmp_path):
     assert again["checkpoint"].endswith("step_000002/adapter.safetensors") and "before" not in again
     assert again["after"] == pytest.approx(summary["after"], abs=1e-6)  # the same boards, seed and adapter
     assert again["fixed_oracle_gap"] == summary["fixed_oracle_gap"]
+    assert again["config"]["reward"]["lam"] == 0.5 and again["config"]["game"]["distractors"] == "hard"  # the run's own game
+
+    overridden = command("eval", f"hydra.run.dir={tmp_path / 'eval4'}", f"checkpoint={run / 'checkpoints' / 'step_000001'}", "evaluation.boards=4")
+    assert overridden.returncode == 0, overridden.stderr
+    four = json.loads((tmp_path / "eval4" / "summary.json").read_text())
+    assert four["config"]["evaluation"]["boards"] == 4 and four["config"]["reward"]["lam"] == 0.5  # overrides on top of the run's config
+    assert four["checkpoint"].endswith("step_000001/adapter.safetensors")
+    refused = command("eval", f"hydra.run.dir={tmp_path / 'eval5'}", f"checkpoint={run}", "+trainer.gamma=1")
+    assert refused.returncode == 2 and "gamma" in refused.stderr

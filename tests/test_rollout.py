@@ -29,7 +29,7 @@ def read_jsonl(path) -> list[dict]:
 
 
 def test_rollout_writes_transcripts_frames_and_summary(tmp_path):
-    result = rollout(tmp_path, "episodes=5", "render=rgb_array", "oracle.boards=16")
+    result = rollout(tmp_path, "episodes=5", "render=rgb_array")  # oracle on evaluation.boards=16
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "rollouts.jsonl")
     assert [r["episode"] for r in records] == list(range(5)) and [r["seed"] for r in records] == list(range(5))
@@ -62,7 +62,7 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path):
 
 @pytest.mark.parametrize(
     "override, message",
-    [("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"), ("env=vec", "unknown env=vec"), ("episodes=0", "episodes=0"), ("oracle.split=dev", "unknown oracle.split=dev")],
+    [("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"), ("env=vec", "unknown env=vec"), ("episodes=0", "episodes=0"), ("split=dev", "unknown split=dev")],
 )
 def test_bad_settings_are_user_errors(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):

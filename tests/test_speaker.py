@@ -15,7 +15,7 @@ from listener_sub.adapters import create_adapter
 from listener_sub.errors import DataError
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, sample_token
-from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, render, sample_scenes
 from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
 
@@ -108,7 +108,7 @@ def test_normalisation_uses_the_clip_preprocess_config(tokenizer):
     speaker = make_speaker(tokenizer)
     gray = torch.full((1, 3, 64, 64), 0.5)
     expected = (0.5 - torch.tensor(open_clip.OPENAI_DATASET_MEAN)) / torch.tensor(open_clip.OPENAI_DATASET_STD)
-    torch.testing.assert_close(speaker.pixels(gray)[0, :, 0, 0], expected)
+    torch.testing.assert_close(speaker.visual.pixels(gray)[0, :, 0, 0], expected)
 
 
 def test_only_the_adapter_is_trainable_and_gets_gradients(tokenizer, images):
@@ -262,7 +262,7 @@ def test_captioning_training_conditions_the_lm_on_the_image(tokenizer, images):
     assert len(set(captions)) == 4
     start = time.perf_counter()
     per_image = [[c] for c in captions]
-    losses = train_captioner(speaker, images, per_image, steps=300, batch_size=4, lr=3e-3, warmup=20, progress=False)
+    losses = train_captioner(speaker, images, per_image, CaptionerRecipe(steps=300, batch_size=4, lr=3e-3, warmup=20), progress=False)
     elapsed = time.perf_counter() - start
     print(f"captioner: loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.4f} in {elapsed:.1f}s")
     assert not speaker.training

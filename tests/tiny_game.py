@@ -9,7 +9,7 @@ from test_speaker import SPECIALS, caption_words, make_speaker, one_thread  # no
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from listener_sub.game import Game
+from listener_sub.game import Game, create_game
 from listener_sub.models.listener import Listener, register_model_configs
 from listener_sub.models.speaker import Speaker
 from listener_sub.perception import make_perception
@@ -41,7 +41,7 @@ def tiny_listeners() -> dict[str, Listener]:
 
 
 def tiny_game(listeners: dict[str, Listener], reward: Reward = COLORBLIND, pool_size: int = 96, **kwargs) -> Game:
-    return Game(WorldConfig(), listeners, reward, pool_size=pool_size, **kwargs)
+    return create_game(WorldConfig(), listeners, reward, pool_size=pool_size, **kwargs)
 
 
 def tiny_speaker(tokenizer: PreTrainedTokenizerFast) -> Speaker:

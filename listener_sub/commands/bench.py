@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from listener_sub.bench import bench_render
-from listener_sub.cache import write_json
+from listener_sub.files import write_json
 from listener_sub.cli import hydra_command
 
 

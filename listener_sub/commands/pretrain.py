@@ -4,21 +4,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from listener_sub.cache import write_json
+from listener_sub.assembly import Assembly
+from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
+from listener_sub.commands.common import eval_config, run_spec
 from listener_sub.errors import UserError
-from listener_sub.game import Game
-from listener_sub.metrics import evaluate_speaker
+from listener_sub.evaluation import evaluate_listener, evaluate_speaker, held_out_boards
+from listener_sub.files import write_json
 from listener_sub.models.lm import load_lm
-from listener_sub.pretrain.listeners import evaluate_listener
 from listener_sub.pretrain.lm import build_corpus, corpus_mention_rates, evaluate_lm
-from listener_sub.pretrain.stages import STAGES, Pretrainer, needed_listeners
+
+STAGES = ("listeners", "lm", "speaker", "all")
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -26,33 +27,29 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 
 def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
-    """Build (or find) the artifacts of `stage` and measure them on held-out boards."""
-    pre = Pretrainer(cfg)
+    """Build (or find) the artifacts of `stage` and measure them on the run's evaluation boards."""
+    spec, ev = run_spec(cfg), eval_config(cfg)
+    cache = ArtifactCache(cfg.get("cache_dir"))
+    models = Assembly(spec, cache)
     if stage in ("listeners", "speaker", "all"):
-        pre.build_clips()
-    names = needed_listeners(cfg)
-    ev = cfg.eval
+        models.build_clips()
     summary: dict[str, float] = {}
     if stage in ("listeners", "all"):
-        for name in names:
-            listener = pre.listener(name)
-            metrics = evaluate_listener(
-                listener.clip, listener.tokenizer, listener.perception, pre.world, ev.boards, ev.board_size, ev.seed
-            )
+        for name in spec.players:
+            metrics = evaluate_listener(models.listener(name), spec.world, ev.boards, spec.game["n_images"], ev.seed, ev.split)
             summary |= _prefixed(f"listener/{name}/", metrics)
     if stage in ("lm", "all"):
-        lm_dir = pre.lm_dir()
-        if not cfg.lm.name:  # the local LM: its corpus, and how well it reads a scene description
-            lm_train, prefix_len = cfg.lm.train, cfg.lm.model.prefix_len
-            corpus = build_corpus(pre.world, pre.captions, lm_train.n_scenes, lm_train.per_scene, prefix_len, lm_train.seed)
+        lm_dir = models.lm_dir()
+        if not spec.lm.name:  # the local LM: its corpus, and how well it reads a scene description
+            recipe, prefix_len = spec.lm.recipe, spec.lm.model.prefix_len
+            corpus = build_corpus(spec.world, spec.captions, recipe.n_scenes, recipe.per_scene, prefix_len, recipe.seed)
             summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus))
-            lm, tokenizer = load_lm(lm_dir, pre.device)
-            summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, pre.world, pre.captions, prefix_len, seed=ev.seed))
+            lm, tokenizer = load_lm(lm_dir, models.device)
+            summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, spec.world, spec.captions, prefix_len, seed=ev.seed))
     if stage in ("speaker", "all"):  # the captioning speaker on held-out game boards (it is its own reference: kl 0)
-        game = Game.from_config(cfg, pre)
-        boards = game.sample(ev.boards, np.random.default_rng(ev.seed), "test")
-        summary |= _prefixed("speaker/", evaluate_speaker(pre.speaker(), game, boards, seed=ev.seed))
-    summary |= _prefixed("wall_s/", pre.wall_s)
+        game = models.game()
+        summary |= _prefixed("speaker/", evaluate_speaker(models.speaker(), game, held_out_boards(game, ev), seed=ev.seed))
+    summary |= _prefixed("wall_s/", cache.wall_s)
     return summary
 
 

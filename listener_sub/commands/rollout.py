@@ -1,5 +1,7 @@
 """`listener-sub rollout episodes=N [speaker.checkpoint=PATH] [render=rgb_array]`: episodes played by the real models.
 
+speaker.checkpoint: an adapter file, or a train run / checkpoint of one -- then the episodes are played in that
+run's own game (its saved config, this command's overrides on top) by its trained speaker.
 Writes rollouts.jsonl (one object per episode), rollout_summary.json (mean reward, accuracies, gap,
 episodes/s, the oracle gaps) and, with render=rgb_array, frames/episode_NNNN.png.
 """
@@ -13,21 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
-from listener_sub.cache import write_json
+from listener_sub.assembly import Assembly
+from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
+from listener_sub.commands.common import adapter_file, eval_config, from_run, run_of, run_spec
 from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import model_policies, play_episode
 from listener_sub.errors import UserError
-from listener_sub.game import Game
+from listener_sub.evaluation import held_out_boards
+from listener_sub.files import write_json
 from listener_sub.oracle import oracle_gaps
-from listener_sub.pretrain.stages import Pretrainer
 from listener_sub.rewards import Reward
 from listener_sub.world import SPLITS
 
 RENDER_MODES = (None, "ansi", "rgb_array")
+OWN_KEYS = ("command", "speaker.checkpoint", "episodes", "split", "env", "render", "max_tokens", "greedy", "temperature", "oracle", "threads", "debug")
 ENVS = {"aec": dixit_v0.env, "parallel": dixit_v0.parallel_env}
 
 
@@ -57,9 +62,8 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"unknown env={cfg.env}; choose one of: {', '.join(ENVS)}")
     if cfg.episodes < 1:
         raise UserError(f"episodes={cfg.episodes}; play at least one (episodes=10)")
-    for key in ("split", "oracle.split"):
-        if OmegaConf.select(cfg, key) not in SPLITS:
-            raise UserError(f"unknown {key}={OmegaConf.select(cfg, key)}; choose one of: {', '.join(SPLITS)}")
+    if cfg.split not in SPLITS:
+        raise UserError(f"unknown split={cfg.split}; choose one of: {', '.join(SPLITS)}")
 
 
 @hydra_command("rollout")
@@ -67,9 +71,15 @@ def main(cfg: DictConfig) -> None:
     """Play cfg.episodes episodes with the speaker and the game's listeners; log transcripts and oracle gaps."""
     check(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    pretrainer = Pretrainer(cfg)
-    game = Game.from_config(cfg, pretrainer)
-    speaker = pretrainer.speaker()
+    trained = None
+    if cfg.speaker.checkpoint and run_of(cfg.speaker.checkpoint) is not None:  # a train run's speaker, in its own game
+        trained = adapter_file(cfg.speaker.checkpoint, "speaker.checkpoint")
+        cfg = from_run(cfg, run_of(trained), OWN_KEYS)
+    spec, eval_cfg = run_spec(cfg), eval_config(cfg)
+    models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+    models.build_clips()
+    game = models.game()
+    speaker = models.speaker(trained)
     env = ENVS[cfg.env](game=game, tokenizer=speaker.tokenizer, split=cfg.split, max_tokens=cfg.max_tokens, render_mode=cfg.render)
     generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)
     policies = model_policies(env.unwrapped.round, speaker, cfg.greedy, cfg.temperature, generator)
@@ -92,11 +102,11 @@ def main(cfg: DictConfig) -> None:
     played = summarize(records, env.unwrapped.round.listeners, game.reward)
     summary: dict[str, Any] = {"episodes": cfg.episodes, "episodes_per_s": cfg.episodes / play_s, **played}
     print(f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: " + ", ".join(f"{k} {v:.3f}" for k, v in played.items()))
-    if cfg.oracle.boards > 0:
-        boards = game.sample(cfg.oracle.boards, np.random.default_rng(cfg.oracle.seed), cfg.oracle.split)
-        summary |= oracle_gaps(game.listeners, boards, game.reward, game.choice, torch.Generator(device="cpu").manual_seed(cfg.oracle.seed))
+    if cfg.oracle:
+        boards = held_out_boards(game, eval_cfg)
+        summary |= oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
         print(
-            f"oracle on {cfg.oracle.boards} {cfg.oracle.split} boards (seed {cfg.oracle.seed}): fixed_oracle_gap "
+            f"oracle on {eval_cfg.boards} {eval_cfg.split} boards (seed {eval_cfg.seed}): fixed_oracle_gap "
             f"{summary['fixed_oracle_gap']:.3f} ({'+'.join(summary['fixed_oracle_subset'])}), oracle_gap {summary['oracle_gap']:.3f}"
         )
     write_json(run_dir / "rollout_summary.json", summary)

@@ -1,26 +1,44 @@
-"""A listener: a frozen open_clip CLIP that picks the board image a caption describes, through its perception."""
+"""A listener: a frozen open_clip CLIP that sees board images through its perception and reads captions.
+
+`create_listener(name, model, pretrained, perception)` loads any open_clip model name with a pretrained tag or a
+local checkpoint file. The game core (`listener_sub.game.listen`) turns a listener's features into P(image | caption).
+"""
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from listener_sub.errors import UserError
-from listener_sub.perception import Perception, make_perception, to_float_images
+from listener_sub.images import Images, model_input
+from listener_sub.models.vision import clip_preprocess
+from listener_sub.perception import Perception, make_perception
+
+if TYPE_CHECKING:
+    import open_clip  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # small CLIP configs shipped with the package
+TEXT_CHUNK = 1024  # captions per text-encoder pass
 _registered: set[Path] = set()
+
+
+def known_models() -> list[str]:
+    """The model names open_clip.list_models() gives once ours are registered: the stems of its model-config JSONs
+    and ours, read without importing open_clip (checked against it by a test)."""
+    spec = importlib.util.find_spec("open_clip")
+    builtin = Path(spec.origin).parent / "model_configs"
+    return sorted({p.stem for folder in (builtin, MODEL_CONFIG_DIR) for p in folder.glob("*.json")})
 
 
 def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> list[str]:
     """Register a directory (or file) of open_clip model-config JSONs once; returns the names it holds."""
+    import open_clip  # imported on use: open_clip takes seconds to import, and a config is checked before any model is needed
+
     path = Path(path).resolve()
     if path not in _registered:
         open_clip.add_model_config(path)
@@ -29,32 +47,16 @@ def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> list[str]:
     return [f.stem for f in files]
 
 
-def image_normalizer(clip: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CLIP's own (mean, std) as (1, 3, 1, 1) tensors, for perceived float images in [0, 1]."""
-    cfg = open_clip.get_model_preprocess_cfg(clip)
-    mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD), dtype=torch.float32).view(1, 3, 1, 1)
-    return mean, std
-
-
-def as_float_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> float (B, 3, H, W)."""
-    if isinstance(images, torch.Tensor) and images.is_floating_point():
-        return images
-    return to_float_images(images)
-
-
 class Listener(nn.Module):
-    """A frozen CLIP + its tokenizer + a perception; `choose` gives P(image | caption) over a board."""
+    """A frozen CLIP + its tokenizer + a perception: unit-norm features of what it sees and reads, and its logit scale."""
 
     def __init__(self, name: str, clip: nn.Module, tokenizer: Any, perception: Perception, model_name: str = ""):
         super().__init__()
         self.name, self.model_name = name, model_name
         self.clip, self.tokenizer, self.perception = clip, tokenizer, perception
-        mean, std = image_normalizer(clip)
+        self.image_size, mean, std = clip_preprocess(clip)  # (H, W)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        self.image_size = int(np.atleast_1d(clip.visual.image_size)[0])
         self.requires_grad_(False)
         self.eval()
 
@@ -66,47 +68,38 @@ class Listener(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
-    def view(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """What the listener sees: perceived, resized and normalised (B, 3, S, S)."""
-        x = self.perception(as_float_images(images).to(self.device))  # (B, 3, H, W)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
-        return (x - self.mean) / self.std
+    def view(self, images: Images) -> torch.Tensor:
+        """What the listener's CLIP gets: perceived, resized and normalised (B, 3, S, S)."""
+        return model_input(images, self.image_size, self.mean, self.std, self.perception)
 
     @torch.no_grad()
-    def encode_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: Images) -> torch.Tensor:
         """(B, D) unit-norm image features."""
         return F.normalize(self.clip.encode_image(self.view(images)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, captions: Sequence[str]) -> torch.Tensor:
-        """(B, D) unit-norm text features."""
-        tokens = self.tokenizer(list(captions)).to(self.device)  # (B, L)
-        return F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+        """(B, D) unit-norm text features, TEXT_CHUNK captions per pass."""
+        captions = list(captions)
+        chunks = [self.tokenizer(captions[s : s + TEXT_CHUNK]).to(self.device) for s in range(0, len(captions), TEXT_CHUNK)]
+        return torch.cat([F.normalize(self.clip.encode_text(tokens).float(), dim=-1) for tokens in chunks])
 
-    @torch.no_grad()
-    def logits(self, text_features: torch.Tensor, board_features: torch.Tensor) -> torch.Tensor:
-        """(B, D) captions x (B, N, D) boards -> (B, N) scaled cosine similarities."""
-        scale = self.clip.logit_scale.exp().float()
-        return scale * torch.einsum("bd,bnd->bn", text_features, board_features)
-
-    @torch.no_grad()
-    def choose(self, captions: Sequence[str], boards: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """P(image | caption) over each board: captions (B,), boards (B, N, ...) -> (B, N)."""
-        b, n = len(captions), boards.shape[1]
-        flat = boards.reshape(b * n, *boards.shape[2:])
-        features = self.encode_images(flat).view(b, n, -1)  # (B, N, D)
-        return self.logits(self.encode_texts(captions), features).softmax(-1)
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The CLIP's learned temperature, exp(logit_scale)."""
+        return self.clip.logit_scale.exp().float()
 
 
-def load_listener(
+def create_listener(
     name: str,
     model: str,
     pretrained: str | None,
-    perception: str | Mapping[str, Any] = "full",
+    perception: str | Mapping[str, Any] | Perception = "full",
     device: str | torch.device = "cpu",
 ) -> Listener:
-    """A listener from any open_clip model name + pretrained tag or local checkpoint file."""
+    """A listener from any open_clip model name + pretrained tag or local checkpoint file, seeing through `perception`."""
+    import open_clip
+
     register_model_configs()
     if model not in open_clip.list_models():
         raise UserError(f"unknown open_clip model {model!r} for listener {name}; see open_clip.list_models()")

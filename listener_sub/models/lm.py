@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from listener_sub.errors import UserError
 
@@ -12,6 +15,7 @@ DESC_SEP = "|"  # ends the description of each object
 DESC_FILL = "_"  # pads a description to exactly prefix_len tokens
 DESC_ORDER = ("size", "color", "fill", "shape", "position")  # attribute order within an object's description
 LOCAL_PREFIXES = ("/", "./", "../", "~")  # a name starting with one of these is a local path, never a hub name
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")  # any one: a saved tokenizer
 
 
 @dataclass
@@ -45,6 +49,8 @@ def describe(objects: list[dict[str, str]], prefix_len: int) -> str:
 
 def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A frozen causal LM in eval mode and its tokenizer (with EOS and pad), from a local dir or a hub name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # imported on use: it takes seconds
+
     local = _is_local(name_or_dir)
     if local:
         _check_dir(Path(name_or_dir).expanduser())
@@ -66,6 +72,16 @@ def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, Pre
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.requires_grad_(False)
     return model.to(device).eval(), tokenizer
+
+
+def check_lm(name_or_dir: str) -> None:
+    """UserError unless a local LM directory holds a model config and tokenizer files (a hub name is checked on load)."""
+    if not _is_local(name_or_dir):
+        return
+    path = Path(name_or_dir).expanduser()
+    _check_dir(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))")
 
 
 def _is_local(name_or_dir: str) -> bool:

@@ -1,12 +1,9 @@
 """Speaker: frozen open_clip vision tower -> trainable adapter -> frozen causal LM through a soft prefix.
 
-Vision features: the tokens an open_clip `VisionTransformer` returns with `output_tokens = True`. For a
-standard ViT these are the patch tokens (class token dropped) after `ln_post` and before `proj`, width =
-the tower's width (768 for ViT-B-32); the pooled embedding is the usual CLIP image embedding (after
-`proj`). For an open_clip `ModifiedResNet` the tokens are the cells of the last feature map plus the
-attention pool's own positional embeddings (so they carry position), the pooled embedding its output. Perceiver adapters read the tokens, MLP adapters the pooled embedding (`adapter.uses_tokens`).
-Pixels are resized to the tower's image size (bicubic, antialiased) and normalised with the mean/std of
-the tower's preprocess config (open_clip's OpenAI constants when it has none).
+Vision features come from `listener_sub.models.vision.VisionTower` (patch tokens and the pooled embedding of an
+open_clip tower, read without changing the caller's CLIP); Perceiver adapters read the tokens, MLP adapters the
+pooled embedding (`adapter.uses_tokens`). Pixels go through the one model preprocessing
+(`listener_sub.images.model_input`): resized to the tower's size and normalised with its mean/std.
 """
 from __future__ import annotations
 
@@ -18,21 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import open_clip
 import torch
-from open_clip.modified_resnet import ModifiedResNet
-import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listener_sub.adapters import adapter_class, create_adapter
-from listener_sub.cache import atomic_path
 from listener_sub.errors import DataError
-from listener_sub.perception import to_float_images
-
-Images = np.ndarray | torch.Tensor  # uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1]
+from listener_sub.files import atomic_path
+from listener_sub.images import Images
+from listener_sub.models.listener import register_model_configs
+from listener_sub.models.lm import load_lm
+from listener_sub.models.vision import VisionTower
 
 
 @dataclass
@@ -98,41 +91,6 @@ def check_sampling(k: int, temperature: float, top_k: int, top_p: float, max_new
         raise ValueError(f"need top_k >= 0 (0 = off) and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
 
 
-def vision_tower(vision: nn.Module) -> nn.Module:
-    """The open_clip VisionTransformer or ModifiedResNet of a CLIP (its `.visual`) or the tower itself."""
-    visual = getattr(vision, "visual", vision)
-    if not isinstance(visual, ModifiedResNet) and not hasattr(visual, "output_tokens"):
-        raise ValueError(f"expected an open_clip CLIP, VisionTransformer or ModifiedResNet, got {type(visual).__name__}")
-    if hasattr(visual, "output_tokens"):
-        visual.output_tokens = True
-    return visual
-
-
-def tower_outputs(visual: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled (B, d_pooled), tokens (B, T, d_tokens)) of a vision tower made by `vision_tower`."""
-    if isinstance(visual, ModifiedResNet):
-        maps = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, h, w)
-        tokens = maps.flatten(2).transpose(1, 2) + visual.attnpool.positional_embedding[1:].to(maps.dtype)  # (B, h*w, C)
-        return visual.attnpool(maps), tokens
-    return visual(pixels)
-
-
-def tower_image_size(visual: nn.Module) -> tuple[int, int]:
-    """(H, W) input size of a vision tower."""
-    size = visual.image_size
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
-@torch.no_grad()
-def vision_dims(vision: nn.Module) -> tuple[int, int]:
-    """(patch-token width, pooled-embedding width) of an open_clip vision tower, from one dry run."""
-    visual = vision_tower(vision)
-    param = next(visual.parameters())
-    pixels = torch.zeros(1, 3, *tower_image_size(visual), device=param.device, dtype=param.dtype)
-    pooled, tokens = tower_outputs(visual, pixels)
-    return tokens.shape[-1], pooled.shape[-1]
-
-
 def cache_argument(lm: nn.Module) -> str:
     """The LM's KV-cache argument and output field: `cache` (transformers >= 5.x) or `past_key_values`."""
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
@@ -172,19 +130,14 @@ class Speaker(nn.Module):
 
     def __init__(self, vision: nn.Module, lm: nn.Module, tokenizer: Any, adapter: nn.Module) -> None:
         super().__init__()
-        self.visual = vision_tower(vision)
+        self.visual = vision if isinstance(vision, VisionTower) else VisionTower(vision)
         self.lm = lm
         self.tokenizer = tokenizer
         for frozen in (self.visual, self.lm):
             frozen.requires_grad_(False)
             frozen.eval()
-        self.token_dim, self.pooled_dim = vision_dims(self.visual)
+        self.token_dim, self.pooled_dim = self.visual.token_dim, self.visual.pooled_dim
         self.adapter = self._checked(adapter)
-        self.image_size = tower_image_size(self.visual)  # (H, W)
-        cfg = open_clip.get_model_preprocess_cfg(self.visual)
-        mean, std = cfg.get("mean", OPENAI_DATASET_MEAN), cfg.get("std", OPENAI_DATASET_STD)
-        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         if tokenizer.eos_token_id is None:
             raise ValueError("the speaker's tokenizer needs an eos token")
         if len(tokenizer) > self.lm.get_input_embeddings().num_embeddings:
@@ -197,11 +150,11 @@ class Speaker(nn.Module):
     def build(
         cls, vision: nn.Module, lm: nn.Module, tokenizer: Any, kind: str = "perceiver", **adapter_cfg: Any
     ) -> Speaker:
-        """A speaker with a fresh adapter of `kind`; d_vision and d_lm are filled in from the models."""
-        token_dim, pooled_dim = vision_dims(vision)
-        d_vision = token_dim if adapter_class(kind).uses_tokens else pooled_dim
+        """A speaker with a fresh adapter of `kind` (initialised from torch's global RNG); d_vision and d_lm come from the models."""
+        tower = vision if isinstance(vision, VisionTower) else VisionTower(vision)
+        d_vision = tower.token_dim if adapter_class(kind).uses_tokens else tower.pooled_dim
         d_lm = lm.get_input_embeddings().embedding_dim
-        return cls(vision, lm, tokenizer, create_adapter(kind, d_vision=d_vision, d_lm=d_lm, **adapter_cfg))
+        return cls(tower, lm, tokenizer, create_adapter(kind, d_vision=d_vision, d_lm=d_lm, **adapter_cfg))
 
     def _checked(self, adapter: nn.Module) -> nn.Module:
         """The adapter, if its input and output widths fit the vision tower and the LM."""
@@ -235,22 +188,11 @@ class Speaker(nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def pixels(self, images: Images) -> torch.Tensor:
-        """uint8 (B, H, W, 3) or float (B, 3, H, W) images -> normalised (B, 3, h, w) at the tower's size."""
-        images = torch.as_tensor(images)
-        x = to_float_images(images) if images.dtype == torch.uint8 else images
-        if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-            raise ValueError(f"expected uint8 (B, H, W, 3) or float (B, 3, H, W) images, got {tuple(x.shape)}")
-        x = x.to(self.device, torch.float32)
-        if tuple(x.shape[-2:]) != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        return (x - self.pixel_mean) / self.pixel_std  # (B, 3, h, w)
-
     @torch.no_grad()
     def encode(self, images: Images) -> VisionFeatures:
         """Frozen vision features of the images (no grad)."""
         with self._autocast():
-            pooled, tokens = tower_outputs(self.visual, self.pixels(images))  # (B, d_pooled), (B, T, d_tokens)
+            pooled, tokens = self.visual(self.visual.pixels(images))  # (B, d_pooled), (B, T, d_tokens)
         return VisionFeatures(pooled.float(), tokens.float())
 
     def adapt(self, features: VisionFeatures, adapter: nn.Module | None = None) -> torch.Tensor:
@@ -370,3 +312,29 @@ class Speaker(nn.Module):
         """Replace the adapter by the one saved at `path` (kind and config from its JSON); returns it."""
         self.adapter = self._checked(read_adapter(path)).to(self.device).train(self.training)
         return self.adapter
+
+
+def create_speaker(
+    vision_model: str,
+    vision_pretrained: str | None,
+    lm: str,
+    adapter: str = "perceiver",
+    adapter_checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    **adapter_cfg: Any,
+) -> Speaker:
+    """A speaker: an open_clip model's image tower (name + pretrained tag or file), an HF causal LM (name or
+    save_pretrained directory) and an adapter of kind `adapter` -- fresh, initialised from `seed` on a forked
+    RNG (the global one is left as it was), or the one saved at `adapter_checkpoint`."""
+    import open_clip  # imported on use: it takes seconds
+
+    register_model_configs()
+    clip, _, _ = open_clip.create_model_and_transforms(vision_model, pretrained=vision_pretrained)
+    model, tokenizer = load_lm(lm, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        speaker = Speaker.build(clip, model, tokenizer, adapter, **adapter_cfg)
+    if adapter_checkpoint is not None:
+        speaker.load_adapter(adapter_checkpoint)
+    return speaker.to(device)

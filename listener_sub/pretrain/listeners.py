@@ -6,58 +6,23 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import open_clip
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from listener_sub.models.listener import image_normalizer, register_model_configs
-from listener_sub.perception import make_perception, to_float_images
-from listener_sub.world import (
-    ATTRIBUTES,
-    WORLD_VOCAB,
-    CaptionSpec,
-    WorldConfig,
-    realize,
-    render,
-    sample_scenes,
-)
+from listener_sub.images import model_input
+from listener_sub.models.listener import register_model_configs
+from listener_sub.models.vision import clip_preprocess
+from listener_sub.perception import Perception, make_perception
+from listener_sub.world import ATTRIBUTES, WorldConfig, render, sample_scenes
+from listener_sub.world.combos import FULL_MASK, N_COMBOS, N_VALUES, caption_text, combo_ids, mask_of
 from listener_sub.world.grammar import PREFIXES
 
-N_VALUES = np.array([WORLD_VOCAB.sizes()[a] for a in ATTRIBUTES], dtype=np.int64)  # (A,) values per attribute
-RADIX = np.concatenate([np.cumprod(N_VALUES[::-1])[::-1][1:], [1]]).astype(np.int64)  # (A,) mixed-radix place values
-N_COMBOS = int(N_VALUES.prod())  # 540 attribute combinations of one object
-FULL_MASK = (1 << len(ATTRIBUTES)) - 1  # bit a set: attribute a is mentioned
-MAX_LOGIT_SCALE = math.log(100.0)
-
-
-def combo_ids(attrs: np.ndarray) -> np.ndarray:
-    """(..., A) attribute value indices -> (...) combination ids in [0, N_COMBOS)."""
-    return (np.asarray(attrs, dtype=np.int64) * RADIX).sum(-1)
-
-
-def combo_attrs(ids: np.ndarray) -> np.ndarray:
-    """(...) combination ids -> (..., A) attribute value indices."""
-    return (np.asarray(ids, dtype=np.int64)[..., None] // RADIX) % N_VALUES
-
-
-def mask_of(attributes: Sequence[str]) -> int:
-    """Bit mask of the named attributes."""
-    unknown = set(attributes) - set(ATTRIBUTES)
-    if unknown:
-        raise ValueError(f"unknown attribute(s) {sorted(unknown)}; choose from {', '.join(ATTRIBUTES)}")
-    return sum(1 << ATTRIBUTES.index(a) for a in attributes)
-
-
-def caption_text(combo: int, mask: int, prefix: int = 0) -> str:
-    """The canonical caption naming the attributes in `mask` of the object `combo`."""
-    values = combo_attrs(combo)
-    obj = {a: WORLD_VOCAB.values[a][int(values[i])] for i, a in enumerate(ATTRIBUTES) if mask >> i & 1}
-    return realize(CaptionSpec((obj,), None, prefix))
-
+if TYPE_CHECKING:
+    import open_clip
 
 class CaptionTokens:
     """Token rows of canonical captions keyed by (object combo, mention mask, prefix), tokenized lazily once."""
@@ -91,11 +56,10 @@ class CaptionTokens:
         return self.rows(self.keys(combos, masks, prefixes))
 
 
-def perceive(images: np.ndarray, perception: nn.Module, model: nn.Module) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's normalisation."""
-    mean, std = image_normalizer(model)
+def perceive(images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`)."""
     with torch.no_grad():
-        return (perception(to_float_images(images)) - mean) / std
+        return model_input(images, size, mean, std, perception)
 
 
 def _spread(match: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,96 +198,124 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@dataclass
+class ListenerRecipe:
+    """How a listener CLIP is trained on the world through its perception (every field is part of its cache key).
+
+    The loss is a multi-positive CLIP loss over captions of random attribute subsets, with hard-negative groups.
+    """
+
+    steps: int = 600  # optimizer steps (400 left shape unlearnt for some seeds)
+    batch_size: int = 128  # images per step
+    lr: float = 3e-3  # AdamW peak learning rate
+    weight_decay: float = 0.05  # AdamW weight decay on matrices (no gains, biases, embeddings or logit scale)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-6  # AdamW epsilon
+    warmup: int = 20  # steps of linear warmup, then cosine decay to 0
+    max_logit_scale: float = 100.0  # the CLIP temperature exp(logit_scale) is clamped to at most this
+    pool_size: int = 16384  # train-split scenes rendered for training
+    group_size: int = 8  # hard negatives: groups of a scene and variants that change one attribute
+    group_fraction: float = 0.5  # share of each batch made of such groups
+    mention: tuple[float, ...] = (0.3, 0.7, 0.5, 0.5, 0.5)  # P(a caption names the attribute), ATTRIBUTES order
+    full_prob: float = 0.2  # share of captions that name every known attribute
+    prefix_probs: tuple[float, ...] = (0.8, 0.1, 0.1)  # P(each caption prefix: "", "there is", "a picture of")
+    all_combos: bool = True  # train on every colour x shape pair, held-out ones included, as a pretrained CLIP would have seen them
+    attribute_views: bool = True  # also caption each image once per known attribute ("a circle.", "a red object."), a loss each
+    focus: float = 0.9  # share of hard-negative variants aimed at what the listener confuses most (the rest uniform)
+    confusion_temperature: float = 0.1  # sharpness of that aim: exp(cosine of one-word captions / temperature)
+    view_loss_rate: float = 0.1  # weight of the newest step in each attribute view's running excess loss (which attribute to aim at)
+    gray_share: float = 0.6  # share of each batch seen in grayscale with colour-free captions (without it shape lost to colour)
+
+
 def train_listener(
     model_name: str,
-    perception_spec: str | Mapping[str, Any],
+    perception: Perception | str | Mapping[str, Any],
     world: WorldConfig,
-    steps: int = 600,
-    batch_size: int = 128,
-    lr: float = 3e-3,
+    recipe: ListenerRecipe = ListenerRecipe(),
     seed: int = 0,
-    *,
-    weight_decay: float = 0.05,
-    warmup: int = 20,
-    pool_size: int = 16384,
-    group_size: int = 8,
-    group_fraction: float = 0.5,
-    mention: Sequence[float] = (0.3, 0.7, 0.5, 0.5, 0.5),  # per attribute, ATTRIBUTES order
-    full_prob: float = 0.2,
-    prefix_probs: Sequence[float] = (0.8, 0.1, 0.1),
-    all_combos: bool = True,
     exclude: Sequence[str] = (),
-    attribute_views: bool = True,
-    focus: float = 0.9,
-    confusion_temperature: float = 0.1,
-    gray_share: float = 0.6,
+    *,
     threads: int | None = None,
     progress: bool = True,
     position: int | None = None,
 ) -> open_clip.CLIP:
     """Train a listener CLIP contrastively on the world through its perception (multi-positive CLIP loss).
 
-    all_combos: train on every (colour, shape) pair, held-out ones included, as a pretrained CLIP would
-    have seen them (otherwise, to a colour-blind listener, "a red object" means "not a circle").
     exclude: attributes whose words never appear in the training captions (the listener's knowledge).
-    attribute_views: each image is also captioned once per known attribute with a caption naming only it, each
-    view a loss of its own, so every attribute gets the same weight however easy another one is.
-    focus: with attribute views, the share of hard-negative variants aimed at what the listener confuses most (the rest
-    uniform): the attribute to change in proportion to its view's running excess loss (over a perfect listener's), and the new value in proportion to
-    exp(cosine(old value's caption, new value's caption) / confusion_temperature), so two values whose single-word
-    captions the text tower has merged are contrasted until they separate.
-    gray_share: share of each batch's images seen in grayscale (their own captions leave colour out, and no colour
-    caption counts as true of them), so shape must be learnt and colour cannot become the only cue.
+    With attribute views, hard-negative variants change the attribute whose view has the largest running excess
+    loss (over a perfect listener's) and the new value in proportion to exp(cosine(old value's caption, new
+    value's caption) / confusion_temperature), so two values the text tower has merged are contrasted until they
+    separate. Grayscale images' own captions leave colour out, and no colour caption counts as true of them.
+    Torch's global RNG is left as it was (initialisation draws from a forked one seeded with `seed`).
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, threads, progress, position)
+
+
+def _train_listener(
+    model_name: str,
+    perception: Perception,
+    world: WorldConfig,
+    recipe: ListenerRecipe,
+    seed: int,
+    exclude: Sequence[str],
+    threads: int | None,
+    progress: bool,
+    position: int | None,
+) -> open_clip.CLIP:
+    r = recipe
     allowed = [a for a in ATTRIBUTES if a not in exclude]
     if not allowed or len(allowed) + len(set(exclude)) != len(ATTRIBUTES):
         raise ValueError(f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(ATTRIBUTES)}")
+    import open_clip  # imported on use: it takes seconds
+
     if threads:
         torch.set_num_threads(threads)
     register_model_configs()
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = open_clip.create_model(model_name)  # random init; sets model.visual.preprocess_cfg
     model.train()
-    tokenizer = open_clip.get_tokenizer(model_name)
-    perception = make_perception(perception_spec)
-    tokens = CaptionTokens(tokenizer)
-    pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if all_combos else world, pool_size)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    size, mean, std = clip_preprocess(model)
+    tokens = CaptionTokens(open_clip.get_tokenizer(model_name))
+    pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if r.all_combos else world, r.pool_size)
+    opt = torch.optim.AdamW(_param_groups(model, r.weight_decay), lr=r.lr, betas=tuple(r.betas), eps=r.eps)
+    steps, warmup = r.steps, r.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    prefix_p = np.asarray(prefix_probs, dtype=np.float64) / sum(prefix_probs)
+    max_logit_scale = math.log(r.max_logit_scale)
+    prefix_p = np.asarray(r.prefix_probs, dtype=np.float64) / sum(r.prefix_probs)
     grayscale = make_perception("grayscale")
     known = np.array([a in allowed for a in ATTRIBUTES])
     color_bit = mask_of(["color"])
     view_loss = known.astype(np.float64)  # (A,) running excess loss of each attribute's view; equal at the start
-    bar = tqdm(range(steps), desc=f"CLIP seed {seed} ({perception!r})", disable=not progress, leave=False, position=position)
+    bar = tqdm(range(steps), desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})", disable=not progress, leave=False, position=position)
     for step in bar:
-        attribute_p = (1 - focus) * known / known.sum() + focus * view_loss / view_loss.sum()  # (A,)
-        if attribute_views:
-            value_p = (1 - focus) * UNIFORM_CHANGE + focus * value_confusion(model, tokens, confusion_temperature)
-            idx = pool.batch(batch_size, group_size, group_fraction, rng, attribute_p, value_p)  # (B,)
+        attribute_p = (1 - r.focus) * known / known.sum() + r.focus * view_loss / view_loss.sum()  # (A,)
+        if r.attribute_views:
+            value_p = (1 - r.focus) * UNIFORM_CHANGE + r.focus * value_confusion(model, tokens, r.confusion_temperature)
+            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng, attribute_p, value_p)  # (B,)
         else:
-            idx = pool.batch(batch_size, group_size, group_fraction, rng)
+            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng)
         attrs = pool.attrs[idx]  # (B, A)
-        gray = rng.random(batch_size) < gray_share  # (B,) images seen in grayscale; their own captions drop colour
-        masks = sample_masks(batch_size, mention, full_prob, rng, allowed)
+        gray = rng.random(r.batch_size) < r.gray_share  # (B,) images seen in grayscale; their own captions drop colour
+        masks = sample_masks(r.batch_size, r.mention, r.full_prob, rng, allowed)
         colorless = np.where(masks & ~color_bit, masks & ~color_bit, mask_of([a for a in allowed if a != "color"]))
         views = [np.where(gray, colorless, masks)]  # (B,) mention masks per view
-        views += [np.full(batch_size, mask_of([a])) for a in allowed] if attribute_views else []
-        prefixes = rng.choice(len(prefix_p), size=(len(views), batch_size), p=prefix_p)
+        views += [np.full(r.batch_size, mask_of([a])) for a in allowed] if r.attribute_views else []
+        prefixes = rng.choice(len(prefix_p), size=(len(views), r.batch_size), p=prefix_p)
         keys = np.concatenate([tokens.keys(combo_ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
         unique, inverse = np.unique(keys, return_inverse=True)  # single-attribute captions repeat a lot
-        images = perceive(pool.images[idx], perception, model)  # (B, 3, H, W)
+        images = perceive(pool.images[idx], perception, size, mean, std)  # (B, 3, H, W)
         if gray.any():
-            images[gray] = perceive(pool.images[idx[gray]], grayscale, model)
+            images[gray] = perceive(pool.images[idx[gray]], grayscale, size, mean, std)
         image_features, text_features, logit_scale = model(images, tokens.rows(unique))
         text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
         same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
         unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour
         losses, excess = [], []
-        for masks, feats in zip(views, text_features.split(batch_size)):
+        for masks, feats in zip(views, text_features.split(r.batch_size)):
             bits = torch.from_numpy((masks[:, None] >> np.arange(len(ATTRIBUTES))) & 1).bool()  # (B, A)
             match = (same | ~bits[:, None, :]).all(-1) & ~(bits[:, None, ATTRIBUTES.index("color")] & unseen)  # (B, B) caption i true of image j
             losses.append(multi_positive_clip_loss(image_features, feats, logit_scale, match))
@@ -331,82 +323,18 @@ def train_listener(
                 floor = multi_positive_clip_floor(match)
             excess.append(float(losses[-1].detach() - floor))
         loss = torch.stack(losses).mean()
-        if attribute_views:
-            view_loss[known] = 0.9 * view_loss[known] + 0.1 * np.maximum(excess[1:], 1e-3)
+        if r.attribute_views:
+            view_loss[known] = (1 - r.view_loss_rate) * view_loss[known] + r.view_loss_rate * np.maximum(excess[1:], 1e-3)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            model.logit_scale.clamp_(0, max_logit_scale)
         if step % 20 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
     model.eval()
     return model
-
-
-@torch.no_grad()
-def encode_texts(model: open_clip.CLIP, text: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """(N, L) tokens -> (N, D) unit-norm text features."""
-    return torch.cat([model.encode_text(t, normalize=True) for t in text.split(chunk)])
-
-
-@torch.no_grad()
-def encode_images(model: open_clip.CLIP, perception: nn.Module, images: np.ndarray, chunk: int = 512) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> (N, D) unit-norm image features, through the listener's perception."""
-    out = [model.encode_image(perceive(images[i : i + chunk], perception, model), normalize=True) for i in range(0, len(images), chunk)]
-    return torch.cat(out)
-
-
-EVAL_CONDITIONS: dict[str, tuple[str, ...]] = {
-    "full_caption": ATTRIBUTES,
-    "no_color": tuple(a for a in ATTRIBUTES if a != "color"),
-    **{f"only/{a}": (a,) for a in ATTRIBUTES},
-}
-
-
-@torch.no_grad()
-def evaluate_listener(
-    model: open_clip.CLIP,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    perception: nn.Module | str | Mapping[str, Any],
-    world: WorldConfig,
-    n_boards: int = 1000,
-    board_size: int = 4,
-    seed: int = 0,
-    split: str = "test",
-) -> dict[str, float]:
-    """Accuracy on boards (target + random split distractors) for captions naming given attributes, and tie-aware ceilings.
-
-    Keys: acc_<cond> and ceiling_<cond> for cond in full_caption, no_color, only/<attribute>; acc_color_only.
-    """
-    was_training = model.training
-    model.eval()
-    if not isinstance(perception, nn.Module):
-        perception = make_perception(perception)
-    rng = np.random.default_rng(seed)
-    scenes = sample_scenes(world, split, 0, n_boards * board_size)
-    boards = rng.permutation(n_boards * board_size).reshape(n_boards, board_size)  # (n, N) scene indices
-    slot = rng.integers(0, board_size, n_boards)  # (n,) target position
-    target = boards[np.arange(n_boards), slot]  # (n,)
-    features = encode_images(model, perception, render(scenes, world.image_size))  # (S, D)
-    attrs = scenes.attrs[:, 0]  # (S, A)
-    same = attrs[boards] == attrs[target][:, None, :]  # (n, N, A)
-    tokens = CaptionTokens(tokenizer)
-    metrics: dict[str, float] = {}
-    for cond, names in EVAL_CONDITIONS.items():
-        mask = mask_of(names)
-        text = encode_texts(model, tokens(combo_ids(attrs[target]), np.full(n_boards, mask)))  # (n, D)
-        scores = torch.einsum("nd,nkd->nk", text, features[torch.from_numpy(boards)])  # (n, N)
-        choice = scores.argmax(1).numpy()
-        used = np.array([a in names for a in ATTRIBUTES])
-        ties = same[..., used].all(-1).sum(1)  # (n,) board images the caption is true of
-        metrics[f"acc_{cond}"] = float((choice == slot).mean())
-        metrics[f"ceiling_{cond}"] = float((1.0 / ties).mean())
-    metrics["acc_color_only"] = metrics["acc_only/color"]
-    if was_training:
-        model.train()
-    return metrics
 
 
 def save_listener(model: open_clip.CLIP, path: str | Path) -> Path:

@@ -7,23 +7,18 @@ speaker's soft prefix takes later.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tqdm.auto import tqdm
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
 
-from listener_sub.cache import atomic_path
+from listener_sub.files import atomic_path
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
-from listener_sub.pretrain.schedule import warmup_cosine
+from listener_sub.optim import warmup_cosine
 from listener_sub.world import (
     ATTRIBUTES,
     WORLD_VOCAB,
@@ -35,14 +30,29 @@ from listener_sub.world import (
 )
 from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
 
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast
+
 UNK, PAD, EOS = "<unk>", "<pad>", "<|endoftext|>"
 SPACE = "\u2581"  # Metaspace's word marker; alone (from a text that is just ".") it is no word
 IGNORE = -100  # label of positions without loss
-WARMUP = 0.05  # fraction of steps with a linear learning-rate warmup (then cosine decay to 0)
-BETAS = (0.9, 0.95)  # AdamW betas
-WEIGHT_DECAY = 0.01
-MAX_GRAD_NORM = 1.0
 MAX_NEW_TOKENS = 24  # longest continuation generated in evaluation (the longest caption takes 19 with EOS)
+
+
+@dataclass
+class LMRecipe:
+    """How the embedded default's GPT-2 is trained (every field is part of the LM's cache key)."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # sequences per step
+    lr: float = 1e-2  # AdamW peak learning rate
+    warmup: float = 0.05  # fraction of steps with a linear warmup, then cosine decay to 0
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
+    n_scenes: int = 2000  # train-split scenes in the corpus
+    per_scene: int = 5  # captions per scene
+    seed: int = 0  # corpus captions, initialisation and batch order
 
 
 # ---------------------------------------------------------------- corpus
@@ -89,6 +99,8 @@ def _word_tokenizer(vocab: dict[str, int]) -> Tokenizer:
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the words of `texts` plus the world's lexicon, with EOS, pad and unk tokens."""
+    from transformers import PreTrainedTokenizerFast  # imported on use: it takes seconds
+
     splitter = _word_tokenizer({UNK: 0})
     pieces = set()
     for text in [*texts, " ".join(lexicon())]:
@@ -145,6 +157,8 @@ def token_nll(model: PreTrainedModel, batch: LMBatch) -> torch.Tensor:
 
 def make_model(cfg: LMConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 of cfg's size over the tokenizer's vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=cfg.n_positions,
@@ -163,21 +177,20 @@ def make_model(cfg: LMConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadM
     return GPT2LMHeadModel(config)
 
 
-def fit(
-    model: PreTrainedModel, data: LMBatch, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True
-) -> None:
+def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool = True) -> None:
     """AdamW on the mean caption-token NLL of random batches of `data` (warmup, cosine decay, clipping)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, max(int(WARMUP * steps), 1)))
-    rng = np.random.default_rng(seed)
+    steps = recipe.steps
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, max(int(recipe.warmup * steps), 1)))
+    rng = np.random.default_rng(recipe.seed)
     model.train()
     bar = tqdm(range(steps), desc="training LM", unit="step", disable=not progress)
     for _ in bar:
-        batch = data[torch.from_numpy(rng.integers(0, len(data.input_ids), size=batch_size))]
+        batch = data[torch.from_numpy(rng.integers(0, len(data.input_ids), size=recipe.batch_size))]
         loss = token_nll(model, batch).sum() / (batch.labels[:, 1:] != IGNORE).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
@@ -185,27 +198,21 @@ def fit(
 
 
 def train_lm(
-    cfg: LMConfig,
-    world: WorldConfig,
-    captions: CaptionConfig,
-    out_dir: str | Path,
-    steps: int = 1000,
-    batch_size: int = 64,
-    lr: float = 1e-2,
-    seed: int = 0,
-    n_scenes: int = 2000,
-    per_scene: int = 5,
-    progress: bool = True,
+    cfg: LMConfig, world: WorldConfig, captions: CaptionConfig, out_dir: str | Path, recipe: LMRecipe = LMRecipe(), progress: bool = True
 ) -> Path:
-    """Train tokenizer and GPT-2 on the description-then-caption corpus; save both to out_dir (atomically)."""
-    pairs = build_corpus(world, captions, n_scenes, per_scene, cfg.prefix_len, seed)
+    """Train tokenizer and GPT-2 on the description-then-caption corpus; save both to out_dir (atomically).
+
+    Torch's global RNG is left as it was (the initialisation draws from a forked one seeded with recipe.seed).
+    """
+    pairs = build_corpus(world, captions, recipe.n_scenes, recipe.per_scene, cfg.prefix_len, recipe.seed)
     tokenizer = train_tokenizer([t for pair in pairs for t in pair])
     data = encode_pairs(pairs, tokenizer, cfg.prefix_len)
     if data.input_ids.shape[1] > cfg.n_positions:
         raise ValueError(f"sequences take {data.input_ids.shape[1]} positions; set n_positions >= that")
-    torch.manual_seed(seed)
-    model = make_model(cfg, tokenizer)
-    fit(model, data, steps, batch_size, lr, seed, progress)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = make_model(cfg, tokenizer)
+        fit(model, data, recipe, progress)
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
@@ -263,9 +270,10 @@ def evaluate_lm(
     wrong = encode_pairs(list(zip(descs[-1:] + descs[:-1], caps)), tokenizer, prefix_len)
     metrics = {"nll/right": caption_nll(model, right).mean().item()}
     metrics["nll/wrong"] = caption_nll(model, wrong).mean().item()
-    torch.manual_seed(seed)
     objects = [scenes.objects(b) for b in range(n_scenes)]
     x = [scenes.x(b) for b in range(n_scenes)]
-    for prefix, temperature in (("", None), ("sample/", 1.0)):
-        metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), objects, x, prefix)
+    with torch.random.fork_rng(devices=[]):  # sampling draws from torch's RNG: a forked one, seeded
+        torch.manual_seed(seed)
+        for prefix, temperature in (("", None), ("sample/", 1.0)):
+            metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), objects, x, prefix)
     return metrics

@@ -14,19 +14,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from listener_sub.commands.train import setup
+from listener_sub.assembly import Assembly
+from listener_sub.cache import ArtifactCache
+from listener_sub.commands.common import RUN_CONFIG, eval_config, from_run, run_spec, trainer_config
 from listener_sub.errors import UserError
+from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
+from listener_sub.images import perceived
 from listener_sub.metrics import caption_metrics
 from listener_sub.oracle import oracle_speaker
-from listener_sub.perception import Perception, to_float_images, to_uint8_images
-from listener_sub.rl import ADAPTER, CHECKPOINTS, STATE, held_out_boards, latest_checkpoint
+from listener_sub.perception import Perception
+from listener_sub.rl import ADAPTER, CHECKPOINTS, STATE, latest_checkpoint
 from listener_sub.world import ATTRIBUTES, canonical_caption, truthful
 
-RUN_CONFIG = Path(".hydra") / "config.yaml"  # the train run's composed config, written by Hydra
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 SPEAKERS = ("base", "trained", "oracle")
@@ -83,12 +85,12 @@ def _read(path: Path, parse: Callable[[str], Any]) -> Any:
     """A run file parsed; an unreadable one is a user error naming it."""
     try:
         return parse(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as error:
+    except (OSError, ValueError) as error:
         raise UserError(f"{path} is unreadable ({str(error).splitlines()[0]}); pass the directory of an intact train run") from None
 
 
-def read_run(run_dir: Path) -> tuple[DictConfig, dict[str, Any], list[dict[str, float]], Path]:
-    """A train run's config, summary, metrics lines and latest checkpoint; UserError naming every missing file."""
+def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Path]:
+    """A train run's summary, metrics lines and latest checkpoint; UserError naming every missing file."""
     if not run_dir.is_dir():
         raise UserError(f"run={run_dir} is not a directory; pass the directory of a listener-sub train run")
     missing = [str(name) for name in (RUN_CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
@@ -97,25 +99,17 @@ def read_run(run_dir: Path) -> tuple[DictConfig, dict[str, Any], list[dict[str, 
         missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} + {STATE}")
     if missing:
         raise UserError(f"run={run_dir} is missing {', '.join(missing)}; pass the directory of a finished listener-sub train run")
-    cfg = _read(run_dir / RUN_CONFIG, lambda text: OmegaConf.create(yaml.safe_load(text)))
     summary = _read(run_dir / SUMMARY, json.loads)
     curves = _read(run_dir / METRICS, lambda text: [json.loads(line) for line in text.splitlines() if line.strip()])
     if not {"before", "after"} <= set(summary):
         raise UserError(f"{run_dir / SUMMARY} has no before/after metrics; pass the directory of a finished listener-sub train run")
-    return cfg, summary, curves, checkpoint
+    return summary, curves, checkpoint
 
 
 def perception_name(perception: Perception) -> str:
     """A perception in words: its name and parameters."""
     params = perception.extra_repr()
     return f"{perception.name}({params})" if params else perception.name
-
-
-@torch.no_grad()
-def seen_by(perception: Perception, images: np.ndarray) -> np.ndarray:
-    """(..., H, W, 3) uint8 images as the perception shows them, same shape."""
-    flat = images.reshape(-1, *images.shape[-3:])
-    return to_uint8_images(perception(to_float_images(flat))).reshape(images.shape)
 
 
 def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> list[Play]:
@@ -144,7 +138,7 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
 
 def oracle_mention(game: Game, boards: Boards, generator: torch.Generator) -> dict[str, float]:
     """Mention rate per attribute of the per-board oracle's captions on the boards."""
-    captions, _ = oracle_speaker(game.listeners, boards, game.reward, game.choice, generator)
+    captions, _ = oracle_speaker(game, boards, generator)
     pool = boards.checked_pool()
     objects = [pool.scenes.objects(int(i)) for i in boards.target_items]
     metrics = caption_metrics(captions, objects, [pool.scenes.x(int(i)) for i in boards.target_items])
@@ -166,27 +160,30 @@ def reward_words(game: Game) -> str:
     return f"{terms(reward.intended)} - {reward.lam:g} x " + (f"({subtracted})" if len(reward.subtracted) > 1 else subtracted)
 
 
-def gather(run_dir: Path, n_boards: int, split: str, seed: int, settings: Mapping[str, Any]) -> Report:
-    """Play the run's base, trained and oracle speakers on n_boards boards of `split` drawn with `seed`.
+def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], overrides: list[str] | None = None) -> Report:
+    """Play the run's base, trained and oracle speakers on n_boards boards of its evaluation split, drawn with its seed.
 
-    settings: cache_dir / device / threads values that replace the run's own where not None.
+    The game is the run's own: its saved config with `overrides` on top (default: the command line's; `own`: the
+    command's keys, not the run's).
     """
-    cfg, summary, curves, checkpoint = read_run(run_dir)
-    for key, value in settings.items():
-        if value is not None:
-            cfg[key] = value
-    rl_cfg, pretrainer, game = setup(cfg)
+    summary, curves, checkpoint = read_run(run_dir)
+    cfg = from_run(cfg, run_dir, own, overrides)
+    rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
+    models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+    models.build_clips()
+    game = models.game()
+    split, seed = eval_cfg.split, eval_cfg.seed
     generator = torch.Generator(device="cpu").manual_seed(seed)  # listener picks when game.choice=sample
     boards = game.sample(n_boards, np.random.default_rng(seed), split)
-    speaker = pretrainer.speaker()  # the captioning adapter: the base speaker and the RL reference
+    speaker = models.speaker()  # the captioning adapter: the base speaker and the RL reference
     captions = {"base": speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts}
     speaker.load_adapter(checkpoint / ADAPTER)
     captions["trained"] = speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts
-    captions["oracle"], subsets = oracle_speaker(game.listeners, boards, game.reward, game.choice, generator)
+    captions["oracle"], subsets = oracle_speaker(game, boards, generator)
     rows = {name: plays(texts, game.play(texts, boards, generator), game, boards) for name, texts in captions.items()}
 
     images = boards.images  # (B, N, H, W, 3)
-    views = {name: seen_by(listener.perception, images) for name, listener in game.listeners.items()}
+    views = {name: perceived(listener.perception, images) for name, listener in game.listeners.items()}
     pool = boards.checked_pool()
     board_reports = [
         BoardReport(
@@ -198,11 +195,11 @@ def gather(run_dir: Path, n_boards: int, split: str, seed: int, settings: Mappin
         )
         for b, item in enumerate(boards.target_items)
     ]
-    eval_boards = held_out_boards(game, rl_cfg)  # the boards summary.json's before / after were measured on
+    eval_boards = held_out_boards(game, eval_cfg)  # the boards summary.json's before / after were measured on
     mention = {
         "base": {a: summary["before"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
         "trained": {a: summary["after"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
-        "oracle": oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(rl_cfg.eval_seed)),
+        "oracle": oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)),
     }
     roles = {name: "intended" if name in game.reward.intended else "subtracted" if name in game.reward.subtracted else "player" for name in game.listeners}
     return Report(

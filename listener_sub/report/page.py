@@ -12,7 +12,7 @@ from html import escape
 import numpy as np
 from PIL import Image
 
-from listener_sub.commands.train import metric_rows
+from listener_sub.report.tables import metric_rows
 from listener_sub.report.gather import SPEAKERS, BoardReport, Play, Report
 from listener_sub.report.plots import SPEAKER_COLORS, mention_chart, training_curves
 from listener_sub.world import ATTRIBUTES

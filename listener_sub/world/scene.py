@@ -35,7 +35,7 @@ class WorldConfig:
     max_objects: int = 1
     # (colour, shape) pairs that never occur in train/val/test and make up the shifted split;
     # None: colour i is held out with shape i mod n_shapes (every colour and shape still in train).
-    heldout_combos: list[tuple[str, str]] | None = None
+    heldout_combos: list[list[str]] | None = None
     styles: dict[str, str] = field(default_factory=lambda: {"shifted": "shifted"})  # split -> style
 
     def style(self, split: str) -> Style:

@@ -1,4 +1,4 @@
-"""Learning-rate schedule shared by the pretraining recipes."""
+"""Learning-rate schedule shared by the training algorithms (RL and the pretraining recipes)."""
 from __future__ import annotations
 
 import math

@@ -1,0 +1,223 @@
+"""Assembly: a run's models and game, found in the artifact cache or built by the pretraining recipes.
+
+Plain dataclasses in (`RunSpec`, made from a Hydra config by the command line, or by hand), objects out. A CLIP
+given as `pretrained` (tag or file), an LM given by name or directory and a given adapter checkpoint are loaded
+as they are; what is not given is trained by its recipe and cached under a key of every setting that made it.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from listener_sub.cache import ArtifactCache
+from listener_sub.data import SyntheticCaptions
+from listener_sub.errors import UserError
+from listener_sub.files import atomic_path, config_key
+from listener_sub.game import Game, create_game
+from listener_sub.models.listener import Listener, create_listener, register_model_configs
+from listener_sub.models.lm import LMConfig
+from listener_sub.models.speaker import Speaker, create_speaker
+from listener_sub.perception import Full, Perception
+from listener_sub.pretrain.listeners import ListenerRecipe, save_listener, train_listener
+from listener_sub.pretrain.lm import LMRecipe, train_lm
+from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
+from listener_sub.rewards import Reward
+from listener_sub.world import CaptionConfig, WorldConfig
+
+CLIP_FILE = "open_clip.pt"  # a locally trained CLIP: an open_clip checkpoint
+ADAPTER_FILE = "adapter.safetensors"  # the captioning adapter (its kind and config in adapter.json beside it)
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when present, else cpu; cpu, cuda or cuda:N as given."""
+    if name != "auto" and name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+        raise UserError(f"device={name} is not a device; use device=auto, cpu, cuda or cuda:N")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+@dataclass
+class ListenerSpec:
+    """One listener: an open_clip model, its weights (a tag or file; None: trained locally) and what it perceives."""
+
+    model: str
+    pretrained: str | None
+    perception: Perception
+    perception_config: Any = "full"  # what `perception` was built from: part of a locally trained CLIP's cache key
+    exclude: tuple[str, ...] = ()  # attributes whose words never appear in its training captions
+    seed: int = 0  # initialisation and data order when trained locally
+
+
+@dataclass
+class SpeakerSpec:
+    """The speaker: its own CLIP's vision tower, an adapter and its captioning recipe (the LM is `LMSpec`)."""
+
+    vision_model: str
+    vision_pretrained: str | None  # tag or file; None: trained locally like a full-colour listener
+    vision_seed: int
+    adapter: dict[str, Any]  # kind + the adapter config's fields (d_vision, d_lm come from the models)
+    checkpoint: str | None  # the captioning adapter (safetensors); None: trained by `captioner` and cached
+    captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
+
+
+@dataclass
+class LMSpec:
+    """The speaker's LM: any HF causal LM name or local directory, or (name None) the small GPT-2 trained locally."""
+
+    name: str | None
+    model: LMConfig = field(default_factory=LMConfig)
+    recipe: LMRecipe = field(default_factory=LMRecipe)
+
+
+@dataclass
+class RunSpec:
+    """Everything that decides a run's models and game."""
+
+    world: WorldConfig
+    captions: CaptionConfig
+    listeners: dict[str, ListenerSpec]  # every defined listener (only the players are loaded)
+    players: list[str]  # the listeners that play, the reward's first
+    reward: Reward
+    game: dict[str, Any]  # create_game settings: n_images, distractors, choice, pool_size
+    speaker: SpeakerSpec
+    lm: LMSpec
+    listener_recipe: ListenerRecipe = field(default_factory=ListenerRecipe)
+    device: str = "auto"
+    seed: int = 0  # the speaker adapter's initialisation
+    clip_workers: int = 1  # missing CLIPs trained side by side in processes of one torch thread each
+    clip_threads: int | None = None  # torch threads while training a CLIP in this process
+
+
+class Assembly:
+    """Finds or builds every model of a RunSpec through an ArtifactCache; `cache.wall_s` times each kind built."""
+
+    def __init__(self, spec: RunSpec, cache: ArtifactCache, progress: bool = True) -> None:
+        self.spec, self.cache, self.progress = spec, cache, progress
+        self.device = pick_device(spec.device)
+        register_model_configs()
+
+    # ---------------------------------------------------------------- CLIPs
+
+    def _clip_job(self, model: str, perception: Perception, perception_config: Any, exclude: tuple[str, ...], seed: int) -> tuple[str, dict]:
+        """The cache key of a locally trained CLIP and the train_listener arguments that make it."""
+        recipe = self.spec.listener_recipe
+        key = f"{model}-{config_key(model, perception_config, list(exclude), seed, self.spec.world, recipe)}"
+        kwargs = dict(model_name=model, perception=perception, world=self.spec.world, recipe=recipe, seed=seed, exclude=exclude)
+        return key, kwargs
+
+    def _listener_job(self, name: str) -> tuple[str, dict]:
+        ls = self.spec.listeners[name]
+        return self._clip_job(ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed)
+
+    def _vision_job(self) -> tuple[str, dict]:
+        sp = self.spec.speaker
+        return self._clip_job(sp.vision_model, Full(), "full", (), sp.vision_seed)
+
+    def _clip(self, kind: str, job: tuple[str, dict]) -> str:
+        key, kwargs = job
+        build = lambda tmp: save_listener(train_listener(threads=self.spec.clip_threads, progress=self.progress, **kwargs), tmp)  # noqa: E731
+        return str(self.cache.get_or_build(kind, key, CLIP_FILE, build))
+
+    def build_clips(self) -> None:
+        """Train every missing CLIP of the run, `clip_workers` at a time in processes of one torch thread each.
+
+        Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
+        wall times then overlap; the run's total pretraining time is the real one.
+        """
+        jobs = [("listeners", self._listener_job(name)) for name in self.spec.players if not self.spec.listeners[name].pretrained]
+        if not self.spec.speaker.vision_pretrained:
+            jobs.append(("speaker_vision", self._vision_job()))
+        missing = {job[1][0]: job for job in jobs if not self.cache.has(job[0], job[1][0], CLIP_FILE)}  # one job per key
+        workers = min(self.spec.clip_workers, len(missing))
+        if workers < 2:
+            return  # built one at a time, on first use
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            paths = {key: self.cache.path(kind, key, CLIP_FILE) for key, (kind, _) in missing.items()}
+            futures = {key: pool.submit(_train_clip, paths[key], kwargs, self.progress, i) for i, (key, (_, (_, kwargs))) in enumerate(missing.items())}
+            for key, future in futures.items():
+                self.cache.record(missing[key][0], str(paths[key]), future.result())
+
+    def listener_checkpoint(self, name: str) -> str:
+        """The listener's CLIP checkpoint: `pretrained` as given, else trained locally and cached."""
+        ls = self.spec.listeners[name]
+        return str(ls.pretrained) if ls.pretrained else self._clip("listeners", self._listener_job(name))
+
+    def listener(self, name: str) -> Listener:
+        ls = self.spec.listeners[name]
+        return create_listener(name, ls.model, self.listener_checkpoint(name), ls.perception, self.device)
+
+    def vision_checkpoint(self) -> str:
+        sp = self.spec.speaker
+        return str(sp.vision_pretrained) if sp.vision_pretrained else self._clip("speaker_vision", self._vision_job())
+
+    # ---------------------------------------------------------------- the game
+
+    def game(self) -> Game:
+        """The run's game with its players loaded (or built)."""
+        listeners = {name: self.listener(name) for name in self.spec.players}
+        return create_game(self.spec.world, listeners, self.spec.reward, **self.spec.game)
+
+    # ---------------------------------------------------------------- LM
+
+    def lm_dir(self) -> str:
+        """The LM: a given HF name / directory, else the small GPT-2 trained locally and cached."""
+        lm = self.spec.lm
+        if lm.name:
+            return str(lm.name)
+        key = f"gpt2-{config_key(lm.model, lm.recipe, self.spec.world, self.spec.captions)}"
+        build = lambda tmp: train_lm(lm.model, self.spec.world, self.spec.captions, tmp, lm.recipe, self.progress)  # noqa: E731
+        return str(self.cache.get_or_build("lm", key, "model", build))
+
+    # ---------------------------------------------------------------- speaker
+
+    def base_speaker(self) -> Speaker:
+        """Vision tower + LM + a fresh adapter (no captioning training), initialised from `seed`; global RNG untouched."""
+        sp = self.spec.speaker
+        adapter = dict(sp.adapter)
+        kind = adapter.pop("kind")
+        return create_speaker(sp.vision_model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter)
+
+    def adapter_path(self) -> str:
+        """The captioning adapter: speaker.checkpoint as given, else trained locally and cached."""
+        sp = self.spec.speaker
+        if sp.checkpoint:
+            if not Path(sp.checkpoint).exists():
+                raise UserError(f"speaker.checkpoint {sp.checkpoint} does not exist; fix the path or set it to null")
+            return str(sp.checkpoint)
+        key = config_key(self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions)
+
+        def build(tmp: Path) -> None:
+            speaker = self.base_speaker()
+            recipe = sp.captioner
+            data = SyntheticCaptions(self.spec.world, self.spec.captions, "train", recipe.scenes, recipe.per_scene, recipe.seed, self.cache.root)
+            train_captioner(speaker, data.images, data.captions, recipe, self.progress)
+            tmp.mkdir()
+            speaker.save_adapter(tmp / ADAPTER_FILE)
+
+        return str(self.cache.get_or_build("speaker", key, "adapter", build) / ADAPTER_FILE)
+
+    def speaker(self, adapter: str | Path | None = None) -> Speaker:
+        """The speaker with the captioning adapter, or with the adapter saved at `adapter` (a trained checkpoint)."""
+        speaker = self.base_speaker()
+        speaker.load_adapter(adapter or self.adapter_path())
+        return speaker.to(self.device)
+
+
+def _train_clip(path: Path, kwargs: dict, progress: bool, position: int) -> float:
+    """Train one CLIP into `path` atomically on one torch thread (a worker process); returns its wall seconds."""
+    torch.set_num_threads(1)
+    register_model_configs()
+    start = time.perf_counter()
+    with atomic_path(path) as tmp:
+        save_listener(train_listener(progress=progress, position=position, **kwargs), tmp)
+    return time.perf_counter() - start

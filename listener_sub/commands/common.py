@@ -1,0 +1,244 @@
+"""What the commands share: a composed config checked and turned into the library's dataclasses before anything is
+built, a train run's saved config with the command line's overrides on top, and the adapter a checkpoint= names.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from listener_sub.adapters import ADAPTERS, register_adapter
+from listener_sub.assembly import LMSpec, ListenerSpec, RunSpec, SpeakerSpec, pick_device
+from listener_sub.configs.schema import ADAPTER_SIZES_FROM_MODELS, GameConfig, ListenerConfig, LMNodeConfig, SpeakerConfig
+from listener_sub.errors import UserError
+from listener_sub.evaluation import EvalConfig
+from listener_sub.game import check_game
+from listener_sub.models.listener import known_models
+from listener_sub.models.lm import check_lm
+from listener_sub.perception import PERCEPTIONS, Perception, make_perception
+from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.rl import ADAPTER, RLConfig, latest_checkpoint
+from listener_sub.world import SPLITS, CaptionConfig, WorldConfig
+
+RUN_CONFIG = Path(".hydra") / "config.yaml"  # a run's composed config, written by Hydra
+
+
+def typed(cls: type, node: Any, key: str) -> Any:
+    """A config node as an instance of its dataclass (defaults filled in, types and ranges checked, tuples as tuples)."""
+    try:
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain(node)))
+        for f in dataclasses.fields(obj):
+            if isinstance(f.default, tuple) and isinstance(getattr(obj, f.name), list):
+                setattr(obj, f.name, tuple(getattr(obj, f.name)))
+        return obj
+    except (OmegaConfBaseException, ValueError, TypeError) as error:
+        message = " ".join(str(error).split("\n")[0].split())
+        where = f"{key}.{error.full_key}" if getattr(error, "full_key", None) else key
+        raise UserError(f"{where}: {message} (fix the {key}.* settings)") from None
+
+
+def plain(node: Any) -> Any:
+    """A config value as plain Python."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def without(node: Any, key: str) -> dict[str, Any]:
+    """A config node as a plain dict (interpolations resolved), one key left out (a node checked on its own)."""
+    return {k: v for k, v in plain(node).items() if k != key}
+
+
+def build_perception(node: Any, key: str) -> tuple[Perception, Any]:
+    """(the perception, the plain config it came from): a built-in by name or {name: ...}, or any Perception by `_target_`."""
+    spec = plain(node)
+    if isinstance(spec, dict) and "_target_" in spec:
+        try:
+            perception = hydra.utils.instantiate(spec)
+        except InstantiationException as error:
+            raise UserError(f"{key}: cannot build {spec['_target_']} ({error.__cause__ or error})") from None
+        if not isinstance(perception, Perception):
+            raise UserError(f"{key}: {spec['_target_']} is not a listener_sub.perception.Perception subclass")
+        return perception, spec
+    try:
+        return make_perception(spec), spec
+    except ValueError as error:
+        raise UserError(
+            f"{key}: {error}; or plug in your own with {key}._target_=your_module.YourPerception (built-ins: {', '.join(PERCEPTIONS)})"
+        ) from None
+
+
+def build_reward(node: Any) -> Any:
+    """The reward object of the `reward` node (`_target_`: listener_sub.rewards.Reward or your own class)."""
+    try:
+        reward = hydra.utils.instantiate(node, _convert_="all")
+    except InstantiationException as error:
+        raise UserError(f"reward: {error.__cause__ or error} (fix the reward.* settings)") from None
+    for attribute in ("listeners", "intended", "subtracted", "gap"):
+        if not hasattr(reward, attribute):
+            raise UserError(f"reward: {type(reward).__name__} has no `{attribute}`; a reward class needs listeners, intended, subtracted, __call__ and gap")
+    return reward
+
+
+def adapter_settings(node: Any) -> dict[str, Any]:
+    """The speaker.adapter node checked against its kind's config dataclass: {kind, fields...}."""
+    settings = dict(plain(node))
+    kind = settings.pop("kind", None)
+    if isinstance(kind, str) and kind not in ADAPTERS and "." in kind:  # your own adapter class, by its import path
+        try:
+            cls = hydra.utils.get_class(kind)
+            register_adapter(cls, cls.config_class)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise UserError(f"speaker.adapter.kind: cannot use {kind} as an adapter ({error}); it needs kind, uses_tokens and config_class") from None
+        kind = cls.kind
+    if kind not in ADAPTERS:
+        raise UserError(f"speaker.adapter: unknown adapter kind {kind!r}; choose one with speaker/adapter={'|'.join(ADAPTERS)}")
+    valid = [f for f in ADAPTERS[kind][1].__dataclass_fields__ if f not in ADAPTER_SIZES_FROM_MODELS]  # d_vision, d_lm: from the models
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise UserError(
+            f"speaker.adapter: the {kind} adapter has no setting(s) {', '.join(unknown)} (its settings: {', '.join(valid)}); "
+            f"switch adapters with speaker/adapter={'|'.join(ADAPTERS)}"
+        )
+    typed(ADAPTERS[kind][1], settings, "speaker.adapter")
+    return {"kind": kind, **settings}
+
+
+def players(cfg: DictConfig, reward: Any) -> list[str]:
+    """The listeners that play: game.listeners, else the reward's (intended first); each must be defined."""
+    names = list(cfg.game.get("listeners") or dict.fromkeys(reward.listeners))
+    for name in [*names, *reward.listeners]:
+        if name not in cfg.listeners:
+            raise UserError(
+                f"listener {name!r} plays (reward or game.listeners) but is not defined; define it with "
+                f"+listeners.{name}={{model: ..., perception: ...}} or use one of: {', '.join(cfg.listeners)}"
+            )
+    return names
+
+
+def check_open_clip(models: Iterable[tuple[str, str, str | None]]) -> None:
+    """(config key, open_clip model name, pretrained) of each CLIP: a known name, and a pretrained file that exists."""
+    known = set(known_models())
+    for key, model, pretrained in models:
+        if model not in known and not model.startswith("hf-hub:"):
+            raise UserError(f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() (e.g. ViT-B-32, ls-rn-tiny-64)")
+        if pretrained and ("/" in pretrained or Path(pretrained).suffix) and not Path(pretrained).expanduser().exists():
+            raise UserError(f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file")
+
+
+def run_spec(cfg: DictConfig) -> RunSpec:
+    """The run's RunSpec, every setting checked first: a bad choice is one UserError naming the key, before any model is built."""
+    reward = build_reward(cfg.reward)
+    names = players(cfg, reward)
+    game = {k: v for k, v in dataclasses.asdict(typed(GameConfig, cfg.game, "game")).items() if k != "listeners"}
+    try:
+        check_game(names, reward, **game)
+    except ValueError as error:
+        raise UserError(f"game: {error} (fix the game.* or reward.* settings)") from None
+    listeners = {}
+    for name in names:
+        lc = typed(ListenerConfig, without(cfg.listeners[name], "perception"), f"listeners.{name}")
+        perception, perception_config = build_perception(cfg.listeners[name].get("perception", "full"), f"listeners.{name}.perception")
+        listeners[name] = ListenerSpec(lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed)
+    sc = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
+    speaker = SpeakerSpec(sc.vision.model, sc.vision.pretrained, sc.vision.seed, adapter_settings(cfg.speaker.adapter), sc.checkpoint, sc.captioner)
+    if speaker.checkpoint and not Path(speaker.checkpoint).expanduser().exists():
+        raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
+    lc = typed(LMNodeConfig, cfg.lm, "lm")
+    lm = LMSpec(lc.name, lc.model, lc.train)
+    if lm.name:
+        check_lm(str(lm.name))
+    device = str(cfg.get("device", "auto"))
+    pick_device(device)
+    check_open_clip([*((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()), ("speaker.vision", speaker.vision_model, speaker.vision_pretrained)])
+    return RunSpec(
+        world=typed(WorldConfig, cfg.world, "world"),
+        captions=typed(CaptionConfig, cfg.caption, "caption"),
+        listeners=listeners,
+        players=names,
+        reward=reward,
+        game=game,
+        speaker=speaker,
+        lm=lm,
+        listener_recipe=typed(ListenerRecipe, cfg.listener_train, "listener_train"),
+        device=device,
+        seed=int(cfg.seed),
+        clip_workers=int(cfg.get("clip_workers", 1)),
+    )
+
+
+def trainer_config(cfg: DictConfig) -> RLConfig:
+    return typed(RLConfig, cfg.trainer, "trainer")
+
+
+def eval_config(cfg: DictConfig) -> EvalConfig:
+    settings = typed(EvalConfig, cfg.evaluation, "evaluation")
+    if settings.split not in SPLITS or settings.boards < 1:
+        raise UserError(f"evaluation: need boards >= 1 and split one of {', '.join(SPLITS)}; got boards={settings.boards}, split={settings.split}")
+    return settings
+
+
+# ---------------------------------------------------------------- train runs and their checkpoints
+
+
+def run_of(path: str | Path) -> Path | None:
+    """The train run directory a path lies in (the run itself, a checkpoint, or an adapter file of one), or None."""
+    path = Path(path).expanduser().resolve()
+    for candidate in [path, *path.parents][:4]:
+        if (candidate / RUN_CONFIG).is_file():
+            return candidate
+    return None
+
+
+def adapter_file(checkpoint: str | Path, key: str = "checkpoint") -> Path:
+    """The adapter weights a checkpoint= value points at: a file, a checkpoint directory or a run (its latest)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        return path
+    if (path / ADAPTER).is_file():
+        return path / ADAPTER
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise UserError(
+            f"{key}={checkpoint} holds no adapter; pass a checkpoint dir (RUN/checkpoints/step_N), a train run dir or an adapter {ADAPTER} file"
+        )
+    return latest / ADAPTER
+
+
+def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list[str] | None = None) -> DictConfig:
+    """The run's saved config with `overrides` (default: this command's command-line overrides) on top; the
+    command's own keys (`own`) taken from `cfg`.
+
+    A config-group override cannot apply to a saved config (its groups are resolved): set the values instead.
+    """
+    try:
+        saved = OmegaConf.load(run_dir / RUN_CONFIG)
+    except (OSError, OmegaConfBaseException, ValueError) as error:
+        raise UserError(f"{run_dir / RUN_CONFIG} is unreadable ({str(error).splitlines()[0]}); pass an intact train run") from None
+    own = set(own)
+    overrides = list(HydraConfig.get().overrides.task) if overrides is None else overrides
+    OmegaConf.set_struct(saved, True)
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key in own or key.split(".")[0] in own:
+            continue
+        if "/" in key or "@" in key:
+            raise UserError(f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead")
+        try:
+            if override.is_delete():
+                OmegaConf.update(saved, key, None, force_add=True)
+            else:
+                OmegaConf.update(saved, key, override.value(), merge=True, force_add=override.is_add() or override.is_force_add())
+        except OmegaConfBaseException as error:
+            raise UserError(f"{override.input_line}: {' '.join(str(error).split())} (the run's config has no such key)") from None
+    OmegaConf.set_struct(saved, False)
+    for key in own:
+        if key in cfg:
+            saved[key] = cfg[key]
+    return saved

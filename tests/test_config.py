@@ -1,0 +1,163 @@
+"""Configs that compose: one source of defaults, groups and `_target_` plug-ins, the whole config checked first."""
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from listener_sub.cli import group_overrides
+from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
+from listener_sub.configs.schema import ListenerConfig, LMNodeConfig, SpeakerConfig
+from listener_sub.errors import UserError
+from listener_sub.evaluation import EvalConfig
+from listener_sub.perception import Grayscale
+from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.rewards import Reward
+from listener_sub.rl import RLConfig
+from listener_sub.world import CaptionConfig, WorldConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SCHEMA_OF = {  # yaml file -> the dataclass whose defaults it extends
+    "world/default.yaml": WorldConfig,
+    "trainer/default.yaml": RLConfig,
+    "listener/full.yaml": ListenerConfig,
+    "lm/tiny_gpt2.yaml": LMNodeConfig,
+    "speaker/default.yaml": SpeakerConfig,
+}
+
+
+def compose_cfg(name="train", *overrides):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        return compose(name, overrides=list(overrides))
+
+
+def leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path, schema", SCHEMA_OF.items())
+def test_yaml_holds_only_what_differs_from_the_schema(path, schema):
+    yaml = OmegaConf.to_container(OmegaConf.load(CONFIGS / path))
+    yaml.pop("defaults")
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+    for key, value in leaves(yaml):
+        default = OmegaConf.select(OmegaConf.create(defaults), key, throw_on_missing=False)
+        assert isinstance(value, str) and value.startswith("${") or value != default, f"{path}: {key}: {value!r} restates the default"
+
+
+def test_the_composed_defaults_are_the_dataclasses():
+    cfg = compose_cfg()
+    assert trainer_config(cfg) == RLConfig(seed=cfg.seed)
+    assert eval_config(cfg) == EvalConfig()
+    assert typed(WorldConfig, cfg.world, "world") == WorldConfig(seed=cfg.seed)
+    assert typed(CaptionConfig, cfg.caption, "caption") == CaptionConfig()
+    assert typed(ListenerRecipe, cfg.listener_train, "listener_train") == ListenerRecipe()
+    spec = run_spec(cfg)
+    assert spec.speaker.adapter == {"kind": "perceiver", "n_latents": 8, "depth": 2, "width": 128, "heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
+    assert spec.lm.model.prefix_len == 8 and asdict(spec.lm.recipe)["seed"] == cfg.seed
+    assert spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "prob")
+
+
+def test_experiments_compose():
+    colorblind, none, control = (run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("colorblind", "no_subtraction", "control"))
+    assert none == Reward(colorblind.intended, colorblind.subtracted, 0.0, colorblind.score)  # colorblind with lam 0
+    assert control.subtracted == {"full_b": 1.0} and control.intended == colorblind.intended
+
+
+@pytest.mark.parametrize("spelling", ["speaker.adapter=mlp", "speaker/adapter=mlp", "speaker.adapter.kind=mlp"])
+def test_the_adapter_is_a_group(spelling):
+    spec = run_spec(compose_cfg("train", *group_overrides([spelling, "speaker.adapter.n_latents=4"])))
+    assert spec.speaker.adapter == {"kind": "mlp", "n_latents": 4, "hidden": None, "dropout": 0.0}
+    assert spec.lm.model.prefix_len == 4  # the LM's description length follows the prefix length
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["listeners.full.perception=sepia"], r"^listeners\.full\.perception: unknown perception 'sepia'; choose one of: full, grayscale"),
+        (["listeners.full.model=NoSuchModel"], r"^listeners\.full\.model: unknown open_clip model 'NoSuchModel'"),
+        (["speaker.vision.model=NoSuchModel"], r"^speaker\.vision\.model: unknown open_clip model"),
+        (["listeners.gray.pretrained=/no/such/gray.pt"], r"^listeners\.gray\.pretrained: /no/such/gray.pt does not exist"),
+        (["reward.score=best"], r"^reward: unknown reward score 'best'"),
+        (["+reward.subtracted.nobody=1.0"], r"listener 'nobody' plays .* not defined; define it with \+listeners\.nobody"),
+        (["game.listeners=[full,gray,ghost]"], r"listener 'ghost' plays"),
+        (["game.distractors=easy"], r"^game: unknown distractors 'easy'"),
+        (["game.n_images=1"], r"^game: need 2 <= n_images"),
+        (["lm.name=/no/such/lm"], r"LM directory /no/such/lm does not exist"),
+        (["speaker.checkpoint=/no/such/adapter.safetensors"], r"^speaker\.checkpoint: .* does not exist"),
+        (["device=tpu"], r"device|tpu"),
+        (["listeners.full.perception={name:blur,sigma:-1}"], r"^listeners\.full\.perception: .*sigma must be > 0"),
+        (["listeners.full.perception={_target_:no_such_module.Sepia}"], r"^listeners\.full\.perception: cannot build no_such_module\.Sepia"),
+        (["listeners.full.perception={_target_:listener_sub.rewards.Reward,intended:{a:1}}"], r"is not a listener_sub\.perception\.Perception"),
+        (["speaker.adapter.width=wide"], r"^speaker\.adapter\.width: "),
+        (["+speaker.adapter.depht=3"], r"^speaker\.adapter: the perceiver adapter has no setting\(s\) depht"),
+    ],
+)
+def test_bad_choices_are_one_user_error_before_anything_is_built(overrides, message, isolated_cache):
+    with pytest.raises(UserError, match=message):
+        cfg = compose_cfg("train", *overrides)
+        run_spec(cfg), trainer_config(cfg), eval_config(cfg)
+    assert not any(isolated_cache.iterdir())  # nothing was trained or cached
+
+
+@pytest.mark.parametrize("override", ["speaker/adapter=transformer", "no_such_key=1", "trainer.steps=many", "experiment=nope"])
+def test_unknown_keys_and_options_fail_to_compose(override):
+    with pytest.raises(HydraException):
+        compose_cfg("train", override)
+
+
+def test_the_command_line_reports_a_bad_choice_in_one_line(tmp_path):
+    env = dict(os.environ, LISTENER_SUB_CACHE=str(tmp_path / "cache"))
+    for override, start in [
+        ("listeners.full.perception=sepia", "listener-sub train: error: listeners.full.perception: unknown perception 'sepia'"),
+        ("listeners.full.model=NoSuchModel", "listener-sub train: error: listeners.full.model: unknown open_clip model 'NoSuchModel'"),
+        ("speaker.adapter=transformer", "listener-sub train: error: "),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "listener_sub", "train", override, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert not (tmp_path / "cache").exists()  # no pretraining started
+
+
+def test_a_perception_and_a_reward_of_your_own_plug_in_by_target(tmp_path, monkeypatch):
+    (tmp_path / "my_game.py").write_text(
+        "import torch\n"
+        "from listener_sub.perception import Perception\n"
+        "from listener_sub.rewards import Reward\n\n"
+        "class Sepia(Perception):\n"
+        "    name = 'sepia'\n"
+        "    def __init__(self, strength: float = 1.0):\n"
+        "        super().__init__()\n"
+        "        self.strength = strength\n"
+        "    def perceive(self, images):\n"
+        "        tone = torch.tensor([1.0, 0.85, 0.6]).view(1, 3, 1, 1)\n"
+        "        return images.mean(1, keepdim=True) * tone * self.strength\n\n"
+        "class Doubled(Reward):\n"
+        "    def __call__(self, target_probs, correct):\n"
+        "        return 2 * super().__call__(target_probs, correct)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = run_spec(compose_cfg("train", "listeners.gray.perception={_target_:my_game.Sepia,strength:0.5}", "reward._target_=my_game.Doubled"))
+    sepia = spec.listeners["gray"].perception
+    assert type(sepia).__name__ == "Sepia" and sepia.strength == 0.5
+    assert spec.listeners["gray"].perception_config == {"_target_": "my_game.Sepia", "strength": 0.5}  # in the CLIP's cache key
+    assert type(spec.reward).__name__ == "Doubled" and spec.reward.subtracted == {"gray": 1.0}
+    assert isinstance(run_spec(compose_cfg("train")).listeners["gray"].perception, Grayscale)
+
+
+def test_model_names_are_checked_without_importing_open_clip_yet_agree_with_it():
+    import open_clip
+
+    from listener_sub.models.listener import known_models, register_model_configs
+
+    register_model_configs()
+    assert set(known_models()) == set(open_clip.list_models()) and "ViT-B-32" in known_models() and "ls-rn-tiny-64" in known_models()
