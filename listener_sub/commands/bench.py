@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
@@ -12,14 +11,16 @@ from rich.table import Table
 
 from listener_sub.bench import bench_render
 from listener_sub.files import write_json
+from listener_sub.world import WorldConfig
 from listener_sub.cli import hydra_command
+from listener_sub.commands.common import typed
 
 
 @hydra_command("bench")
 def main(cfg: DictConfig) -> None:
     """Run every benchmark and report images (or steps) per second."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    world = hydra.utils.instantiate(cfg.world)
+    world = typed(WorldConfig, cfg.world, "world")
     results = bench_render(world, cfg.render.images, cfg.repeats)
     table = Table(title="listener-sub bench")
     table.add_column("metric")
