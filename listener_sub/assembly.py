@@ -84,7 +84,7 @@ class RunSpec:
 
     world: WorldConfig
     captions: CaptionConfig
-    listeners: dict[str, ListenerSpec]  # every defined listener (only the players are loaded)
+    listeners: dict[str, ListenerSpec]  # the players' listeners, by name
     players: list[str]  # the listeners that play, the reward's first
     reward: Reward
     game: dict[str, Any]  # create_game settings: n_images, distractors, choice, pool_size
@@ -94,7 +94,6 @@ class RunSpec:
     device: str = "auto"
     seed: int = 0  # the speaker adapter's initialisation
     clip_workers: int = 1  # missing CLIPs trained side by side in processes of one torch thread each
-    clip_threads: int | None = None  # torch threads while training a CLIP in this process
 
 
 class Assembly:
@@ -124,7 +123,7 @@ class Assembly:
 
     def _clip(self, kind: str, job: tuple[str, dict]) -> str:
         key, kwargs = job
-        build = lambda tmp: save_listener(train_listener(threads=self.spec.clip_threads, progress=self.progress, **kwargs), tmp)  # noqa: E731
+        build = lambda tmp: save_listener(train_listener(progress=self.progress, **kwargs), tmp)  # noqa: E731
         return str(self.cache.get_or_build(kind, key, CLIP_FILE, build))
 
     def build_clips(self) -> None:
@@ -133,19 +132,21 @@ class Assembly:
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
-        jobs = [("listeners", self._listener_job(name)) for name in self.spec.players if not self.spec.listeners[name].pretrained]
+        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if not self.spec.listeners[name].pretrained]
         if not self.spec.speaker.vision_pretrained:
-            jobs.append(("speaker_vision", self._vision_job()))
-        missing = {job[1][0]: job for job in jobs if not self.cache.has(job[0], job[1][0], CLIP_FILE)}  # one job per key
+            jobs.append(("speaker_vision", *self._vision_job()))
+        missing = {key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)}  # one job per key
         workers = min(self.spec.clip_workers, len(missing))
         if workers < 2:
             return  # built one at a time, on first use
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            paths = {key: self.cache.path(kind, key, CLIP_FILE) for key, (kind, _) in missing.items()}
-            futures = {key: pool.submit(_train_clip, paths[key], kwargs, self.progress, i) for i, (key, (_, (_, kwargs))) in enumerate(missing.items())}
-            for key, future in futures.items():
-                self.cache.record(missing[key][0], str(paths[key]), future.result())
+            futures = []
+            for position, (key, (kind, kwargs)) in enumerate(missing.items()):
+                path = self.cache.path(kind, key, CLIP_FILE)
+                futures.append((kind, path, pool.submit(_train_clip, path, kwargs, self.progress, position)))
+            for kind, path, future in futures:
+                self.cache.record(kind, str(path), future.result())
 
     def listener_checkpoint(self, name: str) -> str:
         """The listener's CLIP checkpoint: `pretrained` as given, else trained locally and cached."""

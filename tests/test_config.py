@@ -161,3 +161,16 @@ def test_model_names_are_checked_without_importing_open_clip_yet_agree_with_it()
 
     register_model_configs()
     assert set(known_models()) == set(open_clip.list_models()) and "ViT-B-32" in known_models() and "ls-rn-tiny-64" in known_models()
+
+
+def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
+    from listener_sub.commands.common import from_run
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("reward: {lam: 1.0, score: prob}\ncommand: train\nthreads: null\n")
+    own = OmegaConf.create({"command": "eval", "threads": 2})
+    cfg = from_run(own, tmp_path, ["command", "threads"], ["reward.lam=0.5", "~reward.score", "threads=2"])
+    assert OmegaConf.to_container(cfg) == {"reward": {"lam": 0.5}, "command": "eval", "threads": 2}
+    for bad, message in [(["~reward.nope"], "no such key"), (["reward.lamb=1"], "lamb"), (["experiment/x=y"], "no config groups")]:
+        with pytest.raises(UserError, match=message):
+            from_run(own, tmp_path, ["command"], bad)

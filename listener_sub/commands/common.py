@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from listener_sub.adapters import ADAPTERS, register_adapter
@@ -232,10 +232,15 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
             raise UserError(f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead")
         try:
             if override.is_delete():
-                OmegaConf.update(saved, key, None, force_add=True)
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(saved, parent) if parent else saved
+                if not OmegaConf.is_dict(node) or leaf not in node:
+                    raise KeyError(key)
+                with open_dict(node):
+                    del node[leaf]
             else:
                 OmegaConf.update(saved, key, override.value(), merge=True, force_add=override.is_add() or override.is_force_add())
-        except OmegaConfBaseException as error:
+        except (OmegaConfBaseException, KeyError) as error:
             raise UserError(f"{override.input_line}: {' '.join(str(error).split())} (the run's config has no such key)") from None
     OmegaConf.set_struct(saved, False)
     for key in own:

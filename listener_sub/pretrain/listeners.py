@@ -235,7 +235,6 @@ def train_listener(
     seed: int = 0,
     exclude: Sequence[str] = (),
     *,
-    threads: int | None = None,
     progress: bool = True,
     position: int | None = None,
 ) -> open_clip.CLIP:
@@ -250,7 +249,7 @@ def train_listener(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, threads, progress, position)
+        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, progress, position)
 
 
 def _train_listener(
@@ -260,7 +259,6 @@ def _train_listener(
     recipe: ListenerRecipe,
     seed: int,
     exclude: Sequence[str],
-    threads: int | None,
     progress: bool,
     position: int | None,
 ) -> open_clip.CLIP:
@@ -270,8 +268,6 @@ def _train_listener(
         raise ValueError(f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(ATTRIBUTES)}")
     import open_clip  # imported on use: it takes seconds
 
-    if threads:
-        torch.set_num_threads(threads)
     register_model_configs()
     rng = np.random.default_rng(seed)
     model = open_clip.create_model(model_name)  # random init; sets model.visual.preprocess_cfg
