@@ -1,7 +1,7 @@
 """Config schemas, registered in Hydra's ConfigStore: the library's dataclasses and factory signatures are the defaults.
 
 Groups and the ConfigStore entries the yaml files extend (`defaults: [base_..., _self_]`):
-world/base_world (WorldConfig), caption/default (CaptionConfig), game/default (`create_game`'s settings),
+world/base_world (WorldConfig), data/base_data (DataConfig), caption/default (CaptionConfig), game/default (`create_game`'s settings),
 evaluation/default (EvalConfig), listener_train/default (ListenerRecipe), listener/base_listener (ListenerConfig),
 lm/base_lm (LMNodeConfig), speaker/base_speaker (SpeakerConfig), speaker/adapter/<kind> (each adapter's config
 fields, from its dataclass), reward/default (a `_target_` node of `listener_sub.rewards.Reward`), trainer/base_trainer (RLConfig).
@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from listener_sub.adapters import ADAPTERS
+from listener_sub.data import DataConfig
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import create_game
 from listener_sub.models.lm import LMConfig
@@ -44,6 +45,7 @@ class ListenerConfig:
     perception: Any = "full"  # a name (full | grayscale | blur | lowres | crop), {name: ..., params} or {_target_: your.Perception, ...}
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     seed: int = 0  # initialisation and data order when trained locally
+    finetune: bool = False  # with pretrained: fine-tune it through its perception on the pretraining data (listener_train.*)
 
 
 @dataclass
@@ -106,6 +108,7 @@ def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(group="world", name="base_world", node=WorldConfig)
+    cs.store(group="data", name="base_data", node=DataConfig)
     cs.store(group="caption", name="default", node=CaptionConfig)
     cs.store(group="game", name="default", node=GameConfig)
     cs.store(group="evaluation", name="default", node=EvalConfig)

@@ -6,6 +6,8 @@ The speaker's reward is the configured listener-subtraction reward; a listener's
 
     env = dixit_v0.env(game=game, tokenizer=speaker.tokenizer, split="test", render_mode="ansi")
 
+Boards come from the split of the game's data, or of `data` (a DataConfig: other images, e.g. a folder).
+
 An env plays the game it is given; it never composes configs or trains models. The embedded default
 experiment's game and speaker come from `listener_sub.envs.defaults.load_default_players()`.
 """
@@ -20,6 +22,7 @@ from pettingzoo.utils import AgentSelector, wrappers
 
 from listener_sub.envs.render import frame, transcript
 from listener_sub.envs.round import SPEAKER, Round
+from listener_sub.data import DataConfig
 from listener_sub.game import Game
 
 ENV_ID = "listener_sub/Dixit-v0"
@@ -43,11 +46,13 @@ class raw_env(AECEnv):
 
     metadata = METADATA
 
-    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
+    def __init__(
+        self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None, data: DataConfig | None = None
+    ) -> None:
         super().__init__()
         if render_mode not in (None, *METADATA["render_modes"]):
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
-        self.round = Round(game, tokenizer, split, max_tokens)
+        self.round = Round(game, tokenizer, split, max_tokens, data)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
 
@@ -106,10 +111,12 @@ class parallel_raw_env(ParallelEnv):
 
     metadata = METADATA
 
-    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None) -> None:
+    def __init__(
+        self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None, data: DataConfig | None = None
+    ) -> None:
         if render_mode not in (None, *METADATA["render_modes"]):
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
-        self.round = Round(game, tokenizer, split, max_tokens)
+        self.round = Round(game, tokenizer, split, max_tokens, data)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
         self.agents: list[str] = []

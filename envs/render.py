@@ -5,7 +5,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from listener_sub.envs.round import SPEAKER, Round
-from listener_sub.world import ATTRIBUTES, canonical_caption
 
 SCALE = 3  # display pixels per image pixel
 GAP = 12  # pixels between board images
@@ -16,16 +15,15 @@ PICK_COLORS = [(220, 70, 40), (40, 110, 230), (170, 120, 0), (160, 60, 190), (0,
 
 
 def _describe(round_: Round) -> str:
-    """The target's referent in words: 'a small red striped circle on the left.'"""
-    pool, item = round_.boards.pool, int(round_.boards.target_items[0])
-    return canonical_caption(pool.scenes.objects(item)[0], ATTRIBUTES)
+    """The target in words: 'a small red striped circle on the left.' (data with scenes), its first caption, or its file."""
+    return round_.boards.checked_pool().describe(int(round_.boards.target_items[0]))
 
 
 def transcript(round_: Round) -> str:
     """Several lines: the board and target, the caption, each listener's pick and probabilities, the rewards."""
     boards = round_.boards
     lines = [
-        f"board {boards.items[0].tolist()} ({round_.split} scenes), target at {int(boards.target[0])}: {_describe(round_)}",
+        f"board {boards.items[0].tolist()} ({boards.checked_pool().data.name}), target at {int(boards.target[0])}: {_describe(round_)}",
         f"{SPEAKER}: " + ("(to speak)" if round_.caption is None else repr(round_.caption)),
     ]
     for agent, name in round_.listeners.items():

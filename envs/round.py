@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from listener_sub.data import DataConfig
 from listener_sub.game import Boards, Game, Outcome, decode_tokens
 from listener_sub.images import perceived
 
@@ -37,14 +38,14 @@ class Round:
     picks: dict[str, int]  # listener agent -> picked position
     outcome: Outcome | None  # the game core's verdict once every listener has picked
 
-    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16) -> None:
+    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, data: DataConfig | None = None) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the speaker's tokenizer needs an eos token")
-        self.game, self.tokenizer, self.split, self.max_tokens = game, tokenizer, split, max_tokens
+        self.game, self.tokenizer, self.split, self.max_tokens, self.data = game, tokenizer, split, max_tokens, data
         self.listeners = {listener_agent(i): name for i, name in enumerate(game.listeners)}  # agent -> listener name
         self.agents = [SPEAKER, *self.listeners]
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-        image = game.pool(split).images.shape[1:]  # (H, W, 3)
+        image = game.pool(split, data).images.shape[1:]  # (H, W, 3)
         caption = spaces.MultiDiscrete([len(tokenizer)] * max_tokens)
         self.action_spaces: dict[str, spaces.Space] = {SPEAKER: caption}
         self.observation_spaces: dict[str, spaces.Space] = {SPEAKER: spaces.Dict({"target": spaces.Box(0, 255, image, np.uint8)})}
@@ -58,7 +59,7 @@ class Round:
         """A new board; `seed` restarts the board stream (None: continue it)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.boards = self.game.sample(1, self.rng, self.split)
+        self.boards = self.game.sample(1, self.rng, self.split, self.data)
         self.tokens = np.full(self.max_tokens, self.pad_id, dtype=np.int64)
         self.caption, self.picks, self.outcome = None, {}, None
         self._views: dict[str, np.ndarray] = {}  # listener agent -> its perceived board

@@ -6,6 +6,8 @@ The public API, open_clip style (plain arguments, `create_*` factories); names l
     listener = listener_sub.create_listener("gray", "ls-rn-tiny-64", "gray.pt", perception="grayscale")
     speaker = listener_sub.create_speaker("ls-rn-tiny-64", "vision.pt", "path/to/lm", adapter="perceiver")
     game = listener_sub.create_game(listener_sub.WorldConfig(), {"full": full, "gray": gray}, reward)
+    coco = listener_sub.DataSource(listener_sub.DataConfig(kind="coco", root="/data/coco", image_size=224))
+    game = listener_sub.create_game(coco, {"full": full, "gray": gray}, reward, pool_size=None)
     env = listener_sub.make_env(game, speaker.tokenizer)
 """
 from __future__ import annotations
@@ -20,9 +22,12 @@ _EXPORTS = {
     "Assembly": "listener_sub.assembly",
     "Boards": "listener_sub.game",
     "CaptionConfig": "listener_sub.world",
+    "DataConfig": "listener_sub.data",
+    "DataSource": "listener_sub.data",
     "DataError": "listener_sub.errors",
     "EvalConfig": "listener_sub.evaluation",
     "Game": "listener_sub.game",
+    "ImageSet": "listener_sub.data",
     "Listener": "listener_sub.models.listener",
     "Outcome": "listener_sub.game",
     "PERCEPTIONS": "listener_sub.perception",
@@ -42,7 +47,6 @@ _EXPORTS = {
     "evaluate_listener": "listener_sub.evaluation",
     "evaluate_speaker": "listener_sub.evaluation",
     "listen": "listener_sub.game",
-    "make_dataset": "listener_sub.data",
     "make_env": "listener_sub.envs",
     "make_perception": "listener_sub.perception",
     "oracle_gaps": "listener_sub.oracle",

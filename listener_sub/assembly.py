@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from listener_sub.cache import ArtifactCache
-from listener_sub.data import SyntheticCaptions
+from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.errors import UserError
 from listener_sub.files import atomic_path, config_key
 from listener_sub.game import Game, create_game
@@ -55,6 +55,7 @@ class ListenerSpec:
     perception_config: Any = "full"  # what `perception` was built from: part of a locally trained CLIP's cache key
     exclude: tuple[str, ...] = ()  # attributes whose words never appear in its training captions
     seed: int = 0  # initialisation and data order when trained locally
+    finetune: bool = False  # with pretrained: fine-tune it on the pretraining data by the listener recipe (cached)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class RunSpec:
 
     world: WorldConfig
     captions: CaptionConfig
+    data: DataConfig  # the game's images (RL boards from trainer.split, evaluation boards from evaluation.split)
     listeners: dict[str, ListenerSpec]  # the players' listeners, by name
     players: list[str]  # the listeners that play, the reward's first
     reward: Reward
@@ -91,6 +93,7 @@ class RunSpec:
     speaker: SpeakerSpec
     lm: LMSpec
     listener_recipe: ListenerRecipe = field(default_factory=ListenerRecipe)
+    pretrain_data: DataConfig | None = None  # what locally trained models learn from (its train split); None: `data`
     device: str = "auto"
     seed: int = 0  # the speaker adapter's initialisation
     clip_workers: int = 1  # missing CLIPs trained side by side in processes of one torch thread each
@@ -106,16 +109,44 @@ class Assembly:
 
     # ---------------------------------------------------------------- CLIPs
 
-    def _clip_job(self, model: str, perception: Perception, perception_config: Any, exclude: tuple[str, ...], seed: int) -> tuple[str, dict]:
-        """The cache key of a locally trained CLIP and the train_listener arguments that make it."""
+    # ---------------------------------------------------------------- data
+
+    def source(self, config: DataConfig | None = None) -> DataSource:
+        """The run's data (or `config`) over its world, decoded images kept in the cache."""
+        return DataSource(config or self.spec.data, self.spec.world, self.cache.root)
+
+    def pretrain_images(self, size: int) -> ImageSet | None:
+        """The first `size` images of the pretraining data's train split; None for the embedded world (the recipes
+        render its scenes themselves)."""
+        source = self.source(self.spec.pretrain_data)
+        return None if source.kind == "synthetic" else source.load("train", size)
+
+    @staticmethod
+    def _data_key(images: ImageSet | None) -> list[str]:
+        """What a locally trained model's key adds for its data: nothing for the embedded world (keys as before)."""
+        return [] if images is None else [images.key]
+
+    # ---------------------------------------------------------------- CLIPs
+
+    def _clip_job(
+        self, model: str, perception: Perception, perception_config: Any, exclude: tuple[str, ...], seed: int, init: str | None = None
+    ) -> tuple[str, dict]:
+        """The cache key of a locally trained (or fine-tuned, from `init`) CLIP and the train_listener arguments that make it."""
         recipe = self.spec.listener_recipe
-        key = f"{model}-{config_key(model, perception_config, list(exclude), seed, self.spec.world, recipe)}"
-        kwargs = dict(model_name=model, perception=perception, world=self.spec.world, recipe=recipe, seed=seed, exclude=exclude)
+        data = self.pretrain_images(recipe.pool_size)
+        start = [] if init is None else [init, *_file_identity(init)]
+        key = f"{model}-{config_key(model, perception_config, list(exclude), seed, self.spec.world, recipe, *self._data_key(data), *start)}"
+        kwargs = dict(model_name=model, perception=perception, world=self.spec.world, recipe=recipe, seed=seed, exclude=exclude, data=data, init=init)
         return key, kwargs
 
     def _listener_job(self, name: str) -> tuple[str, dict]:
         ls = self.spec.listeners[name]
-        return self._clip_job(ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed)
+        return self._clip_job(ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None)
+
+    def _trained_locally(self, name: str) -> bool:
+        """Whether the listener's CLIP comes out of the listener recipe (trained from scratch or fine-tuned)."""
+        ls = self.spec.listeners[name]
+        return not ls.pretrained or ls.finetune
 
     def _vision_job(self) -> tuple[str, dict]:
         sp = self.spec.speaker
@@ -132,7 +163,7 @@ class Assembly:
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
-        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if not self.spec.listeners[name].pretrained]
+        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if self._trained_locally(name)]
         if not self.spec.speaker.vision_pretrained:
             jobs.append(("speaker_vision", *self._vision_job()))
         missing = {key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)}  # one job per key
@@ -149,9 +180,9 @@ class Assembly:
                 self.cache.record(kind, str(path), future.result())
 
     def listener_checkpoint(self, name: str) -> str:
-        """The listener's CLIP checkpoint: `pretrained` as given, else trained locally and cached."""
+        """The listener's CLIP checkpoint: `pretrained` as given, else trained (or fine-tuned) locally and cached."""
         ls = self.spec.listeners[name]
-        return str(ls.pretrained) if ls.pretrained else self._clip("listeners", self._listener_job(name))
+        return self._clip("listeners", self._listener_job(name)) if self._trained_locally(name) else str(ls.pretrained)
 
     def listener(self, name: str) -> Listener:
         ls = self.spec.listeners[name]
@@ -166,7 +197,7 @@ class Assembly:
     def game(self) -> Game:
         """The run's game with its players loaded (or built)."""
         listeners = {name: self.listener(name) for name in self.spec.players}
-        return create_game(self.spec.world, listeners, self.spec.reward, **self.spec.game)
+        return create_game(self.source(), listeners, self.spec.reward, **self.spec.game)
 
     # ---------------------------------------------------------------- LM
 
@@ -175,8 +206,9 @@ class Assembly:
         lm = self.spec.lm
         if lm.name:
             return str(lm.name)
-        key = f"gpt2-{config_key(lm.model, lm.recipe, self.spec.world, self.spec.captions)}"
-        build = lambda tmp: train_lm(lm.model, self.spec.world, self.spec.captions, tmp, lm.recipe, self.progress)  # noqa: E731
+        data = self.pretrain_images(lm.recipe.n_scenes)
+        key = f"gpt2-{config_key(lm.model, lm.recipe, self.spec.world, self.spec.captions, *self._data_key(data))}"
+        build = lambda tmp: train_lm(lm.model, self.spec.world, self.spec.captions, tmp, lm.recipe, self.progress, data)  # noqa: E731
         return str(self.cache.get_or_build("lm", key, "model", build))
 
     # ---------------------------------------------------------------- speaker
@@ -195,13 +227,15 @@ class Assembly:
             if not Path(sp.checkpoint).exists():
                 raise UserError(f"speaker.checkpoint {sp.checkpoint} does not exist; fix the path or set it to null")
             return str(sp.checkpoint)
-        key = config_key(self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions)
+        recipe = sp.captioner
+        data = self.pretrain_images(recipe.scenes)
+        key = config_key(self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions, *self._data_key(data))
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            recipe = sp.captioner
-            data = SyntheticCaptions(self.spec.world, self.spec.captions, "train", recipe.scenes, recipe.per_scene, recipe.seed, self.cache.root)
-            train_captioner(speaker, data.images, data.captions, recipe, self.progress)
+            images = data or self.source(DataConfig()).load("train", recipe.scenes)  # the embedded world's train scenes
+            captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
+            train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()
             speaker.save_adapter(tmp / ADAPTER_FILE)
 
@@ -212,6 +246,15 @@ class Assembly:
         speaker = self.base_speaker()
         speaker.load_adapter(adapter or self.adapter_path())
         return speaker.to(self.device)
+
+
+def _file_identity(path: str) -> list[Any]:
+    """A pretrained file's size and modification time (a changed file is a new artifact); nothing for a tag."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return []
+    stat = file.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _train_clip(path: Path, kwargs: dict, progress: bool, position: int) -> float:

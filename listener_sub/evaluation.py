@@ -5,17 +5,18 @@ Both score captions with `listener_sub.game.listen` (the one scoring path) and l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from listener_sub.data import DataConfig
 from listener_sub.game import Boards, Game, Pool, listen
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker
-from listener_sub.world import ATTRIBUTES, WorldConfig
-from listener_sub.world.combos import caption_text, combo_ids, mask_of
+from listener_sub.world.combos import Combos
 
 EVAL_CHUNK = 250  # boards captioned and judged at once in evaluation
 
@@ -26,23 +27,25 @@ class EvalConfig:
 
     boards: int = 1000  # boards per evaluation (the same boards each time)
     seed: int = 123  # draws the boards, the sampled evaluation captions and sampled picks
-    split: str = "test"  # scene split the boards come from
+    split: str = "test"  # split of the data the boards come from
+    data: Any = None  # a DataConfig: other data to evaluate on (zero-shot transfer); null: the game's data
 
 
 def held_out_boards(game: Game, cfg: EvalConfig) -> Boards:
-    """cfg.boards boards of cfg.split drawn with cfg.seed, every listener's features of the pool computed in a fixed order.
+    """cfg.boards boards of cfg.split (of cfg.data, else the game's data) drawn with cfg.seed, every listener's features
+    of the pool computed in a fixed order.
 
     Features then never depend on which boards happened to be drawn first (a resumed run sees the same numbers).
     """
-    warm_pool(game, cfg.split)
-    return game.sample(cfg.boards, np.random.default_rng(cfg.seed), cfg.split)
+    warm_pool(game, cfg.split, cfg.data)
+    return game.sample(cfg.boards, np.random.default_rng(cfg.seed), cfg.split, cfg.data)
 
 
-def warm_pool(game: Game, split: str) -> None:
-    """Compute every listener's features of the split's whole pool, in a fixed order."""
-    pool = game.pool(split)
+def warm_pool(game: Game, split: str, data: DataConfig | None = None) -> None:
+    """Compute (or read from the disk cache) every listener's features of the split's whole pool, in a fixed order."""
+    pool = game.pool(split, data)
     for listener in game.listeners.values():
-        pool.features(listener, np.arange(len(pool)))
+        pool.warm(listener)
 
 
 @torch.no_grad()
@@ -72,15 +75,13 @@ def evaluate_speaker(
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
-    acc/<listener> (every listener of the game), gap, reward (the game's), mention/<attribute>,
-    truthful, grammatical, length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
+    acc/<listener> (every listener of the game), gap, reward (the game's), mention/<attribute>, truthful and
+    grammatical (data with scenes), length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
     captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
     a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched.
     """
     pool = boards.checked_pool()
     targets = boards.target_items  # (B,)
-    objects = [pool.scenes.objects(int(i)) for i in targets]
-    x = [pool.scenes.x(int(i)) for i in targets]
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     metrics: dict[str, float] = {}
     for prefix, greedy in (("", True), ("sample/", False)):
@@ -101,42 +102,45 @@ def evaluate_speaker(
             for key, value in per_board.items():
                 rows.setdefault(key, []).append(value.double().cpu())
         metrics |= {f"{prefix}{key}": float(torch.cat(values).mean()) for key, values in rows.items()}
-        metrics |= caption_metrics(texts, objects, x, prefix)
+        metrics |= caption_metrics(texts, pool.scenes, targets, pool.data.lexicon, prefix)
     return metrics
 
 
-LISTENER_CONDITIONS: dict[str, tuple[str, ...]] = {
-    "full_caption": ATTRIBUTES,
-    "no_color": tuple(a for a in ATTRIBUTES if a != "color"),
-    **{f"only/{a}": (a,) for a in ATTRIBUTES},
-}
+def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Caption conditions of `evaluate_listener`: the full caption, no colour, and each attribute alone."""
+    return {"full_caption": attributes, "no_color": tuple(a for a in attributes if a != "color"), **{f"only/{a}": (a,) for a in attributes}}
 
 
-def evaluate_listener(
-    listener: Listener, world: WorldConfig, n_boards: int = 1000, board_size: int = 4, seed: int = 0, split: str = "test"
-) -> dict[str, float]:
-    """Accuracy on boards (target + random distractors of the split) for captions naming given attributes, and tie-aware ceilings.
+def evaluate_listener(listener: Listener, pool: Pool, n_boards: int = 1000, board_size: int = 4, seed: int = 0) -> dict[str, float]:
+    """Accuracy on boards of distinct random pool images for captions naming given attributes, and tie-aware ceilings.
 
-    Keys: acc_<cond> and ceiling_<cond> for cond in full_caption, no_color, only/<attribute>; acc_color_only.
-    The captions are the canonical ones of the oracle speakers, scored by `listen`.
+    Data with scenes, keys acc_<cond> and ceiling_<cond> for cond in full_caption, no_color, only/<attribute>, and
+    acc_color_only; the captions are the oracle speakers' canonical ones. Data with reference captions (COCO): acc_caption,
+    each target's first caption. Scored by `listen`; min(n_boards, len(pool) // board_size) boards.
     """
     rng = np.random.default_rng(seed)
-    pool = Pool.build(world, split, n_boards * board_size)
-    items = rng.permutation(n_boards * board_size).reshape(n_boards, board_size)  # (n, N) scene indices
-    slot = rng.integers(0, board_size, n_boards)  # (n,) target position
+    n = min(n_boards, len(pool) // board_size)
+    items = rng.permutation(len(pool))[: n * board_size].reshape(n, board_size)  # (n, N) pool indices
+    slot = rng.integers(0, board_size, n)  # (n,) target position
     boards = Boards(items, slot, pool)
-    attrs = pool.attrs  # (S, A)
     target = boards.target_items  # (n,)
-    same = attrs[items] == attrs[target][:, None, :]  # (n, N, A)
-    combos = combo_ids(attrs[target])  # (n,)
-    metrics: dict[str, float] = {}
-    for cond, names in LISTENER_CONDITIONS.items():
-        mask = mask_of(names)
-        captions = [caption_text(int(c), mask) for c in combos]
+
+    def accuracy(captions: list[str]) -> float:
         choice = listen({listener.name: listener}, captions, boards)[listener.name].argmax(1).cpu().numpy()  # (n,)
-        used = np.array([a in names for a in ATTRIBUTES])
+        return float((choice == slot).mean())
+
+    if pool.scenes is None:
+        return {} if pool.data.captions is None else {"acc_caption": accuracy([pool.data.captions[int(t)][0] for t in target])}
+    combos = Combos(pool.scenes.vocab)
+    attrs = pool.attrs  # (S, A)
+    same = attrs[items] == attrs[target][:, None, :]  # (n, N, A)
+    ids = combos.ids(attrs[target])  # (n,)
+    metrics: dict[str, float] = {}
+    for cond, names in listener_conditions(combos.attributes).items():
+        mask = combos.mask_of(names)
+        used = np.array([a in names for a in combos.attributes])
         ties = same[..., used].all(-1).sum(1)  # (n,) board images the caption is true of
-        metrics[f"acc_{cond}"] = float((choice == slot).mean())
+        metrics[f"acc_{cond}"] = accuracy([combos.caption(int(c), mask) for c in ids])
         metrics[f"ceiling_{cond}"] = float((1.0 / ties).mean())
     metrics["acc_color_only"] = metrics["acc_only/color"]
     return metrics

@@ -9,13 +9,20 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from listener_sub.data import DataConfig, DataSource, ImageSet
+from listener_sub.data.imageset import Pixels
+from listener_sub.data.synthetic import synthetic_images
+from listener_sub.errors import DataError, UserError
+from listener_sub.files import atomic_path, config_key
 from listener_sub.rewards import Reward, listener_rewards
-from listener_sub.world import SceneBatch, WorldConfig, render, sample_scenes
+from listener_sub.world import SceneBatch, WorldConfig
 
 if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
     from listener_sub.models.listener import Listener
@@ -23,52 +30,115 @@ if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
 DISTRACTORS = ("random", "hard", "differ_one")  # how a board's distractors relate to its target
 CHOICES = ("argmax", "sample")  # how a listener turns P(image | caption) into a pick
 FEATURE_CHUNK = 512  # images per listener forward pass when filling a pool's feature cache
+PROGRESS_MIN = 8192  # pools from this size show a progress bar while their features are computed
 
 
 @dataclass(eq=False)
 class Pool:
-    """The scenes of one split that boards index into, rendered once; each listener's image features cached lazily."""
+    """The images of one split that boards index into (an ImageSet); each listener's image features computed once.
 
-    scenes: SceneBatch  # scene i of the pool is scene i of its split
-    images: np.ndarray  # (P, H, W, 3) uint8
+    Features live in memory, filled lazily for the images boards use; `warm` computes a listener's features of the whole
+    pool in a fixed order and, given a `cache` directory, keeps them on disk keyed by (the listener's weights and
+    perception, the images), so the next run reads them instead.
+    """
+
+    data: ImageSet
+    cache: Path | None = None  # directory of on-disk feature tables (None: memory only)
     _features: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     @classmethod
     def build(cls, world: WorldConfig, split: str, size: int) -> "Pool":
-        """Scenes 0 .. size-1 of a split, rendered."""
-        scenes = sample_scenes(world, split, 0, size)
-        return cls(scenes, render(scenes, world.image_size))
+        """Scenes 0 .. size-1 of a split of the world, rendered."""
+        return cls(synthetic_images(world, split, size))
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.data)
+
+    @property
+    def images(self) -> Pixels:
+        """(P, H, W, 3) uint8, indexable with integer arrays of any shape."""
+        return self.data.images
+
+    @property
+    def scenes(self) -> SceneBatch | None:
+        """Scene i of the pool is its image i's scene (None: data without attributes)."""
+        return self.data.scenes
 
     @property
     def split(self) -> str:
-        return self.scenes.split
+        return self.data.split
 
     @property
     def attrs(self) -> np.ndarray:
         """(P, A) attribute value indices of each scene's referent (object 0)."""
-        return self.scenes.attrs[:, 0]
+        return self.data.attrs
 
-    @torch.no_grad()
-    def features(self, listener: Listener, items: np.ndarray) -> torch.Tensor:
-        """(*items.shape, D) unit-norm image features as `listener` sees pool images (through its perception).
-
-        Each pool image is encoded once per listener, on first use, then read from the cache.
-        """
+    def _table(self, listener: Listener) -> tuple[torch.Tensor | None, np.ndarray]:
         if listener not in self._features:
             self._features[listener] = (None, np.zeros(len(self), dtype=bool))
-        table, filled = self._features[listener]
-        missing = np.unique(items[~filled[items]])
-        if len(missing):
-            new = torch.cat([listener.encode_images(self.images[missing[s : s + FEATURE_CHUNK]]) for s in range(0, len(missing), FEATURE_CHUNK)])
+        return self._features[listener]
+
+    def _fill(self, listener: Listener, missing: np.ndarray, progress: bool = False) -> None:
+        """Encode the images `missing` (sorted, distinct), FEATURE_CHUNK at a time, into the listener's table."""
+        table, filled = self._table(listener)
+        chunks = range(0, len(missing), FEATURE_CHUNK)
+        bar = tqdm(chunks, desc=f"features: {listener.name} on {self.data.name}", unit="chunk", disable=not progress, leave=False)
+        for start in bar:
+            rows = missing[start : start + FEATURE_CHUNK]
+            new = listener.encode_images(self.images[rows])  # (n, D)
             if table is None:
                 table = new.new_zeros(len(self), new.shape[-1])  # (P, D)
                 self._features[listener] = (table, filled)
-            table[torch.from_numpy(missing).to(table.device)] = new
-            filled[missing] = True
+            table[torch.from_numpy(rows).to(table.device)] = new
+            filled[rows] = True
+
+    @torch.no_grad()
+    def features(self, listener: Listener, items: np.ndarray) -> torch.Tensor:
+        """(*items.shape, D) unit-norm image features as `listener` sees pool images (through its perception)."""
+        _, filled = self._table(listener)
+        missing = np.unique(items[~filled[items]])
+        if len(missing):
+            self._fill(listener, missing)
+        table, _ = self._table(listener)
         return table[torch.from_numpy(np.asarray(items)).to(table.device)]
+
+    @torch.no_grad()
+    def warm(self, listener: Listener) -> None:
+        """Every image's features for the listener, in a fixed order (read from the disk cache when it holds them)."""
+        table, filled = self._table(listener)
+        if filled.all():
+            return
+        path = self._cache_path(listener)
+        stored = _load_table(path) if path is not None else None  # (P, D)
+        if stored is not None and stored.shape[0] == len(self) and (table is None or stored.shape[1] == table.shape[1]):
+            self._features[listener] = (torch.from_numpy(stored).to(listener.device), np.ones(len(self), dtype=bool))
+            return
+        self._fill(listener, np.flatnonzero(~filled), progress=len(self) >= PROGRESS_MIN)
+        if path is not None:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as out:
+                    np.save(out, self._table(listener)[0].cpu().numpy())
+
+    def _cache_path(self, listener: Listener) -> Path | None:
+        """Where the listener's features of this pool are kept on disk (None: no cache, or a listener without a fingerprint)."""
+        if self.cache is None:
+            return None
+        fingerprint = getattr(listener, "fingerprint", None)
+        if fingerprint is None:
+            return None
+        return Path(self.cache) / "features" / f"{config_key(fingerprint, self.data.key)}.npy"
+
+    def describe(self, item: int) -> str:
+        """Pool image `item` in words (its referent, else its first reference caption, else its file)."""
+        return self.data.describe(item)
+
+
+def _load_table(path: Path) -> np.ndarray | None:
+    """A feature table saved by `Pool.warm`, or None when there is none or it is unreadable (it is computed again)."""
+    try:
+        return np.load(path, allow_pickle=False) if path.is_file() else None
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 @dataclass
@@ -114,7 +184,7 @@ class Boards:
 
     @property
     def target_attrs(self) -> np.ndarray:
-        """(B, A) attribute value indices of each target's referent."""
+        """(B, A) attribute value indices of each target's referent (data with scenes only)."""
         return self.checked_pool().attrs[self.target_items]
 
 
@@ -176,6 +246,8 @@ def sample_boards(
             bad = ~_distinct_rows(items)
     elif pool is None or len(pool) != pool_size:
         raise ValueError(f"`{distractors}` distractors need the pool of {pool_size} scenes (pool=...)")
+    elif pool.scenes is None:
+        raise ValueError(f"`{distractors}` distractors need images with scene attributes; {pool.data.name} has none (use game.distractors=random)")
     else:
         items = _sample_related(pool.attrs, n_boards, n_images, rng, distractors)
     target = rng.integers(0, n_images, size=n_boards)
@@ -235,7 +307,7 @@ class Outcome:
         return listener_rewards(self.correct)
 
 
-def check_game(players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int) -> None:
+def check_game(players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int | None) -> None:
     """Raise ValueError on game settings that cannot work."""
     missing = [name for name in reward.listeners if name not in players]
     if missing:
@@ -244,43 +316,53 @@ def check_game(players: Sequence[str], reward: Reward, n_images: int, distractor
         raise ValueError(f"unknown distractors {distractors!r}; choose one of: {', '.join(DISTRACTORS)}")
     if choice not in CHOICES:
         raise ValueError(f"unknown choice {choice!r}; choose one of: {', '.join(CHOICES)}")
-    if n_images < 2 or pool_size < n_images:
+    if n_images < 2 or (pool_size is not None and pool_size < n_images):
         raise ValueError(f"need 2 <= n_images <= pool_size; got n_images={n_images}, pool_size={pool_size}")
 
 
 class Game:
-    """The listener-subtraction reference game over pools of rendered world scenes, one pool per split.
+    """The listener-subtraction reference game over pools of images, one pool per (data, split).
 
     Listeners may include players the reward does not read (a control listener); they choose all the same.
     """
 
     def __init__(
         self,
-        world: WorldConfig,
+        data: DataSource,
         listeners: Mapping[str, Listener],
         reward: Reward,
         n_images: int,
         distractors: str,
         choice: str,
-        pool_size: int,
+        pool_size: int | None,
     ) -> None:
         """Use `create_game` (it documents the settings and their defaults)."""
         check_game(list(listeners), reward, n_images, distractors, choice, pool_size)
-        self.world, self.listeners, self.reward = world, dict(listeners), reward
+        self.data, self.listeners, self.reward = data, dict(listeners), reward
         self.n_images, self.distractors, self.choice, self.pool_size = n_images, distractors, choice, pool_size
-        self._pools: dict[str, Pool] = {}
+        self._pools: dict[tuple[str, str], Pool] = {}
 
-    def pool(self, split: str) -> Pool:
-        """The split's pool of scenes, built on first use."""
-        if split not in self._pools:
-            self._pools[split] = Pool.build(self.world, split, self.pool_size)
-        return self._pools[split]
+    def pool(self, split: str, data: DataConfig | None = None) -> Pool:
+        """The pool of a split of the game's data (or of `data`, e.g. for zero-shot evaluation), loaded on first use."""
+        source = self.data if data is None else self.data.with_config(data)
+        key = (config_key(source.config), split)
+        if key not in self._pools:
+            images = source.load(split, self.pool_size)
+            if len(images) < self.n_images:
+                raise DataError(
+                    f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={self.n_images}; "
+                    "add images or lower game.n_images"
+                )
+            if self.distractors != "random" and images.scenes is None:
+                raise UserError(f"game.distractors={self.distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)")
+            cache = None if source.cache_dir is None else Path(source.cache_dir)
+            self._pools[key] = Pool(images, cache)
+        return self._pools[key]
 
-    def sample(self, n_boards: int, rng: np.random.Generator, split: str = "train") -> Boards:
+    def sample(self, n_boards: int, rng: np.random.Generator, split: str = "train", data: DataConfig | None = None) -> Boards:
         """n_boards boards of the split's pool (train for RL, test for evaluation), deterministic given `rng`."""
-        pool = self.pool(split)
+        pool = self.pool(split, data)
         return sample_boards(len(pool), n_boards, self.n_images, rng, self.distractors, pool)
-
     def listen(self, captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
         """Listener name -> (B, N) P(image | caption) of each of the game's listeners (`listen`)."""
         return listen(self.listeners, captions, boards)
@@ -305,18 +387,20 @@ class Game:
 
 
 def create_game(
-    world: WorldConfig,
+    data: DataSource | WorldConfig,
     listeners: Mapping[str, Listener],
     reward: Reward,
     n_images: int = 4,
     distractors: str = "random",
     choice: str = "argmax",
-    pool_size: int = 4096,
+    pool_size: int | None = 4096,
 ) -> Game:
-    """The listener-subtraction game over the world's scenes.
+    """The listener-subtraction game over a dataset's images (a WorldConfig: the embedded world's scenes).
 
     n_images: target + n_images - 1 distractors per board. distractors: random | hard (shares an attribute with
-    the target) | differ_one (differs in exactly one). choice: argmax | sample, how a listener turns
-    P(image | caption) into its pick. pool_size: scenes of a split rendered as the pool boards are drawn from.
+    the target) | differ_one (differs in exactly one); the last two need data with scene attributes. choice: argmax |
+    sample, how a listener turns P(image | caption) into its pick. pool_size: images per pool (the first of a split;
+    the embedded world renders that many scenes; null: every image of a folder).
     """
-    return Game(world, listeners, reward, n_images, distractors, choice, pool_size)
+    source = DataSource(world=data) if isinstance(data, WorldConfig) else data
+    return Game(source, listeners, reward, n_images, distractors, choice, pool_size)

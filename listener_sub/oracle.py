@@ -1,6 +1,7 @@
 """Oracle speakers from ground truth: the canonical caption naming a subset of the target's attributes.
 
-Every non-empty subset of the world's attributes (31) is scored by the same listeners on the same boards:
+They need images with scenes (the embedded world, CLEVR); `has_oracle` says whether boards have them.
+Every non-empty subset of the scenes' attributes (31) is scored by the same listeners on the same boards:
 `fixed_oracle_gap` is the best mean gap of one subset said on every board (the hand-designed policy RL
 must match), `oracle_gap` the mean gap when each board gets the subset best for the reward (the ceiling).
 """
@@ -14,23 +15,29 @@ import torch
 
 from listener_sub.game import Boards, Game
 from listener_sub.world import ATTRIBUTES
-from listener_sub.world.combos import caption_text, combo_ids, mask_of
+from listener_sub.world.combos import Combos
 
 SUBSETS: tuple[tuple[str, ...], ...] = tuple(
     subset for size in range(1, len(ATTRIBUTES) + 1) for subset in itertools.combinations(ATTRIBUTES, size)
-)  # the 31 non-empty attribute subsets, smallest first
+)  # the 31 non-empty attribute subsets, smallest first (every scene vocabulary has these five attributes)
 BOARD_CHUNK = 256  # boards scored at once (x 31 subsets)
+
+
+def has_oracle(boards: Boards) -> bool:
+    """Whether the boards' images come with scenes, which the oracle speakers describe."""
+    return boards.checked_pool().scenes is not None
 
 
 def oracle_captions(boards: Boards) -> tuple[list[str], np.ndarray]:
     """Distinct canonical captions and (S, B) the index of the one naming subset s of board b's target."""
-    combos = combo_ids(boards.target_attrs)  # (B,)
-    keys, where = np.unique(combos, return_inverse=True)  # the distinct target combos
+    combos = Combos(boards.checked_pool().scenes.vocab)
+    ids = combos.ids(boards.target_attrs)  # (B,)
+    keys, where = np.unique(ids, return_inverse=True)  # the distinct target combos
     text_ids: dict[str, int] = {}
     index = np.empty((len(SUBSETS), len(boards)), dtype=np.int64)
     for s, subset in enumerate(SUBSETS):
-        mask = mask_of(subset)
-        per_key = np.array([text_ids.setdefault(caption_text(int(c), mask), len(text_ids)) for c in keys])
+        mask = combos.mask_of(subset)
+        per_key = np.array([text_ids.setdefault(combos.caption(int(c), mask), len(text_ids)) for c in keys])
         index[s] = per_key[where]
     return list(text_ids), index
 

@@ -175,3 +175,10 @@ def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:
         return cls(**params)
     except (TypeError, ValueError) as err:
         raise ValueError(f"bad parameters {params} for perception {name!r}: {err}") from err
+
+
+def perception_key(perception: Perception) -> str:
+    """What decides a perception's output, as text: its class and its plain settings (numbers, strings, tuples)."""
+    cls = type(perception)
+    settings = {k: v for k, v in sorted(vars(perception).items()) if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, tuple, type(None)))}
+    return f"{cls.__module__}.{cls.__qualname__}{settings}"

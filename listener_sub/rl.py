@@ -28,7 +28,6 @@ from listener_sub.game import Game
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
 from listener_sub.optim import warmup_cosine
-from listener_sub.world import SPLITS
 
 BASELINES = ("rloo", "mean", "ema", "none")
 CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
@@ -57,7 +56,7 @@ class RLConfig:
     warmup: int = 10  # steps of linear learning-rate warmup
     lr_floor: float = 1.0  # learning rate at `steps` as a fraction of lr (cosine decay after warmup); 1: constant
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm); 0: off
-    split: str = "train"  # scene split of the training boards
+    split: str = "train"  # split of the game's data the training boards come from
     log_every: int = 1  # steps between lines of metrics.jsonl / TensorBoard points
     eval_every: int = 100  # steps between evaluations (also before and after training); 0: before and after only
     save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
@@ -71,8 +70,6 @@ class RLConfig:
             problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")
         if self.baseline == "rloo" and self.k < 2:
             problems.append(f"k={self.k} with baseline=rloo (needs k >= 2)")
-        if self.split not in SPLITS:
-            problems.append(f"split={self.split} (choose one of: {', '.join(SPLITS)})")
         for name in ("steps", "boards", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
@@ -195,8 +192,7 @@ class Trainer:
         }  # fmt: skip
         stats |= {f"acc/{name}": right.float().mean() for name, right in outcome.correct.items()}
         metrics = {key: float(value) for key, value in stats.items()}
-        objects = [pool.scenes.objects(int(i)) for i in targets]
-        metrics |= caption_metrics(gen.texts, objects, [pool.scenes.x(int(i)) for i in targets])
+        metrics |= caption_metrics(gen.texts, pool.scenes, targets, pool.data.lexicon)
         return metrics
 
     # ------------------------------------------------------------ evaluation

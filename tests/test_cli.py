@@ -13,7 +13,7 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_preview_writes_a_grid_of_every_perception(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("preview", f"hydra.run.dir={out}", "scenes=3", "scale=2", "data.split=shifted")
+    result = run_cli("preview", f"hydra.run.dir={out}", "scenes=3", "scale=2", "split=shifted")
     assert result.returncode == 0, result.stderr
     image = np.asarray(Image.open(out / "preview.png").convert("RGB"))
     # 4 perceptions side by side, 3 rows of 128-pixel tiles plus margins and captions
@@ -38,12 +38,12 @@ def test_bad_override_is_one_line_with_exit_2(tmp_path):
 
 
 def test_bad_value_is_one_line_and_debug_shows_traceback(tmp_path):
-    result = run_cli("preview", "data.split=dev", f"hydra.run.dir={tmp_path / 'a'}")
+    result = run_cli("preview", "split=dev", f"hydra.run.dir={tmp_path / 'a'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("listener-sub preview: error: unknown split 'dev'")
+    assert len(lines) == 1 and lines[0].startswith("listener-sub preview: error: the embedded world has no split 'dev'")
     assert "train, val, test, shifted" in lines[0]
-    debug = run_cli("preview", "data.split=dev", "debug=true", f"hydra.run.dir={tmp_path / 'b'}")
+    debug = run_cli("preview", "split=dev", "debug=true", f"hydra.run.dir={tmp_path / 'b'}")
     assert debug.returncode not in (0, 2) and "Traceback" in debug.stderr
 
 
@@ -63,7 +63,7 @@ def test_cfg_job_prints_the_composed_config():
 def test_missing_mandatory_value_names_the_override(tmp_path):
     result = run_cli("preview", "data=coco", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["listener-sub preview: error: data.root is not set; set it with data.root=..."]
+    assert result.stderr.strip().splitlines() == ["listener-sub preview: error: data.root is not set; data=coco needs the dataset folder: data.root=/path/to/folder"]
 
 
 def test_preview_of_a_coco_folder(tmp_path):
@@ -78,12 +78,12 @@ def test_preview_of_a_coco_folder(tmp_path):
     }
     (root / "annotations" / "captions_val2017.json").write_text(json.dumps(annotations))
     out = tmp_path / "run"
-    result = run_cli("preview", "data=coco", f"data.root={root}", "data.image_size=32", f"hydra.run.dir={out}")
+    result = run_cli("preview", "data=coco", f"data.root={root}", "data.image_size=32", "split=val", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     image = np.asarray(Image.open(out / "preview.png").convert("RGB")).astype(int)
     assert (np.abs(image - [200, 30, 30]).max(-1) < 20).sum() > 500  # the red photo shows, in full colour
     (root / "val2017" / "1.jpg").unlink()
-    broken = run_cli("preview", "data=coco", f"data.root={root}", f"hydra.run.dir={out}")
+    broken = run_cli("preview", "data=coco", f"data.root={root}", "split=val", f"hydra.run.dir={out}")
     assert broken.returncode == 2 and "1.jpg" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
 
 

@@ -23,6 +23,7 @@ from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, read_adapter
 from listener_sub.models.vision import VisionTower
 from listener_sub.pretrain.listeners import ListenerRecipe, train_listener
+from listener_sub.game import Pool
 from listener_sub.world import WorldConfig
 
 
@@ -123,7 +124,7 @@ def test_factories_recipes_and_evaluation_leave_the_global_rng_alone(tmp_path):
     game = tiny_game(listeners)
     boards = held_out_boards(game, EvalConfig(boards=8))
     evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1)
-    evaluate_listener(listeners["gray"], WorldConfig(), n_boards=4)
+    evaluate_listener(listeners["gray"], Pool.build(WorldConfig(), "test", 16), n_boards=4)
     train_listener("ls-vit-tiny-64", "grayscale", WorldConfig(), ListenerRecipe(steps=2, batch_size=16, pool_size=64), seed=3, progress=False)
     assert_untouched(before)
 

@@ -17,7 +17,7 @@ from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch th
 from hydra import compose, initialize_config_module
 
 from listener_sub.commands.inspect import OWN_KEYS
-from listener_sub.report.gather import SPEAKERS, gather
+from listener_sub.report.gather import gather
 from listener_sub.report.page import render_html
 from listener_sub.report.text import boards_table
 
@@ -121,13 +121,13 @@ def test_text_format_is_a_table_of_every_board(report):
     console = Console(file=io.StringIO(), width=400, record=True)
     console.print(boards_table(report))
     text = console.export_text()
-    assert f"{BOARDS} boards of the test split" in text
+    assert f"{BOARDS} boards of synthetic test (seed 123)" in text
     assert "[bold red]markup[/bold red]" in text  # data is never read as rich markup
     for board in report.boards:
         assert board.description in text
-        for speaker in SPEAKERS:
+        for speaker in report.speakers:
             assert board.plays[speaker].caption in text
-    assert text.count(" won") + text.count(" lost") >= BOARDS * len(SPEAKERS)
+    assert text.count(" won") + text.count(" lost") >= BOARDS * len(report.speakers)
 
 
 def test_run_missing_files_is_one_line_naming_them(run_dir, tmp_path):
@@ -146,5 +146,5 @@ def test_run_missing_files_is_one_line_naming_them(run_dir, tmp_path):
 def test_text_format_command_prints_the_boards(run_dir, tmp_path):
     result = cli("inspect", f"run={run_dir}", f"boards={BOARDS}", "format=text", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    assert f"{BOARDS} boards of the test split" in result.stdout and "fixed_oracle_gap" in result.stdout
+    assert f"{BOARDS} boards of synthetic test" in result.stdout and "fixed_oracle_gap" in result.stdout
     assert not (tmp_path / "report.html").exists()

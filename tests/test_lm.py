@@ -69,10 +69,13 @@ def test_describe_three_objects_in_order(tokenizer):
         assert words[3] == objects[0]["shape"] and words[9] == objects[1]["shape"] and words[15] == objects[2]["shape"]
 
 
-def test_describe_raises_naming_needed_prefix_len():
+def test_describe_keeps_the_objects_that_fit_and_raises_when_the_referent_does_not():
     objects = sample_scenes(WorldConfig(min_objects=3, max_objects=3), "train", 0, 1).objects(0)
-    with pytest.raises(ValueError, match="prefix_len >= 18"):
-        describe(objects, 8)
+    assert describe(objects, 8) == describe(objects[:1], 8)  # the referent, then filler: the next object takes 6 more
+    assert describe(objects, 13).split()[:12] == describe(objects[:2], 12).split()  # two whole objects, then filler
+    assert describe([], 3) == "_ _ _"
+    with pytest.raises(ValueError, match="prefix_len >= 6"):
+        describe(objects, 5)
 
 
 def test_every_word_is_one_token_and_captions_round_trip(tokenizer, pairs):

@@ -6,7 +6,7 @@ from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_t
 
 import listener_sub.oracle as oracle
 from listener_sub.oracle import SUBSETS, oracle_captions, oracle_gaps, oracle_speaker
-from listener_sub.world.combos import caption_text, combo_ids, mask_of
+from listener_sub.world.combos import WORLD_COMBOS
 from listener_sub.rewards import Reward
 from listener_sub.world.grammar import POSITION_PHRASES
 
@@ -18,8 +18,8 @@ def listeners():
 
 def brute_force(game, boards):
     """(S, B) reward and gap, one game.play per subset."""
-    combos = combo_ids(boards.target_attrs)
-    outcomes = [game.play([caption_text(int(c), mask_of(s)) for c in combos], boards) for s in SUBSETS]
+    combos = WORLD_COMBOS.ids(boards.target_attrs)
+    outcomes = [game.play([WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(s)) for c in combos], boards) for s in SUBSETS]
     return torch.stack([o.reward for o in outcomes]), torch.stack([o.gap for o in outcomes])
 
 
@@ -63,8 +63,8 @@ def test_per_board_oracle_speaker_says_the_best_subset(listeners):
     boards = game.sample(24, np.random.default_rng(7), "test")
     rewards, gaps = brute_force(game, boards)
     captions, subsets = oracle_speaker(game, boards)
-    combos = combo_ids(boards.target_attrs)
-    assert captions == [caption_text(int(c), mask_of(s)) for c, s in zip(combos, subsets)]
+    combos = WORLD_COMBOS.ids(boards.target_attrs)
+    assert captions == [WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(s)) for c, s in zip(combos, subsets)]
     played = game.play(captions, boards)
     assert played.reward.tolist() == pytest.approx(rewards.max(0).values.tolist(), abs=1e-5)
     assert played.gap.mean().item() == pytest.approx(oracle_gaps(game, boards)["oracle_gap"], abs=1e-6)

@@ -15,7 +15,7 @@ from test_speaker import make_speaker
 from tiny_game import one_thread, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 from torch import nn
 
-from listener_sub.commands.common import eval_config, trainer_config
+from listener_sub.commands.common import run_spec, trainer_config
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import Game, Pool, create_game
@@ -175,7 +175,9 @@ def test_baselines():
     [
         ("trainer.baseline=best", r"^trainer: bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\) \(fix the trainer"),
         ("trainer.k=1", "k=1 with baseline=rloo"),
-        ("evaluation.split=dev", "split one of train, val, test, shifted"),
+        ("evaluation.split=dev", "the embedded world has no split 'dev'; choose one of: train, val, test, shifted"),
+        ("trainer.split=dev", "the embedded world has no split 'dev'"),
+        ("evaluation.boards=0", "evaluation.boards=0"),
         ("+trainer.gamma=0.9", "gamma"),
     ],
 )
@@ -183,7 +185,7 @@ def test_bad_trainer_settings_are_user_errors(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         cfg = compose("train", overrides=[override])
     with pytest.raises(UserError, match=message):
-        trainer_config(cfg), eval_config(cfg)
+        run_spec(cfg, [trainer_config(cfg).split])
 
 
 def test_mistyped_trainer_settings_fail_to_compose():

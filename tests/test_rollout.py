@@ -11,6 +11,7 @@ import test_pretrain
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from listener_sub.commands.common import run_spec
 from listener_sub.commands.rollout import check
 from listener_sub.envs.render import TARGET_COLOR
 from listener_sub.errors import UserError
@@ -62,10 +63,11 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path):
 
 @pytest.mark.parametrize(
     "override, message",
-    [("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"), ("env=vec", "unknown env=vec"), ("episodes=0", "episodes=0"), ("split=dev", "unknown split=dev")],
+    [("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"), ("env=vec", "unknown env=vec"), ("episodes=0", "episodes=0"), ("split=dev", "the embedded world has no split 'dev'")],
 )
 def test_bad_settings_are_user_errors(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         cfg = compose("rollout", overrides=[override])
     with pytest.raises(UserError, match=re.escape(message)):
         check(cfg)
+        run_spec(cfg, [cfg.split])

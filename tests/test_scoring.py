@@ -15,8 +15,9 @@ from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import ListenerPolicy
 from listener_sub.oracle import SUBSETS, oracle_captions, subset_scores
 from listener_sub.report.gather import plays
-from listener_sub.world import WorldConfig
-from listener_sub.world.combos import caption_text, combo_ids, mask_of
+from listener_sub.game import Pool
+from listener_sub.world import ATTRIBUTES, WorldConfig
+from listener_sub.world.combos import WORLD_COMBOS
 
 CAPTIONS = ["a red object.", "a small square.", "a striped circle on the left.", "a blue object.", "a large green diamond.", "a cross."]
 PACKAGE = Path(__file__).resolve().parent.parent / "listener_sub"
@@ -45,7 +46,7 @@ def test_oracle_scores_its_captions_through_the_game(game):
     rewards, gaps = subset_scores(game, boards)
     for s in (0, 7, len(SUBSETS) - 1):
         captions = [texts[i] for i in index[s]]
-        assert captions == [caption_text(int(c), mask_of(SUBSETS[s])) for c in combo_ids(boards.target_attrs)]
+        assert captions == [WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(SUBSETS[s])) for c in WORLD_COMBOS.ids(boards.target_attrs)]
         played = game.play(captions, boards)
         torch.testing.assert_close(rewards[s], played.reward, rtol=0, atol=1e-6)
         assert torch.equal(gaps[s], played.gap)
@@ -62,9 +63,10 @@ def test_listener_evaluation_scores_through_the_game(game, monkeypatch):
     game_listen = evaluation.listen
     monkeypatch.setattr(evaluation, "listen", spy)
     listener = game.listeners["gray"]
-    metrics = evaluation.evaluate_listener(listener, WorldConfig(), n_boards=10, board_size=4, seed=1)
-    assert len(calls) == len(evaluation.LISTENER_CONDITIONS)
-    for (listeners, captions, boards, probs), (cond, _) in zip(calls, evaluation.LISTENER_CONDITIONS.items()):
+    metrics = evaluation.evaluate_listener(listener, Pool.build(WorldConfig(), "test", 40), n_boards=10, board_size=4, seed=1)
+    conditions = evaluation.listener_conditions(ATTRIBUTES)
+    assert len(calls) == len(conditions)
+    for (listeners, captions, boards, probs), (cond, _) in zip(calls, conditions.items()):
         assert listeners == {"gray": listener}
         assert_same(probs, {"gray": game.listen(captions, boards)["gray"]})  # the game's own scoring, same numbers
         accuracy = float((probs["gray"].argmax(1).numpy() == boards.target).mean())

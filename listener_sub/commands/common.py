@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from listener_sub.adapters import ADAPTERS, register_adapter
 from listener_sub.assembly import LMSpec, ListenerSpec, RunSpec, SpeakerSpec, pick_device
 from listener_sub.configs.schema import ADAPTER_SIZES_FROM_MODELS, GameConfig, ListenerConfig, LMNodeConfig, SpeakerConfig
+from listener_sub.data import DataConfig, DataSource
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import check_game
@@ -26,9 +27,10 @@ from listener_sub.models.lm import check_lm
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rl import ADAPTER, RLConfig, latest_checkpoint
-from listener_sub.world import SPLITS, CaptionConfig, WorldConfig
+from listener_sub.world import CaptionConfig, WorldConfig
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"  # a run's composed config, written by Hydra
+EVAL_DATA = "data"  # on a run's saved config, data=... names other data to evaluate on (the run's evaluation.data)
 
 
 def typed(cls: type, node: Any, key: str) -> Any:
@@ -132,8 +134,16 @@ def check_open_clip(models: Iterable[tuple[str, str, str | None]]) -> None:
             raise UserError(f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file")
 
 
-def run_spec(cfg: DictConfig) -> RunSpec:
-    """The run's RunSpec, every setting checked first: a bad choice is one UserError naming the key, before any model is built."""
+def data_config(node: Any, key: str) -> DataConfig | None:
+    """A data node (or null) as a DataConfig, checked."""
+    return None if node is None else typed(DataConfig, node, key)
+
+
+def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
+    """The run's RunSpec, every setting checked first: a bad choice is one UserError naming the key, before any model is built.
+
+    splits: the game data's splits the command draws boards from besides the evaluation's (train: trainer.split).
+    """
     reward = build_reward(cfg.reward)
     names = players(cfg, reward)
     game = {k: v for k, v in dataclasses.asdict(typed(GameConfig, cfg.game, "game")).items() if k != "listeners"}
@@ -145,7 +155,9 @@ def run_spec(cfg: DictConfig) -> RunSpec:
     for name in names:
         lc = typed(ListenerConfig, without(cfg.listeners[name], "perception"), f"listeners.{name}")
         perception, perception_config = build_perception(cfg.listeners[name].get("perception", "full"), f"listeners.{name}.perception")
-        listeners[name] = ListenerSpec(lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed)
+        if lc.finetune and not lc.pretrained:
+            raise UserError(f"listeners.{name}.finetune=true needs listeners.{name}.pretrained (a tag or checkpoint to start from)")
+        listeners[name] = ListenerSpec(lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed, lc.finetune)
     sc = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
     speaker = SpeakerSpec(sc.vision.model, sc.vision.pretrained, sc.vision.seed, adapter_settings(cfg.speaker.adapter), sc.checkpoint, sc.captioner)
     if speaker.checkpoint and not Path(speaker.checkpoint).expanduser().exists():
@@ -157,9 +169,10 @@ def run_spec(cfg: DictConfig) -> RunSpec:
     device = str(cfg.get("device", "auto"))
     pick_device(device)
     check_open_clip([*((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()), ("speaker.vision", speaker.vision_model, speaker.vision_pretrained)])
-    return RunSpec(
+    spec = RunSpec(
         world=typed(WorldConfig, cfg.world, "world"),
         captions=typed(CaptionConfig, cfg.caption, "caption"),
+        data=data_config(cfg.data, "data"),
         listeners=listeners,
         players=names,
         reward=reward,
@@ -167,10 +180,43 @@ def run_spec(cfg: DictConfig) -> RunSpec:
         speaker=speaker,
         lm=lm,
         listener_recipe=typed(ListenerRecipe, cfg.listener_train, "listener_train"),
+        pretrain_data=data_config(cfg.get("pretrain_data"), "pretrain_data"),
         device=device,
         seed=int(cfg.seed),
         clip_workers=int(cfg.get("clip_workers", 1)),
     )
+    check_data(spec, eval_config(cfg), splits)
+    return spec
+
+
+def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> None:
+    """What the run reads of its data exists and can serve it: the splits boards come from, scene attributes where
+    distractors or knowledge limits need them, captions where a model is pretrained locally. Reads no image."""
+    game_data = DataSource(spec.data, spec.world)
+    boards = [(game_data, split, "data") for split in splits]
+    boards.append((game_data.with_config(evaluation.data) if evaluation.data else game_data, evaluation.split, "evaluation.data" if evaluation.data else "data"))
+    for source, split, key in boards:
+        source.check_split(split)
+        if spec.game["distractors"] != "random" and not source.has_attributes:
+            raise UserError(f"game.distractors={spec.game['distractors']} needs data with scene attributes (synthetic, clevr); {key} is {source.kind}: use game.distractors=random")
+        if source.kind == "synthetic" and spec.game["pool_size"] is None:
+            raise UserError("game.pool_size=null means every image of a folder; the embedded world needs a number of scenes (e.g. game.pool_size=4096)")
+    trained = [f"listeners.{n}" for n in spec.players if not spec.listeners[n].pretrained or spec.listeners[n].finetune]
+    trained += ["speaker.vision"] if not spec.speaker.vision_pretrained else []
+    trained += ["lm"] if not spec.lm.name else []
+    trained += ["speaker.captioner"] if not spec.speaker.checkpoint else []
+    pretraining = DataSource(spec.pretrain_data or spec.data, spec.world)
+    key = "pretrain_data" if spec.pretrain_data else "data"
+    if trained:
+        if not pretraining.has_captions:
+            raise UserError(
+                f"{', '.join(trained)} would be trained locally on {key} ({pretraining.kind}), which has no captions; "
+                "set pretrain_data to data with captions (e.g. +data@pretrain_data=synthetic) or give pretrained models"
+            )
+        pretraining.check_split("train")
+    limited = [f"listeners.{n}" for n in spec.players if spec.listeners[n].exclude and (not spec.listeners[n].pretrained or spec.listeners[n].finetune)]
+    if limited and not pretraining.has_attributes:
+        raise UserError(f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes (synthetic, clevr); {key} is {pretraining.kind}")
 
 
 def trainer_config(cfg: DictConfig) -> RLConfig:
@@ -178,9 +224,11 @@ def trainer_config(cfg: DictConfig) -> RLConfig:
 
 
 def eval_config(cfg: DictConfig) -> EvalConfig:
-    settings = typed(EvalConfig, cfg.evaluation, "evaluation")
-    if settings.split not in SPLITS or settings.boards < 1:
-        raise UserError(f"evaluation: need boards >= 1 and split one of {', '.join(SPLITS)}; got boards={settings.boards}, split={settings.split}")
+    """The evaluation node (its data, when set, checked as a DataConfig); whether its split exists is `run_spec`'s check."""
+    settings = typed(EvalConfig, without(cfg.evaluation, "data"), "evaluation")
+    if settings.boards < 1:
+        raise UserError(f"evaluation.boards={settings.boards}; evaluate on at least one board")
+    settings.data = data_config(cfg.evaluation.get("data"), "evaluation.data")
     return settings
 
 
@@ -215,7 +263,9 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
     """The run's saved config with `overrides` (default: this command's command-line overrides) on top; the
     command's own keys (`own`) taken from `cfg`.
 
-    A config-group override cannot apply to a saved config (its groups are resolved): set the values instead.
+    A config-group override cannot apply to a saved config (its groups are resolved): set the values instead. The one
+    exception is `data=...` (with data.* settings): other data to evaluate on, which becomes the run's evaluation.data
+    (`cfg.data`, composed by this command), while the run's own data, and so its models, stay as they were.
     """
     try:
         saved = OmegaConf.load(run_dir / RUN_CONFIG)
@@ -224,9 +274,13 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
     own = set(own)
     overrides = list(HydraConfig.get().overrides.task) if overrides is None else overrides
     OmegaConf.set_struct(saved, True)
+    other_data = False
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key in own or key.split(".")[0] in own:
+            continue
+        if key.split(".")[0] == EVAL_DATA:
+            other_data = True
             continue
         if "/" in key or "@" in key:
             raise UserError(f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead")
@@ -246,4 +300,6 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
     for key in own:
         if key in cfg:
             saved[key] = cfg[key]
+    if other_data:
+        saved.evaluation.data = cfg[EVAL_DATA]
     return saved

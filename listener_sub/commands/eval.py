@@ -1,31 +1,45 @@
-"""`listener-sub eval checkpoint=PATH`: the full metric set of a trained speaker on the run's evaluation boards.
+"""`listener-sub eval checkpoint=PATH [data=NAME data.root=DIR | evaluation.split=SPLIT]`: the full metric set of a trained
+speaker on the run's evaluation boards, or zero-shot on other data.
 
-PATH: a checkpoint directory (RUN/checkpoints/step_N), a train run directory (its latest checkpoint) or an
-adapter .safetensors file. A checkpoint inside a train run is evaluated in that run's own game: the run's saved
-config, with this command's overrides on top. Writes summary.json ("after", the oracle gaps, wall_s, config) to the
-run directory and returns the gap.
+PATH: a checkpoint directory (RUN/checkpoints/step_N), a train run directory (its latest checkpoint) or an adapter
+.safetensors file. A checkpoint inside a train run is evaluated in that run's own game: the run's saved config, with this
+command's overrides on top; `data=...` there names other data to evaluate on (the run's evaluation.data; its models stay).
+Writes summary.json ("after", the oracle gaps where the data has scenes, the data, and -- when the boards are not the
+run's own -- the transfer ratio: gap here / the run's own gap after training) to the run directory and returns the gap.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import adapter_file, eval_config, from_run, run_of, run_spec, trainer_config
-from listener_sub.evaluation import evaluate_speaker, held_out_boards
+from listener_sub.commands.common import RUN_CONFIG, adapter_file, eval_config, from_run, run_of, run_spec, trainer_config
+from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards
 from listener_sub.files import write_json
-from listener_sub.oracle import oracle_gaps
+from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
 
 OWN_KEYS = ("command", "checkpoint", "threads", "debug")  # this command's settings; every other override applies to the run's config
+SUMMARY = "summary.json"
+
+
+def transfer(run: Path, evaluation: EvalConfig, gap: float) -> dict[str, float] | None:
+    """The transfer ratio (gap on these boards / the run's own gap after training) when the boards are not the run's own
+    evaluation boards and the run's summary.json has its own; else None."""
+    own = OmegaConf.load(run / RUN_CONFIG).get("evaluation", {})
+    if (evaluation.data is None and evaluation.split == own.get("split")) or not (run / SUMMARY).is_file():
+        return None
+    in_domain = float(json.loads((run / SUMMARY).read_text())["after"]["gap"])
+    return {"in_domain_gap": in_domain, "gap": gap, "ratio": gap / in_domain if in_domain else float("nan")}
 
 
 @hydra_command("eval")
@@ -48,10 +62,13 @@ def main(cfg: DictConfig) -> float:
     speaker.load_adapter(path)
     boards = held_out_boards(game, eval_cfg)
     after = evaluate_speaker(speaker, game, boards, reference, eval_cfg.seed, rl_cfg.max_new_tokens)
-    oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
-    summary: dict[str, Any] = {"after": after, **oracle, "checkpoint": str(path), "run": str(run) if run else None}
-    summary |= {"wall_s": time.perf_counter() - start, "config": cfg}
-    write_json(out_dir / "summary.json", summary)
-    Console().print(metrics_table(f"listener-sub eval {path}", {"after": after}, oracle))
-    print(f"wrote {out_dir / 'summary.json'}")
+    oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(boards) else {}
+    summary: dict[str, Any] = {"after": after, **oracle, "data": {"evaluation": boards.checked_pool().data.name}}
+    moved = transfer(run, eval_cfg, after["gap"]) if run is not None else None
+    if moved is not None:
+        summary["transfer"] = moved
+    summary |= {"checkpoint": str(path), "run": str(run) if run else None, "wall_s": time.perf_counter() - start, "config": cfg}
+    write_json(out_dir / SUMMARY, summary)
+    Console().print(metrics_table(f"listener-sub eval {path} on {boards.checked_pool().data.name}", {"after": after}, summary))
+    print(f"wrote {out_dir / SUMMARY}")
     return float(after["gap"])

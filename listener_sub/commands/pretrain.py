@@ -16,8 +16,10 @@ from listener_sub.commands.common import eval_config, run_spec
 from listener_sub.errors import UserError
 from listener_sub.evaluation import evaluate_listener, evaluate_speaker, held_out_boards
 from listener_sub.files import write_json
+from listener_sub.game import Pool
 from listener_sub.models.lm import load_lm
 from listener_sub.pretrain.lm import build_corpus, corpus_mention_rates, evaluate_lm
+from listener_sub.world import WORLD_VOCAB
 
 STAGES = ("listeners", "lm", "speaker", "all")
 
@@ -35,17 +37,23 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
         models.build_clips()
     summary: dict[str, float] = {}
     if stage in ("listeners", "all"):
+        n_images = spec.game["n_images"]
+        source = models.source(ev.data)
+        pool = Pool(source.load(ev.split, ev.boards * n_images if source.kind == "synthetic" else spec.game["pool_size"]))
         for name in spec.players:
-            metrics = evaluate_listener(models.listener(name), spec.world, ev.boards, spec.game["n_images"], ev.seed, ev.split)
+            metrics = evaluate_listener(models.listener(name), pool, ev.boards, n_images, ev.seed)
             summary |= _prefixed(f"listener/{name}/", metrics)
     if stage in ("lm", "all"):
         lm_dir = models.lm_dir()
-        if not spec.lm.name:  # the local LM: its corpus, and how well it reads a scene description
+        if not spec.lm.name:  # the local LM: its corpus, and (on the embedded world) how well it reads a scene description
             recipe, prefix_len = spec.lm.recipe, spec.lm.model.prefix_len
-            corpus = build_corpus(spec.world, spec.captions, recipe.n_scenes, recipe.per_scene, prefix_len, recipe.seed)
-            summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus))
-            lm, tokenizer = load_lm(lm_dir, models.device)
-            summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, spec.world, spec.captions, prefix_len, seed=ev.seed))
+            data = models.pretrain_images(recipe.n_scenes)
+            corpus = build_corpus(spec.world, spec.captions, recipe.n_scenes, recipe.per_scene, prefix_len, recipe.seed, data)
+            if data is None or data.scenes is not None:
+                summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus, WORLD_VOCAB if data is None else data.scenes.vocab))
+            if data is None:
+                lm, tokenizer = load_lm(lm_dir, models.device)
+                summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, spec.world, spec.captions, prefix_len, seed=ev.seed))
     if stage in ("speaker", "all"):  # the captioning speaker on held-out game boards (it is its own reference: kl 0)
         game = models.game()
         summary |= _prefixed("speaker/", evaluate_speaker(models.speaker(), game, held_out_boards(game, ev), seed=ev.seed))

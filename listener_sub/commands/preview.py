@@ -1,4 +1,5 @@
-"""`listener-sub preview`: writes preview.png, a grid of scenes under every perception."""
+"""`listener-sub preview [data=NAME data.root=DIR] [split=train scenes=8]`: writes preview.png, a grid of images under
+every perception, each with a caption (a grammar caption of its scene, its first reference caption, or its file name)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import typed
-from listener_sub.data import make_dataset
+from listener_sub.commands.common import data_config, typed
+from listener_sub.data import DataSource
 from listener_sub.errors import UserError
 from listener_sub.preview import write_preview
 from listener_sub.world import CaptionConfig, WorldConfig
@@ -16,13 +17,20 @@ from listener_sub.world import CaptionConfig, WorldConfig
 
 @hydra_command("preview")
 def main(cfg: DictConfig) -> None:
-    """Show the first cfg.scenes items of cfg.data under cfg.perceptions, in the run directory."""
+    """Show the first cfg.scenes images of cfg.split of cfg.data under cfg.perceptions, in the run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.scenes < 1:
+        raise UserError(f"scenes={cfg.scenes}; show at least one image (scenes=8)")
+    world = typed(WorldConfig, cfg.world, "world")
+    source = DataSource(data_config(cfg.data, "data"), world, cfg.cache_dir)
+    source.check_split(cfg.split)
+    images = source.load(cfg.split, int(cfg.scenes))
+    if images.scenes is not None:
+        captions = [caps[0] for caps in images.caption_texts(typed(CaptionConfig, cfg.caption, "caption"), 1, int(cfg.seed))]
+    else:
+        captions = [images.describe(i) for i in range(len(images))]
     try:
-        world = typed(WorldConfig, cfg.world, "world")
-        captions = typed(CaptionConfig, cfg.caption, "caption")
-        dataset = make_dataset(cfg.data, world, captions, cfg.cache_dir)
-        path = write_preview(run_dir / "preview.png", dataset, cfg.perceptions, cfg.scenes, cfg.scale)
-    except ValueError as error:  # bad split, perception or world settings
-        raise UserError(f"{error} (fix the override)") from None
+        path = write_preview(run_dir / "preview.png", images, captions, cfg.perceptions, cfg.scenes, cfg.scale)
+    except ValueError as error:  # a bad perception
+        raise UserError(f"{error} (fix the perceptions.* override)") from None
     print(f"wrote {path}")

@@ -22,14 +22,14 @@ from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import adapter_file, eval_config, from_run, run_of, run_spec
+from listener_sub.data import DataSource
 from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import model_policies, play_episode
 from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.files import write_json
-from listener_sub.oracle import oracle_gaps
+from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.rewards import Reward
-from listener_sub.world import SPLITS
 
 RENDER_MODES = (None, "ansi", "rgb_array")
 OWN_KEYS = ("command", "speaker.checkpoint", "episodes", "split", "env", "render", "max_tokens", "greedy", "temperature", "oracle", "threads", "debug")
@@ -62,8 +62,6 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"unknown env={cfg.env}; choose one of: {', '.join(ENVS)}")
     if cfg.episodes < 1:
         raise UserError(f"episodes={cfg.episodes}; play at least one (episodes=10)")
-    if cfg.split not in SPLITS:
-        raise UserError(f"unknown split={cfg.split}; choose one of: {', '.join(SPLITS)}")
 
 
 @hydra_command("rollout")
@@ -75,12 +73,15 @@ def main(cfg: DictConfig) -> None:
     if cfg.speaker.checkpoint and run_of(cfg.speaker.checkpoint) is not None:  # a train run's speaker, in its own game
         trained = adapter_file(cfg.speaker.checkpoint, "speaker.checkpoint")
         cfg = from_run(cfg, run_of(trained), OWN_KEYS)
-    spec, eval_cfg = run_spec(cfg), eval_config(cfg)
+    eval_cfg = eval_config(cfg)
+    spec = run_spec(cfg, [] if eval_cfg.data else [cfg.split])  # episodes play the evaluation data when it is set, else the game's
+    if eval_cfg.data:
+        DataSource(eval_cfg.data, spec.world).check_split(cfg.split)
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
     models.build_clips()
     game = models.game()
     speaker = models.speaker(trained)
-    env = ENVS[cfg.env](game=game, tokenizer=speaker.tokenizer, split=cfg.split, max_tokens=cfg.max_tokens, render_mode=cfg.render)
+    env = ENVS[cfg.env](game=game, tokenizer=speaker.tokenizer, split=cfg.split, max_tokens=cfg.max_tokens, render_mode=cfg.render, data=eval_cfg.data)
     generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)
     policies = model_policies(env.unwrapped.round, speaker, cfg.greedy, cfg.temperature, generator)
     frames = run_dir / "frames"
@@ -102,8 +103,8 @@ def main(cfg: DictConfig) -> None:
     played = summarize(records, env.unwrapped.round.listeners, game.reward)
     summary: dict[str, Any] = {"episodes": cfg.episodes, "episodes_per_s": cfg.episodes / play_s, **played}
     print(f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: " + ", ".join(f"{k} {v:.3f}" for k, v in played.items()))
-    if cfg.oracle:
-        boards = held_out_boards(game, eval_cfg)
+    boards = held_out_boards(game, eval_cfg) if cfg.oracle else None
+    if boards is not None and has_oracle(boards):
         summary |= oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
         print(
             f"oracle on {eval_cfg.boards} {eval_cfg.split} boards (seed {eval_cfg.seed}): fixed_oracle_gap "

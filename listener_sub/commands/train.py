@@ -1,8 +1,8 @@
 """`listener-sub train [experiment=NAME] [trainer.steps=N] [resume=true hydra.run.dir=DIR]`: RL with listener subtraction.
 
 Checks the whole config, builds (or finds) the pretrained listeners and captioning speaker, trains the speaker's
-adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / after metrics, oracle gaps, wall
-times, config), metrics.jsonl, TensorBoard events and checkpoints/ into the run directory; prints a before/after
+adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / after metrics, oracle gaps where
+the data has scenes, the data, wall times, config), metrics.jsonl, TensorBoard events and checkpoints/ into the run directory; prints a before/after
 table and returns the gap after training (for Hydra's optimizing sweepers).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config
 from listener_sub.files import write_json
-from listener_sub.oracle import oracle_gaps
+from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
 from listener_sub.rl import Trainer, start_from
 
@@ -32,7 +32,8 @@ def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     start_from(run_dir, cfg.resume)  # a resume without a checkpoint fails here, before any pretraining
-    rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)  # every setting checked first
+    rl_cfg = trainer_config(cfg)
+    eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     cache = ArtifactCache(cfg.get("cache_dir"))
@@ -43,9 +44,10 @@ def main(cfg: DictConfig) -> float:
     trainer = Trainer(rl_cfg, speaker, game, run_dir, eval_cfg)
     result = trainer.fit(resume=cfg.resume)
     oracle_start = time.perf_counter()
-    oracle = oracle_gaps(game, trainer.eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
+    oracle = oracle_gaps(game, trainer.eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(trainer.eval_boards) else {}
     eval_s = trainer.wall_s["eval"] + time.perf_counter() - oracle_start
-    summary: dict[str, Any] = {**result, **oracle, "wall_s": time.perf_counter() - start, "wall_s/pretrain": pretrain_s}
+    data = {"train": game.pool(rl_cfg.split).data.name, "evaluation": trainer.eval_boards.checked_pool().data.name}
+    summary: dict[str, Any] = {**result, **oracle, "data": data, "wall_s": time.perf_counter() - start, "wall_s/pretrain": pretrain_s}
     summary |= {f"wall_s/pretrain/{kind}": s for kind, s in cache.wall_s.items()}  # artifacts built by this run
     summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step, "config": cfg}
     write_json(run_dir / "summary.json", summary)

@@ -5,6 +5,8 @@ local checkpoint file. The game core (`listener_sub.game.listen`) turns a listen
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from torch import nn
 from listener_sub.errors import UserError
 from listener_sub.images import Images, model_input
 from listener_sub.models.vision import clip_preprocess
-from listener_sub.perception import Perception, make_perception
+from listener_sub.perception import Perception, make_perception, perception_key
 
 if TYPE_CHECKING:
     import open_clip  # noqa: F401
@@ -83,6 +85,15 @@ class Listener(nn.Module):
         captions = list(captions)
         chunks = [self.tokenizer(captions[s : s + TEXT_CHUNK]).to(self.device) for s in range(0, len(captions), TEXT_CHUNK)]
         return torch.cat([F.normalize(self.clip.encode_text(tokens).float(), dim=-1) for tokens in chunks])
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A hash of what decides the listener's image features: its model, weights and perception (class and settings)."""
+        digest = hashlib.sha256(f"{self.model_name}|{perception_key(self.perception)}".encode())
+        for name, tensor in sorted(self.clip.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:32]
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -37,13 +37,16 @@ def object_words(obj: dict[str, str]) -> list[str]:
 
 
 def describe(objects: list[dict[str, str]], prefix_len: int) -> str:
-    """'large red striped circle left | _ _': each object (referent first) then filler, exactly prefix_len tokens."""
-    words = [w for obj in objects for w in object_words(obj)]
-    if len(words) > prefix_len:
-        raise ValueError(
-            f"describing {len(objects)} object(s) takes {len(words)} tokens; set prefix_len >= {len(words)} "
-            f"(got {prefix_len})"
-        )
+    """'large red striped circle left | _ _': the referent and as many of the other objects as fit, whole and in order,
+    then filler, exactly prefix_len tokens (no objects: filler only)."""
+    words: list[str] = []
+    for obj in objects:
+        more = object_words(obj)
+        if len(words) + len(more) > prefix_len:
+            if not words:
+                raise ValueError(f"describing one object takes {len(more)} tokens; set prefix_len >= {len(more)} (got {prefix_len})")
+            break
+        words += more
     return " ".join(words + [DESC_FILL] * (prefix_len - len(words)))
 
 

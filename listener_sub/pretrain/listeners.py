@@ -17,8 +17,10 @@ from listener_sub.images import model_input
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.vision import clip_preprocess
 from listener_sub.perception import Perception, make_perception
+from listener_sub.data import ImageSet
+from listener_sub.data.imageset import Pixels
 from listener_sub.world import ATTRIBUTES, WorldConfig, render, sample_scenes
-from listener_sub.world.combos import FULL_MASK, N_COMBOS, N_VALUES, caption_text, combo_ids, mask_of
+from listener_sub.world.combos import WORLD_COMBOS, Combos
 from listener_sub.world.grammar import PREFIXES
 
 if TYPE_CHECKING:
@@ -27,23 +29,24 @@ if TYPE_CHECKING:
 class CaptionTokens:
     """Token rows of canonical captions keyed by (object combo, mention mask, prefix), tokenized lazily once."""
 
-    def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
-        self.tokenizer = tokenizer
-        self.n_keys = N_COMBOS * (FULL_MASK + 1) * len(PREFIXES)
+    def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Combos = WORLD_COMBOS) -> None:
+        self.tokenizer, self.combos = tokenizer, combos
+        self.n_masks = combos.full_mask + 1
+        self.n_keys = combos.count * self.n_masks * len(PREFIXES)
         self.table: torch.Tensor | None = None  # (n_keys, L) int64, filled on demand
         self.filled = np.zeros(self.n_keys, dtype=bool)
 
     def keys(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> np.ndarray:
         """(N,) combos, masks, prefixes -> (N,) caption keys."""
         prefixes = np.zeros_like(combos) if prefixes is None else prefixes
-        return (np.asarray(combos) * (FULL_MASK + 1) + np.asarray(masks)) * len(PREFIXES) + np.asarray(prefixes)
+        return (np.asarray(combos) * self.n_masks + np.asarray(masks)) * len(PREFIXES) + np.asarray(prefixes)
 
     def rows(self, keys: np.ndarray) -> torch.Tensor:
         """(N,) caption keys -> (N, L) int64 tokens."""
         missing = np.unique(keys[~self.filled[keys]])
         if len(missing):
             prefix, rest = missing % len(PREFIXES), missing // len(PREFIXES)
-            texts = [caption_text(int(c), int(m), int(p)) for c, m, p in zip(rest // (FULL_MASK + 1), rest % (FULL_MASK + 1), prefix)]
+            texts = [self.combos.caption(int(c), int(m), int(p)) for c, m, p in zip(rest // self.n_masks, rest % self.n_masks, prefix)]
             rows = self.tokenizer(texts)  # (M, L)
             if self.table is None:
                 self.table = torch.zeros(self.n_keys, rows.shape[1], dtype=rows.dtype)
@@ -93,24 +96,29 @@ def multi_positive_clip_floor(match: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ScenePool:
-    """Rendered training scenes, indexed by object combination for hard-negative groups."""
+    """Training scenes with their referents' attributes, indexed by object combination for hard-negative groups."""
 
-    images: np.ndarray  # (N, H, W, 3) uint8
+    images: Pixels  # (N, H, W, 3) uint8
     attrs: np.ndarray  # (N, A) referent attributes
+    combos: Combos  # the scenes' vocabulary's attribute combinations
     order: np.ndarray  # (N,) pool indices sorted by combo
-    start: np.ndarray  # (N_COMBOS,) first position of each combo in `order`
-    count: np.ndarray  # (N_COMBOS,) pool scenes of each combo
+    start: np.ndarray  # (combos.count,) first position of each combo in `order`
+    count: np.ndarray  # (combos.count,) pool scenes of each combo
 
     @classmethod
     def build(cls, world: WorldConfig, size: int, split: str = "train", start: int = 0) -> "ScenePool":
-        """Sample and render `size` scenes of a split."""
+        """Sample and render `size` scenes of a split of the world."""
         scenes = sample_scenes(world, split, start, size)
-        attrs = scenes.attrs[:, 0]  # (N, A)
-        combos = combo_ids(attrs)
-        order = np.argsort(combos, kind="stable")
-        first = np.searchsorted(combos[order], np.arange(N_COMBOS))
-        count = np.searchsorted(combos[order], np.arange(N_COMBOS), side="right") - first
-        return cls(render(scenes, world.image_size), attrs, order, first, count)
+        return cls.of(render(scenes, world.image_size), scenes.attrs[:, 0], WORLD_COMBOS)
+
+    @classmethod
+    def of(cls, images: Pixels, attrs: np.ndarray, combos: Combos) -> "ScenePool":
+        """Images and their referents' (N, A) attributes."""
+        ids = combos.ids(attrs)
+        order = np.argsort(ids, kind="stable")
+        first = np.searchsorted(ids[order], np.arange(combos.count))
+        count = np.searchsorted(ids[order], np.arange(combos.count), side="right") - first
+        return cls(images, attrs, combos, order, first, count)
 
     def pick(self, combos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(N,) combos -> (N,) random pool indices of those combos, -1 where the pool has none."""
@@ -134,52 +142,62 @@ class ScenePool:
         n_grouped = int(size * group_fraction) // group_size * group_size
         idx = rng.integers(0, len(self.attrs), size)  # (size,)
         if n_grouped and group_size > 1:
+            n_values = self.combos.n_values
             base = self.attrs[idx[:n_grouped:group_size]]  # (G, A)
             variant = np.repeat(base, group_size, axis=0)  # (n_grouped, A)
-            which = rng.choice(len(ATTRIBUTES), n_grouped, p=attribute_p)  # attribute each variant changes
+            which = rng.choice(len(n_values), n_grouped, p=attribute_p)  # attribute each variant changes
             rows = np.arange(n_grouped)
             old = variant[rows, which]
             if value_p is None:
-                shift = 1 + (rng.random(n_grouped) * (N_VALUES[which] - 1)).astype(np.int64)
-                variant[rows, which] = (old + shift) % N_VALUES[which]
+                shift = 1 + (rng.random(n_grouped) * (n_values[which] - 1)).astype(np.int64)
+                variant[rows, which] = (old + shift) % n_values[which]
             else:
                 cdf = value_p[which, old].cumsum(1)  # (n_grouped, V)
                 variant[rows, which] = (cdf < rng.random(n_grouped)[:, None] * cdf[:, -1:]).sum(1)
-            found = self.pick(combo_ids(variant), rng)
+            found = self.pick(self.combos.ids(variant), rng)
             found[::group_size] = idx[:n_grouped:group_size]  # group heads stay the base scene
             idx[:n_grouped] = np.where(found >= 0, found, idx[:n_grouped])
         return idx
 
 
 def sample_masks(
-    n: int, mention: Sequence[float], full_prob: float, rng: np.random.Generator, allowed: Sequence[str] = ATTRIBUTES
+    n: int, mention: Sequence[float], full_prob: float, rng: np.random.Generator, allowed: Sequence[str] = ATTRIBUTES, combos: Combos = WORLD_COMBOS
 ) -> np.ndarray:
     """(n,) non-empty mention masks over the allowed attributes: each named with its probability; some name all."""
-    allowed_bits = np.array([a in allowed for a in ATTRIBUTES])
-    bits = (rng.random((n, len(ATTRIBUTES))) < np.asarray(mention)) & allowed_bits  # (n, A)
-    masks = (bits * (1 << np.arange(len(ATTRIBUTES)))).sum(1)
+    allowed_bits = np.array([a in allowed for a in combos.attributes])
+    bits = (rng.random((n, len(combos.attributes))) < np.asarray(mention)) & allowed_bits  # (n, A)
+    masks = (bits * (1 << np.arange(len(combos.attributes)))).sum(1)
     fallback = 1 << rng.choice(np.flatnonzero(allowed_bits), n)  # one allowed attribute
     masks = np.where(masks == 0, fallback, masks)
-    return np.where(rng.random(n) < full_prob, mask_of(allowed), masks)
+    return np.where(rng.random(n) < full_prob, combos.mask_of(allowed), masks)
 
 
-ATTRIBUTE_OF_VALUE = np.repeat(np.arange(len(ATTRIBUTES)), N_VALUES)  # (sum V,) attribute of each value
-VALUE_INDEX = np.concatenate([np.arange(n) for n in N_VALUES])  # (sum V,) index of each value within its attribute
-_VALID = np.arange(N_VALUES.max()) < N_VALUES[:, None]  # (A, V) which value slots an attribute has
-UNIFORM_CHANGE = (_VALID[:, :, None] & _VALID[:, None, :] & ~np.eye(N_VALUES.max(), dtype=bool)) / np.maximum(N_VALUES - 1, 1)[:, None, None]
+def value_slots(combos: Combos) -> tuple[np.ndarray, np.ndarray]:
+    """(sum V,) the attribute of every value and (sum V,) its index within its attribute."""
+    return np.repeat(np.arange(len(combos.n_values)), combos.n_values), np.concatenate([np.arange(n) for n in combos.n_values])
+
+
+def uniform_change(combos: Combos) -> np.ndarray:
+    """(A, V, V) P(new | old value) when any other value of the attribute is as likely (zero diagonal)."""
+    n_values = combos.n_values
+    valid = np.arange(n_values.max()) < n_values[:, None]  # (A, V) which value slots an attribute has
+    return (valid[:, :, None] & valid[:, None, :] & ~np.eye(n_values.max(), dtype=bool)) / np.maximum(n_values - 1, 1)[:, None, None]
 
 
 @torch.no_grad()
 def value_confusion(model: open_clip.CLIP, tokens: CaptionTokens, temperature: float) -> np.ndarray:
     """(A, V, V) P(new | old value) of each attribute, from how alike the text tower finds their one-word captions."""
-    attrs = np.zeros((len(VALUE_INDEX), len(ATTRIBUTES)), dtype=np.int64)
-    attrs[np.arange(len(VALUE_INDEX)), ATTRIBUTE_OF_VALUE] = VALUE_INDEX  # one object per value, other attributes 0
-    masks = 1 << ATTRIBUTE_OF_VALUE  # each caption names only that attribute ("a circle.", "a red object.")
-    features = model.encode_text(tokens(combo_ids(attrs), masks), normalize=True)  # (sum V, D)
+    combos = tokens.combos
+    attribute_of_value, value_index = value_slots(combos)
+    n_values = combos.n_values
+    attrs = np.zeros((len(value_index), len(n_values)), dtype=np.int64)
+    attrs[np.arange(len(value_index)), attribute_of_value] = value_index  # one object per value, other attributes 0
+    masks = 1 << attribute_of_value  # each caption names only that attribute ("a circle.", "a red object.")
+    features = model.encode_text(tokens(combos.ids(attrs), masks), normalize=True)  # (sum V, D)
     sim = (features @ features.T).numpy()  # (sum V, sum V)
-    out = np.zeros((len(ATTRIBUTES), N_VALUES.max(), N_VALUES.max()))
-    for a, n in enumerate(N_VALUES):
-        rows = ATTRIBUTE_OF_VALUE == a
+    out = np.zeros((len(n_values), n_values.max(), n_values.max()))
+    for a, n in enumerate(n_values):
+        rows = attribute_of_value == a
         logits = sim[np.ix_(rows, rows)] / temperature  # (n, n)
         np.fill_diagonal(logits, -np.inf)
         weights = np.exp(logits - logits.max(1, keepdims=True))
@@ -235,12 +253,18 @@ def train_listener(
     seed: int = 0,
     exclude: Sequence[str] = (),
     *,
+    data: ImageSet | None = None,
+    init: str | None = None,
     progress: bool = True,
     position: int | None = None,
 ) -> open_clip.CLIP:
-    """Train a listener CLIP contrastively on the world through its perception (multi-positive CLIP loss).
+    """Train a listener CLIP contrastively through its perception (multi-positive CLIP loss).
 
-    exclude: attributes whose words never appear in the training captions (the listener's knowledge).
+    data: what it learns from: None, the embedded world's train scenes (recipe.pool_size, rendered); images with scenes
+    (CLEVR), the same recipe in their vocabulary; images with reference captions only (COCO), the CLIP loss on those
+    captions (no attribute views, hard negatives or grayscale share: they need scenes). init: an open_clip pretrained tag
+    or checkpoint file to fine-tune (None: random initialisation).
+    exclude: attributes whose words never appear in the training captions (the listener's knowledge; data with scenes).
     With attribute views, hard-negative variants change the attribute whose view has the largest running excess
     loss (over a perfect listener's) and the new value in proportion to exp(cosine(old value's caption, new
     value's caption) / confusion_temperature), so two values the text tower has merged are contrasted until they
@@ -249,7 +273,7 @@ def train_listener(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, progress, position)
+        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, data, init, progress, position)
 
 
 def _train_listener(
@@ -259,68 +283,39 @@ def _train_listener(
     recipe: ListenerRecipe,
     seed: int,
     exclude: Sequence[str],
+    data: ImageSet | None,
+    init: str | None,
     progress: bool,
     position: int | None,
 ) -> open_clip.CLIP:
     r = recipe
-    allowed = [a for a in ATTRIBUTES if a not in exclude]
-    if not allowed or len(allowed) + len(set(exclude)) != len(ATTRIBUTES):
-        raise ValueError(f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(ATTRIBUTES)}")
     import open_clip  # imported on use: it takes seconds
 
     register_model_configs()
     rng = np.random.default_rng(seed)
-    model = open_clip.create_model(model_name)  # random init; sets model.visual.preprocess_cfg
+    model = open_clip.create_model(model_name, pretrained=init)  # random init unless init; sets model.visual.preprocess_cfg
     model.train()
     size, mean, std = clip_preprocess(model)
-    tokens = CaptionTokens(open_clip.get_tokenizer(model_name))
-    pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if r.all_combos else world, r.pool_size)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    if data is not None and data.scenes is None:
+        if exclude:
+            raise ValueError(f"knowledge.exclude={list(exclude)} needs training data with scenes; {data.name} has captions only")
+        batches: _SceneBatches | _CaptionBatches = _CaptionBatches(data, tokenizer, perception, r.batch_size, size, mean, std)
+    else:
+        if data is None:
+            pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if r.all_combos else world, r.pool_size)
+        else:
+            pool = ScenePool.of(data.images, data.attrs, Combos(data.scenes.vocab))
+        batches = _SceneBatches(pool, CaptionTokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std)
     opt = torch.optim.AdamW(_param_groups(model, r.weight_decay), lr=r.lr, betas=tuple(r.betas), eps=r.eps)
     steps, warmup = r.steps, r.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     max_logit_scale = math.log(r.max_logit_scale)
-    prefix_p = np.asarray(r.prefix_probs, dtype=np.float64) / sum(r.prefix_probs)
-    grayscale = make_perception("grayscale")
-    known = np.array([a in allowed for a in ATTRIBUTES])
-    color_bit = mask_of(["color"])
-    view_loss = known.astype(np.float64)  # (A,) running excess loss of each attribute's view; equal at the start
     bar = tqdm(range(steps), desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})", disable=not progress, leave=False, position=position)
     for step in bar:
-        attribute_p = (1 - r.focus) * known / known.sum() + r.focus * view_loss / view_loss.sum()  # (A,)
-        if r.attribute_views:
-            value_p = (1 - r.focus) * UNIFORM_CHANGE + r.focus * value_confusion(model, tokens, r.confusion_temperature)
-            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng, attribute_p, value_p)  # (B,)
-        else:
-            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng)
-        attrs = pool.attrs[idx]  # (B, A)
-        gray = rng.random(r.batch_size) < r.gray_share  # (B,) images seen in grayscale; their own captions drop colour
-        masks = sample_masks(r.batch_size, r.mention, r.full_prob, rng, allowed)
-        colorless = np.where(masks & ~color_bit, masks & ~color_bit, mask_of([a for a in allowed if a != "color"]))
-        views = [np.where(gray, colorless, masks)]  # (B,) mention masks per view
-        views += [np.full(r.batch_size, mask_of([a])) for a in allowed] if r.attribute_views else []
-        prefixes = rng.choice(len(prefix_p), size=(len(views), r.batch_size), p=prefix_p)
-        keys = np.concatenate([tokens.keys(combo_ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
-        unique, inverse = np.unique(keys, return_inverse=True)  # single-attribute captions repeat a lot
-        images = perceive(pool.images[idx], perception, size, mean, std)  # (B, 3, H, W)
-        if gray.any():
-            images[gray] = perceive(pool.images[idx[gray]], grayscale, size, mean, std)
-        image_features, text_features, logit_scale = model(images, tokens.rows(unique))
-        text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
-        same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
-        unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour
-        losses, excess = [], []
-        for masks, feats in zip(views, text_features.split(r.batch_size)):
-            bits = torch.from_numpy((masks[:, None] >> np.arange(len(ATTRIBUTES))) & 1).bool()  # (B, A)
-            match = (same | ~bits[:, None, :]).all(-1) & ~(bits[:, None, ATTRIBUTES.index("color")] & unseen)  # (B, B) caption i true of image j
-            losses.append(multi_positive_clip_loss(image_features, feats, logit_scale, match))
-            with torch.no_grad():
-                floor = multi_positive_clip_floor(match)
-            excess.append(float(losses[-1].detach() - floor))
-        loss = torch.stack(losses).mean()
-        if r.attribute_views:
-            view_loss[known] = (1 - r.view_loss_rate) * view_loss[known] + r.view_loss_rate * np.maximum(excess[1:], 1e-3)
+        loss, logit_scale = batches.loss(model, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -331,6 +326,83 @@ def _train_listener(
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
     model.eval()
     return model
+
+
+class _SceneBatches:
+    """The recipe's loss on images with scenes: captions of random attribute subsets, attribute views, hard negatives,
+    a grayscale share."""
+
+    def __init__(
+        self, pool: ScenePool, tokens: CaptionTokens, perception: Perception, recipe: ListenerRecipe, exclude: Sequence[str], size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+    ) -> None:
+        attributes = pool.combos.attributes
+        self.allowed = [a for a in attributes if a not in exclude]
+        if not self.allowed or len(self.allowed) + len(set(exclude)) != len(attributes):
+            raise ValueError(f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(attributes)}")
+        self.pool, self.tokens, self.perception, self.r = pool, tokens, perception, recipe
+        self.size, self.mean, self.std = size, mean, std
+        self.prefix_p = np.asarray(recipe.prefix_probs, dtype=np.float64) / sum(recipe.prefix_probs)
+        self.grayscale = make_perception("grayscale")
+        self.known = np.array([a in self.allowed for a in attributes])
+        self.view_loss = self.known.astype(np.float64)  # (A,) running excess loss of each attribute's view; equal at the start
+        self.uniform = uniform_change(pool.combos)
+
+    def loss(self, model: open_clip.CLIP, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        r, pool, combos, known = self.r, self.pool, self.pool.combos, self.known
+        attributes, color_bit = combos.attributes, combos.mask_of(["color"])
+        attribute_p = (1 - r.focus) * known / known.sum() + r.focus * self.view_loss / self.view_loss.sum()  # (A,)
+        if r.attribute_views:
+            value_p = (1 - r.focus) * self.uniform + r.focus * value_confusion(model, self.tokens, r.confusion_temperature)
+            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng, attribute_p, value_p)  # (B,)
+        else:
+            idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng)
+        attrs = pool.attrs[idx]  # (B, A)
+        gray = rng.random(r.batch_size) < r.gray_share  # (B,) images seen in grayscale; their own captions drop colour
+        masks = sample_masks(r.batch_size, r.mention, r.full_prob, rng, self.allowed, combos)
+        colorless = np.where(masks & ~color_bit, masks & ~color_bit, combos.mask_of([a for a in self.allowed if a != "color"]))
+        views = [np.where(gray, colorless, masks)]  # (B,) mention masks per view
+        views += [np.full(r.batch_size, combos.mask_of([a])) for a in self.allowed] if r.attribute_views else []
+        prefixes = rng.choice(len(self.prefix_p), size=(len(views), r.batch_size), p=self.prefix_p)
+        keys = np.concatenate([self.tokens.keys(combos.ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
+        unique, inverse = np.unique(keys, return_inverse=True)  # single-attribute captions repeat a lot
+        pixels = pool.images[idx]  # (B, H, W, 3)
+        images = perceive(pixels, self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
+        if gray.any():
+            images[gray] = perceive(pixels[gray], self.grayscale, self.size, self.mean, self.std)
+        image_features, text_features, logit_scale = model(images, self.tokens.rows(unique))
+        text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
+        same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
+        unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour
+        losses, excess = [], []
+        for view_masks, feats in zip(views, text_features.split(r.batch_size)):
+            bits = torch.from_numpy((view_masks[:, None] >> np.arange(len(attributes))) & 1).bool()  # (B, A)
+            match = (same | ~bits[:, None, :]).all(-1) & ~(bits[:, None, attributes.index("color")] & unseen)  # (B, B) caption i true of image j
+            losses.append(multi_positive_clip_loss(image_features, feats, logit_scale, match))
+            with torch.no_grad():
+                floor = multi_positive_clip_floor(match)
+            excess.append(float(losses[-1].detach() - floor))
+        if r.attribute_views:
+            self.view_loss[known] = (1 - r.view_loss_rate) * self.view_loss[known] + r.view_loss_rate * np.maximum(excess[1:], 1e-3)
+        return torch.stack(losses).mean(), logit_scale
+
+
+class _CaptionBatches:
+    """The CLIP loss on images with reference captions only: each image with one of its captions, the others negatives."""
+
+    def __init__(
+        self, data: ImageSet, tokenizer: Callable[[list[str]], torch.Tensor], perception: Perception, batch_size: int, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+    ) -> None:
+        self.captions = data.captions  # (N,) lists of reference captions
+        self.data, self.tokenizer, self.perception, self.batch_size = data, tokenizer, perception, batch_size
+        self.size, self.mean, self.std = size, mean, std
+
+    def loss(self, model: open_clip.CLIP, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.sort(rng.choice(len(self.data), size=min(self.batch_size, len(self.data)), replace=False))  # (B,) distinct images
+        texts = [self.captions[i][rng.integers(len(self.captions[i]))] for i in idx]
+        images = perceive(self.data.images[idx], self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
+        image_features, text_features, logit_scale = model(images, self.tokenizer(texts))
+        match = torch.tensor([[text in self.captions[j] for j in idx] for text in texts])  # (B, B) caption i is one of image j's
+        return multi_positive_clip_loss(image_features, text_features, logit_scale, match), logit_scale
 
 
 def save_listener(model: open_clip.CLIP, path: str | Path) -> Path:

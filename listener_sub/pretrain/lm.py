@@ -15,6 +15,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tqdm.auto import tqdm
 
+from listener_sub.data import ImageSet
+from listener_sub.errors import UserError
 from listener_sub.files import atomic_path
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
@@ -23,6 +25,7 @@ from listener_sub.world import (
     ATTRIBUTES,
     WORLD_VOCAB,
     CaptionConfig,
+    Vocabulary,
     WorldConfig,
     caption_scenes,
     parse,
@@ -59,27 +62,38 @@ class LMRecipe:
 
 
 def build_corpus(
-    world: WorldConfig, captions: CaptionConfig, n_scenes: int, per_scene: int, prefix_len: int, seed: int
+    world: WorldConfig, captions: CaptionConfig, n_scenes: int, per_scene: int, prefix_len: int, seed: int, data: ImageSet | None = None
 ) -> list[tuple[str, str]]:
-    """(description, caption) pairs for scenes 0..n_scenes-1 of the train split, per_scene captions each."""
-    scenes = sample_scenes(world, "train", 0, n_scenes)
+    """(description, caption) pairs of the first n_scenes images, per_scene captions each.
+
+    data None: scenes of the world's train split; data with scenes: its scenes, described and captioned in its
+    vocabulary; data with reference captions only: up to per_scene of each image's captions after a description of
+    filler only (there is no scene to describe, so the LM learns captions without reading its context).
+    """
+    if data is None:
+        scenes = sample_scenes(world, "train", 0, n_scenes)
+    elif data.scenes is not None:
+        scenes = data.scenes[:n_scenes]
+    else:
+        blank = describe([], prefix_len)
+        return [(blank, c) for caps in data.captions[:n_scenes] for c in caps[:per_scene]]
     texts = caption_scenes(scenes, captions, per_scene, seed)
     return [(describe(scenes.objects(b), prefix_len), c) for b, caps in enumerate(texts) for c in caps]
 
 
-def corpus_mention_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
+def corpus_mention_rates(pairs: list[tuple[str, str]], vocab: Vocabulary = WORLD_VOCAB) -> dict[str, float]:
     """Fraction of the corpus captions that mention each attribute."""
-    mentioned = [parse(caption).mentioned() for _, caption in pairs]
+    mentioned = [parse(caption, vocab).mentioned() for _, caption in pairs]
     return {a: sum(a in m for m in mentioned) / max(len(mentioned), 1) for a in ATTRIBUTES}
 
 
 # ---------------------------------------------------------------- tokenizer
 
 
-def lexicon() -> list[str]:
-    """Every word of the world's captions and descriptions; END last, so that joined it ends a 'caption'."""
-    phrases = [*PREFIXES, *POSITION_PHRASES.values(), *RELATIONS.values(), "a an", WORLD_VOCAB.generic_noun]
-    words = {w for p in phrases for w in p.split()} | {w for vs in WORLD_VOCAB.values.values() for w in vs}
+def lexicon(vocab: Vocabulary = WORLD_VOCAB) -> list[str]:
+    """Every word of a vocabulary's captions and descriptions; END last, so that joined it ends a 'caption'."""
+    phrases = [*PREFIXES, *POSITION_PHRASES.values(), *RELATIONS.values(), "a an", vocab.generic_noun]
+    words = {w for p in phrases for w in p.split()} | {w for vs in vocab.values.values() for w in vs}
     return sorted(words | {DESC_SEP, DESC_FILL}) + [END]
 
 
@@ -97,13 +111,13 @@ def _word_tokenizer(vocab: dict[str, int]) -> Tokenizer:
     return tok
 
 
-def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the words of `texts` plus the world's lexicon, with EOS, pad and unk tokens."""
+def train_tokenizer(texts: list[str], vocab: Vocabulary = WORLD_VOCAB) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the words of `texts` plus a vocabulary's lexicon, with EOS, pad and unk tokens."""
     from transformers import PreTrainedTokenizerFast  # imported on use: it takes seconds
 
     splitter = _word_tokenizer({UNK: 0})
     pieces = set()
-    for text in [*texts, " ".join(lexicon())]:
+    for text in [*texts, " ".join(lexicon(vocab))]:
         pieces.update(p for p, _ in splitter.pre_tokenizer.pre_tokenize_str(splitter.normalizer.normalize_str(text)))
     vocab = {tok: i for i, tok in enumerate([UNK, PAD, EOS, *sorted(pieces - {SPACE})])}
     return PreTrainedTokenizerFast(
@@ -198,21 +212,29 @@ def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool 
 
 
 def train_lm(
-    cfg: LMConfig, world: WorldConfig, captions: CaptionConfig, out_dir: str | Path, recipe: LMRecipe = LMRecipe(), progress: bool = True
+    cfg: LMConfig,
+    world: WorldConfig,
+    captions: CaptionConfig,
+    out_dir: str | Path,
+    recipe: LMRecipe = LMRecipe(),
+    progress: bool = True,
+    data: ImageSet | None = None,
 ) -> Path:
-    """Train tokenizer and GPT-2 on the description-then-caption corpus; save both to out_dir (atomically).
+    """Train tokenizer and GPT-2 on the description-then-caption corpus (`build_corpus`; data None: the world's);
+    save both to out_dir (atomically).
 
     Torch's global RNG is left as it was (the initialisation draws from a forked one seeded with recipe.seed).
     """
-    pairs = build_corpus(world, captions, recipe.n_scenes, recipe.per_scene, cfg.prefix_len, recipe.seed)
-    tokenizer = train_tokenizer([t for pair in pairs for t in pair])
-    data = encode_pairs(pairs, tokenizer, cfg.prefix_len)
-    if data.input_ids.shape[1] > cfg.n_positions:
-        raise ValueError(f"sequences take {data.input_ids.shape[1]} positions; set n_positions >= that")
+    pairs = build_corpus(world, captions, recipe.n_scenes, recipe.per_scene, cfg.prefix_len, recipe.seed, data)
+    vocab = data.scenes.vocab if data is not None and data.scenes is not None else WORLD_VOCAB
+    tokenizer = train_tokenizer([t for pair in pairs for t in pair], vocab)
+    encoded = encode_pairs(pairs, tokenizer, cfg.prefix_len)
+    if encoded.input_ids.shape[1] > cfg.n_positions:
+        raise UserError(f"the LM's training sequences take {encoded.input_ids.shape[1]} positions; set lm.model.n_positions >= that")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = make_model(cfg, tokenizer)
-        fit(model, data, recipe, progress)
+        fit(model, encoded, recipe, progress)
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
@@ -270,10 +292,8 @@ def evaluate_lm(
     wrong = encode_pairs(list(zip(descs[-1:] + descs[:-1], caps)), tokenizer, prefix_len)
     metrics = {"nll/right": caption_nll(model, right).mean().item()}
     metrics["nll/wrong"] = caption_nll(model, wrong).mean().item()
-    objects = [scenes.objects(b) for b in range(n_scenes)]
-    x = [scenes.x(b) for b in range(n_scenes)]
     with torch.random.fork_rng(devices=[]):  # sampling draws from torch's RNG: a forked one, seeded
         torch.manual_seed(seed)
         for prefix, temperature in (("", None), ("sample/", 1.0)):
-            metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), objects, x, prefix)
+            metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), scenes, range(n_scenes), None, prefix)
     return metrics

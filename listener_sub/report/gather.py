@@ -1,8 +1,8 @@
 """What `listener-sub inspect` shows of a train run: per board each listener's view, the captions, picks and rewards.
 
-Three speakers caption every board: `base` (the captioning adapter, the RL reference), `trained` (the run's
-latest checkpoint), both greedy, and `oracle` (per board the canonical caption of the attribute subset with the
-best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all three on the same boards.
+Up to three speakers caption every board: `base` (the captioning adapter, the RL reference), `trained` (the run's
+latest checkpoint), both greedy, and, for data with scenes, `oracle` (per board the canonical caption of the attribute
+subset with the best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all of them on the same boards.
 """
 from __future__ import annotations
 
@@ -24,14 +24,13 @@ from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.images import perceived
 from listener_sub.metrics import caption_metrics
-from listener_sub.oracle import oracle_speaker
+from listener_sub.oracle import has_oracle, oracle_speaker
 from listener_sub.perception import Perception
 from listener_sub.rl import ADAPTER, CHECKPOINTS, STATE, latest_checkpoint
-from listener_sub.world import ATTRIBUTES, canonical_caption, truthful
+from listener_sub.world import truthful
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
-SPEAKERS = ("base", "trained", "oracle")
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Play:
     """One caption on one board: each listener's P(image | caption) and pick, and the speaker's reward."""
 
     caption: str
-    truthful: bool  # every value the caption names is true of the target
+    truthful: bool | None  # every value the caption names is true of the target (None: data without scenes)
     probs: dict[str, list[float]]  # listener -> P(image | caption) of each board position
     picks: dict[str, int]  # listener -> the position it picked
     correct: dict[str, bool]  # listener -> picked the target
@@ -52,10 +51,10 @@ class BoardReport:
     """One held-out board: what each listener sees, and the three speakers' plays on it."""
 
     target: int  # the target's position
-    description: str  # the target's referent with every attribute named (ground truth)
+    description: str  # the target in words: its referent with every attribute named, its first caption, or its file
     views: dict[str, np.ndarray]  # listener -> (N, H, W, 3) uint8, the board through its perception
-    plays: dict[str, Play]  # speaker (SPEAKERS) -> its play
-    oracle_subset: tuple[str, ...]  # the attributes the oracle's caption names
+    plays: dict[str, Play]  # speaker (Report.speakers) -> its play
+    oracle_subset: tuple[str, ...]  # the attributes the oracle's caption names (empty without an oracle)
 
     @property
     def won(self) -> bool:
@@ -69,13 +68,16 @@ class Report:
 
     run: Path
     checkpoint: Path  # the trained speaker's checkpoint directory
-    split: str  # scene split of the boards
+    data: str  # the boards' images, e.g. "synthetic test", "coco val2017 (/data/coco)"
+    speakers: tuple[str, ...]  # who captions each board: base, trained and (data with scenes) oracle
+    split: str  # split of the boards
     seed: int  # drew the boards
     roles: dict[str, str]  # listener -> intended | subtracted | player (read by no reward term)
     perceptions: dict[str, str]  # listener -> its perception, e.g. "grayscale", "blur(sigma=1.5)"
     reward: str  # the reward in words
     summary: dict[str, Any]  # the run's summary.json
     curves: list[dict[str, float]]  # the run's metrics.jsonl, one object per logged step
+    attributes: tuple[str, ...]  # the attributes whose mention rates the summary holds
     mention: dict[str, dict[str, float]]  # speaker -> attribute -> mention rate on the run's evaluation boards
     mention_boards: int  # how many evaluation boards `mention` is measured on
     boards: list[BoardReport]
@@ -114,7 +116,7 @@ def perception_name(perception: Perception) -> str:
 
 def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> list[Play]:
     """Per board the Play of its caption, from the outcome of `game.play(captions, boards)`."""
-    pool = boards.checked_pool()
+    scenes = boards.checked_pool().scenes
     probs = {name: p.cpu().tolist() for name, p in outcome.probs.items()}
     picks = {name: c.cpu().tolist() for name, c in outcome.choices.items()}
     correct = {name: c.cpu().tolist() for name, c in outcome.correct.items()}
@@ -125,7 +127,7 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
         rows.append(
             Play(
                 caption=caption,
-                truthful=truthful(caption, pool.scenes.objects(int(item)), pool.scenes.x(int(item))),
+                truthful=None if scenes is None else truthful(caption, scenes.objects(int(item)), scenes.x(int(item)), scenes.vocab),
                 probs={name: p[b] for name, p in probs.items()},
                 picks={name: int(c[b]) for name, c in picks.items()},
                 correct=right,
@@ -137,12 +139,11 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
 
 
 def oracle_mention(game: Game, boards: Boards, generator: torch.Generator) -> dict[str, float]:
-    """Mention rate per attribute of the per-board oracle's captions on the boards."""
+    """Mention rate per attribute of the per-board oracle's captions on the boards (data with scenes)."""
     captions, _ = oracle_speaker(game, boards, generator)
-    pool = boards.checked_pool()
-    objects = [pool.scenes.objects(int(i)) for i in boards.target_items]
-    metrics = caption_metrics(captions, objects, [pool.scenes.x(int(i)) for i in boards.target_items])
-    return {a: metrics[f"mention/{a}"] for a in ATTRIBUTES}
+    scenes = boards.checked_pool().scenes
+    metrics = caption_metrics(captions, scenes, boards.target_items)
+    return {a: metrics[f"mention/{a}"] for a in scenes.vocab.attributes}
 
 
 def reward_words(game: Game) -> str:
@@ -174,12 +175,14 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     game = models.game()
     split, seed = eval_cfg.split, eval_cfg.seed
     generator = torch.Generator(device="cpu").manual_seed(seed)  # listener picks when game.choice=sample
-    boards = game.sample(n_boards, np.random.default_rng(seed), split)
+    boards = game.sample(n_boards, np.random.default_rng(seed), split, eval_cfg.data)
     speaker = models.speaker()  # the captioning adapter: the base speaker and the RL reference
     captions = {"base": speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts}
     speaker.load_adapter(checkpoint / ADAPTER)
     captions["trained"] = speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts
-    captions["oracle"], subsets = oracle_speaker(game, boards, generator)
+    subsets: list[tuple[str, ...]] = [()] * len(boards)
+    if has_oracle(boards):
+        captions["oracle"], subsets = oracle_speaker(game, boards, generator)
     rows = {name: plays(texts, game.play(texts, boards, generator), game, boards) for name, texts in captions.items()}
 
     images = boards.images  # (B, N, H, W, 3)
@@ -188,23 +191,28 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     board_reports = [
         BoardReport(
             target=int(boards.target[b]),
-            description=canonical_caption(pool.scenes.objects(int(item))[0], ATTRIBUTES),
+            description=pool.describe(int(item)),
             views={name: view[b] for name, view in views.items()},
-            plays={name: rows[name][b] for name in SPEAKERS},
+            plays={name: rows[name][b] for name in captions},
             oracle_subset=subsets[b],
         )
         for b, item in enumerate(boards.target_items)
     ]
     eval_boards = held_out_boards(game, eval_cfg)  # the boards summary.json's before / after were measured on
+    attributes = tuple(key.split("/", 1)[1] for key in summary["before"] if key.startswith("mention/"))
     mention = {
-        "base": {a: summary["before"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
-        "trained": {a: summary["after"].get(f"mention/{a}", float("nan")) for a in ATTRIBUTES},
-        "oracle": oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)),
+        "base": {a: summary["before"][f"mention/{a}"] for a in attributes},
+        "trained": {a: summary["after"].get(f"mention/{a}", float("nan")) for a in attributes},
     }
+    if has_oracle(eval_boards):
+        oracle = oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
+        mention["oracle"] = {a: oracle.get(a, float("nan")) for a in attributes}
     roles = {name: "intended" if name in game.reward.intended else "subtracted" if name in game.reward.subtracted else "player" for name in game.listeners}
     return Report(
         run=run_dir,
         checkpoint=checkpoint,
+        data=pool.data.name,
+        speakers=tuple(captions),
         split=split,
         seed=seed,
         roles=roles,
@@ -212,6 +220,7 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
         reward=reward_words(game),
         summary=summary,
         curves=curves,
+        attributes=attributes,
         mention=mention,
         mention_boards=len(eval_boards),
         boards=board_reports,

@@ -13,9 +13,8 @@ import numpy as np
 from PIL import Image
 
 from listener_sub.report.tables import metric_rows
-from listener_sub.report.gather import SPEAKERS, BoardReport, Play, Report
+from listener_sub.report.gather import BoardReport, Play, Report
 from listener_sub.report.plots import SPEAKER_COLORS, mention_chart, training_curves
-from listener_sub.world import ATTRIBUTES
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 TILE = 72  # displayed pixels per board image
@@ -118,7 +117,7 @@ def header(report: Report) -> str:
 <dt>trained speaker</dt><dd><code>{escape(str(report.checkpoint))}</code></dd>
 <dt>reward</dt><dd>{escape(report.reward)}</dd>
 <dt>listeners</dt><dd>{listeners}</dd>
-<dt>boards</dt><dd><span id="board-count">{len(report.boards)}</span> boards of the {escape(report.split)} split (seed {report.seed}):
+<dt>boards</dt><dd><span id="board-count">{len(report.boards)}</span> boards of {escape(report.data)} (seed {report.seed}):
 the trained speaker won {won}, lost {len(report.boards) - won}</dd>
 </dl>
 </header>"""
@@ -146,8 +145,8 @@ def metrics_table(report: Report) -> str:
 
 def summary_section(report: Report) -> str:
     """The metric table, the mention chart and the training curves."""
-    mention = data_uri("image/svg+xml", mention_chart(report.mention, ATTRIBUTES, report.mention_boards))
-    curves = data_uri("image/svg+xml", training_curves(report.curves, list(report.roles), ATTRIBUTES))
+    mention = data_uri("image/svg+xml", mention_chart(report.mention, report.attributes, report.mention_boards))
+    curves = data_uri("image/svg+xml", training_curves(report.curves, list(report.roles), report.attributes))
     return f"""<section id="summary">
 <h2>Summary</h2>
 <div class="summary-row">
@@ -201,9 +200,9 @@ def plays_table(report: Report, board: BoardReport) -> str:
     """Per speaker its caption, every listener's pick and probability, and the reward."""
     head = "".join(f"<th>{escape(name)} ({escape(report.roles[name])})</th>" for name in report.roles)
     rows = []
-    for speaker in SPEAKERS:
+    for speaker in report.speakers:
         play = board.plays[speaker]
-        notes = "" if play.truthful else '<span class="note warn">untruthful</span>'
+        notes = '<span class="note warn">untruthful</span>' if play.truthful is False else ""
         if speaker == "oracle":
             notes += f'<span class="note">names: {escape(", ".join(board.oracle_subset))}</span>'
         picks = "".join(pick_cell(report, name, play, board.target) for name in report.roles)
@@ -238,7 +237,7 @@ def boards_section(report: Report) -> str:
         f'<label for="show-{key}">{key} ({count})</label>'
         for key, count in counts.items()
     )
-    marks = " ".join(f'<span class="mark" style="background:{SPEAKER_COLORS[s]}">{s[0].upper()}</span> {s}' for s in SPEAKERS)
+    marks = " ".join(f'<span class="mark" style="background:{SPEAKER_COLORS[s]}">{s[0].upper()}</span> {s}' for s in report.speakers)
     articles = "\n".join(board_article(report, i + 1, board) for i, board in enumerate(report.boards))
     return f"""<section id="boards">
 <h2>Boards</h2>

@@ -70,7 +70,8 @@ def _panel(ax: Axes, curves: Sequence[Mapping[str, float]], keys: Mapping[str, s
 
 
 def training_curves(curves: Sequence[Mapping[str, float]], listeners: Sequence[str], attributes: Sequence[str]) -> bytes:
-    """Reward, gap, KL, accuracy per listener, mention rate per attribute and truthfulness over training steps.
+    """Reward, gap, KL, accuracy per listener, mention rate per attribute and truthfulness (caption length for data
+    without scenes) over training steps.
 
     Lines: train/ metrics of each step's sampled captions (faint, with a moving average); markers: eval/ metrics
     of greedy captions on the held-out boards.
@@ -81,7 +82,7 @@ def training_curves(curves: Sequence[Mapping[str, float]], listeners: Sequence[s
         ({"kl": "kl"}, "KL to the captioning adapter"),
         ({name: f"acc/{name}" for name in listeners}, "accuracy per listener"),
         ({a: f"mention/{a}" for a in attributes}, "mention rate per attribute"),
-        ({"truthful": "truthful"}, "truthful"),
+        ({"truthful": "truthful"}, "truthful") if any("train/truthful" in line for line in curves) else ({"length": "length"}, "caption length (words)"),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.2), dpi=100)
     for ax, (keys, title) in zip(axes.flat, panels):

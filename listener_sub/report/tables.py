@@ -21,7 +21,8 @@ def metric_rows(columns: dict[str, dict[str, float]]) -> tuple[list[str], list[t
 
 
 def metrics_table(title: str, columns: dict[str, dict[str, float]], oracle: dict[str, Any]) -> Table:
-    """Metrics of greedy captions and of samples side by side, one column per entry of `columns`, oracle gaps below."""
+    """Metrics of greedy captions and of samples side by side, one column per entry of `columns`, below them the oracle
+    gaps and the transfer ratio where `oracle` (a summary) has them."""
     table = Table(title=title)
     table.add_column("metric")
     names, rows = metric_rows(columns)
@@ -29,7 +30,11 @@ def metrics_table(title: str, columns: dict[str, dict[str, float]], oracle: dict
         table.add_column(name, justify="right")
     for key, values in rows:
         table.add_row(key, *(f"{v:.3f}" for v in values))
-    subset = "+".join(oracle["fixed_oracle_subset"])
-    table.add_row(f"fixed_oracle_gap ({subset})", f"{oracle['fixed_oracle_gap']:.3f}")
-    table.add_row("oracle_gap", f"{oracle['oracle_gap']:.3f}")
+    if "fixed_oracle_gap" in oracle:  # oracle speakers exist for data with scenes only
+        subset = "+".join(oracle["fixed_oracle_subset"])
+        table.add_row(f"fixed_oracle_gap ({subset})", f"{oracle['fixed_oracle_gap']:.3f}")
+        table.add_row("oracle_gap", f"{oracle['oracle_gap']:.3f}")
+    if "transfer" in oracle:
+        transfer = oracle["transfer"]
+        table.add_row(f"transfer ratio (gap / in-domain {transfer['in_domain_gap']:.3f})", f"{transfer['ratio']:.3f}")
     return table

@@ -4,14 +4,14 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from listener_sub.report.gather import SPEAKERS, Report
+from listener_sub.report.gather import Report
 
 
 def boards_table(report: Report) -> Table:
     """One row per board and speaker: caption, each listener's pick and probability, reward, won / lost."""
     won = sum(board.won for board in report.boards)
     table = Table(
-        title=f"{len(report.boards)} boards of the {report.split} split (seed {report.seed}): trained won {won}, lost {len(report.boards) - won}",
+        title=f"{len(report.boards)} boards of {report.data} (seed {report.seed}): trained won {won}, lost {len(report.boards) - won}",
         caption="pick: image (1-based), ✓ right / ✗ wrong, the listener's probability of its pick; won: intended right, subtracted wrong",
     )
     table.add_column("board", justify="right")
@@ -23,7 +23,7 @@ def boards_table(report: Report) -> Table:
     table.add_column("reward", justify="right")
     table.add_column("won")
     for index, board in enumerate(report.boards, start=1):
-        for row, speaker in enumerate(SPEAKERS):
+        for row, speaker in enumerate(report.speakers):
             play = board.plays[speaker]
             picks = [
                 Text(f"{play.picks[name] + 1} {'✓' if play.correct[name] else '✗'} {play.probs[name][play.picks[name]]:.2f}") for name in report.roles
@@ -33,10 +33,10 @@ def boards_table(report: Report) -> Table:
                 str(index) if first else "",
                 Text(f"{board.target + 1}: {board.description}") if first else Text(""),
                 speaker,
-                Text(play.caption + ("" if play.truthful else " (untruthful)")),
+                Text(play.caption + (" (untruthful)" if play.truthful is False else "")),
                 *picks,
                 f"{play.reward:+.3f}",
                 Text("won", style="green") if play.won else Text("lost", style="red"),
-                end_section=row == len(SPEAKERS) - 1,
+                end_section=row == len(report.speakers) - 1,
             )
     return table

@@ -1,7 +1,8 @@
 """Attribute combinations of one object as integer ids, mention masks, and the canonical caption of a (combo, mask).
 
-The oracle speakers and listener pretraining both name "the attributes in this mask of this object" through
-`caption_text`, so they say exactly the same words.
+A `Combos` belongs to one vocabulary (the embedded world's, CLEVR's, ...). The oracle speakers, listener evaluation
+and listener pretraining all name "the attributes in this mask of this object" through `Combos.caption`, so they
+say exactly the same words.
 """
 from __future__ import annotations
 
@@ -10,34 +11,40 @@ from collections.abc import Sequence
 import numpy as np
 
 from listener_sub.world.grammar import CaptionSpec, realize
-from listener_sub.world.vocab import ATTRIBUTES, WORLD_VOCAB
-
-N_VALUES = np.array([WORLD_VOCAB.sizes()[a] for a in ATTRIBUTES], dtype=np.int64)  # (A,) values per attribute
-RADIX = np.concatenate([np.cumprod(N_VALUES[::-1])[::-1][1:], [1]]).astype(np.int64)  # (A,) mixed-radix place values
-N_COMBOS = int(N_VALUES.prod())  # 540 attribute combinations of one object
-FULL_MASK = (1 << len(ATTRIBUTES)) - 1  # bit a set: attribute a is mentioned
+from listener_sub.world.vocab import WORLD_VOCAB, Vocabulary
 
 
-def combo_ids(attrs: np.ndarray) -> np.ndarray:
-    """(..., A) attribute value indices -> (...) combination ids in [0, N_COMBOS)."""
-    return (np.asarray(attrs, dtype=np.int64) * RADIX).sum(-1)
+class Combos:
+    """Mixed-radix ids of one object's attribute values (in the vocabulary's attribute order) and mention bit masks."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        self.attributes = vocab.attributes
+        self.n_values = np.array([len(vocab.values[a]) for a in self.attributes], dtype=np.int64)  # (A,) values per attribute
+        self.radix = np.concatenate([np.cumprod(self.n_values[::-1])[::-1][1:], [1]]).astype(np.int64)  # (A,) place values
+        self.count = int(self.n_values.prod())  # attribute combinations of one object (540 in the embedded world)
+        self.full_mask = (1 << len(self.attributes)) - 1  # bit a set: attribute a is mentioned
+
+    def ids(self, attrs: np.ndarray) -> np.ndarray:
+        """(..., A) attribute value indices -> (...) combination ids in [0, count)."""
+        return (np.asarray(attrs, dtype=np.int64) * self.radix).sum(-1)
+
+    def attrs(self, ids: np.ndarray | int) -> np.ndarray:
+        """(...) combination ids -> (..., A) attribute value indices."""
+        return (np.asarray(ids, dtype=np.int64)[..., None] // self.radix) % self.n_values
+
+    def mask_of(self, attributes: Sequence[str]) -> int:
+        """Bit mask of the named attributes."""
+        unknown = set(attributes) - set(self.attributes)
+        if unknown:
+            raise ValueError(f"unknown attribute(s) {sorted(unknown)}; choose from {', '.join(self.attributes)}")
+        return sum(1 << self.attributes.index(a) for a in attributes)
+
+    def caption(self, combo: int, mask: int, prefix: int = 0) -> str:
+        """The canonical caption naming the attributes in `mask` of the object `combo`."""
+        values = self.attrs(combo)
+        obj = {a: self.vocab.values[a][int(values[i])] for i, a in enumerate(self.attributes) if mask >> i & 1}
+        return realize(CaptionSpec((obj,), None, prefix), self.vocab)
 
 
-def combo_attrs(ids: np.ndarray) -> np.ndarray:
-    """(...) combination ids -> (..., A) attribute value indices."""
-    return (np.asarray(ids, dtype=np.int64)[..., None] // RADIX) % N_VALUES
-
-
-def mask_of(attributes: Sequence[str]) -> int:
-    """Bit mask of the named attributes."""
-    unknown = set(attributes) - set(ATTRIBUTES)
-    if unknown:
-        raise ValueError(f"unknown attribute(s) {sorted(unknown)}; choose from {', '.join(ATTRIBUTES)}")
-    return sum(1 << ATTRIBUTES.index(a) for a in attributes)
-
-
-def caption_text(combo: int, mask: int, prefix: int = 0) -> str:
-    """The canonical caption naming the attributes in `mask` of the object `combo`."""
-    values = combo_attrs(combo)
-    obj = {a: WORLD_VOCAB.values[a][int(values[i])] for i, a in enumerate(ATTRIBUTES) if mask >> i & 1}
-    return realize(CaptionSpec((obj,), None, prefix))
+WORLD_COMBOS = Combos(WORLD_VOCAB)

@@ -1,6 +1,7 @@
 """Caption grammar: which attributes a caption mentions, and how it is phrased."""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,11 +95,17 @@ def canonical_caption(obj: dict[str, str], attributes: tuple[str, ...] | list[st
     return realize(CaptionSpec(({a: obj[a] for a in attributes},)), vocab)
 
 
+def split_stream(split: str) -> int:
+    """A number per split name that seeds its caption stream: the world's splits by position, others by a checksum."""
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS) + zlib.crc32(split.encode())
+
+
 def caption_scenes(scenes: SceneBatch, cfg: CaptionConfig, per_scene: int, seed: int = 0) -> list[list[str]]:
-    """per_scene captions for each scene; scene i of a split always gets the same captions."""
+    """per_scene captions for each scene, in the scenes' vocabulary; scene i of a split always gets the same captions."""
     captions = []
+    stream = split_stream(scenes.split)
     for b, index in enumerate(scenes.index):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(scenes.split), int(index), 1)))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, int(index), 1)))
         objects, x = scenes.objects(b), scenes.x(b)
-        captions.append([realize(sample_spec(rng, objects, cfg, x)) for _ in range(per_scene)])
+        captions.append([realize(sample_spec(rng, objects, cfg, x), scenes.vocab) for _ in range(per_scene)])
     return captions

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from listener_sub.world.vocab import ATTRIBUTES, WORLD_VOCAB
+from listener_sub.world.vocab import ATTRIBUTES, WORLD_VOCAB, Vocabulary
 
 SPLITS = ("train", "val", "test", "shifted")
 CHUNK = 1024  # scenes per random stream: scene i comes from stream (seed, split, i // CHUNK)
@@ -56,14 +56,19 @@ class WorldConfig:
 
 @dataclass
 class SceneBatch:
-    """B scenes of up to K objects. Object 0 is the referent that captions describe."""
+    """B scenes of up to K objects. Object 0 is the referent that captions describe.
 
-    attrs: np.ndarray  # (B, K, A) int64 value indices in ATTRIBUTES order, -1 where no object
+    The embedded world's scenes (rendered from these arrays) and scenes read from a CLEVR-format folder (their
+    attributes in that folder's vocabulary, no style: the pictures are files).
+    """
+
+    attrs: np.ndarray  # (B, K, A) int64 value indices in the vocabulary's attribute order, -1 where no object
     xy: np.ndarray  # (B, K, 2) float32 object centres as fractions of the image side (x right, y down)
-    radius: np.ndarray  # (B, K) float32 object radii as fractions of the image side
-    style: Style
+    radius: np.ndarray  # (B, K) float32 object radii as fractions of the image side (0 where unknown)
+    style: Style | None  # how the world draws them; None for scenes read from files
     split: str
     index: np.ndarray  # (B,) int64 scene index within its split
+    vocab: Vocabulary = WORLD_VOCAB  # the words of the attribute values
 
     def __len__(self) -> int:
         return len(self.attrs)
@@ -75,12 +80,12 @@ class SceneBatch:
     def __getitem__(self, sel) -> "SceneBatch":
         sel = np.arange(len(self))[sel]
         sel = np.atleast_1d(sel)
-        return SceneBatch(self.attrs[sel], self.xy[sel], self.radius[sel], self.style, self.split, self.index[sel])
+        return SceneBatch(self.attrs[sel], self.xy[sel], self.radius[sel], self.style, self.split, self.index[sel], self.vocab)
 
     def objects(self, b: int) -> list[dict[str, str]]:
         """Attribute -> value word for each object of scene b (referent first)."""
         return [
-            {a: WORLD_VOCAB.values[a][int(v)] for a, v in zip(ATTRIBUTES, self.attrs[b, k])}
+            {a: self.vocab.values[a][int(v)] for a, v in zip(self.vocab.attributes, self.attrs[b, k])}
             for k in np.nonzero(self.present[b])[0]
         ]
 

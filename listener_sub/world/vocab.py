@@ -53,6 +53,8 @@ CLEVR_VOCAB = Vocabulary(
     }
 )
 
+VOCABULARIES = {"world": WORLD_VOCAB, "clevr": CLEVR_VOCAB}  # by the name a scene file or a data config gives
+
 # Perceived luma weights (ITU-R BT.601), used to make the palette isoluminant.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 OBJECT_LUMA = 100.0  # every hue has this luma (0..255)

@@ -1,0 +1,34 @@
+"""Random-init models in the real formats, made by the tests (nothing is downloaded): an open_clip checkpoint file of a
+real architecture, and a Hugging Face GPT-2 directory (save_pretrained) with a byte-level BPE tokenizer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def open_clip_checkpoint(path: Path, model: str = "ViT-B-32", seed: int = 0) -> Path:
+    """A randomly initialised open_clip model saved as the {"state_dict": ...} checkpoint open_clip loads from a file."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    clip = open_clip.create_model(model, pretrained=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": clip.state_dict()}, path)
+    return path
+
+
+def gpt2_directory(path: Path, texts: list[str], n_layer: int = 12, n_embd: int = 768, n_head: int = 12, seed: int = 0) -> Path:
+    """A randomly initialised GPT-2 (12 layers x 768: the 124M model's shape by default) and a byte-level BPE tokenizer
+    trained on `texts`, both written with save_pretrained. The embedding keeps GPT-2's 50,257 rows."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
