@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from listener_sub.cache import ArtifactCache
 from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.errors import UserError
 from listener_sub.files import atomic_path, config_key
-from listener_sub.game import Game, create_game
+from listener_sub.game import Game, check_images, create_game
 from listener_sub.models.listener import Listener, create_listener, register_model_configs
 from listener_sub.models.lm import LMConfig
 from listener_sub.models.speaker import Speaker, create_speaker
@@ -120,6 +121,12 @@ class Assembly:
         render its scenes themselves)."""
         source = self.source(self.spec.pretrain_data)
         return None if source.kind == "synthetic" else source.load("train", size)
+
+    def load_data(self, boards: Iterable[tuple[DataConfig | None, str]]) -> None:
+        """Load every image set the run draws boards from -- (data, None: the run's; split) -- and check that each holds
+        a board: missing, unreadable or too few images fail here, before any model is built. Folders decode once."""
+        for config, split in boards:
+            check_images(self.source(config).load(split, self.spec.game["pool_size"]), self.spec.game["n_images"], self.spec.game["distractors"])
 
     @staticmethod
     def _data_key(images: ImageSet | None) -> list[str]:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
 
 DISTRACTORS = ("random", "hard", "differ_one")  # how a board's distractors relate to its target
 CHOICES = ("argmax", "sample")  # how a listener turns P(image | caption) into a pick
-FEATURE_CHUNK = 512  # images per listener forward pass when filling a pool's feature cache
+FEATURE_PIXELS = 512 * 64 * 64  # image pixels per listener forward pass when filling a pool's features (512 images at 64 px)
 PROGRESS_MIN = 8192  # pools from this size show a progress bar while their features are computed
 
 
@@ -79,12 +79,14 @@ class Pool:
         return self._features[listener]
 
     def _fill(self, listener: Listener, missing: np.ndarray, progress: bool = False) -> None:
-        """Encode the images `missing` (sorted, distinct), FEATURE_CHUNK at a time, into the listener's table."""
+        """Encode the images `missing` (sorted, distinct) into the listener's table, FEATURE_PIXELS of image at a time (the
+        transient memory of a pass does not grow with the pool or the image size)."""
         table, filled = self._table(listener)
-        chunks = range(0, len(missing), FEATURE_CHUNK)
+        per_pass = max(1, FEATURE_PIXELS // int(np.prod(self.images.shape[1:3])))
+        chunks = range(0, len(missing), per_pass)
         bar = tqdm(chunks, desc=f"features: {listener.name} on {self.data.name}", unit="chunk", disable=not progress, leave=False)
         for start in bar:
-            rows = missing[start : start + FEATURE_CHUNK]
+            rows = missing[start : start + per_pass]
             new = listener.encode_images(self.images[rows])  # (n, D)
             if table is None:
                 table = new.new_zeros(len(self), new.shape[-1])  # (P, D)
@@ -320,6 +322,14 @@ def check_game(players: Sequence[str], reward: Reward, n_images: int, distractor
         raise ValueError(f"need 2 <= n_images <= pool_size; got n_images={n_images}, pool_size={pool_size}")
 
 
+def check_images(images: ImageSet, n_images: int, distractors: str) -> None:
+    """A DataError unless the image set holds a board; a UserError when the distractor policy needs scenes it lacks."""
+    if len(images) < n_images:
+        raise DataError(f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={n_images}; add images or lower game.n_images")
+    if distractors != "random" and images.scenes is None:
+        raise UserError(f"game.distractors={distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)")
+
+
 class Game:
     """The listener-subtraction reference game over pools of images, one pool per (data, split).
 
@@ -348,13 +358,7 @@ class Game:
         key = (config_key(source.config), split)
         if key not in self._pools:
             images = source.load(split, self.pool_size)
-            if len(images) < self.n_images:
-                raise DataError(
-                    f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={self.n_images}; "
-                    "add images or lower game.n_images"
-                )
-            if self.distractors != "random" and images.scenes is None:
-                raise UserError(f"game.distractors={self.distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)")
+            check_images(images, self.n_images, self.distractors)
             cache = None if source.cache_dir is None else Path(source.cache_dir)
             self._pools[key] = Pool(images, cache)
         return self._pools[key]

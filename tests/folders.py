@@ -56,13 +56,13 @@ def clevr(root: Path, first_colour: str = "red") -> None:
     (root / "scenes" / "CLEVR_val_scenes.json").write_text(json.dumps({"info": {}, "scenes": scenes}))
 
 
-def coco_of_world(root: Path, n: int, splits: tuple[str, ...] = ("train", "test"), world: WorldConfig = WorldConfig()) -> None:
-    """A COCO-format folder of the world's first n scenes per split (split names as given), one grammar-free caption each:
-    the canonical caption of the referent, so that listeners and a captioner have something to learn."""
+def coco_of_world(root: Path, n: int, splits: dict[str, str] = {"train": "train2017", "test": "val2017"}, world: WorldConfig = WorldConfig()) -> None:
+    """A COCO-format folder of the world's first n scenes per split (world split -> COCO split name), two captions each:
+    the canonical caption of the referent with every attribute and with colour and shape."""
     from listener_sub.world import ATTRIBUTES, canonical_caption
 
-    for split in splits:
-        scenes = sample_scenes(world, split, 0, n)
+    for world_split, split in splits.items():
+        scenes = sample_scenes(world, world_split, 0, n)
         pixels = render(scenes, world.image_size)
         folder = root / split
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,3 +85,33 @@ def plain_folder(root: Path, n: int, world: WorldConfig = WorldConfig(), split: 
         path = root / f"part{i % 2}" / f"img_{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[i]).save(path)
+
+
+CLEVR_RGB = {"gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20), "brown": (129, 74, 25),
+             "purple": (129, 38, 192), "cyan": (41, 208, 208), "yellow": (255, 238, 51)}
+
+
+def clevr_folder(root: Path, n: int, splits: tuple[str, ...] = ("train", "val"), side: int = 64, seed: int = 0) -> None:
+    """A CLEVR-format folder in CLEVR's vocabulary: n scenes per split of 1-3 objects drawn as squares of their colour
+    (large ones larger) at their pixel coordinates, each in its own third of the width."""
+    from listener_sub.world import CLEVR_VOCAB
+
+    rng = np.random.default_rng(seed)
+    values = CLEVR_VOCAB.values
+    for split in splits:
+        entries = []
+        for i in range(n):
+            pixels = np.full((side, side, 3), 160, np.uint8)
+            objects = []
+            for third in rng.permutation(3)[: rng.integers(1, 4)]:
+                obj = {key: str(rng.choice(values[attr])) for key, attr in (("color", "color"), ("shape", "shape"), ("size", "size"), ("material", "fill"))}
+                x, y = (third + 0.5) * side / 3, side / 2
+                half = side // (10 if obj["size"] == "small" else 7)
+                pixels[int(y) - half : int(y) + half, int(x) - half : int(x) + half] = CLEVR_RGB[obj["color"]]
+                objects.append({**obj, "pixel_coords": [x, y, 10.0]})
+            name = f"CLEVR_{split}_{i:06d}.png"
+            (root / "images" / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / "images" / split / name)
+            entries.append({"image_index": i, "image_filename": name, "split": split, "objects": objects})
+        (root / "scenes").mkdir(parents=True, exist_ok=True)
+        (root / "scenes" / f"CLEVR_{split}_scenes.json").write_text(json.dumps({"info": {"split": split}, "scenes": entries}))

@@ -11,6 +11,9 @@ def open_clip_checkpoint(path: Path, model: str = "ViT-B-32", seed: int = 0) -> 
     """A randomly initialised open_clip model saved as the {"state_dict": ...} checkpoint open_clip loads from a file."""
     import open_clip
 
+    from listener_sub.models.listener import register_model_configs
+
+    register_model_configs()  # the package's small configs (ls-rn-tiny-64, ...) too
     torch.manual_seed(seed)
     clip = open_clip.create_model(model, pretrained=None)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -18,9 +21,12 @@ def open_clip_checkpoint(path: Path, model: str = "ViT-B-32", seed: int = 0) -> 
     return path
 
 
-def gpt2_directory(path: Path, texts: list[str], n_layer: int = 12, n_embd: int = 768, n_head: int = 12, seed: int = 0) -> Path:
-    """A randomly initialised GPT-2 (12 layers x 768: the 124M model's shape by default) and a byte-level BPE tokenizer
-    trained on `texts`, both written with save_pretrained. The embedding keeps GPT-2's 50,257 rows."""
+def gpt2_directory(
+    path: Path, texts: list[str], n_layer: int = 12, n_embd: int = 768, n_head: int = 12, vocab_size: int | None = 50257, seed: int = 0
+) -> Path:
+    """A randomly initialised GPT-2 (12 layers x 768 and 50,257 embedding rows: the 124M model's shape by default) and a
+    byte-level BPE tokenizer trained on `texts` (a few hundred tokens), both written with save_pretrained.
+    vocab_size None: as many embedding rows as the tokenizer has tokens."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
@@ -28,7 +34,10 @@ def gpt2_directory(path: Path, texts: list[str], n_layer: int = 12, n_embd: int 
     bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
     tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=vocab_size or len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

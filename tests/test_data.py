@@ -198,6 +198,10 @@ def test_unreadable_images_are_named_or_skipped_and_counted(tmp_path, caplog, da
     assert len(images) == 2 and len(images.skipped) == 1 and "a.jpg" in images.skipped[0] and len(_warnings(caplog)) == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING):
+        assert load("coco", tmp_path, "train2017", image_size=8, skip_bad=True) is images  # loaded once per process
+    assert _warnings(caplog) == []
+    folders._LOADED.clear()  # another process
+    with caplog.at_level(logging.WARNING):
         again = load("coco", tmp_path, "train2017", image_size=8, skip_bad=True)  # from the store: still reported, once
     assert again.skipped == images.skipped and len(_warnings(caplog)) == 1
 

@@ -32,14 +32,14 @@ OWN_KEYS = ("command", "checkpoint", "threads", "debug")  # this command's setti
 SUMMARY = "summary.json"
 
 
-def transfer(run: Path, evaluation: EvalConfig, gap: float) -> dict[str, float] | None:
-    """The transfer ratio (gap on these boards / the run's own gap after training) when the boards are not the run's own
-    evaluation boards and the run's summary.json has its own; else None."""
+def transfer(run: Path, evaluation: EvalConfig, gap: float) -> dict[str, float | None] | None:
+    """The transfer ratio (gap on these boards / the run's own gap after training; None when that is 0) when the boards
+    are not the run's own evaluation boards and the run's summary.json has its own; else None."""
     own = OmegaConf.load(run / RUN_CONFIG).get("evaluation", {})
     if (evaluation.data is None and evaluation.split == own.get("split")) or not (run / SUMMARY).is_file():
         return None
     in_domain = float(json.loads((run / SUMMARY).read_text())["after"]["gap"])
-    return {"in_domain_gap": in_domain, "gap": gap, "ratio": gap / in_domain if in_domain else float("nan")}
+    return {"in_domain_gap": in_domain, "gap": gap, "ratio": gap / in_domain if in_domain else None}
 
 
 @hydra_command("eval")
@@ -55,6 +55,7 @@ def main(cfg: DictConfig) -> float:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+    models.load_data([(eval_cfg.data, eval_cfg.split)])
     models.build_clips()
     game = models.game()
     speaker = models.speaker()

@@ -34,6 +34,7 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
     cache = ArtifactCache(cfg.get("cache_dir"))
     models = Assembly(spec, cache)
     if stage in ("listeners", "speaker", "all"):
+        models.load_data([(ev.data, ev.split)])
         models.build_clips()
     summary: dict[str, float] = {}
     if stage in ("listeners", "all"):

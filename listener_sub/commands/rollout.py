@@ -78,6 +78,7 @@ def main(cfg: DictConfig) -> None:
     if eval_cfg.data:
         DataSource(eval_cfg.data, spec.world).check_split(cfg.split)
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+    models.load_data([(eval_cfg.data, cfg.split), (eval_cfg.data, eval_cfg.split)])
     models.build_clips()
     game = models.game()
     speaker = models.speaker(trained)

@@ -38,6 +38,7 @@ def main(cfg: DictConfig) -> float:
         torch.set_num_threads(int(cfg.threads))
     cache = ArtifactCache(cfg.get("cache_dir"))
     models = Assembly(spec, cache)
+    models.load_data([(None, rl_cfg.split), (eval_cfg.data, eval_cfg.split)])
     models.build_clips()
     game, speaker = models.game(), models.speaker()
     pretrain_s = time.perf_counter() - start

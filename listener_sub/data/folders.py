@@ -37,6 +37,7 @@ SCENE_KEYS = {  # scene-file object key -> attribute, per vocabulary (CLEVR's ma
 }
 # what PIL raises on bad image files
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+_LOADED: dict[str, ImageSet] = {}  # image sets loaded by this process, by store key: each is read (and its skipped items reported) once
 
 
 @dataclass
@@ -188,6 +189,8 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     index_stat = source.stat()
     key = config_key(STORE_VERSION, cfg.kind, str(root.resolve()), name, cfg.image_size, crop, cfg.skip_bad, size, vocab_name,
                      [index_stat.st_size, index_stat.st_mtime_ns] if source.is_file() else None, stats)
+    if key in _LOADED:
+        return _LOADED[key]
     folder = cache / "images" / key
     opened = open_store(folder)
     if opened is None:
@@ -201,10 +204,11 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     scenes = _scene_batch(kept, index["kept"], name, VOCABULARIES[vocab_name]) if cfg.kind == "clevr" else None
     captions = [item.captions for item in kept] if cfg.kind == "coco" else None
     lexicon = {attr: tuple(w.lower() for w in words) for attr, words in cfg.lexicon.items()}
-    return ImageSet(
+    _LOADED[key] = ImageSet(
         images, cfg.kind, name, f"{cfg.kind} {name} ({root})", key, scenes=scenes, captions=captions,
         files=[item.file for item in kept], lexicon=lexicon, skipped=list(bad.reasons),
     )
+    return _LOADED[key]
 
 
 def split_folder(root: Path, name: str) -> Path:

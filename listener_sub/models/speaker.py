@@ -143,6 +143,7 @@ class Speaker(nn.Module):
         if len(tokenizer) > self.lm.get_input_embeddings().num_embeddings:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the LM's vocabulary")
         self.cache_arg = cache_argument(lm)
+        self.vocab_size = len(tokenizer)  # the policy ranges over the tokens the tokenizer can decode (an LM may have more rows)
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
@@ -224,7 +225,7 @@ class Speaker(nn.Module):
         attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
             logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (N, M + L, V)
-        logp = logits[:, M - 1 : M + L - 1].float().log_softmax(-1)  # (N, L, V): position M - 1 + t predicts token t
+        logp = logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)  # (N, L, V): position M - 1 + t predicts token t
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
 
@@ -260,7 +261,7 @@ class Speaker(nn.Module):
             embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (N, M, d_lm)
             out = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
             for _ in range(max_new_tokens):
-                logits = out.logits[:, -1].float()  # (N, V)
+                logits = out.logits[:, -1, : self.vocab_size].float()  # (N, V)
                 token = torch.where(finished, self.pad_id, sample_token(logits, **sampling))  # (N,)
                 logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
                 tokens.append(token)

@@ -171,6 +171,7 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     cfg = from_run(cfg, run_dir, own, overrides)
     rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+    models.load_data([(eval_cfg.data, eval_cfg.split)])
     models.build_clips()
     game = models.game()
     split, seed = eval_cfg.split, eval_cfg.seed

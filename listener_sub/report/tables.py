@@ -36,5 +36,6 @@ def metrics_table(title: str, columns: dict[str, dict[str, float]], oracle: dict
         table.add_row("oracle_gap", f"{oracle['oracle_gap']:.3f}")
     if "transfer" in oracle:
         transfer = oracle["transfer"]
-        table.add_row(f"transfer ratio (gap / in-domain {transfer['in_domain_gap']:.3f})", f"{transfer['ratio']:.3f}")
+        ratio = "n/a" if transfer["ratio"] is None else f"{transfer['ratio']:.3f}"  # no in-domain gap to compare with
+        table.add_row(f"transfer ratio (gap / in-domain {transfer['in_domain_gap']:.3f})", ratio)
     return table
