@@ -58,6 +58,11 @@ class ListenerSpec:
     seed: int = 0  # initialisation and data order when trained locally
     finetune: bool = False  # with pretrained: fine-tune it on the pretraining data by the listener recipe (cached)
 
+    @property
+    def trained_locally(self) -> bool:
+        """Whether its CLIP comes out of the listener recipe (trained from scratch, or fine-tuned from `pretrained`)."""
+        return not self.pretrained or self.finetune
+
 
 @dataclass
 class SpeakerSpec:
@@ -124,9 +129,12 @@ class Assembly:
 
     def load_data(self, boards: Iterable[tuple[DataConfig | None, str]]) -> None:
         """Load every image set the run draws boards from -- (data, None: the run's; split) -- and check that each holds
-        a board: missing, unreadable or too few images fail here, before any model is built. Folders decode once."""
+        a board: missing, unreadable or too few images fail here, before any model is built. Folders decode once; the
+        embedded world, whose splits and pool size the config checks settle, renders when the game needs it."""
         for config, split in boards:
-            check_images(self.source(config).load(split, self.spec.game["pool_size"]), self.spec.game["n_images"], self.spec.game["distractors"])
+            source = self.source(config)
+            if source.kind != "synthetic":
+                check_images(source.load(split, self.spec.game["pool_size"]), self.spec.game["n_images"], self.spec.game["distractors"])
 
     @staticmethod
     def _data_key(images: ImageSet | None) -> list[str]:
@@ -150,11 +158,6 @@ class Assembly:
         ls = self.spec.listeners[name]
         return self._clip_job(ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None)
 
-    def _trained_locally(self, name: str) -> bool:
-        """Whether the listener's CLIP comes out of the listener recipe (trained from scratch or fine-tuned)."""
-        ls = self.spec.listeners[name]
-        return not ls.pretrained or ls.finetune
-
     def _vision_job(self) -> tuple[str, dict]:
         sp = self.spec.speaker
         return self._clip_job(sp.vision_model, Full(), "full", (), sp.vision_seed)
@@ -170,7 +173,7 @@ class Assembly:
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
-        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if self._trained_locally(name)]
+        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if self.spec.listeners[name].trained_locally]
         if not self.spec.speaker.vision_pretrained:
             jobs.append(("speaker_vision", *self._vision_job()))
         missing = {key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)}  # one job per key
@@ -189,7 +192,7 @@ class Assembly:
     def listener_checkpoint(self, name: str) -> str:
         """The listener's CLIP checkpoint: `pretrained` as given, else trained (or fine-tuned) locally and cached."""
         ls = self.spec.listeners[name]
-        return self._clip("listeners", self._listener_job(name)) if self._trained_locally(name) else str(ls.pretrained)
+        return self._clip("listeners", self._listener_job(name)) if ls.trained_locally else str(ls.pretrained)
 
     def listener(self, name: str) -> Listener:
         ls = self.spec.listeners[name]
@@ -240,7 +243,7 @@ class Assembly:
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = data or self.source(DataConfig()).load("train", recipe.scenes)  # the embedded world's train scenes
+            images = data or self.source(self.spec.pretrain_data).load("train", recipe.scenes)  # the embedded world's train scenes
             captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()

@@ -201,7 +201,7 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
             raise UserError(f"game.distractors={spec.game['distractors']} needs data with scene attributes (synthetic, clevr); {key} is {source.kind}: use game.distractors=random")
         if source.kind == "synthetic" and spec.game["pool_size"] is None:
             raise UserError("game.pool_size=null means every image of a folder; the embedded world needs a number of scenes (e.g. game.pool_size=4096)")
-    trained = [f"listeners.{n}" for n in spec.players if not spec.listeners[n].pretrained or spec.listeners[n].finetune]
+    trained = [f"listeners.{n}" for n in spec.players if spec.listeners[n].trained_locally]
     trained += ["speaker.vision"] if not spec.speaker.vision_pretrained else []
     trained += ["lm"] if not spec.lm.name else []
     trained += ["speaker.captioner"] if not spec.speaker.checkpoint else []
@@ -214,7 +214,7 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
                 "set pretrain_data to data with captions (e.g. +data@pretrain_data=synthetic) or give pretrained models"
             )
         pretraining.check_split("train")
-    limited = [f"listeners.{n}" for n in spec.players if spec.listeners[n].exclude and (not spec.listeners[n].pretrained or spec.listeners[n].finetune)]
+    limited = [f"listeners.{n}" for n in spec.players if spec.listeners[n].exclude and spec.listeners[n].trained_locally]
     if limited and not pretraining.has_attributes:
         raise UserError(f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes (synthetic, clevr); {key} is {pretraining.kind}")
 

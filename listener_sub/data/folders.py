@@ -37,7 +37,7 @@ SCENE_KEYS = {  # scene-file object key -> attribute, per vocabulary (CLEVR's ma
 }
 # what PIL raises on bad image files
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
-_LOADED: dict[str, ImageSet] = {}  # image sets loaded by this process, by store key: each is read (and its skipped items reported) once
+_LOADED: dict[tuple[str, str], ImageSet] = {}  # image sets this process loaded, by (cache, store key): each read (and its skips reported) once
 
 
 @dataclass
@@ -161,11 +161,11 @@ def _stat_key(items: list[_Item], bad: _BadItems) -> tuple[list[_Item], list[tup
 def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) -> ImageSet:
     """Split `split` (a game split, mapped by data.splits) of a clevr, coco or plain folder as an ImageSet of at most
     `size` images (None: all), decoded once into the cache."""
-    root = existing_root(cfg.root)
-    name = cfg.split_name(split)
+    root, name = existing_root(cfg.root), cfg.split_name(split)
+    source = split_source(cfg.kind, root, name)
+    bad = _BadItems(source, cfg.skip_bad)
+    vocab_name = None
     if cfg.kind == "clevr":
-        source = index_file(root / "scenes" / f"CLEVR_{name}_scenes.json", "CLEVR_*_scenes.json", "CLEVR scenes file")
-        bad = _BadItems(source, cfg.skip_bad)
         data = read_json(source)
         entries = _top_list(data, "scenes", source)
         vocab_name = cfg.vocab or (data.get("info") or {}).get("vocabulary") or "clevr"
@@ -173,24 +173,16 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
             raise DataError(f"{source}: info.vocabulary {vocab_name!r} is not one of {', '.join(VOCABULARIES)}; set data.vocab")
         items = _clevr_items(entries, source, root / "images" / name, root, VOCABULARIES[vocab_name], vocab_name, bad)
     elif cfg.kind == "coco":
-        source = index_file(root / "annotations" / f"captions_{name}.json", "captions_*.json", "COCO captions file")
-        bad = _BadItems(source, cfg.skip_bad)
         items = _coco_items(read_json(source), source, root, name, bad)
-        vocab_name = None
-    elif cfg.kind == "folder":
-        source = split_folder(root, name)
-        bad = _BadItems(source, cfg.skip_bad)
-        items = [_Item(path, str(path.relative_to(root))) for path in _image_files(source)]
-        vocab_name = None
     else:
-        raise DataError(f"data.kind={cfg.kind} is not a folder dataset")
+        items = [_Item(path, str(path.relative_to(root))) for path in _image_files(source)]
     items, stats = _stat_key(items, bad)
     crop = cfg.kind != "clevr"  # CLEVR is squashed whole, so that every object and its third of the width stay in view
     index_stat = source.stat()
     key = config_key(STORE_VERSION, cfg.kind, str(root.resolve()), name, cfg.image_size, crop, cfg.skip_bad, size, vocab_name,
                      [index_stat.st_size, index_stat.st_mtime_ns] if source.is_file() else None, stats)
-    if key in _LOADED:
-        return _LOADED[key]
+    if (str(cache), key) in _LOADED:
+        return _LOADED[str(cache), key]
     folder = cache / "images" / key
     opened = open_store(folder)
     if opened is None:
@@ -204,11 +196,23 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     scenes = _scene_batch(kept, index["kept"], name, VOCABULARIES[vocab_name]) if cfg.kind == "clevr" else None
     captions = [item.captions for item in kept] if cfg.kind == "coco" else None
     lexicon = {attr: tuple(w.lower() for w in words) for attr, words in cfg.lexicon.items()}
-    _LOADED[key] = ImageSet(
+    _LOADED[str(cache), key] = ImageSet(
         images, cfg.kind, name, f"{cfg.kind} {name} ({root})", key, scenes=scenes, captions=captions,
         files=[item.file for item in kept], lexicon=lexicon, skipped=list(bad.reasons),
     )
-    return _LOADED[key]
+    return _LOADED[str(cache), key]
+
+
+def split_source(kind: str, root: Path, name: str) -> Path:
+    """What a split of a folder dataset is read from: its scenes file (clevr), captions file (coco) or folder (folder);
+    a DataError naming what is missing and what is there."""
+    if kind == "clevr":
+        return index_file(root / "scenes" / f"CLEVR_{name}_scenes.json", "CLEVR_*_scenes.json", "CLEVR scenes file")
+    if kind == "coco":
+        return index_file(root / "annotations" / f"captions_{name}.json", "captions_*.json", "COCO captions file")
+    if kind == "folder":
+        return split_folder(root, name)
+    raise DataError(f"data.kind={kind} is not a folder dataset")
 
 
 def split_folder(root: Path, name: str) -> Path:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from listener_sub.data.config import DataConfig
-from listener_sub.data.folders import index_file, split_folder, existing_root, folder_images
+from listener_sub.data.folders import existing_root, folder_images, split_source
 from listener_sub.data.imageset import ImageSet
 from listener_sub.data.synthetic import synthetic_images
 from listener_sub.errors import UserError
@@ -45,13 +45,7 @@ class DataSource:
             if name not in SPLITS:
                 raise UserError(f"the embedded world has no split {name!r}; choose one of: {', '.join(SPLITS)}")
             return
-        root = existing_root(cfg.root)
-        if cfg.kind == "clevr":
-            index_file(root / "scenes" / f"CLEVR_{name}_scenes.json", "CLEVR_*_scenes.json", "CLEVR scenes file")
-        elif cfg.kind == "coco":
-            index_file(root / "annotations" / f"captions_{name}.json", "captions_*.json", "COCO captions file")
-        else:
-            split_folder(root, name)
+        split_source(cfg.kind, existing_root(cfg.root), name)
 
     def load(self, split: str, size: int | None = None) -> ImageSet:
         """The first `size` usable images of the split (None: all of a folder; synthetic data needs a size)."""

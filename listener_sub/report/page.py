@@ -146,14 +146,17 @@ def metrics_table(report: Report) -> str:
 def summary_section(report: Report) -> str:
     """The metric table, the mention chart and the training curves."""
     mention = data_uri("image/svg+xml", mention_chart(report.mention, report.attributes, report.mention_boards))
+    oracle = (
+        f"; oracle: per board the canonical caption of the attribute subset with the best reward, on the same {report.mention_boards} boards"
+        if "oracle" in report.mention else ""
+    )
     curves = data_uri("image/svg+xml", training_curves(report.curves, list(report.roles), report.attributes))
     return f"""<section id="summary">
 <h2>Summary</h2>
 <div class="summary-row">
 {metrics_table(report)}
-<figure><img alt="mention rate per attribute: base, trained, oracle" src="{mention}">
-<figcaption>base and trained: greedy captions (summary.json); oracle: per board the canonical caption of the
-attribute subset with the best reward, on the same {report.mention_boards} boards.</figcaption></figure>
+<figure><img alt="mention rate per attribute: {escape(', '.join(report.mention))}" src="{mention}">
+<figcaption>base and trained: greedy captions (summary.json){oracle}.</figcaption></figure>
 </div>
 <figure class="wide"><img alt="training curves" src="{curves}">
 <figcaption>metrics.jsonl. Faint lines: train/ metrics of each step's sampled captions, solid: their moving average;
