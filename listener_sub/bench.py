@@ -1,11 +1,28 @@
-"""Throughput benchmarks: each measures an optimized path against its naive counterpart."""
+"""Throughput benchmarks: each measures an optimized path against its naive counterpart, in one process.
+
+- Rendering: batched scenes against one scene per call.
+- The RL step: `Trainer.train_step` against `NaiveStep`, the same step without its optimizations, on the same boards
+  from the same starting weights: games (sampled captions judged) per second, seconds per phase, the step's FLOPs
+  against this machine's matmul peak measured in the same run, peak memory.
+"""
 from __future__ import annotations
 
 import os
+import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from listener_sub.data import ImageSet
+from listener_sub.game import Boards, Game, Pool, listen
+from listener_sub.models.listener import Listener
+from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.rl import Phases, Trainer, reinforce
 from listener_sub.world import WorldConfig, render, sample_scenes
 
 
@@ -42,3 +59,184 @@ def bench_render(world: WorldConfig, n_images: int, repeats: int) -> dict[str, f
         batched = best_rate(lambda: render(scenes, world.image_size), n_images, repeats)
         naive = best_rate(lambda: [render(scenes[i : i + 1], world.image_size) for i in range(naive_n)], naive_n, repeats)
     return {"render/images_per_s": batched, "render/naive_images_per_s": naive, "render/speedup": batched / naive}
+
+
+# ---------------------------------------------------------------- the RL step, naive
+
+
+def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
+    """P(image | caption) as `game.listen` gives it, without its optimizations: each board is scored on its own, its
+    images encoded anew by every listener (a fresh pool: no feature cache), its caption alone (no deduplication)."""
+    rows = []
+    for b, caption in enumerate(captions):
+        images = boards.images[b]  # (N, H, W, 3)
+        pool = Pool(ImageSet(images, "bench", "board", "one board", f"board {b}"))
+        rows.append(listen(listeners, [caption], Boards(np.arange(len(images))[None], boards.target[b : b + 1], pool)))
+    return {name: torch.cat([row[name] for row in rows]) for name in listeners}  # (B, N) each
+
+
+@torch.no_grad()
+def naive_sample(speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, max_new_tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far.
+    Returns tokens (B*k, L), pad after EOS, and lengths (B*k,) up to and including EOS."""
+    prefix = prefix.repeat_interleave(k, dim=0)  # (N, M, d_lm)
+    n = len(prefix)
+    tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
+    finished = torch.zeros(n, dtype=torch.bool, device=speaker.device)
+    lengths = torch.zeros(n, dtype=torch.long, device=speaker.device)
+    for _ in range(max_new_tokens):
+        embeds = torch.cat([prefix, speaker.lm.get_input_embeddings()(tokens)], dim=1)  # (N, M + t, d_lm)
+        logits = speaker.lm(inputs_embeds=embeds, use_cache=False).logits[:, -1, : speaker.vocab_size].float()  # (N, V)
+        token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, generator=generator))  # (N,)
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        lengths += ~finished
+        finished |= token == speaker.eos_id
+        if finished.all():
+            break
+    return tokens, lengths
+
+
+class NaiveStep:
+    """The trainer's RL step without its optimizations -- the bench's baseline, sharing the trainer's state (weights,
+    optimizer, baseline, random streams): the vision tower runs twice (to sample, then for the log-probs), decoding
+    reads the whole sequence for every token (`naive_sample`), listeners encode every board and caption anew
+    (`naive_listen`). The objective and the update are the trainer's own."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def __call__(self) -> dict[str, float]:
+        t = self.trainer
+        cfg, speaker, phase = t.cfg, t.speaker, t.phases
+        with phase("boards"):
+            boards = t.game.sample(cfg.boards, t.rng, cfg.split)
+            images = boards.target_images  # (B, H, W, 3)
+        with phase("vision"):
+            sampling_features = speaker.encode(images)
+        with phase("sampling"):
+            tokens, lengths = naive_sample(speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, cfg.max_new_tokens, t.generator)
+            texts = speaker.decode(tokens, lengths)
+        with phase("listeners"):
+            repeated = boards.repeat(cfg.k)
+            probs = naive_listen(t.game.listeners, texts, repeated)
+            outcome = t.game.judge(probs, t.game.choose(probs, t.generator), repeated)
+        with phase("vision"):
+            features = speaker.encode(images)  # again, for the log-probs
+        with phase("teacher-forced pass"):
+            logp, mask = speaker.log_probs(speaker.adapt(features).repeat_interleave(cfg.k, 0), tokens, lengths)
+        with phase("reference pass"), torch.no_grad():
+            ref_logp, _ = speaker.log_probs(speaker.adapt(features, t.reference).repeat_interleave(cfg.k, 0), tokens, lengths)
+        objective = reinforce(cfg, outcome.reward, logp, ref_logp, t.baseline)
+        grad_norm, lr = t.update(objective.loss)
+        with phase("bookkeeping"):
+            return t.step_metrics(objective, outcome, mask, grad_norm, lr, texts, repeated)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+    """This machine's matmul peak in FLOP/s, measured: the fastest of `repeats` (size x size) products (2 size^3 FLOPs
+    each), in bf16 on CUDA and fp32 on the CPU; and the dtype."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best, str(dtype).removeprefix("torch.")
+
+
+def step_flops(step: Callable[[], object]) -> float:
+    """FLOPs of one call of `step` (matmuls, convolutions and attention, as torch's flop counter counts them)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory so far: the CUDA allocator's peak, or the process's peak resident set on the CPU (GB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def bench_rl(trainer: Trainer, steps: int, naive_steps: int) -> dict[str, float]:
+    """The optimized step (`steps` timed) against the naive one (`naive_steps` timed), each after one untimed warm-up and
+    one counted step, from the same checkpoint (weights, optimizer, random streams): the same boards, the same start.
+
+    Keys rl/<variant>/...: games_per_s (B*k sampled captions judged per second), s_per_step, s/<phase> (seconds per
+    step), gflop_per_step, flop_utilisation (achieved FLOP/s over the matmul peak), peak_memory_gb; rl/speedup;
+    rl/matmul_peak_gflops/<dtype>. The trainer's run directory receives the starting checkpoint.
+    """
+    device = trainer.speaker.device
+    games = trainer.cfg.boards * trainer.cfg.k
+    peak, dtype = matmul_peak(device)
+    results: dict[str, float] = {f"rl/matmul_peak_gflops/{dtype}": peak / 1e9, "rl/games_per_step": games}
+    start_from = trainer.save()
+    for name, step, n in (("optimized", trainer.train_step, steps), ("naive", NaiveStep(trainer), naive_steps)):
+        trainer.load(start_from)
+        trainer.phases = Phases(timed=False)
+        step()  # warm-up
+        flops = step_flops(step)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.phases = Phases()
+        for _ in range(n):
+            step()
+        elapsed = sum(trainer.phases.seconds.values())
+        results |= {
+            f"rl/{name}/games_per_s": n * games / elapsed,
+            f"rl/{name}/s_per_step": elapsed / n,
+            **{f"rl/{name}/s/{phase}": s / n for phase, s in trainer.phases.seconds.items()},
+            f"rl/{name}/gflop_per_step": flops / 1e9,
+            f"rl/{name}/flop_utilisation": flops * n / elapsed / peak,
+            f"rl/{name}/peak_memory_gb": peak_memory_gb(device),
+        }
+    trainer.load(start_from)
+    trainer.phases = Phases(timed=False)
+    results["rl/speedup"] = results["rl/optimized/games_per_s"] / results["rl/naive/games_per_s"]
+    return results
+
+
+# ---------------------------------------------------------------- real-size players, random weights
+
+
+def byte_level_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
+    """A GPT-2-style byte-level BPE tokenizer trained on `texts` (GPT-2's own vocabulary cannot be made offline)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"])
+    end = "<|endoftext|>"
+    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end)
+
+
+def real_size_players(world: WorldConfig, reward: Any, pool_size: int, device: torch.device, seed: int = 0) -> tuple[Game, Speaker]:
+    """The real preset's compute with random weights: open_clip ViT-B-32 listeners (full colour and grayscale, those the
+    reward reads) and speaker tower, GPT-2 124M (12 x 768, 50,257 embedding rows), over the embedded world's scenes
+    (resized to 224 px inside the models)."""
+    import open_clip
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from listener_sub.game import create_game
+    from listener_sub.perception import make_perception
+    from listener_sub.world import CaptionConfig, caption_scenes
+
+    torch.manual_seed(seed)
+    perceptions = {"full": "full", "gray": "grayscale"}
+    listeners = {
+        name: Listener(name, open_clip.create_model("ViT-B-32"), open_clip.get_tokenizer("ViT-B-32"), make_perception(perceptions.get(name, "full")), "ViT-B-32").to(device)
+        for name in reward.listeners
+    }
+    texts = [c for caps in caption_scenes(sample_scenes(world, "train", 0, 500), CaptionConfig(), 2) for c in caps]
+    tokenizer = byte_level_tokenizer(texts)
+    lm = GPT2LMHeadModel(GPT2Config(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    speaker = Speaker.build(open_clip.create_model("ViT-B-32").visual, lm, tokenizer, "perceiver").to(device)
+    return create_game(world, listeners, reward, pool_size=pool_size), speaker

@@ -89,12 +89,12 @@ def evaluate_speaker(
         rows: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(boards), chunk):
             part = boards[start : start + chunk]
-            images = part.target_images  # (b, H, W, 3)
-            gen = speaker.generate(images, greedy=greedy, max_new_tokens=max_new_tokens, generator=generator)
+            features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
+            gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, generator=generator)
             outcome = game.play(gen.texts, part, generator)
             kl = torch.zeros(len(part), device=speaker.device)
             if reference is not None:
-                ref_logp, _ = speaker.log_probs(speaker.prefix(images, reference), gen.tokens, gen.lengths)  # (b, L)
+                ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
                 kl = (gen.token_log_probs - ref_logp).sum(1)
             texts += gen.texts
             per_board = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}

@@ -14,6 +14,8 @@ import copy
 import json
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards, warm_pool
 from listener_sub.files import atomic_path
-from listener_sub.game import Game
+from listener_sub.game import Boards, Game, Outcome
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
 from listener_sub.optim import warmup_cosine
@@ -109,6 +111,63 @@ class Baseline:
         return torch.full_like(rewards, value)
 
 
+# ---------------------------------------------------------------- the objective
+
+
+@dataclass
+class Objective:
+    """The REINFORCE objective of B*k sampled captions and its terms (each (B*k,), but the scalar loss)."""
+
+    loss: torch.Tensor  # -mean(advantage * log pi(caption)), the only term with grad
+    reward: torch.Tensor  # the game's reward
+    kl: torch.Tensor  # k1 estimate of KL(pi || ref), summed over the caption's tokens
+    entropy: torch.Tensor  # sampled estimate of the caption entropy (-log pi)
+    total: torch.Tensor  # reward - beta * kl + entropy bonus
+    advantage: torch.Tensor  # total - baseline
+
+
+def reinforce(cfg: RLConfig, game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, baseline: Baseline) -> Objective:
+    """KL-regularised REINFORCE: the per-token KL to the reference (k1) and the entropy bonus folded into each caption's
+    reward, a baseline subtracted; logp (B*k, L) with grad, ref_logp (B*k, L) without, both 0 after EOS."""
+    seq_logp = logp.sum(1)  # (B*k,) log pi(caption), EOS included
+    kl = (logp.detach() - ref_logp).sum(1)  # (B*k,) k1 estimate of KL(pi || ref), summed over tokens
+    entropy = -seq_logp.detach()  # (B*k,) sampled estimate of the caption entropy
+    reward = game_reward.to(kl.device).float()  # (B*k,) the game's reward
+    total = reward - cfg.beta * kl + cfg.entropy * entropy  # (B*k,)
+    advantage = total - baseline(total)  # (B*k,)
+    return Objective(-(advantage * seq_logp).mean(), reward, kl, entropy, total, advantage)
+
+
+# ---------------------------------------------------------------- phases of a step
+
+
+class Phases:
+    """Wall seconds spent in each named phase of a step, summed over steps; a no-op unless `timed`.
+
+    On CUDA the device is synchronised at each phase boundary, so the times are the phases' own.
+    """
+
+    def __init__(self, timed: bool = True) -> None:
+        self.timed = timed
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if not self.timed:
+            yield
+            return
+        _synchronize()
+        start = time.perf_counter()
+        yield
+        _synchronize()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 # ---------------------------------------------------------------- the trainer
 
 
@@ -146,6 +205,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)  # training boards
         self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
         self.step = 0
+        self.phases = Phases(timed=False)  # wall time per part of a step, when timed (`listener-sub bench`)
         self.before: dict[str, float] = {}  # metrics of the captioning speaker, before any step
         self.wall_s = {"rl": 0.0, "eval": 0.0}  # seconds spent in this process
         warm_pool(game, cfg.split)
@@ -154,46 +214,56 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def train_step(self) -> dict[str, float]:
-        """One REINFORCE update on B fresh boards; returns the step's training metrics."""
-        cfg, speaker = self.cfg, self.speaker
-        boards = self.game.sample(cfg.boards, self.rng, cfg.split)
-        images = boards.target_images  # (B, H, W, 3) what the speaker sees
-        features = speaker.encode(images)  # frozen vision features of the B targets
-        gen = speaker.generate(
-            images, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, generator=self.generator
-        )  # B*k captions, row b*k+j
-        outcome = self.game.play(gen.texts, boards.repeat(cfg.k), self.generator)
-        logp, mask = speaker.log_probs(speaker.adapt(features).repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
-        with torch.no_grad():
+        """One REINFORCE update on B fresh boards; returns the step's training metrics (`self.phases` times each part)."""
+        cfg, speaker, phase = self.cfg, self.speaker, self.phases
+        with phase("boards"):
+            boards = self.game.sample(cfg.boards, self.rng, cfg.split)
+            images = boards.target_images  # (B, H, W, 3) what the speaker sees
+        with phase("vision"):
+            features = speaker.encode(images)  # frozen vision features of the B targets, computed once
+        with phase("sampling"):
+            prefix = speaker.adapt(features)  # (B, M, d_lm) the policy's soft prefix, with grad
+            gen = speaker.sample(prefix, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, generator=self.generator)  # B*k captions, row b*k+j
+        with phase("listeners"):
+            outcome = self.game.play(gen.texts, boards.repeat(cfg.k), self.generator)
+        with phase("teacher-forced pass"):
+            logp, mask = speaker.log_probs(prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
+        with phase("reference pass"), torch.no_grad():
             ref_logp, _ = speaker.log_probs(speaker.adapt(features, self.reference).repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
-        seq_logp = logp.sum(1)  # (B*k,) log pi(caption), EOS included
-        kl = (logp.detach() - ref_logp).sum(1)  # (B*k,) k1 estimate of KL(pi || ref), summed over tokens
-        entropy = -seq_logp.detach()  # (B*k,) sampled estimate of the caption entropy
-        reward = outcome.reward.to(kl.device).float()  # (B*k,) the game's reward
-        total = reward - cfg.beta * kl + cfg.entropy * entropy  # (B*k,)
-        advantage = total - self.baseline(total)  # (B*k,)
-        loss = -(advantage * seq_logp).mean()
+        objective = reinforce(cfg, outcome.reward, logp, ref_logp, self.baseline)  # the KL-regularised REINFORCE loss
 
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
+        grad_norm, lr = self.update(objective.loss)
+        with phase("bookkeeping"):
+            return self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
 
-        pool = boards.checked_pool()
-        targets = boards.repeat(cfg.k).target_items  # (B*k,)
+    def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr)."""
+        with self.phases("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        with self.phases("optimizer"):
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+        return grad_norm, lr
+
+    def step_metrics(
+        self, objective: Objective, outcome: Outcome, mask: torch.Tensor, grad_norm: torch.Tensor, lr: float, texts: list[str], boards: Boards
+    ) -> dict[str, float]:
+        """A step's training metrics: reward, gap, the objective's terms, accuracies and the captions' language metrics."""
+        o = objective
         stats = {
-            "reward": reward.mean(), "gap": outcome.gap.float().mean(), "kl": kl.mean(), "entropy": entropy.mean(),
-            "return": total.mean(), "advantage_std": advantage.std(), "loss": loss.detach(), "grad_norm": grad_norm,
+            "reward": o.reward.mean(), "gap": outcome.gap.float().mean(), "kl": o.kl.mean(), "entropy": o.entropy.mean(),
+            "return": o.total.mean(), "advantage_std": o.advantage.std(), "loss": o.loss.detach(), "grad_norm": grad_norm,
             "tokens": mask.sum(1).mean(), "lr": lr,
         }  # fmt: skip
         stats |= {f"acc/{name}": right.float().mean() for name, right in outcome.correct.items()}
         metrics = {key: float(value) for key, value in stats.items()}
-        metrics |= caption_metrics(gen.texts, pool.scenes, targets, pool.data.lexicon)
-        return metrics
+        pool = boards.checked_pool()
+        return metrics | caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon)
 
     # ------------------------------------------------------------ evaluation
 

@@ -24,7 +24,7 @@ def test_preview_writes_a_grid_of_every_perception(tmp_path):
 
 
 def test_bench_writes_render_throughput(tmp_path):
-    result = run_cli("bench", f"hydra.run.dir={tmp_path}", "render.images=256", "repeats=1")
+    result = run_cli("bench", f"hydra.run.dir={tmp_path}", "parts=[render]", "render.images=256", "repeats=1")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert results["render/images_per_s"] > 0 and results["render/naive_images_per_s"] > 0

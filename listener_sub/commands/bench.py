@@ -1,32 +1,80 @@
-"""`listener-sub bench`: measures throughput, prints a table and writes bench.json."""
+"""`listener-sub bench [preset=tiny|real] [parts=[render,rl]]`: optimized paths against naive ones in one run; prints a
+table and writes bench.json.
+
+preset=tiny: the embedded default's models (from the cache, built when missing) and its RL settings. preset=real:
+random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over the embedded world, `real.boards` x `real.k` a step.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from listener_sub.bench import bench_render
-from listener_sub.files import write_json
-from listener_sub.world import WorldConfig
+from listener_sub.assembly import Assembly, pick_device
+from listener_sub.bench import bench_render, bench_rl, real_size_players
+from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import typed
+from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
+from listener_sub.errors import UserError
+from listener_sub.evaluation import EvalConfig
+from listener_sub.files import write_json
+from listener_sub.rl import Trainer
+from listener_sub.world import WorldConfig
+
+PRESETS = ("tiny", "real")
+PARTS = ("render", "rl")
+
+
+def rl_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+    """The trainer whose step is measured: the default experiment's (tiny) or random real-size players (real)."""
+    rl_cfg = dataclasses.replace(trainer_config(cfg), progress=False)
+    if cfg.preset == "tiny":
+        spec = run_spec(cfg, [rl_cfg.split])
+        models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
+        models.build_clips()
+        return Trainer(rl_cfg, models.speaker(), models.game(), run_dir, eval_config(cfg))
+    spec = run_spec(cfg, [rl_cfg.split])
+    game, speaker = real_size_players(spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed)
+    rl_cfg = dataclasses.replace(rl_cfg, boards=int(cfg.real.boards), k=int(cfg.real.k))
+    return Trainer(rl_cfg, speaker, game, run_dir, EvalConfig(boards=1, split=rl_cfg.split))
+
+
+def check(cfg: DictConfig) -> list[str]:
+    """The benchmarks to run (`parts`); a UserError on settings that cannot work, before anything is built."""
+    if cfg.preset not in PRESETS:
+        raise UserError(f"unknown preset={cfg.preset}; choose one of: {', '.join(PRESETS)}")
+    parts = list(cfg.parts)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise UserError(f"parts={parts}: choose from {', '.join(PARTS)}, e.g. parts=[render,rl]")
+    if cfg.rl.steps < 1 or cfg.rl.naive_steps < 1:
+        raise UserError(f"rl.steps={cfg.rl.steps}, rl.naive_steps={cfg.rl.naive_steps}; time at least one step of each")
+    return parts
 
 
 @hydra_command("bench")
 def main(cfg: DictConfig) -> None:
-    """Run every benchmark and report images (or steps) per second."""
+    """Run the chosen benchmarks and report rates, per-phase times, FLOP utilisation and memory."""
+    parts = check(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    world = typed(WorldConfig, cfg.world, "world")
-    results = bench_render(world, cfg.render.images, cfg.repeats)
-    table = Table(title="listener-sub bench")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    results: dict[str, float] = {}
+    if "render" in parts:
+        results |= bench_render(typed(WorldConfig, cfg.world, "world"), cfg.render.images, cfg.repeats)
+    if "rl" in parts:
+        results |= bench_rl(rl_trainer(cfg, run_dir / "rl"), int(cfg.rl.steps), int(cfg.rl.naive_steps))
+    table = Table(title=f"listener-sub bench (preset={cfg.preset}, {torch.get_num_threads()} threads)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        table.add_row(key, f"{value:,.1f}")
+        table.add_row(key, f"{value:,.4g}" if abs(value) < 1 else f"{value:,.1f}")
     Console().print(table)
     write_json(run_dir / "bench.json", {"results": results, "config": cfg})
     print(json.dumps(results))

@@ -276,9 +276,18 @@ class Speaker(nn.Module):
         return torch.stack(tokens, 1), lengths, torch.stack(log_probs, 1)
 
     @torch.no_grad()
-    def generate(
+    def generate(self, images: Images, k: int = 1, **settings: Any) -> Generation:
+        """k captions per image (row b * k + j): `sample` from the images' soft prefix, with its settings (temperature,
+        top_k, top_p, max_new_tokens, greedy, generator).
+
+        For a gradient, recompute the prefix: `speaker.log_probs(speaker.prefix(images).repeat_interleave(k, 0), ...)`.
+        """
+        return self.sample(self.prefix(images), k, **settings)
+
+    @torch.no_grad()
+    def sample(
         self,
-        images: Images,
+        prefix: torch.Tensor,
         k: int = 1,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -287,12 +296,10 @@ class Speaker(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
     ) -> Generation:
-        """k captions per image (row b * k + j); `generator` (on the speaker's device) makes sampling reproducible.
-
-        For a gradient, recompute the prefix: `speaker.log_probs(speaker.prefix(images).repeat_interleave(k, 0), ...)`.
-        """
+        """k captions per soft prefix (B, M, d_lm) (row b * k + j), decoded with a KV cache at `temperature` after
+        top-k / top-p filtering (0 / 1: off), or greedy; `generator` (on the speaker's device) makes sampling reproducible."""
         check_sampling(k, temperature, top_k, top_p, max_new_tokens, greedy)
-        prefix = self.prefix(images).repeat_interleave(k, dim=0)  # (B*k, M, d_lm)
+        prefix = prefix.detach().repeat_interleave(k, dim=0)  # (B*k, M, d_lm)
         tokens, lengths, log_probs = self._sample(
             prefix, max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator,
