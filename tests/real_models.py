@@ -27,12 +27,11 @@ def gpt2_directory(
     """A randomly initialised GPT-2 (12 layers x 768 and 50,257 embedding rows: the 124M model's shape by default) and a
     byte-level BPE tokenizer trained on `texts` (a few hundred tokens), both written with save_pretrained.
     vocab_size None: as many embedding rows as the tokenizer has tokens."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    from listener_sub.bench import byte_level_tokenizer
+
+    tokenizer = byte_level_tokenizer(texts)
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=vocab_size or len(tokenizer), n_layer=n_layer, n_embd=n_embd, n_head=n_head,
