@@ -111,21 +111,24 @@ class Assembly:
     def __init__(self, spec: RunSpec, cache: ArtifactCache, progress: bool = True) -> None:
         self.spec, self.cache, self.progress = spec, cache, progress
         self.device = pick_device(spec.device)
+        self._pretrain_images: dict[int, ImageSet] = {}  # the pretraining data's images by size (`pretrain_images`)
         register_model_configs()
-
-    # ---------------------------------------------------------------- CLIPs
 
     # ---------------------------------------------------------------- data
 
     def source(self, config: DataConfig | None = None) -> DataSource:
         """The run's data (or `config`) over its world, decoded images kept in the cache."""
-        return DataSource(config or self.spec.data, self.spec.world, self.cache.root)
+        return DataSource(self.spec.data if config is None else config, self.spec.world, self.cache.root)
 
     def pretrain_images(self, size: int) -> ImageSet | None:
-        """The first `size` images of the pretraining data's train split; None for the embedded world (the recipes
-        render its scenes themselves)."""
+        """The first `size` images of the pretraining data's train split, loaded once per size (every artifact's key
+        reads them); None for the embedded world (the recipes render its scenes themselves)."""
         source = self.source(self.spec.pretrain_data)
-        return None if source.kind == "synthetic" else source.load("train", size)
+        if source.kind == "synthetic":
+            return None
+        if size not in self._pretrain_images:
+            self._pretrain_images[size] = source.load("train", size)
+        return self._pretrain_images[size]
 
     def load_data(self, boards: Iterable[tuple[DataConfig | None, str]]) -> None:
         """Load every image set the run draws boards from -- (data, None: the run's; split) -- and check that each holds
@@ -243,7 +246,7 @@ class Assembly:
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = data or self.source(self.spec.pretrain_data).load("train", recipe.scenes)  # the embedded world's train scenes
+            images = data if data is not None else self.source(self.spec.pretrain_data).load("train", recipe.scenes)  # the world's train scenes
             captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()

@@ -350,13 +350,13 @@ class Game:
         check_game(list(listeners), reward, n_images, distractors, choice, pool_size)
         self.data, self.listeners, self.reward = data, dict(listeners), reward
         self.n_images, self.distractors, self.choice, self.pool_size = n_images, distractors, choice, pool_size
-        self._pools: dict[tuple[str, str], Pool] = {}
+        self._pools: dict[tuple[str | None, str], Pool] = {}
 
     def pool(self, split: str, data: DataConfig | None = None) -> Pool:
         """The pool of a split of the game's data (or of `data`, e.g. for zero-shot evaluation), loaded on first use."""
-        source = self.data if data is None else self.data.with_config(data)
-        key = (config_key(source.config), split)
+        key = (None if data is None else config_key(data), split)  # hashed only for other data: sample() runs every step
         if key not in self._pools:
+            source = self.data if data is None else self.data.with_config(data)
             images = source.load(split, self.pool_size)
             check_images(images, self.n_images, self.distractors)
             cache = None if source.cache_dir is None else Path(source.cache_dir)

@@ -104,6 +104,8 @@ def test_a_folder_is_decoded_once_then_read_from_the_store(tmp_path, monkeypatch
     coco(tmp_path / "coco")
     first = load("coco", tmp_path / "coco", "train2017", image_size=16)
     monkeypatch.setattr(folders.Image, "open", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert load("coco", tmp_path / "coco", "train2017", image_size=16) is first  # this process: loaded once
+    folders._LOADED.clear()  # another process: the store, not the files
     again = load("coco", tmp_path / "coco", "train2017", image_size=16)
     assert again.key == first.key and isinstance(again.images, StoredImages)
     np.testing.assert_array_equal(again.images[np.arange(3)], first.images[np.arange(3)])

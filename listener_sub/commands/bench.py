@@ -34,12 +34,11 @@ PARTS = ("render", "rl")
 def rl_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     """The trainer whose step is measured: the default experiment's (tiny) or random real-size players (real)."""
     rl_cfg = dataclasses.replace(trainer_config(cfg), progress=False)
+    spec = run_spec(cfg, [rl_cfg.split])
     if cfg.preset == "tiny":
-        spec = run_spec(cfg, [rl_cfg.split])
         models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
         models.build_clips()
         return Trainer(rl_cfg, models.speaker(), models.game(), run_dir, eval_config(cfg))
-    spec = run_spec(cfg, [rl_cfg.split])
     game, speaker = real_size_players(spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed)
     rl_cfg = dataclasses.replace(rl_cfg, boards=int(cfg.real.boards), k=int(cfg.real.k))
     return Trainer(rl_cfg, speaker, game, run_dir, EvalConfig(boards=1, split=rl_cfg.split))

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import struct
+from stat import S_ISREG
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ SCENE_KEYS = {  # scene-file object key -> attribute, per vocabulary (CLEVR's ma
 }
 # what PIL raises on bad image files
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
-_LOADED: dict[tuple[str, str], ImageSet] = {}  # image sets this process loaded, by (cache, store key): each read (and its skips reported) once
+_LOADED: dict[tuple[str, str, str], ImageSet] = {}  # image sets this process loaded, by (cache, store key, lexicon): each read (and its skips reported) once
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _stat_key(items: list[_Item], bad: _BadItems) -> tuple[list[_Item], list[tup
         except OSError:
             bad.add(f"image file {item.path} not found")
             continue
-        if not item.path.is_file():
+        if not S_ISREG(stat.st_mode):
             bad.add(f"image path {item.path} is not a file")
             continue
         found.append(item)
@@ -181,8 +182,9 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     index_stat = source.stat()
     key = config_key(STORE_VERSION, cfg.kind, str(root.resolve()), name, cfg.image_size, crop, cfg.skip_bad, size, vocab_name,
                      [index_stat.st_size, index_stat.st_mtime_ns] if source.is_file() else None, stats)
-    if (str(cache), key) in _LOADED:
-        return _LOADED[str(cache), key]
+    request = (str(cache), key, config_key(cfg.lexicon))  # the store key covers every other setting of the image set
+    if request in _LOADED:
+        return _LOADED[request]
     folder = cache / "images" / key
     opened = open_store(folder)
     if opened is None:
@@ -196,11 +198,11 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     scenes = _scene_batch(kept, index["kept"], name, VOCABULARIES[vocab_name]) if cfg.kind == "clevr" else None
     captions = [item.captions for item in kept] if cfg.kind == "coco" else None
     lexicon = {attr: tuple(w.lower() for w in words) for attr, words in cfg.lexicon.items()}
-    _LOADED[str(cache), key] = ImageSet(
+    _LOADED[request] = ImageSet(
         images, cfg.kind, name, f"{cfg.kind} {name} ({root})", key, scenes=scenes, captions=captions,
         files=[item.file for item in kept], lexicon=lexicon, skipped=list(bad.reasons),
     )
-    return _LOADED[str(cache), key]
+    return _LOADED[request]
 
 
 def split_source(kind: str, root: Path, name: str) -> Path:

@@ -34,10 +34,6 @@ class DataSource:
     def has_captions(self) -> bool:
         return self.config.has_captions
 
-    def describe(self) -> str:
-        """The data in words, for messages: 'the embedded world', 'coco data at /data/coco'."""
-        return "the embedded world" if self.kind == "synthetic" else f"{self.kind} data at {self.config.root}"
-
     def check_split(self, split: str) -> None:
         """A DataError (a UserError) unless the game split names a split this data has; cheap, reads no image."""
         cfg, name = self.config, self.config.split_name(split)
