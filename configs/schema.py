@@ -54,7 +54,7 @@ class VisionConfig:
 
     model: str = "ls-rn-tiny-64"  # any open_clip model name
     pretrained: Optional[str] = None  # tag or local checkpoint; null: trained locally like a full-colour listener
-    seed: int = 100
+    seed: int = 1  # of that local training; 1 = listeners.full's seed: the speaker sees through the intended listener's CLIP
 
 
 @dataclass

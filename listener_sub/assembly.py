@@ -69,7 +69,7 @@ class SpeakerSpec:
     """The speaker: its own CLIP's vision tower, an adapter and its captioning recipe (the LM is `LMSpec`)."""
 
     vision_model: str
-    vision_pretrained: str | None  # tag or file; None: trained locally like a full-colour listener
+    vision_pretrained: str | None  # tag or file; None: trained locally like a full-colour listener (the same artifact as one of the same seed)
     vision_seed: int
     adapter: dict[str, Any]  # kind + the adapter config's fields (d_vision, d_lm come from the models)
     checkpoint: str | None  # the captioning adapter (safetensors); None: trained by `captioner` and cached
@@ -178,7 +178,7 @@ class Assembly:
         """
         jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if self.spec.listeners[name].trained_locally]
         if not self.spec.speaker.vision_pretrained:
-            jobs.append(("speaker_vision", *self._vision_job()))
+            jobs.append(("listeners", *self._vision_job()))  # the full listener's own CLIP when their seeds agree
         missing = {key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)}  # one job per key
         workers = min(self.spec.clip_workers, len(missing))
         if workers < 2:
@@ -203,7 +203,7 @@ class Assembly:
 
     def vision_checkpoint(self) -> str:
         sp = self.spec.speaker
-        return str(sp.vision_pretrained) if sp.vision_pretrained else self._clip("speaker_vision", self._vision_job())
+        return str(sp.vision_pretrained) if sp.vision_pretrained else self._clip("listeners", self._vision_job())
 
     # ---------------------------------------------------------------- the game
 

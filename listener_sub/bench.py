@@ -19,6 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from listener_sub.data import ImageSet
+from listener_sub.draws import uniforms
 from listener_sub.game import Boards, Game, Pool, listen
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker, sample_token
@@ -66,9 +67,11 @@ def bench_render(world: WorldConfig, n_images: int, repeats: int) -> dict[str, f
 
 def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
     """P(image | caption) as `game.listen` gives it, without its optimizations: each board is scored on its own, its
-    images encoded anew by every listener (a fresh pool: no feature cache), its caption alone (no deduplication)."""
+    images encoded anew by every listener (a fresh pool: no feature cache), its caption alone and anew (no memo)."""
     rows = []
     for b, caption in enumerate(captions):
+        for listener in listeners.values():
+            listener.forget_texts()
         images = boards.images[b]  # (N, H, W, 3)
         pool = Pool(ImageSet(images, "bench", "board", "one board", f"board {b}"))
         rows.append(listen(listeners, [caption], Boards(np.arange(len(images))[None], boards.target[b : b + 1], pool)))
@@ -76,18 +79,19 @@ def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boa
 
 
 @torch.no_grad()
-def naive_sample(speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, max_new_tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far.
-    Returns tokens (B*k, L), pad after EOS, and lengths (B*k,) up to and including EOS."""
+def naive_sample(speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far; token t
+    of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers). Returns tokens (B*k, L), pad after EOS,
+    and lengths (B*k,) up to and including EOS."""
     prefix = prefix.repeat_interleave(k, dim=0)  # (N, M, d_lm)
     n = len(prefix)
     tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
     finished = torch.zeros(n, dtype=torch.bool, device=speaker.device)
     lengths = torch.zeros(n, dtype=torch.long, device=speaker.device)
-    for _ in range(max_new_tokens):
+    for t in range(draws.shape[1]):
         embeds = torch.cat([prefix, speaker.lm.get_input_embeddings()(tokens)], dim=1)  # (N, M + t, d_lm)
         logits = speaker.lm(inputs_embeds=embeds, use_cache=False).logits[:, -1, : speaker.vocab_size].float()  # (N, V)
-        token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, generator=generator))  # (N,)
+        token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, uniform=draws[:, t]))  # (N,)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         lengths += ~finished
         finished |= token == speaker.eos_id
@@ -111,15 +115,16 @@ class NaiveStep:
         with phase("boards"):
             boards = t.game.sample(cfg.boards, t.rng, cfg.split)
             images = boards.target_images  # (B, H, W, 3)
+            draws = uniforms(cfg.boards * cfg.k, cfg.max_new_tokens + len(t.game.listeners), t.generator, speaker.device)
         with phase("vision"):
             sampling_features = speaker.encode(images)
         with phase("sampling"):
-            tokens, lengths = naive_sample(speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, cfg.max_new_tokens, t.generator)
+            tokens, lengths = naive_sample(speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, draws[:, : cfg.max_new_tokens])
             texts = speaker.decode(tokens, lengths)
         with phase("listeners"):
             repeated = boards.repeat(cfg.k)
             probs = naive_listen(t.game.listeners, texts, repeated)
-            outcome = t.game.judge(probs, t.game.choose(probs, t.generator), repeated)
+            outcome = t.game.judge(probs, t.game.choose(probs, draws=draws[:, cfg.max_new_tokens :]), repeated)
         with phase("vision"):
             features = speaker.encode(images)  # again, for the log-probs
         with phase("teacher-forced pass"):

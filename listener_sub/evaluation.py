@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from listener_sub.data import DataConfig
+from listener_sub.distributed import Ranks
+from listener_sub.draws import uniforms
 from listener_sub.game import Boards, Game, Pool, listen
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.listener import Listener
@@ -71,6 +73,7 @@ def evaluate_speaker(
     seed: int = 0,
     max_new_tokens: int = 16,
     chunk: int = EVAL_CHUNK,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, float]:
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain.
 
@@ -78,20 +81,23 @@ def evaluate_speaker(
     acc/<listener> (every listener of the game), gap, reward (the game's), mention/<attribute>, truthful and
     grammatical (data with scenes), length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
     captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
-    a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched.
+    a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched. Under
+    torchrun each rank plays its share of the boards (with the random numbers the whole set draws) and every rank
+    returns the metrics of all of them.
     """
     pool = boards.checked_pool()
-    targets = boards.target_items  # (B,)
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
+    mine = ranks.shard(len(boards))
     metrics: dict[str, float] = {}
     for prefix, greedy in (("", True), ("sample/", False)):
+        draws = uniforms(len(boards), max_new_tokens + len(game.listeners), generator, speaker.device)  # (B, tokens + listeners) every board's
         texts: list[str] = []
         rows: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, len(boards), chunk):
-            part = boards[start : start + chunk]
+        for start in range(mine.start, mine.stop, chunk):
+            part, part_draws = boards[start : min(start + chunk, mine.stop)], draws[start : min(start + chunk, mine.stop)]
             features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
-            gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, generator=generator)
-            outcome = game.play(gen.texts, part, generator)
+            gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, draws=part_draws[:, :max_new_tokens])
+            outcome = game.play(gen.texts, part, draws=part_draws[:, max_new_tokens:])
             kl = torch.zeros(len(part), device=speaker.device)
             if reference is not None:
                 ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
@@ -101,8 +107,11 @@ def evaluate_speaker(
             per_board |= {"gap": outcome.gap.float(), "reward": outcome.reward.float(), "kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
             for key, value in per_board.items():
                 rows.setdefault(key, []).append(value.double().cpu())
-        metrics |= {f"{prefix}{key}": float(torch.cat(values).mean()) for key, values in rows.items()}
-        metrics |= caption_metrics(texts, pool.scenes, targets, pool.data.lexicon, prefix)
+        shares = ranks.gather((texts, {key: torch.cat(values) for key, values in rows.items()}))  # every rank's boards, in order
+        texts = [text for share_texts, _ in shares for text in share_texts]
+        every = {key: torch.cat([values[key] for _, values in shares if values]) for key in next(v for _, v in shares if v)}
+        metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
+        metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
     return metrics
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.data.imageset import Pixels
 from listener_sub.data.synthetic import synthetic_images
+from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError, UserError
 from listener_sub.files import atomic_path, config_key
 from listener_sub.rewards import Reward, listener_rewards
@@ -258,12 +259,15 @@ def sample_boards(
     return Boards(items=items, target=target, pool=pool)
 
 
-def choose(probs: torch.Tensor, choice: str = "argmax", generator: torch.Generator | None = None) -> torch.Tensor:
-    """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`)."""
+def choose(probs: torch.Tensor, choice: str = "argmax", generator: torch.Generator | None = None, uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`) by inverse CDF with the
+    (...) `uniform` numbers (drawn from `generator` when not given)."""
     if choice == "argmax":
         return probs.argmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])  # (M, N)
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    if uniform is None:
+        uniform = uniforms(len(flat), 1, generator, probs.device)
+    return categorical(flat, uniform.reshape(-1)).view(probs.shape[:-1])
 
 
 def decode_tokens(tokenizer: Any, tokens: np.ndarray | torch.Tensor) -> list[str]:
@@ -278,17 +282,15 @@ def decode_tokens(tokenizer: Any, tokens: np.ndarray | torch.Tensor) -> list[str
 def listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
     """Listener name -> (B, N) P(image | caption): softmax over the board of logit scale x cosine(caption, image).
 
-    Each listener sees the board images through its perception (features cached per pool); each distinct caption
-    is encoded once.
+    Each listener sees the board images through its perception (features cached per pool) and encodes each caption
+    it has not read before once (`Listener.encode_texts`).
     """
     if len(captions) != len(boards):
         raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
-    distinct: dict[str, int] = {}
-    rows = torch.tensor([distinct.setdefault(caption, len(distinct)) for caption in captions], dtype=torch.long)  # (B,) its distinct caption
     probs = {}
     for name, listener in listeners.items():
         board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
-        text = listener.encode_texts(list(distinct))[rows.to(listener.device)]  # (B, D)
+        text = listener.encode_texts(captions)  # (B, D)
         probs[name] = (listener.logit_scale * torch.einsum("bd,bnd->bn", text, board)).softmax(-1)
     return probs
 
@@ -371,9 +373,12 @@ class Game:
         """Listener name -> (B, N) P(image | caption) of each of the game's listeners (`listen`)."""
         return listen(self.listeners, captions, boards)
 
-    def choose(self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Listener name -> (B,) picks by the game's choice rule."""
-        return {name: choose(p, self.choice, generator) for name, p in probs.items()}
+    def choose(
+        self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, draws: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Listener name -> (B,) picks by the game's choice rule; a sampled pick of listener i draws with draws[:, i]
+        ((B, listeners) uniform numbers; from `generator` when not given)."""
+        return {name: choose(p, self.choice, generator, None if draws is None else draws[:, i]) for i, (name, p) in enumerate(probs.items())}
 
     def judge(self, probs: Mapping[str, torch.Tensor], choices: Mapping[str, torch.Tensor], boards: Boards) -> Outcome:
         """Rewards of picks made on the boards: probs (B, N) and choices (B,) per listener."""
@@ -384,10 +389,10 @@ class Game:
         target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in probs.items()}  # (B,)
         return Outcome(dict(probs), choices, correct, self.reward(target_probs, correct), self.reward.gap(correct))
 
-    def play(self, captions: Sequence[str], boards: Boards, generator: torch.Generator | None = None) -> Outcome:
-        """One round on every board: listeners hear the captions (B,), pick by the choice rule, rewards follow."""
+    def play(self, captions: Sequence[str], boards: Boards, generator: torch.Generator | None = None, draws: torch.Tensor | None = None) -> Outcome:
+        """One round on every board: listeners hear the captions (B,), pick by the choice rule (`choose`), rewards follow."""
         probs = self.listen(captions, boards)
-        return self.judge(probs, self.choose(probs, generator), boards)
+        return self.judge(probs, self.choose(probs, generator, draws), boards)
 
 
 def create_game(

@@ -44,6 +44,15 @@ def as_float_images(images: Images) -> torch.Tensor:
     return to_float_images(tensor)
 
 
+def to_device(images: Images, device: torch.device) -> torch.Tensor:
+    """Images onto `device` as they are (uint8 travels as uint8: 4x fewer bytes); to CUDA from pinned memory, without
+    blocking the host."""
+    tensor = torch.as_tensor(images)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @torch.no_grad()
 def perceived(perception: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray) -> np.ndarray:
     """(..., H, W, 3) uint8 images as the perception shows them to a person, same shape."""
@@ -63,7 +72,7 @@ def model_input(
     The images move to mean's device; perception (if any) sees float (B, 3, H, W) in [0, 1] at their own size;
     a different size is met by antialiased bicubic resizing (clamped to [0, 1]); mean and std are (1, 3, 1, 1).
     """
-    x = as_float_images(images).to(mean.device, torch.float32)  # (B, 3, H, W)
+    x = as_float_images(to_device(images, mean.device)).float()  # (B, 3, H, W)
     if perception is not None:
         x = perception(x)
     if tuple(x.shape[-2:]) != tuple(size):

@@ -7,6 +7,11 @@ captioning adapter, k1 estimator) and an optional entropy bonus into each captio
 baseline and takes one AdamW step on the adapter's parameters; the vision tower and the LM stay frozen.
 All randomness comes from the trainer's own generators, which checkpoints save, so a resumed run
 continues exactly where the saved one stopped.
+
+Under torchrun every rank draws the same global batch of boards and random numbers and plays its own share of them;
+the adapter is wrapped in DistributedDataParallel (its gradients averaged over ranks), the step's metrics are
+computed over every rank's captions, and rank 0 logs and checkpoints. P ranks of B boards each therefore train
+like one process of P*B boards.
 """
 from __future__ import annotations
 
@@ -23,13 +28,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from listener_sub.distributed import Ranks
+from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards, warm_pool
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
-from listener_sub.optim import warmup_cosine
+from listener_sub.optim import adamw, warmup_cosine
 
 BASELINES = ("rloo", "mean", "ema", "none")
 CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
@@ -92,8 +99,8 @@ class RLConfig:
 class Baseline:
     """What each sampled caption's reward is compared with: rloo, the batch mean, a running mean (ema), or 0."""
 
-    def __init__(self, kind: str, k: int, decay: float) -> None:
-        self.kind, self.k, self.decay = kind, k, decay
+    def __init__(self, kind: str, k: int, decay: float, ranks: Ranks = Ranks()) -> None:
+        self.kind, self.k, self.decay, self.ranks = kind, k, decay, ranks
         self.ema: float | None = None  # the ema baseline's running value (checkpointed)
 
     def __call__(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -103,7 +110,7 @@ class Baseline:
             return ((grouped.sum(1, keepdim=True) - grouped) / (self.k - 1)).view(-1)
         if self.kind == "none":
             return torch.zeros_like(rewards)
-        mean = float(rewards.mean())
+        mean = float(self.ranks.mean(rewards.mean()))  # the mean over every rank's captions
         if self.kind == "mean":
             return torch.full_like(rewards, mean)
         value = mean if self.ema is None else self.ema  # ema: the running mean of earlier batches
@@ -191,18 +198,26 @@ def start_from(run_dir: str | Path, resume: bool) -> Path | None:
 
 
 class Trainer:
-    """REINFORCE with a KL penalty on the speaker's adapter, played through the batched game core."""
+    """REINFORCE with a KL penalty on the speaker's adapter, played through the batched game core (on each of `ranks`)."""
 
-    def __init__(self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path, eval_cfg: EvalConfig = EvalConfig()) -> None:
+    def __init__(
+        self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path, eval_cfg: EvalConfig = EvalConfig(), ranks: Ranks = Ranks()
+    ) -> None:
         self.cfg, self.speaker, self.game, self.run_dir, self.eval_cfg = cfg, speaker, game, Path(run_dir), eval_cfg
+        self.ranks = ranks
         self.reference = copy.deepcopy(speaker.adapter).requires_grad_(False).eval()  # the captioning policy, frozen
         self.speaker.eval()  # no dropout: the sampled and the scored policy are the same
+        self.policy = speaker.adapter  # what the step's prefix goes through: under torchrun, DDP around the adapter
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.policy = DistributedDataParallel(speaker.adapter)  # gradients averaged over ranks; rank 0's weights to start
         self.params = list(speaker.adapter.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.optimizer = adamw(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         schedule = lambda step: warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr_floor)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay)
-        self.rng = np.random.default_rng(cfg.seed)  # training boards
+        self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay, ranks)
+        self.rng = np.random.default_rng(cfg.seed)  # training boards (every rank draws the global batch)
         self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
         self.step = 0
         self.phases = Phases(timed=False)  # wall time per part of a step, when timed (`listener-sub bench`)
@@ -215,17 +230,20 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One REINFORCE update on B fresh boards; returns the step's training metrics (`self.phases` times each part)."""
-        cfg, speaker, phase = self.cfg, self.speaker, self.phases
+        cfg, speaker, phase, ranks = self.cfg, self.speaker, self.phases, self.ranks
+        n = cfg.boards * cfg.k  # captions this rank samples
         with phase("boards"):
-            boards = self.game.sample(cfg.boards, self.rng, cfg.split)
+            boards = self.game.sample(ranks.world * cfg.boards, self.rng, cfg.split)[ranks.rows(cfg.boards)]  # this rank's share
             images = boards.target_images  # (B, H, W, 3) what the speaker sees
+            # (B*k, tokens + listeners) this rank's rows of the step's random numbers: each caption's token draws, each listener's pick
+            draws = uniforms(ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, speaker.device)[ranks.rows(n)]
         with phase("vision"):
             features = speaker.encode(images)  # frozen vision features of the B targets, computed once
         with phase("sampling"):
-            prefix = speaker.adapt(features)  # (B, M, d_lm) the policy's soft prefix, with grad
-            gen = speaker.sample(prefix, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, generator=self.generator)  # B*k captions, row b*k+j
+            prefix = speaker.adapt(features, self.policy)  # (B, M, d_lm) the policy's soft prefix, with grad
+            gen = speaker.sample(prefix, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, draws=draws[:, : cfg.max_new_tokens])  # B*k captions, row b*k+j
         with phase("listeners"):
-            outcome = self.game.play(gen.texts, boards.repeat(cfg.k), self.generator)
+            outcome = self.game.play(gen.texts, boards.repeat(cfg.k), draws=draws[:, cfg.max_new_tokens :])
         with phase("teacher-forced pass"):
             logp, mask = speaker.log_probs(prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
         with phase("reference pass"), torch.no_grad():
@@ -253,32 +271,39 @@ class Trainer:
     def step_metrics(
         self, objective: Objective, outcome: Outcome, mask: torch.Tensor, grad_norm: torch.Tensor, lr: float, texts: list[str], boards: Boards
     ) -> dict[str, float]:
-        """A step's training metrics: reward, gap, the objective's terms, accuracies and the captions' language metrics."""
+        """A step's training metrics over every rank's captions: reward, gap, the objective's terms, accuracies, the
+        captions' language metrics, and how many captions were judged."""
         o = objective
-        stats = {
-            "reward": o.reward.mean(), "gap": outcome.gap.float().mean(), "kl": o.kl.mean(), "entropy": o.entropy.mean(),
-            "return": o.total.mean(), "advantage_std": o.advantage.std(), "loss": o.loss.detach(), "grad_norm": grad_norm,
-            "tokens": mask.sum(1).mean(), "lr": lr,
+        rows = {
+            "reward": o.reward, "gap": outcome.gap.float(), "kl": o.kl, "entropy": o.entropy, "return": o.total,
+            "advantage": o.advantage, "tokens": mask.sum(1), **{f"acc/{name}": right.float() for name, right in outcome.correct.items()},
         }  # fmt: skip
-        stats |= {f"acc/{name}": right.float().mean() for name, right in outcome.correct.items()}
-        metrics = {key: float(value) for key, value in stats.items()}
+        shares = self.ranks.gather(({key: value.detach().cpu() for key, value in rows.items()}, texts, boards.target_items, float(o.loss.detach())))
+        every = {key: torch.cat([share[0][key] for share in shares]) for key in rows}  # (world * B*k,) each, in rank order
+        metrics = {key: float(value.mean()) for key, value in every.items() if key != "advantage"}
+        metrics |= {"advantage_std": float(every["advantage"].std()), "loss": float(np.mean([share[3] for share in shares]))}
+        metrics |= {"grad_norm": float(grad_norm), "lr": lr, "captions": float(len(every["reward"]))}
         pool = boards.checked_pool()
-        return metrics | caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon)
+        all_texts = [text for share in shares for text in share[1]]
+        return metrics | caption_metrics(all_texts, pool.scenes, np.concatenate([share[2] for share in shares]), pool.data.lexicon)
 
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict[str, float]:
         """The full metric set on the held-out boards (greedy and `sample/`), KL to the reference adapter."""
         start = time.perf_counter()
-        metrics = evaluate_speaker(self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens)
+        metrics = evaluate_speaker(self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens, ranks=self.ranks)
         self.wall_s["eval"] += time.perf_counter() - start
         return metrics
 
     # ------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        """Write checkpoints/step_NNNNNN/ (adapter + trainer state) atomically; returns its path."""
+        """Write checkpoints/step_NNNNNN/ (adapter + trainer state) atomically (rank 0; the others wait); returns its path."""
         path = self.run_dir / CHECKPOINTS / f"step_{self.step:06d}"
+        if not self.ranks.main:
+            self.ranks.barrier()
+            return path
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -299,6 +324,7 @@ class Trainer:
             tmp.mkdir()
             write_adapter(self.speaker.adapter, tmp / ADAPTER)
             torch.save(state, tmp / STATE)
+        self.ranks.barrier()
         return path
 
     def load(self, path: Path) -> None:
@@ -327,12 +353,12 @@ class Trainer:
         checkpoint = start_from(self.run_dir, resume)
         if checkpoint is not None:
             self.load(checkpoint)
-        log = RunLog(self.run_dir, self.step if resume else None)
+        log = RunLog(self.run_dir, self.step if resume else None, enabled=self.ranks.main)
         try:
             if not resume:
                 self.before = self.evaluate()
                 log.write(0, self.before, "eval/")
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="RL", disable=not cfg.progress, dynamic_ncols=True)
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="RL", disable=not (cfg.progress and self.ranks.main), dynamic_ncols=True)
             while self.step < cfg.steps:
                 start = time.perf_counter()
                 metrics = self.train_step()
@@ -358,10 +384,14 @@ class Trainer:
 class RunLog:
     """metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory.
 
-    Resuming from step s drops what an interrupted run logged after s, so each step is logged once.
+    Resuming from step s drops what an interrupted run logged after s, so each step is logged once. A disabled log
+    (ranks other than 0) writes nothing.
     """
 
-    def __init__(self, run_dir: Path, resumed_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, resumed_step: int | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
         kept = []
@@ -375,10 +405,13 @@ class RunLog:
 
     def write(self, step: int, metrics: dict[str, float], prefix: str) -> None:
         """Log metrics of a step under `prefix` (train/ or eval/)."""
+        if not self.enabled:
+            return
         with open(self.path, "a") as out:
             out.write(json.dumps({"step": step, **{f"{prefix}{k}": v for k, v in metrics.items()}}) + "\n")
         for key, value in metrics.items():
             self.writer.add_scalar(f"{prefix}{key}", value, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.enabled:
+            self.writer.close()

@@ -17,6 +17,7 @@ from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_t
 
 from listener_sub.bench import NaiveStep, bench_rl, naive_listen, naive_sample
 from listener_sub.commands.bench import check
+from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import listen
@@ -46,7 +47,7 @@ def test_the_naive_step_plays_the_same_game_as_the_optimized_one(game, captioner
         torch.testing.assert_close(value, adapter[key], atol=1e-5, rtol=1e-4)
     prefix = trainer.speaker.prefix(game.pool("train").images[:3])
     cached = trainer.speaker.sample(prefix, 2, generator=torch.Generator().manual_seed(1))
-    tokens, lengths = naive_sample(trainer.speaker, prefix, 2, 1.0, 16, torch.Generator().manual_seed(1))
+    tokens, lengths = naive_sample(trainer.speaker, prefix, 2, 1.0, uniforms(6, 16, torch.Generator().manual_seed(1), "cpu"))
     assert torch.equal(lengths, cached.lengths) and torch.equal(tokens, cached.tokens[:, : tokens.shape[1]])
 
 

@@ -16,7 +16,7 @@ SOURCES = {"listener_sub": ROOT / "listener_sub", "listener_sub.envs": ROOT / "e
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("listener_sub.errors", "listener_sub.files")),
+    ("base", ("listener_sub.errors", "listener_sub.files", "listener_sub.draws", "listener_sub.distributed")),
     ("world", ("listener_sub.world",)),
     ("inputs", ("listener_sub.perception", "listener_sub.images", "listener_sub.data")),
     ("models", ("listener_sub.models", "listener_sub.adapters")),

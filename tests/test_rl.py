@@ -53,6 +53,9 @@ class AttributeListener(nn.Module):
                 out[row, self.values.index(value)] = 1.0
         return out
 
+    def forget_texts(self) -> None:
+        """Nothing remembered: every caption is parsed anew."""
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return torch.tensor(self.scale)
@@ -64,6 +67,10 @@ class AttributeListener(nn.Module):
 
 @pytest.fixture(scope="module")
 def game() -> Game:
+    return attribute_game()
+
+
+def attribute_game() -> Game:
     """Colour-blind subtraction in miniature: the intended listener reads colour, the subtracted one shape."""
     world = WorldConfig()
     pool = Pool.build(world, "train", POOL)  # the same scenes the game's train pool holds

@@ -1,4 +1,5 @@
 """`listener-sub train [experiment=NAME] [trainer.steps=N] [resume=true hydra.run.dir=DIR]`: RL with listener subtraction.
+Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node=P -m listener_sub train ...` (trainer.boards per rank).
 
 Checks the whole config, builds (or finds) the pretrained listeners and captioning speaker, trains the speaker's
 adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / after metrics, oracle gaps where
@@ -16,10 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
 
-from listener_sub.assembly import Assembly
+from listener_sub.assembly import Assembly, pick_device
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config
+from listener_sub.distributed import join, leave
 from listener_sub.files import write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
@@ -30,20 +32,25 @@ from listener_sub.rl import Trainer, start_from
 def main(cfg: DictConfig) -> float:
     """Pretrain what is missing, train the speaker by RL, evaluate before and after, write summary.json."""
     start = time.perf_counter()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    start_from(run_dir, cfg.resume)  # a resume without a checkpoint fails here, before any pretraining
     rl_cfg = trainer_config(cfg)
     eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
+    ranks = join(pick_device(spec.device))  # under torchrun: this process's rank, the process group joined
+    run_dir = Path(ranks.broadcast(HydraConfig.get().runtime.output_dir))  # rank 0's run directory
+    start_from(run_dir, cfg.resume)  # a resume without a checkpoint fails here, before any pretraining
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     cache = ArtifactCache(cfg.get("cache_dir"))
-    models = Assembly(spec, cache)
-    models.load_data([(None, rl_cfg.split), (eval_cfg.data, eval_cfg.split)])
-    models.build_clips()
-    game, speaker = models.game(), models.speaker()
+    with ranks.main_first():  # rank 0 builds what the cache lacks, the other ranks then read it
+        models = Assembly(spec, cache)
+        models.load_data([(None, rl_cfg.split), (eval_cfg.data, eval_cfg.split)])
+        models.build_clips()
+        game, speaker = models.game(), models.speaker()
     pretrain_s = time.perf_counter() - start
-    trainer = Trainer(rl_cfg, speaker, game, run_dir, eval_cfg)
+    trainer = Trainer(rl_cfg, speaker, game, run_dir, eval_cfg, ranks)
     result = trainer.fit(resume=cfg.resume)
+    if not ranks.main:
+        leave()
+        return float(result["after"]["gap"])
     oracle_start = time.perf_counter()
     oracle = oracle_gaps(game, trainer.eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(trainer.eval_boards) else {}
     eval_s = trainer.wall_s["eval"] + time.perf_counter() - oracle_start
@@ -57,4 +64,5 @@ def main(cfg: DictConfig) -> float:
         f"wall: {summary['wall_s']:.0f} s (pretrain {pretrain_s:.0f} s, RL {trainer.wall_s['rl']:.0f} s, eval {eval_s:.0f} s); "
         f"wrote {run_dir / 'summary.json'}"
     )
+    leave()
     return float(result["after"]["gap"])

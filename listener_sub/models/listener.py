@@ -18,6 +18,7 @@ from torch import nn
 
 from listener_sub.errors import UserError
 from listener_sub.images import Images, model_input
+from listener_sub.models.precision import autocast
 from listener_sub.models.vision import clip_preprocess
 from listener_sub.perception import Perception, make_perception, perception_key
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     import open_clip  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # small CLIP configs shipped with the package
-TEXT_CHUNK = 1024  # captions per text-encoder pass
+TEXT_CHUNK = 64  # captions per text-encoder pass, always this many (padded): a caption's features never depend on its batch
+TEXT_MEMO = 1 << 16  # text features a listener remembers (captions repeat from step to step); past it, it starts afresh
 _registered: set[Path] = set()
 
 
@@ -59,12 +61,17 @@ class Listener(nn.Module):
         self.image_size, mean, std = clip_preprocess(clip)  # (H, W)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        self._texts: dict[str, torch.Tensor] = {}  # caption -> (D,) its unit-norm text features, as encoded once
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> "Listener":
         """Listeners stay frozen in eval mode."""
         return super().train(False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "Listener":
+        self.forget_texts()  # remembered features stay where the weights were
+        return super()._apply(fn, recurse)
 
     @property
     def device(self) -> torch.device:
@@ -77,14 +84,29 @@ class Listener(nn.Module):
     @torch.no_grad()
     def encode_images(self, images: Images) -> torch.Tensor:
         """(B, D) unit-norm image features."""
-        return F.normalize(self.clip.encode_image(self.view(images)).float(), dim=-1)
+        with autocast(self.device):
+            return F.normalize(self.clip.encode_image(self.view(images)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, captions: Sequence[str]) -> torch.Tensor:
-        """(B, D) unit-norm text features, TEXT_CHUNK captions per pass."""
+        """(B, D) unit-norm text features. Each caption not seen before is tokenized and encoded once, in passes of exactly
+        TEXT_CHUNK captions (padded), so its features are the same whichever captions came with it and whatever was
+        remembered before (a resumed run computes what the uninterrupted one did)."""
         captions = list(captions)
-        chunks = [self.tokenizer(captions[s : s + TEXT_CHUNK]).to(self.device) for s in range(0, len(captions), TEXT_CHUNK)]
-        return torch.cat([F.normalize(self.clip.encode_text(tokens).float(), dim=-1) for tokens in chunks])
+        new = [c for c in dict.fromkeys(captions) if c not in self._texts]
+        if len(self._texts) + len(new) > TEXT_MEMO:
+            self._texts.clear()
+        for start in range(0, len(new), TEXT_CHUNK):
+            chunk = new[start : start + TEXT_CHUNK]
+            tokens = self.tokenizer(chunk + [""] * (TEXT_CHUNK - len(chunk))).to(self.device)  # (TEXT_CHUNK, L)
+            with autocast(self.device):
+                features = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)  # (TEXT_CHUNK, D)
+            self._texts.update(zip(chunk, features[: len(chunk)]))
+        return torch.stack([self._texts[c] for c in captions])
+
+    def forget_texts(self) -> None:
+        """Drop the remembered text features (the next `encode_texts` encodes every caption)."""
+        self._texts.clear()
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listener_sub.adapters import adapter_class, create_adapter
+from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
 from listener_sub.files import atomic_path
 from listener_sub.images import Images
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.lm import load_lm
+from listener_sub.models.precision import autocast
 from listener_sub.models.vision import VisionTower
 
 
@@ -65,8 +67,10 @@ def sample_token(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Next ids (N,) from logits (N, V): argmax if greedy, else a draw from the tempered top-k/top-p softmax."""
+    """Next ids (N,) from logits (N, V): argmax if greedy, else a draw from the tempered top-k/top-p softmax, by inverse
+    CDF with the (N,) `uniform` numbers (drawn from `generator` when not given)."""
     if greedy:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -78,7 +82,9 @@ def sample_token(
         probs = ordered.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # mass before a token already reaches top_p
         logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)  # (N,)
+    if uniform is None:
+        uniform = uniforms(len(logits), 1, generator, logits.device).squeeze(-1)  # (N,)
+    return categorical(logits.softmax(-1), uniform)  # (N,)
 
 
 def check_sampling(k: int, temperature: float, top_k: int, top_p: float, max_new_tokens: int, greedy: bool) -> None:
@@ -185,9 +191,7 @@ class Speaker(nn.Module):
         return self
 
     def _autocast(self) -> AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.device)
 
     @torch.no_grad()
     def encode(self, images: Images) -> VisionFeatures:
@@ -197,10 +201,12 @@ class Speaker(nn.Module):
         return VisionFeatures(pooled.float(), tokens.float())
 
     def adapt(self, features: VisionFeatures, adapter: nn.Module | None = None) -> torch.Tensor:
-        """Soft prefix (B, M, d_lm) from vision features, through `adapter` (default: the speaker's own)."""
+        """Soft prefix (B, M, d_lm) from vision features, through `adapter` (default: the speaker's own; also an adapter
+        wrapped in DistributedDataParallel, which holds it as `.module`)."""
         adapter = self.adapter if adapter is None else adapter
+        uses_tokens = getattr(adapter, "module", adapter).uses_tokens
         with self._autocast():
-            return adapter(features.tokens if adapter.uses_tokens else features.pooled)
+            return adapter(features.tokens if uses_tokens else features.pooled)
 
     def prefix(self, images: Images, adapter: nn.Module | None = None) -> torch.Tensor:
         """Soft prefix (B, M, d_lm) of the images; carries grad to the adapter when grad is enabled."""
@@ -249,9 +255,10 @@ class Speaker(nn.Module):
 
     @torch.no_grad()
     def _sample(
-        self, prefix: torch.Tensor, max_new_tokens: int, **sampling: Any
+        self, prefix: torch.Tensor, max_new_tokens: int, draws: torch.Tensor | None, **sampling: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """KV-cached decoding from prefix (N, M, d_lm): tokens (N, L), lengths (N,), token log-probs (N, L)."""
+        """KV-cached decoding from prefix (N, M, d_lm), token t of row i drawn with draws[i, t] (None: greedy): tokens
+        (N, L), lengths (N,), token log-probs (N, L)."""
         N, M, _ = prefix.shape
         attention = torch.ones(N, M, dtype=torch.long, device=self.device)  # (N, M + t)
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
@@ -260,9 +267,10 @@ class Speaker(nn.Module):
         with self._autocast():
             embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (N, M, d_lm)
             out = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
-            for _ in range(max_new_tokens):
+            for t in range(max_new_tokens):
                 logits = out.logits[:, -1, : self.vocab_size].float()  # (N, V)
-                token = torch.where(finished, self.pad_id, sample_token(logits, **sampling))  # (N,)
+                uniform = None if draws is None else draws[:, t]  # (N,)
+                token = torch.where(finished, self.pad_id, sample_token(logits, uniform=uniform, **sampling))  # (N,)
                 logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
                 tokens.append(token)
                 log_probs.append(logp.masked_fill(finished, 0.0))
@@ -295,14 +303,18 @@ class Speaker(nn.Module):
         max_new_tokens: int = 16,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        draws: torch.Tensor | None = None,
     ) -> Generation:
         """k captions per soft prefix (B, M, d_lm) (row b * k + j), decoded with a KV cache at `temperature` after
-        top-k / top-p filtering (0 / 1: off), or greedy; `generator` (on the speaker's device) makes sampling reproducible."""
+        top-k / top-p filtering (0 / 1: off), or greedy. Token t of row i is drawn by inverse CDF with draws[i, t]
+        ((B*k, max_new_tokens) uniform numbers; drawn from `generator`, on the speaker's device, when not given)."""
         check_sampling(k, temperature, top_k, top_p, max_new_tokens, greedy)
         prefix = prefix.detach().repeat_interleave(k, dim=0)  # (B*k, M, d_lm)
+        if draws is None and not greedy:
+            draws = uniforms(len(prefix), max_new_tokens, generator, self.device)  # (B*k, max_new_tokens)
         tokens, lengths, log_probs = self._sample(
-            prefix, max_new_tokens,
-            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator,
+            prefix, max_new_tokens, None if greedy else draws,
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
         )  # fmt: skip
         texts = self.decode(tokens, lengths)
         return Generation(tokens=tokens, lengths=lengths, texts=texts, prefix=prefix, token_log_probs=log_probs)

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from listener_sub.images import model_input
+from listener_sub.optim import adamw
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.vision import clip_preprocess
 from listener_sub.perception import Perception, make_perception
@@ -27,36 +28,46 @@ if TYPE_CHECKING:
     import open_clip
 
 class CaptionTokens:
-    """Token rows of canonical captions keyed by (object combo, mention mask, prefix), tokenized lazily once."""
+    """Canonical captions keyed by (object combo, mention mask, prefix), each key mapped lazily to its distinct text.
+
+    Many keys share a text ("a red object." names one attribute of many combos), so a batch is encoded once per
+    distinct text: `text_ids` maps keys to text ids, `token_rows` gives the texts' token rows.
+    """
 
     def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Combos = WORLD_COMBOS) -> None:
         self.tokenizer, self.combos = tokenizer, combos
         self.n_masks = combos.full_mask + 1
         self.n_keys = combos.count * self.n_masks * len(PREFIXES)
-        self.table: torch.Tensor | None = None  # (n_keys, L) int64, filled on demand
-        self.filled = np.zeros(self.n_keys, dtype=bool)
+        self.key_text = np.full(self.n_keys, -1, dtype=np.int64)  # (n_keys,) text id of each key, -1 until first use
+        self.text_ids: dict[str, int] = {}  # distinct caption text -> its row of `table`
+        self.table: torch.Tensor | None = None  # (n_texts, L) int64 token rows of the distinct texts
 
     def keys(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> np.ndarray:
         """(N,) combos, masks, prefixes -> (N,) caption keys."""
         prefixes = np.zeros_like(combos) if prefixes is None else prefixes
         return (np.asarray(combos) * self.n_masks + np.asarray(masks)) * len(PREFIXES) + np.asarray(prefixes)
 
-    def rows(self, keys: np.ndarray) -> torch.Tensor:
-        """(N,) caption keys -> (N, L) int64 tokens."""
-        missing = np.unique(keys[~self.filled[keys]])
+    def texts(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) caption keys -> (N,) ids of their distinct texts (new texts tokenized once)."""
+        missing = np.unique(keys[self.key_text[keys] < 0])
         if len(missing):
             prefix, rest = missing % len(PREFIXES), missing // len(PREFIXES)
             texts = [self.combos.caption(int(c), int(m), int(p)) for c, m, p in zip(rest // self.n_masks, rest % self.n_masks, prefix)]
-            rows = self.tokenizer(texts)  # (M, L)
-            if self.table is None:
-                self.table = torch.zeros(self.n_keys, rows.shape[1], dtype=rows.dtype)
-            self.table[torch.from_numpy(missing)] = rows
-            self.filled[missing] = True
-        return self.table[torch.from_numpy(keys)]
+            new = list(dict.fromkeys(t for t in texts if t not in self.text_ids))
+            if new:
+                rows = self.tokenizer(new)  # (T_new, L)
+                self.table = rows if self.table is None else torch.cat([self.table, rows])
+                self.text_ids.update((text, len(self.text_ids)) for text in new)
+            self.key_text[missing] = [self.text_ids[t] for t in texts]
+        return self.key_text[keys]
+
+    def token_rows(self, text_ids: np.ndarray) -> torch.Tensor:
+        """(N,) text ids -> (N, L) int64 tokens."""
+        return self.table[torch.from_numpy(np.asarray(text_ids))]
 
     def __call__(self, combos: np.ndarray, masks: np.ndarray, prefixes: np.ndarray | None = None) -> torch.Tensor:
         """(N,) combos, masks, prefixes -> (N, L) int64 tokens."""
-        return self.rows(self.keys(combos, masks, prefixes))
+        return self.token_rows(self.texts(self.keys(combos, masks, prefixes)))
 
 
 def perceive(images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -307,7 +318,7 @@ def _train_listener(
         else:
             pool = ScenePool.of(data.images, data.attrs, Combos(data.scenes.vocab))
         batches = _SceneBatches(pool, CaptionTokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std)
-    opt = torch.optim.AdamW(_param_groups(model, r.weight_decay), lr=r.lr, betas=tuple(r.betas), eps=r.eps)
+    opt = adamw(_param_groups(model, r.weight_decay), lr=r.lr, betas=tuple(r.betas), eps=r.eps)
     steps, warmup = r.steps, r.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
@@ -364,12 +375,12 @@ class _SceneBatches:
         views += [np.full(r.batch_size, combos.mask_of([a])) for a in self.allowed] if r.attribute_views else []
         prefixes = rng.choice(len(self.prefix_p), size=(len(views), r.batch_size), p=self.prefix_p)
         keys = np.concatenate([self.tokens.keys(combos.ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
-        unique, inverse = np.unique(keys, return_inverse=True)  # single-attribute captions repeat a lot
+        unique, inverse = np.unique(self.tokens.texts(keys), return_inverse=True)  # each distinct text encoded once
         pixels = pool.images[idx]  # (B, H, W, 3)
         images = perceive(pixels, self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
         if gray.any():
             images[gray] = perceive(pixels[gray], self.grayscale, self.size, self.mean, self.std)
-        image_features, text_features, logit_scale = model(images, self.tokens.rows(unique))
+        image_features, text_features, logit_scale = model(images, self.tokens.token_rows(unique))
         text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
         same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
         unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour

@@ -20,7 +20,7 @@ from listener_sub.errors import UserError
 from listener_sub.files import atomic_path
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
-from listener_sub.optim import warmup_cosine
+from listener_sub.optim import adamw, warmup_cosine
 from listener_sub.world import (
     ATTRIBUTES,
     WORLD_VOCAB,
@@ -194,7 +194,7 @@ def make_model(cfg: LMConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadM
 def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool = True) -> None:
     """AdamW on the mean caption-token NLL of random batches of `data` (warmup, cosine decay, clipping)."""
     steps = recipe.steps
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+    opt = adamw(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, max(int(recipe.warmup * steps), 1)))
     rng = np.random.default_rng(recipe.seed)
     model.train()

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from listener_sub.models.speaker import Speaker
-from listener_sub.optim import warmup_cosine
+from listener_sub.optim import adamw, warmup_cosine
 
 
 @dataclass
@@ -35,7 +35,7 @@ def train_captioner(
         raise ValueError(f"need at least one caption per image: {len(images)} images, {len(captions)} caption lists")
     rng = np.random.default_rng(recipe.seed)
     params = list(speaker.adapter.parameters())
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, recipe.steps, recipe.warmup, recipe.min_lr_factor)
     )

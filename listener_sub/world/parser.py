@@ -14,6 +14,8 @@ from listener_sub.world.grammar import (
 )
 from listener_sub.world.vocab import WORLD_VOCAB, Vocabulary
 
+PARSE_MEMO = 1 << 16  # parses remembered per vocabulary; past it, the memo starts afresh
+
 
 @dataclass(frozen=True)
 class ParsedCaption:
@@ -45,6 +47,7 @@ class _Grammar:
         self.relations = {tuple(p.split()): v for v, p in RELATIONS.items()}
         function_words = {w for p in [*PREFIXES, *POSITION_PHRASES.values(), *RELATIONS.values()] for w in p.split()}
         self.lexicon = set(self.values) | function_words | {"a", "an", vocab.generic_noun, END}
+        self.parsed: dict[str, ParsedCaption] = {}  # text -> its parse (captions repeat: RL samples, evaluations)
 
     def _phrase_at(self, toks: list[str], i: int, table: dict[tuple[str, ...], str]) -> tuple[str, int] | None:
         for words, value in table.items():
@@ -110,6 +113,13 @@ class _Grammar:
         return CaptionSpec((obj, second[0]), relation[0], prefix)
 
     def parse(self, text: str) -> ParsedCaption:
+        if text not in self.parsed:
+            if len(self.parsed) >= PARSE_MEMO:
+                self.parsed.clear()
+            self.parsed[text] = self._parse(text)
+        return self.parsed[text]
+
+    def _parse(self, text: str) -> ParsedCaption:
         toks = tokenize(text)
         unknown = tuple(t for t in toks if t not in self.lexicon)
         spec = self.parse_spec(toks)
