@@ -4,6 +4,8 @@
 - The RL step: `Trainer.train_step` against `NaiveStep`, the same step without its optimizations, on the same boards
   from the same starting weights: games (sampled captions judged) per second, seconds per phase, the step's FLOPs
   against this machine's matmul peak measured in the same run, peak memory.
+- The listener CLIP's pretraining step: `ListenerTraining.step` against `NaiveListenerTraining.step` (every caption
+  key encoded, identical texts or not; AdamW's per-parameter loop), from the same initialisation and batches.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from listener_sub.data import ImageSet
 from listener_sub.draws import uniforms
-from listener_sub.game import Boards, Game, Pool, listen
+from listener_sub.game import Boards, Game, choice_probs
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.perception import make_perception
+from listener_sub.pretrain.listeners import CaptionTokens, ListenerRecipe, ListenerTraining
 from listener_sub.rl import Phases, Trainer, reinforce
 from listener_sub.world import WorldConfig, render, sample_scenes
 
@@ -65,17 +68,17 @@ def bench_render(world: WorldConfig, n_images: int, repeats: int) -> dict[str, f
 # ---------------------------------------------------------------- the RL step, naive
 
 
+@torch.no_grad()
 def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
     """P(image | caption) as `game.listen` gives it, without its optimizations: each board is scored on its own, its
-    images encoded anew by every listener (a fresh pool: no feature cache), its caption alone and anew (no memo)."""
-    rows = []
+    images encoded anew by every listener (no feature cache), its caption read alone (no memo, no deduplication)."""
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in listeners}
     for b, caption in enumerate(captions):
-        for listener in listeners.values():
-            listener.forget_texts()
         images = boards.images[b]  # (N, H, W, 3)
-        pool = Pool(ImageSet(images, "bench", "board", "one board", f"board {b}"))
-        rows.append(listen(listeners, [caption], Boards(np.arange(len(images))[None], boards.target[b : b + 1], pool)))
-    return {name: torch.cat([row[name] for row in rows]) for name in listeners}  # (B, N) each
+        for name, listener in listeners.items():
+            board = listener.encode_images(images)[None]  # (1, N, D)
+            rows[name].append(choice_probs(listener, listener.read([caption]), board))
+    return {name: torch.cat(row) for name, row in rows.items()}  # (B, N) each
 
 
 @torch.no_grad()
@@ -206,6 +209,60 @@ def bench_rl(trainer: Trainer, steps: int, naive_steps: int) -> dict[str, float]
     trainer.load(start_from)
     trainer.phases = Phases(timed=False)
     results["rl/speedup"] = results["rl/optimized/games_per_s"] / results["rl/naive/games_per_s"]
+    return results
+
+
+# ---------------------------------------------------------------- the CLIP pretraining step
+
+
+class KeyedCaptionTokens(CaptionTokens):
+    """Captions encoded once per caption key: identical texts of different keys ("a red object." of every red combo)
+    are encoded again each."""
+
+    def texts(self, keys: np.ndarray) -> np.ndarray:
+        super().texts(keys)  # tokenizes the new texts
+        return keys
+
+    def token_rows(self, keys: np.ndarray) -> torch.Tensor:
+        return super().token_rows(self.key_text[keys])
+
+
+class NaiveListenerTraining(ListenerTraining):
+    """The listener recipe's step without its optimizations: captions encoded per key, AdamW's per-parameter loop."""
+
+    def tokens(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Any) -> CaptionTokens:
+        return KeyedCaptionTokens(tokenizer, combos)
+
+    def optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        r = self.recipe
+        return torch.optim.AdamW(groups, lr=r.lr, betas=tuple(r.betas), eps=r.eps, foreach=False)
+
+
+def bench_clip(model_name: str, world: WorldConfig, recipe: ListenerRecipe, steps: int, naive_steps: int) -> dict[str, float]:
+    """A full-colour listener CLIP's training step, optimized (`steps` timed) against naive (`naive_steps` timed), each
+    from the same initialisation and batch stream, after one warm-up step and one FLOP-counted step.
+
+    Keys clip/<variant>/...: images_per_s, s_per_step, gflop_per_step, flop_utilisation; clip/speedup.
+    """
+    peak, dtype = matmul_peak(torch.device("cpu"))
+    results: dict[str, float] = {f"clip/matmul_peak_gflops/{dtype}": peak / 1e9, "clip/images_per_step": recipe.batch_size}
+    for name, kind, n in (("optimized", ListenerTraining, steps), ("naive", NaiveListenerTraining, naive_steps)):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            training = kind(model_name, make_perception("full"), world, recipe)
+        training.step()  # warm-up
+        flops = step_flops(training.step)
+        start = time.perf_counter()
+        for _ in range(n):
+            training.step()
+        elapsed = time.perf_counter() - start
+        results |= {
+            f"clip/{name}/images_per_s": n * recipe.batch_size / elapsed,
+            f"clip/{name}/s_per_step": elapsed / n,
+            f"clip/{name}/gflop_per_step": flops / 1e9,
+            f"clip/{name}/flop_utilisation": flops * n / elapsed / peak,
+        }
+    results["clip/speedup"] = results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"]
     return results
 
 

@@ -287,12 +287,13 @@ def listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: B
     """
     if len(captions) != len(boards):
         raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
-    probs = {}
-    for name, listener in listeners.items():
-        board = boards.checked_pool().features(listener, boards.items)  # (B, N, D)
-        text = listener.encode_texts(captions)  # (B, D)
-        probs[name] = (listener.logit_scale * torch.einsum("bd,bnd->bn", text, board)).softmax(-1)
-    return probs
+    pool = boards.checked_pool()
+    return {name: choice_probs(listener, listener.encode_texts(captions), pool.features(listener, boards.items)) for name, listener in listeners.items()}
+
+
+def choice_probs(listener: Listener, text: torch.Tensor, board: torch.Tensor) -> torch.Tensor:
+    """(B, N) P(image | caption) = softmax over the board of logit scale x cosine: text (B, D), board (B, N, D) unit-norm."""
+    return (listener.logit_scale * torch.einsum("bd,bnd->bn", text, board)).softmax(-1)
 
 
 @dataclass

@@ -15,13 +15,16 @@ from hydra import compose, initialize_config_module
 from test_rl import captioner, game, rl_config, speaker_from  # noqa: F401 (module fixtures: a tiny game and its captioner)
 from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_thread: an autouse fixture)
 
-from listener_sub.bench import NaiveStep, bench_rl, naive_listen, naive_sample
+from listener_sub.bench import NaiveListenerTraining, NaiveStep, bench_clip, bench_rl, naive_listen, naive_sample
 from listener_sub.commands.bench import check
 from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import listen
+from listener_sub.perception import make_perception
+from listener_sub.pretrain.listeners import ListenerRecipe, ListenerTraining
 from listener_sub.rl import Trainer
+from listener_sub.world import WorldConfig
 
 
 def test_the_naive_listener_scores_as_the_game_does():
@@ -82,3 +85,23 @@ def test_bench_command_writes_rl_results(tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert results["rl/speedup"] > 1 and results["rl/games_per_step"] == 8
+
+
+def test_the_naive_clip_step_trains_as_the_optimized_one():
+    """Encoding each caption key (not each distinct text) and AdamW's per-parameter loop change the speed, not the training."""
+    recipe = ListenerRecipe(pool_size=256, batch_size=16)
+    losses = []
+    for kind in (ListenerTraining, NaiveListenerTraining):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            training = kind("ls-rn-tiny-64", make_perception("full"), WorldConfig(), recipe)
+        losses.append([float(training.step()[0].detach()) for _ in range(3)])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_bench_clip_reports_both_steps():
+    results = bench_clip("ls-rn-tiny-64", WorldConfig(), ListenerRecipe(pool_size=256, batch_size=16), steps=1, naive_steps=1)
+    for variant in ("optimized", "naive"):
+        assert results[f"clip/{variant}/images_per_s"] > 0 and 0 < results[f"clip/{variant}/flop_utilisation"] < 1
+    assert results["clip/naive/gflop_per_step"] > results["clip/optimized/gflop_per_step"]  # the naive step encodes more captions
+    assert results["clip/speedup"] == pytest.approx(results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_rl import attribute_game, captioner, game, held_out, read_jsonl, rl_config, speaker_from  # noqa: F401 (module fixtures)
+from test_rl import TINY, attribute_game, captioner, game, held_out, read_jsonl, rl_config, speaker_from  # noqa: F401 (module fixtures)
 from tiny_game import one_thread  # noqa: F401 (an autouse fixture)
 
 from listener_sub.distributed import Ranks, join, leave
@@ -65,3 +67,20 @@ def test_two_ranks_train_like_one_process_with_twice_the_boards(captioner, tmp_p
     assert results[0] == results[1]  # evaluation split across ranks, gathered: every rank has the metrics of all boards
     assert results[0]["after"] == pytest.approx(single_result["after"], rel=1e-4, abs=1e-5)
     assert results[0]["before"] == pytest.approx(single_result["before"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_train_command_under_torchrun_then_resumed(tmp_path):
+    """`torchrun --nproc_per_node=2 -m listener_sub train`: rank 0 builds the cache, logs both ranks' boards, checkpoints
+    once; a resumed run under torchrun continues from the checkpoint."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "listener_sub", "train"]
+    settings = [*TINY, f"cache_dir={cache}", f"hydra.run.dir={run}", "device=cpu", "trainer.save_every=2"]
+    first = subprocess.run([*torchrun, *settings, "trainer.steps=2"], capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = subprocess.run([*torchrun, *settings, "trainer.steps=4", "resume=true"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train = [line for line in read_jsonl(run / "metrics.jsonl") if "train/reward" in line]
+    assert [line["step"] for line in train] == [1, 2, 3, 4] and {line["train/captions"] for line in train} == {2 * 4 * 2}  # 2 ranks x 4 boards x k=2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4

@@ -53,8 +53,8 @@ class AttributeListener(nn.Module):
                 out[row, self.values.index(value)] = 1.0
         return out
 
-    def forget_texts(self) -> None:
-        """Nothing remembered: every caption is parsed anew."""
+    def read(self, captions: list[str]) -> torch.Tensor:
+        return self.encode_texts(captions)
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""`listener-sub bench [preset=tiny|real] [parts=[render,rl]]`: optimized paths against naive ones in one run; prints a
-table and writes bench.json.
+"""`listener-sub bench [preset=tiny|real] [parts=[render,rl,clip]]`: optimized paths against naive ones in one run;
+prints a table and writes bench.json.
 
-preset=tiny: the embedded default's models (from the cache, built when missing) and its RL settings. preset=real:
-random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over the embedded world, `real.boards` x `real.k` a step.
+preset=tiny: the embedded default's models (from the cache, built when missing) and its RL settings; the CLIP step of
+the default listener model and recipe. preset=real: random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over
+the embedded world, `real.boards` x `real.k` a step; the CLIP step of ViT-B-32 on `real.clip_batch` images.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from listener_sub.assembly import Assembly, pick_device
-from listener_sub.bench import bench_render, bench_rl, real_size_players
+from listener_sub.bench import bench_clip, bench_render, bench_rl, real_size_players
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
@@ -28,7 +29,7 @@ from listener_sub.rl import Trainer
 from listener_sub.world import WorldConfig
 
 PRESETS = ("tiny", "real")
-PARTS = ("render", "rl")
+PARTS = ("render", "rl", "clip")
 
 
 def rl_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
@@ -52,9 +53,20 @@ def check(cfg: DictConfig) -> list[str]:
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise UserError(f"parts={parts}: choose from {', '.join(PARTS)}, e.g. parts=[render,rl]")
-    if cfg.rl.steps < 1 or cfg.rl.naive_steps < 1:
-        raise UserError(f"rl.steps={cfg.rl.steps}, rl.naive_steps={cfg.rl.naive_steps}; time at least one step of each")
+    for part in ("rl", "clip"):
+        if cfg[part].steps < 1 or cfg[part].naive_steps < 1:
+            raise UserError(f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; time at least one step of each")
     return parts
+
+
+def clip_bench(cfg: DictConfig) -> dict[str, float]:
+    """The listener CLIP's pretraining step of the preset: the default listener model and recipe, or ViT-B-32."""
+    spec = run_spec(cfg, [])
+    recipe = dataclasses.replace(spec.listener_recipe, pool_size=int(cfg.clip.pool_size))
+    model = spec.listeners["full"].model if cfg.preset == "tiny" else "ViT-B-32"
+    if cfg.preset == "real":
+        recipe = dataclasses.replace(recipe, batch_size=int(cfg.real.clip_batch))
+    return bench_clip(model, spec.world, recipe, int(cfg.clip.steps), int(cfg.clip.naive_steps))
 
 
 @hydra_command("bench")
@@ -69,6 +81,8 @@ def main(cfg: DictConfig) -> None:
         results |= bench_render(typed(WorldConfig, cfg.world, "world"), cfg.render.images, cfg.repeats)
     if "rl" in parts:
         results |= bench_rl(rl_trainer(cfg, run_dir / "rl"), int(cfg.rl.steps), int(cfg.rl.naive_steps))
+    if "clip" in parts:
+        results |= clip_bench(cfg)
     table = Table(title=f"listener-sub bench (preset={cfg.preset}, {torch.get_num_threads()} threads)")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -70,7 +70,7 @@ class Listener(nn.Module):
         return super().train(False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> "Listener":
-        self.forget_texts()  # remembered features stay where the weights were
+        self._texts.clear()  # remembered features stay where the weights were
         return super()._apply(fn, recurse)
 
     @property
@@ -98,15 +98,16 @@ class Listener(nn.Module):
             self._texts.clear()
         for start in range(0, len(new), TEXT_CHUNK):
             chunk = new[start : start + TEXT_CHUNK]
-            tokens = self.tokenizer(chunk + [""] * (TEXT_CHUNK - len(chunk))).to(self.device)  # (TEXT_CHUNK, L)
-            with autocast(self.device):
-                features = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)  # (TEXT_CHUNK, D)
+            features = self.read(chunk + [""] * (TEXT_CHUNK - len(chunk)))  # (TEXT_CHUNK, D)
             self._texts.update(zip(chunk, features[: len(chunk)]))
         return torch.stack([self._texts[c] for c in captions])
 
-    def forget_texts(self) -> None:
-        """Drop the remembered text features (the next `encode_texts` encodes every caption)."""
-        self._texts.clear()
+    @torch.no_grad()
+    def read(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, D) unit-norm text features of the captions, tokenized and encoded in one pass as given (nothing remembered)."""
+        tokens = self.tokenizer(list(captions)).to(self.device)  # (B, L)
+        with autocast(self.device):
+            return F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -37,6 +37,18 @@ class VisionFeatures:
     pooled: torch.Tensor  # (B, d_pooled) CLIP image embedding
     tokens: torch.Tensor  # (B, T, d_tokens) patch tokens
 
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def __getitem__(self, rows: Any) -> VisionFeatures:
+        """The features of some images (an index array, slice or mask)."""
+        rows = torch.as_tensor(rows, device=self.pooled.device) if not isinstance(rows, slice) else rows
+        return VisionFeatures(self.pooled[rows], self.tokens[rows])
+
+    @staticmethod
+    def cat(parts: list[VisionFeatures]) -> VisionFeatures:
+        return VisionFeatures(torch.cat([p.pooled for p in parts]), torch.cat([p.tokens for p in parts]))
+
 
 @dataclass
 class Generation:
@@ -244,10 +256,12 @@ class Speaker(nn.Module):
             tokens[i, : len(row)] = torch.tensor(row)
         return tokens.to(self.device), lengths.to(self.device)
 
-    def caption_loss(self, images: Images, captions: list[str]) -> torch.Tensor:
-        """Token-mean teacher-forced cross-entropy of caption + EOS given the image's prefix (no loss on prefix/pad)."""
+    def caption_loss(self, images: Images | VisionFeatures, captions: list[str]) -> torch.Tensor:
+        """Token-mean teacher-forced cross-entropy of caption + EOS given the image's prefix (no loss on prefix/pad); the
+        images may come as their vision features (`encode`)."""
         tokens, lengths = self.encode_captions(captions)
-        prefix = self.prefix(images)  # (B, M, d_lm)
+        features = images if isinstance(images, VisionFeatures) else self.encode(images)
+        prefix = self.adapt(features)  # (B, M, d_lm)
         if prefix.shape[0] != tokens.shape[0]:
             raise ValueError(f"{prefix.shape[0]} images but {tokens.shape[0]} captions")
         per_token, mask = self.log_probs(prefix, tokens, lengths)

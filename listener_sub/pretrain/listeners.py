@@ -71,9 +71,10 @@ class CaptionTokens:
 
 
 def perceive(images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`)."""
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`), laid out
+    channels-last (the layout the CPU's convolutions run fastest in)."""
     with torch.no_grad():
-        return model_input(images, size, mean, std, perception)
+        return model_input(images, size, mean, std, perception).contiguous(memory_format=torch.channels_last)
 
 
 def _spread(match: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,44 +300,77 @@ def _train_listener(
     progress: bool,
     position: int | None,
 ) -> open_clip.CLIP:
-    r = recipe
-    import open_clip  # imported on use: it takes seconds
-
-    register_model_configs()
-    rng = np.random.default_rng(seed)
-    model = open_clip.create_model(model_name, pretrained=init)  # random init unless init; sets model.visual.preprocess_cfg
-    model.train()
-    size, mean, std = clip_preprocess(model)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    if data is not None and data.scenes is None:
-        if exclude:
-            raise ValueError(f"knowledge.exclude={list(exclude)} needs training data with scenes; {data.name} has captions only")
-        batches: _SceneBatches | _CaptionBatches = _CaptionBatches(data, tokenizer, perception, r.batch_size, size, mean, std)
-    else:
-        if data is None:
-            pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if r.all_combos else world, r.pool_size)
-        else:
-            pool = ScenePool.of(data.images, data.attrs, Combos(data.scenes.vocab))
-        batches = _SceneBatches(pool, CaptionTokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std)
-    opt = adamw(_param_groups(model, r.weight_decay), lr=r.lr, betas=tuple(r.betas), eps=r.eps)
-    steps, warmup = r.steps, r.warmup
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    max_logit_scale = math.log(r.max_logit_scale)
-    bar = tqdm(range(steps), desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})", disable=not progress, leave=False, position=position)
+    training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init)
+    bar = tqdm(range(recipe.steps), desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})", disable=not progress, leave=False, position=position)
     for step in bar:
-        loss, logit_scale = batches.loss(model, rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, max_logit_scale)
-        if step % 20 == 0 or step == steps - 1:
+        loss, logit_scale = training.step()
+        if step % 20 == 0 or step == recipe.steps - 1:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
-    model.eval()
-    return model
+    training.model.eval()
+    return training.model
+
+
+class ListenerTraining:
+    """The recipe's training state -- a CLIP, its batches, AdamW with warmup and cosine decay -- and one optimizer step.
+
+    `tokens` and `optimizer` build the caption table and the optimizer (the bench's naive twin overrides them).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        perception: Perception,
+        world: WorldConfig,
+        recipe: ListenerRecipe,
+        seed: int = 0,
+        exclude: Sequence[str] = (),
+        data: ImageSet | None = None,
+        init: str | None = None,
+    ) -> None:
+        import open_clip  # imported on use: it takes seconds
+
+        r = self.recipe = recipe
+        register_model_configs()
+        self.rng = np.random.default_rng(seed)
+        self.model = open_clip.create_model(model_name, pretrained=init)  # random init unless init; sets model.visual.preprocess_cfg
+        self.model.to(memory_format=torch.channels_last).train()  # convolution weights channels-last, as the images
+        size, mean, std = clip_preprocess(self.model)
+        tokenizer = open_clip.get_tokenizer(model_name)
+        if data is not None and data.scenes is None:
+            if exclude:
+                raise ValueError(f"knowledge.exclude={list(exclude)} needs training data with scenes; {data.name} has captions only")
+            self.batches: _SceneBatches | _CaptionBatches = _CaptionBatches(data, tokenizer, perception, r.batch_size, size, mean, std)
+        else:
+            if data is None:
+                pool = ScenePool.build(dataclasses.replace(world, heldout_combos=[]) if r.all_combos else world, r.pool_size)
+            else:
+                pool = ScenePool.of(data.images, data.attrs, Combos(data.scenes.vocab))
+            self.batches = _SceneBatches(pool, self.tokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std)
+        self.opt = self.optimizer(_param_groups(self.model, r.weight_decay))
+        steps, warmup = r.steps, r.warmup
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
+        self.max_logit_scale = math.log(r.max_logit_scale)
+
+    def tokens(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Combos) -> CaptionTokens:
+        """The canonical captions' token table (each distinct text encoded once a batch)."""
+        return CaptionTokens(tokenizer, combos)
+
+    def optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        r = self.recipe
+        return adamw(groups, lr=r.lr, betas=tuple(r.betas), eps=r.eps)
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a fresh batch; returns (the loss, the logit scale)."""
+        loss, logit_scale = self.batches.loss(self.model, self.rng)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, self.max_logit_scale)
+        return loss, logit_scale
 
 
 class _SceneBatches:

@@ -7,8 +7,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from listener_sub.models.speaker import Speaker
+from listener_sub.models.speaker import Speaker, VisionFeatures
 from listener_sub.optim import adamw, warmup_cosine
+
+
+FEATURE_BYTES = 1 << 30  # the training images' vision features are kept in memory up to this size
+FEATURE_CHUNK = 512  # images per vision-tower pass when computing them
 
 
 @dataclass
@@ -27,6 +31,16 @@ class CaptionerRecipe:
     seed: int = 0  # batch order and caption choice
 
 
+def vision_features(speaker: Speaker, images: np.ndarray) -> VisionFeatures | None:
+    """The frozen vision tower's features of every image (N, H, W, 3), FEATURE_CHUNK images a pass; None when they would
+    take more than FEATURE_BYTES (the training step then encodes its batch)."""
+    first = speaker.encode(images[:1])
+    per_image = (first.pooled.numel() + first.tokens.numel()) * first.pooled.element_size()
+    if per_image * len(images) > FEATURE_BYTES:
+        return None
+    return VisionFeatures.cat([speaker.encode(images[start : start + FEATURE_CHUNK]) for start in range(0, len(images), FEATURE_CHUNK)])
+
+
 def train_captioner(
     speaker: Speaker, images: np.ndarray, captions: list[list[str]], recipe: CaptionerRecipe = CaptionerRecipe(), progress: bool = True
 ) -> list[float]:
@@ -39,13 +53,14 @@ def train_captioner(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, recipe.steps, recipe.warmup, recipe.min_lr_factor)
     )
+    features = vision_features(speaker, images)  # the frozen tower's view of every image, once (None: too large to keep)
     speaker.train()
     losses = []
     bar = tqdm(range(recipe.steps), desc="speaker captioning", disable=not progress)
     for _ in bar:
         index = rng.choice(len(images), size=min(recipe.batch_size, len(images)), replace=False)  # (b,)
         texts = [captions[i][rng.integers(len(captions[i]))] for i in index]
-        loss = speaker.caption_loss(images[index], texts)
+        loss = speaker.caption_loss(images[index] if features is None else features[index], texts)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
