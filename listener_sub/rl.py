@@ -299,7 +299,13 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        """Write checkpoints/step_NNNNNN/ (adapter + trainer state) atomically (rank 0; the others wait); returns its path."""
+        """Write checkpoints/step_NNNNNN/ (adapter + trainer state) atomically (rank 0; the others wait); returns its path.
+
+        The listeners forget the captions they have read: a run resumed from here starts from the same empty memory, so
+        it encodes the same captions in the same passes as the uninterrupted run (bit-identical on the CPU).
+        """
+        for listener in self.game.listeners.values():
+            listener.forget_texts()
         path = self.run_dir / CHECKPOINTS / f"step_{self.step:06d}"
         if not self.ranks.main:
             self.ranks.barrier()

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from test_speaker import make_speaker
-from tiny_game import one_thread, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
+from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 from torch import nn
 
 from listener_sub.commands.common import run_spec, trainer_config
@@ -55,6 +55,9 @@ class AttributeListener(nn.Module):
 
     def read(self, captions: list[str]) -> torch.Tensor:
         return self.encode_texts(captions)
+
+    def forget_texts(self) -> None:
+        """Nothing is remembered."""
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -156,6 +159,18 @@ def test_resumed_run_is_bit_identical_to_a_straight_run(game, captioner, tmp_pat
     logged = [line["step"] for line in read_jsonl(tmp_path / "split" / "metrics.jsonl") if "train/reward" in line]
     assert logged == [1, 2, 3, 4]
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+
+
+def test_resume_is_bit_identical_with_clip_listeners_that_remember_captions(captioner, tmp_path):
+    """CLIP listeners that remember the text features of captions they have read (and forget them at each checkpoint):
+    N steps straight and N/2 + N/2 give identical adapters."""
+    adapters = []
+    for name, parts in (("straight", [4]), ("split", [2, 4])):
+        for i, steps in enumerate(parts):
+            trainer = Trainer(rl_config(steps=steps, boards=8), speaker_from(captioner), tiny_game(tiny_listeners()), tmp_path / name, held_out(4))
+            trainer.fit(resume=i > 0)
+        adapters.append(trainer.speaker.adapter.state_dict())
+    assert all(torch.equal(adapters[0][key], adapters[1][key]) for key in adapters[0])
 
 
 def test_resume_needs_a_checkpoint_and_a_fresh_start_an_empty_run(game, captioner, tmp_path):

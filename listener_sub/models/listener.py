@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import open_clip  # noqa: F401
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # small CLIP configs shipped with the package
-TEXT_CHUNK = 64  # captions per text-encoder pass, always this many (padded): a caption's features never depend on its batch
+TEXT_CHUNK = 1024  # captions per text-encoder pass
 TEXT_MEMO = 1 << 16  # text features a listener remembers (captions repeat from step to step); past it, it starts afresh
 _registered: set[Path] = set()
 
@@ -70,7 +70,7 @@ class Listener(nn.Module):
         return super().train(False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> "Listener":
-        self._texts.clear()  # remembered features stay where the weights were
+        self.forget_texts()  # remembered features stay where the weights were
         return super()._apply(fn, recurse)
 
     @property
@@ -89,18 +89,21 @@ class Listener(nn.Module):
 
     @torch.no_grad()
     def encode_texts(self, captions: Sequence[str]) -> torch.Tensor:
-        """(B, D) unit-norm text features. Each caption not seen before is tokenized and encoded once, in passes of exactly
-        TEXT_CHUNK captions (padded), so its features are the same whichever captions came with it and whatever was
-        remembered before (a resumed run computes what the uninterrupted one did)."""
+        """(B, D) unit-norm text features. Captions not read before are encoded (TEXT_CHUNK a pass, in order of first
+        appearance) and remembered, so a caption is encoded once however often it comes back; `forget_texts` empties the
+        memory (the RL trainer does at each checkpoint, so a resumed run encodes exactly what the straight run did)."""
         captions = list(captions)
         new = [c for c in dict.fromkeys(captions) if c not in self._texts]
         if len(self._texts) + len(new) > TEXT_MEMO:
             self._texts.clear()
         for start in range(0, len(new), TEXT_CHUNK):
             chunk = new[start : start + TEXT_CHUNK]
-            features = self.read(chunk + [""] * (TEXT_CHUNK - len(chunk)))  # (TEXT_CHUNK, D)
-            self._texts.update(zip(chunk, features[: len(chunk)]))
+            self._texts.update(zip(chunk, self.read(chunk)))
         return torch.stack([self._texts[c] for c in captions])
+
+    def forget_texts(self) -> None:
+        """Drop the remembered text features."""
+        self._texts.clear()
 
     @torch.no_grad()
     def read(self, captions: Sequence[str]) -> torch.Tensor:
