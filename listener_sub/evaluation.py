@@ -107,9 +107,9 @@ def evaluate_speaker(
             per_board |= {"gap": outcome.gap.float(), "reward": outcome.reward.float(), "kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
             for key, value in per_board.items():
                 rows.setdefault(key, []).append(value.double().cpu())
-        shares = ranks.gather((texts, {key: torch.cat(values) for key, values in rows.items()}))  # every rank's boards, in order
-        texts = [text for share_texts, _ in shares for text in share_texts]
-        every = {key: torch.cat([values[key] for _, values in shares if values]) for key in next(v for _, v in shares if v)}
+        shares = [share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]]  # ranks with boards, in order
+        texts = [text for share in shares for text in share["texts"]]
+        every = {key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]}  # (B,) each
         metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
     return metrics

@@ -278,14 +278,16 @@ class Trainer:
             "reward": o.reward, "gap": outcome.gap.float(), "kl": o.kl, "entropy": o.entropy, "return": o.total,
             "advantage": o.advantage, "tokens": mask.sum(1), **{f"acc/{name}": right.float() for name, right in outcome.correct.items()},
         }  # fmt: skip
-        shares = self.ranks.gather(({key: value.detach().cpu() for key, value in rows.items()}, texts, boards.target_items, float(o.loss.detach())))
-        every = {key: torch.cat([share[0][key] for share in shares]) for key in rows}  # (world * B*k,) each, in rank order
+        mine = {"rows": {key: value.detach().cpu() for key, value in rows.items()}, "texts": texts, "items": boards.target_items, "loss": float(o.loss.detach())}
+        shares = self.ranks.gather(mine)  # every rank's, in rank order
+        every = {key: torch.cat([share["rows"][key] for share in shares]) for key in rows}  # (world * B*k,) each
         metrics = {key: float(value.mean()) for key, value in every.items() if key != "advantage"}
-        metrics |= {"advantage_std": float(every["advantage"].std()), "loss": float(np.mean([share[3] for share in shares]))}
+        metrics |= {"advantage_std": float(every["advantage"].std()), "loss": float(np.mean([share["loss"] for share in shares]))}
         metrics |= {"grad_norm": float(grad_norm), "lr": lr, "captions": float(len(every["reward"]))}
         pool = boards.checked_pool()
-        all_texts = [text for share in shares for text in share[1]]
-        return metrics | caption_metrics(all_texts, pool.scenes, np.concatenate([share[2] for share in shares]), pool.data.lexicon)
+        all_texts = [text for share in shares for text in share["texts"]]
+        all_items = np.concatenate([share["items"] for share in shares])
+        return metrics | caption_metrics(all_texts, pool.scenes, all_items, pool.data.lexicon)
 
     # ------------------------------------------------------------ evaluation
 

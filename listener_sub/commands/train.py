@@ -48,15 +48,23 @@ def main(cfg: DictConfig) -> float:
     pretrain_s = time.perf_counter() - start
     trainer = Trainer(rl_cfg, speaker, game, run_dir, eval_cfg, ranks)
     result = trainer.fit(resume=cfg.resume)
-    if not ranks.main:
-        leave()
-        return float(result["after"]["gap"])
+    leave()
+    if ranks.main:  # rank 0 reports the run
+        write_summary(run_dir, cfg, trainer, result, cache.wall_s, time.perf_counter() - start, pretrain_s)
+    return float(result["after"]["gap"])
+
+
+def write_summary(
+    run_dir: Path, cfg: DictConfig, trainer: Trainer, result: dict, built_s: dict[str, float], wall_s: float, pretrain_s: float
+) -> None:
+    """summary.json (metrics before / after, oracle gaps where the data has scenes, the data, wall times, config) and the table."""
+    game, boards, eval_cfg = trainer.game, trainer.eval_boards, trainer.eval_cfg
     oracle_start = time.perf_counter()
-    oracle = oracle_gaps(game, trainer.eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(trainer.eval_boards) else {}
+    oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(boards) else {}
     eval_s = trainer.wall_s["eval"] + time.perf_counter() - oracle_start
-    data = {"train": game.pool(rl_cfg.split).data.name, "evaluation": trainer.eval_boards.checked_pool().data.name}
-    summary: dict[str, Any] = {**result, **oracle, "data": data, "wall_s": time.perf_counter() - start, "wall_s/pretrain": pretrain_s}
-    summary |= {f"wall_s/pretrain/{kind}": s for kind, s in cache.wall_s.items()}  # artifacts built by this run
+    data = {"train": game.pool(trainer.cfg.split).data.name, "evaluation": boards.checked_pool().data.name}
+    summary: dict[str, Any] = {**result, **oracle, "data": data, "wall_s": wall_s + time.perf_counter() - oracle_start, "wall_s/pretrain": pretrain_s}
+    summary |= {f"wall_s/pretrain/{kind}": s for kind, s in built_s.items()}  # artifacts built by this run
     summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step, "config": cfg}
     write_json(run_dir / "summary.json", summary)
     Console().print(metrics_table(f"listener-sub train ({trainer.step} steps)", {"before": result["before"], "after": result["after"]}, oracle))
@@ -64,5 +72,3 @@ def main(cfg: DictConfig) -> float:
         f"wall: {summary['wall_s']:.0f} s (pretrain {pretrain_s:.0f} s, RL {trainer.wall_s['rl']:.0f} s, eval {eval_s:.0f} s); "
         f"wrote {run_dir / 'summary.json'}"
     )
-    leave()
-    return float(result["after"]["gap"])
