@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from listener_sub.draws import uniforms
-from listener_sub.game import Boards, Game, choice_probs
+from listener_sub.game import Boards, Game, choice_probs, create_game
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker, sample_token
 from listener_sub.perception import make_perception
 from listener_sub.pretrain.listeners import CaptionTokens, ListenerRecipe, ListenerTraining
 from listener_sub.rl import Phases, Trainer, reinforce
-from listener_sub.world import WorldConfig, render, sample_scenes
+from listener_sub.world import CaptionConfig, WorldConfig, caption_scenes, render, sample_scenes
 
 
 @contextmanager
@@ -116,9 +115,8 @@ class NaiveStep:
         t = self.trainer
         cfg, speaker, phase = t.cfg, t.speaker, t.phases
         with phase("boards"):
-            boards = t.game.sample(cfg.boards, t.rng, cfg.split)
+            boards, draws = t.deal()
             images = boards.target_images  # (B, H, W, 3)
-            draws = uniforms(cfg.boards * cfg.k, cfg.max_new_tokens + len(t.game.listeners), t.generator, speaker.device)
         with phase("vision"):
             sampling_features = speaker.encode(images)
         with phase("sampling"):
@@ -287,9 +285,6 @@ def real_size_players(world: WorldConfig, reward: Any, pool_size: int, device: t
     import open_clip
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from listener_sub.game import create_game
-    from listener_sub.perception import make_perception
-    from listener_sub.world import CaptionConfig, caption_scenes
 
     torch.manual_seed(seed)
     perceptions = {"full": "full", "gray": "grayscale"}

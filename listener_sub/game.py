@@ -370,6 +370,7 @@ class Game:
         """n_boards boards of the split's pool (train for RL, test for evaluation), deterministic given `rng`."""
         pool = self.pool(split, data)
         return sample_boards(len(pool), n_boards, self.n_images, rng, self.distractors, pool)
+
     def listen(self, captions: Sequence[str], boards: Boards) -> dict[str, torch.Tensor]:
         """Listener name -> (B, N) P(image | caption) of each of the game's listeners (`listen`)."""
         return listen(self.listeners, captions, boards)

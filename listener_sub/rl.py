@@ -230,13 +230,10 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One REINFORCE update on B fresh boards; returns the step's training metrics (`self.phases` times each part)."""
-        cfg, speaker, phase, ranks = self.cfg, self.speaker, self.phases, self.ranks
-        n = cfg.boards * cfg.k  # captions this rank samples
+        cfg, speaker, phase = self.cfg, self.speaker, self.phases
         with phase("boards"):
-            boards = self.game.sample(ranks.world * cfg.boards, self.rng, cfg.split)[ranks.rows(cfg.boards)]  # this rank's share
+            boards, draws = self.deal()
             images = boards.target_images  # (B, H, W, 3) what the speaker sees
-            # (B*k, tokens + listeners) this rank's rows of the step's random numbers: each caption's token draws, each listener's pick
-            draws = uniforms(ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, speaker.device)[ranks.rows(n)]
         with phase("vision"):
             features = speaker.encode(images)  # frozen vision features of the B targets, computed once
         with phase("sampling"):
@@ -253,6 +250,15 @@ class Trainer:
         grad_norm, lr = self.update(objective.loss)
         with phase("bookkeeping"):
             return self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
+
+    def deal(self) -> tuple[Boards, torch.Tensor]:
+        """This rank's share of the step's global batch: its B boards, and its (B*k, tokens + listeners) rows of the step's
+        random numbers (each caption's token draws, then each listener's pick). Every rank draws the whole batch."""
+        cfg, ranks = self.cfg, self.ranks
+        n = cfg.boards * cfg.k  # captions this rank samples
+        boards = self.game.sample(ranks.world * cfg.boards, self.rng, cfg.split)[ranks.rows(cfg.boards)]
+        draws = uniforms(ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, self.speaker.device)
+        return boards, draws[ranks.rows(n)]
 
     def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr)."""

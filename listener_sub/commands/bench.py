@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from listener_sub.assembly import Assembly, pick_device
+from listener_sub.assembly import Assembly, RunSpec, pick_device
 from listener_sub.bench import bench_clip, bench_render, bench_rl, real_size_players
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
@@ -32,10 +32,9 @@ PRESETS = ("tiny", "real")
 PARTS = ("render", "rl", "clip")
 
 
-def rl_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+def rl_trainer(cfg: DictConfig, spec: RunSpec, run_dir: Path) -> Trainer:
     """The trainer whose step is measured: the default experiment's (tiny) or random real-size players (real)."""
     rl_cfg = dataclasses.replace(trainer_config(cfg), progress=False)
-    spec = run_spec(cfg, [rl_cfg.split])
     if cfg.preset == "tiny":
         models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
         models.build_clips()
@@ -59,9 +58,8 @@ def check(cfg: DictConfig) -> list[str]:
     return parts
 
 
-def clip_bench(cfg: DictConfig) -> dict[str, float]:
+def clip_bench(cfg: DictConfig, spec: RunSpec) -> dict[str, float]:
     """The listener CLIP's pretraining step of the preset: the default listener model and recipe, or ViT-B-32."""
-    spec = run_spec(cfg, [])
     recipe = dataclasses.replace(spec.listener_recipe, pool_size=int(cfg.clip.pool_size))
     model = spec.listeners["full"].model if cfg.preset == "tiny" else "ViT-B-32"
     if cfg.preset == "real":
@@ -73,6 +71,7 @@ def clip_bench(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     """Run the chosen benchmarks and report rates, per-phase times, FLOP utilisation and memory."""
     parts = check(cfg)
+    spec = run_spec(cfg, [trainer_config(cfg).split])  # the whole config checked before anything runs
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -80,9 +79,9 @@ def main(cfg: DictConfig) -> None:
     if "render" in parts:
         results |= bench_render(typed(WorldConfig, cfg.world, "world"), cfg.render.images, cfg.repeats)
     if "rl" in parts:
-        results |= bench_rl(rl_trainer(cfg, run_dir / "rl"), int(cfg.rl.steps), int(cfg.rl.naive_steps))
+        results |= bench_rl(rl_trainer(cfg, spec, run_dir / "rl"), int(cfg.rl.steps), int(cfg.rl.naive_steps))
     if "clip" in parts:
-        results |= clip_bench(cfg)
+        results |= clip_bench(cfg, spec)
     table = Table(title=f"listener-sub bench (preset={cfg.preset}, {torch.get_num_threads()} threads)")
     table.add_column("metric")
     table.add_column("value", justify="right")

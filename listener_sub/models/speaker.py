@@ -37,9 +37,6 @@ class VisionFeatures:
     pooled: torch.Tensor  # (B, d_pooled) CLIP image embedding
     tokens: torch.Tensor  # (B, T, d_tokens) patch tokens
 
-    def __len__(self) -> int:
-        return len(self.pooled)
-
     def __getitem__(self, rows: Any) -> VisionFeatures:
         """The features of some images (an index array, slice or mask)."""
         rows = torch.as_tensor(rows, device=self.pooled.device) if not isinstance(rows, slice) else rows

@@ -31,7 +31,7 @@ class CaptionTokens:
     """Canonical captions keyed by (object combo, mention mask, prefix), each key mapped lazily to its distinct text.
 
     Many keys share a text ("a red object." names one attribute of many combos), so a batch is encoded once per
-    distinct text: `text_ids` maps keys to text ids, `token_rows` gives the texts' token rows.
+    distinct text: `texts` maps keys to text ids, `token_rows` gives the texts' token rows.
     """
 
     def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Combos = WORLD_COMBOS) -> None:
