@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from listener_sub.data.imageset import Pixels
 from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
@@ -35,7 +36,7 @@ from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_board
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.metrics import caption_metrics
-from listener_sub.models.speaker import Speaker, check_sampling, read_adapter, write_adapter
+from listener_sub.models.speaker import Speaker, VisionFeatures, check_sampling, read_adapter, write_adapter
 from listener_sub.optim import adamw, warmup_cosine
 
 BASELINES = ("rloo", "mean", "ema", "none")
@@ -71,6 +72,7 @@ class RLConfig:
     save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
+    compile: bool = False  # torch.compile the adapter as the step runs it (for GPUs: on a 2-core CPU it compiled ~50 s and ran slower)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -175,6 +177,38 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
+# ---------------------------------------------------------------- the frozen side of the speaker, per pool image
+
+
+class TargetInputs:
+    """What the speaker's frozen parts make of each image of the training pool, computed once, `chunk` images a pass in
+    pool order (a resumed run reads the same numbers): the vision features and the reference policy's soft prefix.
+
+    Built whenever the table `fits` in memory: the trainer already encodes the whole pool once for each listener.
+    """
+
+    def __init__(self, speaker: Speaker, reference: torch.nn.Module, images: Pixels, chunk: int = 256) -> None:
+        features, prefixes = [], []
+        for start in range(0, len(images), chunk):
+            part = speaker.encode(images[start : start + chunk])  # (n, ...) frozen vision features
+            features.append(part)
+            with torch.no_grad():
+                prefixes.append(speaker.adapt(part, reference))  # (n, M, d_lm)
+        self.features = VisionFeatures.cat(features)  # (P, ...)
+        self.reference = torch.cat(prefixes)  # (P, M, d_lm)
+
+    @staticmethod
+    def fits(speaker: Speaker, images: Pixels, budget: int = 1 << 30) -> bool:
+        """Whether the table of `images` takes at most `budget` bytes."""
+        one = speaker.encode(images[:1])  # the sizes of one image's features
+        per_image = one.pooled.numel() + one.tokens.numel() + speaker.n_prefix * speaker.lm.get_input_embeddings().embedding_dim
+        return len(images) * per_image * 4 <= budget
+
+    def __getitem__(self, items: np.ndarray) -> tuple[VisionFeatures, torch.Tensor]:
+        """The (B,) pool images' vision features and reference prefixes (B, M, d_lm)."""
+        return self.features[items], self.reference[torch.as_tensor(items, device=self.reference.device)]
+
+
 # ---------------------------------------------------------------- the trainer
 
 
@@ -212,6 +246,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.policy = DistributedDataParallel(speaker.adapter)  # gradients averaged over ranks; rank 0's weights to start
+        if cfg.compile:
+            self.policy = torch.compile(self.policy)  # compiled on the first step; the weights stay the adapter's own
         self.params = list(speaker.adapter.parameters())
         self.optimizer = adamw(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         schedule = lambda step: warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr_floor)  # noqa: E731
@@ -225,6 +261,8 @@ class Trainer:
         self.wall_s = {"rl": 0.0, "eval": 0.0}  # seconds spent in this process
         warm_pool(game, cfg.split)
         self.eval_boards = held_out_boards(game, eval_cfg)
+        images = game.pool(cfg.split).images
+        self.targets = TargetInputs(speaker, self.reference, images) if TargetInputs.fits(speaker, images) else None
 
     # ------------------------------------------------------------ one step
 
@@ -233,9 +271,8 @@ class Trainer:
         cfg, speaker, phase = self.cfg, self.speaker, self.phases
         with phase("boards"):
             boards, draws = self.deal()
-            images = boards.target_images  # (B, H, W, 3) what the speaker sees
         with phase("vision"):
-            features = speaker.encode(images)  # frozen vision features of the B targets, computed once
+            features, ref_prefix = self.target_inputs(boards)  # the B targets' frozen vision features and reference prefix
         with phase("sampling"):
             prefix = speaker.adapt(features, self.policy)  # (B, M, d_lm) the policy's soft prefix, with grad
             gen = speaker.sample(prefix, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, draws=draws[:, : cfg.max_new_tokens])  # B*k captions, row b*k+j
@@ -244,7 +281,7 @@ class Trainer:
         with phase("teacher-forced pass"):
             logp, mask = speaker.log_probs(prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
         with phase("reference pass"), torch.no_grad():
-            ref_logp, _ = speaker.log_probs(speaker.adapt(features, self.reference).repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
+            ref_logp, _ = speaker.log_probs(ref_prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
         objective = reinforce(cfg, outcome.reward, logp, ref_logp, self.baseline)  # the KL-regularised REINFORCE loss
 
         grad_norm, lr = self.update(objective.loss)
@@ -259,6 +296,15 @@ class Trainer:
         boards = self.game.sample(ranks.world * cfg.boards, self.rng, cfg.split)[ranks.rows(cfg.boards)]
         draws = uniforms(ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, self.speaker.device)
         return boards, draws[ranks.rows(n)]
+
+    def target_inputs(self, boards: Boards) -> tuple[VisionFeatures, torch.Tensor]:
+        """The boards' targets as the speaker's frozen parts see them: vision features and the reference policy's soft
+        prefix (B, M, d_lm), read from the pool's table (`TargetInputs`) or, without one, computed."""
+        if self.targets is not None:
+            return self.targets[boards.target_items]
+        features = self.speaker.encode(boards.target_images)  # (B, ...) what the speaker sees
+        with torch.no_grad():
+            return features, self.speaker.adapt(features, self.reference)  # (B, M, d_lm)
 
     def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr)."""

@@ -130,8 +130,8 @@ def real_preset_files(root: Path, clip_model: str, n_layer: int, n_embd: int, n_
     ]
 
 
-def run_every_command(root: Path, preset: list[str]) -> None:
-    """train (a few steps), eval (in-domain and zero-shot on a plain folder), rollout and inspect of the run, from the CLI."""
+def train_run(root: Path, preset: list[str]) -> dict:
+    """`train` of a few steps from the CLI into root/run; returns its summary, checked."""
     run = root / "run"
     small = ["trainer.steps=2", "trainer.boards=2", "trainer.k=2", "evaluation.boards=4", "speaker.captioner.steps=2",
              "speaker.captioner.batch_size=4", "speaker.captioner.scenes=8", "trainer.progress=false"]
@@ -143,7 +143,12 @@ def run_every_command(root: Path, preset: list[str]) -> None:
         assert key in found["after"], key
     assert "truthful" not in found["after"] and "oracle_gap" not in found  # COCO has no scenes
     assert found["config"]["listeners"]["full"]["pretrained"].endswith(".pt") and found["config"]["data"]["kind"] == "coco"
+    return found
 
+
+def run_every_command(root: Path, preset: list[str]) -> None:
+    """train (a few steps), eval (in-domain and zero-shot on a plain folder), rollout and inspect of the run, from the CLI."""
+    run, found = root / "run", train_run(root, preset)
     evaluated = cli("eval", f"checkpoint={run}", f"hydra.run.dir={root / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr
     assert summary(root / "eval")["after"] == pytest.approx(found["after"], abs=1e-6) and "transfer" not in summary(root / "eval")
@@ -169,8 +174,14 @@ def run_every_command(root: Path, preset: list[str]) -> None:
     assert f"boards of folder . ({root / 'plain'})" in page and "img_0000" in page and ">oracle<" not in page
 
 
+def test_the_real_preset_trains_on_a_coco_folder(tmp_path):
+    """models=real (its data, pretrained files, HF LM directory) on small architectures in the real formats: train."""
+    train_run(tmp_path, real_preset_files(tmp_path, "ls-vit-tiny-64", 2, 64, 2, None))
+
+
+@pytest.mark.slow
 def test_the_real_preset_runs_every_command_on_a_coco_folder(tmp_path):
-    """models=real (its data, pretrained files, HF LM directory) on small architectures in the real formats."""
+    """The same, through every command: train, eval (in-domain and on a plain folder), rollout, inspect."""
     run_every_command(tmp_path, real_preset_files(tmp_path, "ls-vit-tiny-64", 2, 64, 2, None))
 
 

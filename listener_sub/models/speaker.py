@@ -54,7 +54,6 @@ class Generation:
     tokens: torch.Tensor  # (B*k, L) int64, right-padded with the pad id after EOS
     lengths: torch.Tensor  # (B*k,) int64 tokens up to and including EOS; max_new_tokens if no EOS
     texts: list[str]  # decoded captions without special tokens
-    prefix: torch.Tensor  # (B*k, M, d_lm) the soft prefix the samples were drawn from (no grad)
     # (B*k, L) log pi(token) from the KV-cache pass at temperature 1 without top-k/top-p; 0 after EOS
     token_log_probs: torch.Tensor
 
@@ -266,20 +265,29 @@ class Speaker(nn.Module):
 
     @torch.no_grad()
     def _sample(
-        self, prefix: torch.Tensor, max_new_tokens: int, draws: torch.Tensor | None, **sampling: Any
+        self, prefix: torch.Tensor, k: int, max_new_tokens: int, draws: torch.Tensor | None, **sampling: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """KV-cached decoding from prefix (N, M, d_lm), token t of row i drawn with draws[i, t] (None: greedy): tokens
-        (N, L), lengths (N,), token log-probs (N, L)."""
-        N, M, _ = prefix.shape
-        attention = torch.ones(N, M, dtype=torch.long, device=self.device)  # (N, M + t)
+        """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j; token t of row i drawn with
+        draws[i, t] (None: greedy): tokens (B*k, L), lengths (B*k,), token log-probs (B*k, L).
+
+        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token. On the
+        CPU decoding stops when every caption has ended; on a GPU it runs all max_new_tokens steps (pad after EOS), so
+        that no token waits for the host to learn whether all have ended.
+        """
+        B, M, _ = prefix.shape
+        N = B * k
+        attention = torch.ones(N, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position is read
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
         lengths = torch.zeros(N, dtype=torch.long, device=self.device)
         tokens, log_probs = [], []
+        stop_early = self.device.type == "cpu"  # finished.all() is free here; on a GPU it synchronises with the host
         with self._autocast():
-            embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (N, M, d_lm)
-            out = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True)
+            embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
+            out = self.lm(inputs_embeds=embeds, attention_mask=attention[:B, :M], use_cache=True, logits_to_keep=1)
+            cache = getattr(out, self.cache_arg)
+            cache.batch_repeat_interleave(k)  # (B*k, heads, M, d_head) per layer
+            logits = out.logits[:, -1, : self.vocab_size].float().repeat_interleave(k, 0)  # (N, V)
             for t in range(max_new_tokens):
-                logits = out.logits[:, -1, : self.vocab_size].float()  # (N, V)
                 uniform = None if draws is None else draws[:, t]  # (N,)
                 token = torch.where(finished, self.pad_id, sample_token(logits, uniform=uniform, **sampling))  # (N,)
                 logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
@@ -287,11 +295,11 @@ class Speaker(nn.Module):
                 log_probs.append(logp.masked_fill(finished, 0.0))
                 lengths += ~finished
                 finished |= token == self.eos_id
-                if finished.all():
+                if t == max_new_tokens - 1 or (stop_early and finished.all()):
                     break
-                attention = torch.cat([attention, attention.new_ones(N, 1)], dim=1)
-                cache = {self.cache_arg: getattr(out, self.cache_arg)}
-                out = self.lm(input_ids=token[:, None], attention_mask=attention, use_cache=True, **cache)
+                mask = attention[:, : M + t + 1]  # (N, M + t + 1)
+                out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **{self.cache_arg: cache})
+                logits = out.logits[:, -1, : self.vocab_size].float()  # (N, V)
         return torch.stack(tokens, 1), lengths, torch.stack(log_probs, 1)
 
     @torch.no_grad()
@@ -320,15 +328,15 @@ class Speaker(nn.Module):
         top-k / top-p filtering (0 / 1: off), or greedy. Token t of row i is drawn by inverse CDF with draws[i, t]
         ((B*k, max_new_tokens) uniform numbers; drawn from `generator`, on the speaker's device, when not given)."""
         check_sampling(k, temperature, top_k, top_p, max_new_tokens, greedy)
-        prefix = prefix.detach().repeat_interleave(k, dim=0)  # (B*k, M, d_lm)
+        prefix = prefix.detach()  # (B, M, d_lm)
         if draws is None and not greedy:
-            draws = uniforms(len(prefix), max_new_tokens, generator, self.device)  # (B*k, max_new_tokens)
+            draws = uniforms(len(prefix) * k, max_new_tokens, generator, self.device)  # (B*k, max_new_tokens)
         tokens, lengths, log_probs = self._sample(
-            prefix, max_new_tokens, None if greedy else draws,
+            prefix, k, max_new_tokens, None if greedy else draws,
             temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
         )  # fmt: skip
         texts = self.decode(tokens, lengths)
-        return Generation(tokens=tokens, lengths=lengths, texts=texts, prefix=prefix, token_log_probs=log_probs)
+        return Generation(tokens=tokens, lengths=lengths, texts=texts, token_log_probs=log_probs)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Token rows (N, L) cut at their lengths -> text without special tokens."""
