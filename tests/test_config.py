@@ -73,6 +73,16 @@ def test_experiments_compose():
     assert control.subtracted == {"full_b": 1.0} and control.intended == colorblind.intended
 
 
+def test_experiments_beyond_one_subtracted_listener_compose():
+    limited = run_spec(compose_cfg("train", "experiment=knowledge_limited"))
+    assert limited.reward.subtracted == {"no_shape": 1.0} and limited.listeners["no_shape"].exclude == ("shape",)
+    assert limited.listeners["no_shape"].perception_config == limited.listeners["full"].perception_config
+    assert limited.listeners["no_shape"].seed not in {spec.seed for name, spec in limited.listeners.items() if name != "no_shape"}
+    summed, dixit = (run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("two_subtracted", "two_subtracted_dixit"))
+    assert summed == Reward({"full": 1.0}, {"gray": 1.0, "blur": 1.0}, 1.0, "prob")
+    assert dixit == Reward({"full": 1.0}, {"gray": 1.0, "blur": 1.0}, 1.0, "dixit")
+
+
 @pytest.mark.parametrize("spelling", ["speaker.adapter=mlp", "speaker/adapter=mlp", "speaker.adapter.kind=mlp"])
 def test_the_adapter_is_a_group(spelling):
     spec = run_spec(compose_cfg("train", *group_overrides([spelling, "speaker.adapter.n_latents=4"])))
