@@ -72,7 +72,7 @@ class RLConfig:
     save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
-    compile: bool = False  # torch.compile the adapter as the step runs it (for GPUs: on a 2-core CPU it compiled ~50 s and ran slower)
+    compile: bool = False  # torch.compile the adapter as the step runs it (meant for GPUs: on a 2-core CPU it ran no faster)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
