@@ -285,7 +285,6 @@ def real_size_players(world: WorldConfig, reward: Any, pool_size: int, device: t
     import open_clip
     from transformers import GPT2Config, GPT2LMHeadModel
 
-
     torch.manual_seed(seed)
     perceptions = {"full": "full", "gray": "grayscale"}
     listeners = {

@@ -180,6 +180,13 @@ def _synchronize() -> None:
 # ---------------------------------------------------------------- the frozen side of the speaker, per pool image
 
 
+@torch.no_grad()
+def frozen_inputs(speaker: Speaker, reference: torch.nn.Module, images: Pixels) -> tuple[VisionFeatures, torch.Tensor]:
+    """What the speaker's frozen parts make of images: vision features and the reference policy's soft prefix (B, M, d_lm)."""
+    features = speaker.encode(images)  # (B, ...) what the speaker sees
+    return features, speaker.adapt(features, reference)
+
+
 class TargetInputs:
     """What the speaker's frozen parts make of each image of the training pool, computed once, `chunk` images a pass in
     pool order (a resumed run reads the same numbers): the vision features and the reference policy's soft prefix.
@@ -188,14 +195,9 @@ class TargetInputs:
     """
 
     def __init__(self, speaker: Speaker, reference: torch.nn.Module, images: Pixels, chunk: int = 256) -> None:
-        features, prefixes = [], []
-        for start in range(0, len(images), chunk):
-            part = speaker.encode(images[start : start + chunk])  # (n, ...) frozen vision features
-            features.append(part)
-            with torch.no_grad():
-                prefixes.append(speaker.adapt(part, reference))  # (n, M, d_lm)
-        self.features = VisionFeatures.cat(features)  # (P, ...)
-        self.reference = torch.cat(prefixes)  # (P, M, d_lm)
+        parts = [frozen_inputs(speaker, reference, images[start : start + chunk]) for start in range(0, len(images), chunk)]
+        self.features = VisionFeatures.cat([features for features, _ in parts])  # (P, ...)
+        self.reference = torch.cat([prefix for _, prefix in parts])  # (P, M, d_lm)
 
     @staticmethod
     def fits(speaker: Speaker, images: Pixels, budget: int = 1 << 30) -> bool:
@@ -302,9 +304,7 @@ class Trainer:
         prefix (B, M, d_lm), read from the pool's table (`TargetInputs`) or, without one, computed."""
         if self.targets is not None:
             return self.targets[boards.target_items]
-        features = self.speaker.encode(boards.target_images)  # (B, ...) what the speaker sees
-        with torch.no_grad():
-            return features, self.speaker.adapt(features, self.reference)  # (B, M, d_lm)
+        return frozen_inputs(self.speaker, self.reference, boards.target_images)
 
     def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr)."""
