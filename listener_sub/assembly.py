@@ -29,7 +29,7 @@ from listener_sub.pretrain.listeners import ListenerRecipe, save_listener, train
 from listener_sub.pretrain.lm import LMRecipe, train_lm
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
-from listener_sub.world import CaptionConfig, WorldConfig
+from listener_sub.world import PRETRAIN_SPLIT, CaptionConfig, WorldConfig
 
 CLIP_FILE = "open_clip.pt"  # a locally trained CLIP: an open_clip checkpoint
 ADAPTER_FILE = "adapter.safetensors"  # the captioning adapter (its kind and config in adapter.json beside it)
@@ -99,7 +99,7 @@ class RunSpec:
     speaker: SpeakerSpec
     lm: LMSpec
     listener_recipe: ListenerRecipe = field(default_factory=ListenerRecipe)
-    pretrain_data: DataConfig | None = None  # what locally trained models learn from (its train split); None: `data`
+    pretrain_data: DataConfig | None = None  # what locally trained models learn from (its pretrain split); None: `data`
     device: str = "auto"
     seed: int = 0  # the speaker adapter's initialisation
     clip_workers: int = 1  # missing CLIPs trained side by side in processes of one torch thread each
@@ -121,13 +121,13 @@ class Assembly:
         return DataSource(self.spec.data if config is None else config, self.spec.world, self.cache.root)
 
     def pretrain_images(self, size: int) -> ImageSet | None:
-        """The first `size` images of the pretraining data's train split, loaded once per size (every artifact's key
+        """The first `size` images of the pretraining data's pretraining split (a folder's train split), loaded once per size (every artifact's key
         reads them); None for the embedded world (the recipes render its scenes themselves)."""
         source = self.source(self.spec.pretrain_data)
         if source.kind == "synthetic":
             return None
         if size not in self._pretrain_images:
-            self._pretrain_images[size] = source.load("train", size)
+            self._pretrain_images[size] = source.load(PRETRAIN_SPLIT, size)
         return self._pretrain_images[size]
 
     def load_data(self, boards: Iterable[tuple[DataConfig | None, str]]) -> None:
@@ -246,7 +246,7 @@ class Assembly:
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = data if data is not None else self.source(self.spec.pretrain_data).load("train", recipe.scenes)  # the world's train scenes
+            images = data if data is not None else self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
             captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()

@@ -17,6 +17,7 @@ COMMANDS = {
     "rollout": ("listener_sub.commands.rollout", "PettingZoo episodes played by the models, transcripts as JSONL"),
     "inspect": ("listener_sub.commands.inspect", "HTML report of a train run: captions, picks and rewards on held-out boards"),
     "export": ("listener_sub.commands.export", "the embedded world as a CLEVR-format folder (scene JSON + PNG images)"),
+    "results": ("listener_sub.commands.results", "the experiments x seeds sweep and zero-shot transfer, written up as docs/results.md"),
 }
 USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()

@@ -64,7 +64,6 @@ def lm_nll(speaker: Speaker, tokens: torch.Tensor, lengths: torch.Tensor) -> tor
     return -per_token.sum(1) / mask.sum(1).clamp_min(1)
 
 
-@torch.no_grad()
 def evaluate_speaker(
     speaker: Speaker,
     game: Game,
@@ -75,10 +74,28 @@ def evaluate_speaker(
     chunk: int = EVAL_CHUNK,
     ranks: Ranks = Ranks(),
 ) -> dict[str, float]:
-    """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain.
+    """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain
+    (`evaluate_speaker_per_board` without the boards' own values)."""
+    return evaluate_speaker_per_board(speaker, game, boards, reference, seed, max_new_tokens, chunk, ranks)[0]
+
+
+@torch.no_grad()
+def evaluate_speaker_per_board(
+    speaker: Speaker,
+    game: Game,
+    boards: Boards,
+    reference: nn.Module | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 16,
+    chunk: int = EVAL_CHUNK,
+    ranks: Ranks = Ranks(),
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The full metric set of the speaker on the boards, and each board's own value of the per-board metrics ((B,)
+    arrays under the same keys: acc/<listener>, gap, prob_gap, reward, kl, lm_nll), for intervals over boards.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
-    acc/<listener> (every listener of the game), gap, reward (the game's), mention/<attribute>, truthful and
+    acc/<listener> (every listener of the game), gap, prob_gap (the same difference of the listeners' probabilities of
+    the target: continuous, so less noisy over boards), reward (the game's), mention/<attribute>, truthful and
     grammatical (data with scenes), length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
     captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
     a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched. Under
@@ -89,6 +106,7 @@ def evaluate_speaker(
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     mine = ranks.shard(len(boards))
     metrics: dict[str, float] = {}
+    per_board: dict[str, np.ndarray] = {}
     for prefix, greedy in (("", True), ("sample/", False)):
         draws = uniforms(len(boards), max_new_tokens + len(game.listeners), generator, speaker.device)  # (B, tokens + listeners) every board's
         texts: list[str] = []
@@ -104,7 +122,8 @@ def evaluate_speaker(
                 kl = (gen.token_log_probs - ref_logp).sum(1)
             texts += gen.texts
             per_board = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
-            per_board |= {"gap": outcome.gap.float(), "reward": outcome.reward.float(), "kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
+            per_board |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}
+            per_board |= {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
             for key, value in per_board.items():
                 rows.setdefault(key, []).append(value.double().cpu())
         shares = [share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]]  # ranks with boards, in order
@@ -112,7 +131,8 @@ def evaluate_speaker(
         every = {key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]}  # (B,) each
         metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
-    return metrics
+        per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
+    return metrics, per_board
 
 
 def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

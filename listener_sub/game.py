@@ -305,6 +305,7 @@ class Outcome:
     correct: dict[str, torch.Tensor]  # listener name -> (B,) bool, picked the target
     reward: torch.Tensor  # (B,) the speaker's reward
     gap: torch.Tensor  # (B,) intended minus subtracted accuracy
+    prob_gap: torch.Tensor  # (B,) intended minus subtracted probability of the target (the continuous gap)
 
     @property
     def listener_rewards(self) -> dict[str, torch.Tensor]:
@@ -389,7 +390,7 @@ class Game:
         choices = {name: torch.as_tensor(c, device=device).long() for name, c in choices.items()}
         correct = {name: c == target for name, c in choices.items()}
         target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in probs.items()}  # (B,)
-        return Outcome(dict(probs), choices, correct, self.reward(target_probs, correct), self.reward.gap(correct))
+        return Outcome(dict(probs), choices, correct, self.reward(target_probs, correct), self.reward.gap(correct), self.reward.gap(target_probs))
 
     def play(self, captions: Sequence[str], boards: Boards, generator: torch.Generator | None = None, draws: torch.Tensor | None = None) -> Outcome:
         """One round on every board: listeners hear the captions (B,), pick by the choice rule (`choose`), rewards follow."""

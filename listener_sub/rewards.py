@@ -59,12 +59,13 @@ class Reward:
         penalty = sum(w * self._listener_score(target_probs[n], correct[n]) for n, w in self.subtracted.items())
         return total - self.lam * penalty
 
-    def gap(self, correct: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(...) mean accuracy of the intended listeners minus that of the subtracted ones (0 when there are none)."""
-        intended = torch.stack([correct[name].float() for name in self.intended]).mean(0)
+    def gap(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(...) mean score of the intended listeners minus that of the subtracted ones (the intended mean alone when there
+        are none): with `correct`, the accuracy gap; with target probabilities, the probability gap."""
+        intended = torch.stack([scores[name].float() for name in self.intended]).mean(0)
         if not self.subtracted:
             return intended
-        return intended - torch.stack([correct[name].float() for name in self.subtracted]).mean(0)
+        return intended - torch.stack([scores[name].float() for name in self.subtracted]).mean(0)
 
 
 def listener_rewards(correct: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

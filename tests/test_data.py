@@ -324,3 +324,10 @@ def test_caption_metrics_follow_the_data():
     plain = caption_metrics(["A red dog, running.", "two cats", "a Blue bus"], None, [0, 1, 2], lexicon)
     assert plain == pytest.approx({"mention/color": 2 / 3, "mention/animal": 1 / 3, "length": 10 / 3, "distinct_1": 0.9, "distinct_2": 1.0})  # "cats" is not "cat"
     assert "truthful" not in plain and "grammatical" not in plain
+
+
+def test_pretraining_reads_a_folders_train_split_unless_mapped():
+    assert DataConfig().split_name("pretrain") == "pretrain"  # the embedded world's broad split
+    assert DataConfig(kind="clevr", root="x").split_name("pretrain") == "train"
+    assert DataConfig(kind="coco", root="x", splits={"train": "train2017"}).split_name("pretrain") == "train2017"
+    assert DataConfig(kind="clevr", root="x", splits={"train": "a", "pretrain": "b"}).split_name("pretrain") == "b"

@@ -59,6 +59,8 @@ def test_gap_is_mean_intended_minus_mean_subtracted_accuracy():
     correct = {"a": torch.tensor([True, True]), "b": torch.tensor([False, True]), "c": torch.tensor([True, False]), "d": torch.tensor([False, False])}
     assert r.gap(correct).tolist() == [0.5 - 0.5, 1.0 - 0.0]
     assert Reward(intended={"a": 1.0}).gap(correct).tolist() == [1.0, 1.0]
+    probs = {"a": torch.tensor([0.9, 0.5]), "b": torch.tensor([0.7, 0.25]), "c": torch.tensor([0.5, 0.25]), "d": torch.tensor([0.1, 0.25])}
+    assert r.gap(probs).tolist() == pytest.approx([0.8 - 0.3, 0.375 - 0.25])  # the probability gap
 
 
 def test_listener_rewards_pay_a_right_pick():

@@ -112,3 +112,13 @@ def test_no_second_copy_of_the_scoring_rule():
         if "logit_scale" in path.read_text() and "pretrain" not in path.parts
     )
     assert users == ["game.py", "models/listener.py"]
+
+
+def test_the_probability_gap_is_the_target_probabilities_apart(game, boards):
+    played = game.play(CAPTIONS, boards)
+    target = torch.as_tensor(boards.target)[:, None]  # (B, 1)
+    target_probs = {name: p.gather(1, target)[:, 0] for name, p in played.probs.items()}  # (B,) each
+    intended, subtracted = game.reward.intended, game.reward.subtracted
+    expected = sum(target_probs[n] for n in intended) / len(intended) - sum(target_probs[n] for n in subtracted) / len(subtracted)
+    torch.testing.assert_close(played.prob_gap, expected)
+    assert played.prob_gap.std() > 0.01 and (played.prob_gap.abs() <= 1).all()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from listener_sub.world import (
     ATTRIBUTES,
     PALETTE,
+    PRETRAIN_SPLIT,
     STYLES,
     WORLD_VOCAB,
     CaptionConfig,
@@ -24,6 +25,9 @@ from listener_sub.world import (
     sample_spec,
     truthful,
 )
+from listener_sub.world.scene import RELATIVE_RADIUS
+
+DEFAULT_BACKGROUND = STYLES["default"].background[0]
 
 
 def test_palette_is_isoluminant_and_distinct():
@@ -76,7 +80,7 @@ def test_multi_object_scenes_never_overlap():
         alone = copy.deepcopy(scenes)
         keep = np.arange(3) == k
         alone.attrs[:, ~keep] = -1
-        masks.append((render(alone) != STYLES["default"].background).any(-1))  # (B, H, W)
+        masks.append((render(alone) != DEFAULT_BACKGROUND).any(-1))  # (B, H, W)
     for i, j in itertools.combinations(range(3), 2):
         assert not (masks[i] & masks[j]).any()
 
@@ -85,10 +89,10 @@ def test_render_shape_antialiasing_and_background():
     scenes = sample_scenes(WorldConfig(), "train", 0, 64)
     images = render(scenes)
     assert images.shape == (64, 64, 64, 3) and images.dtype == np.uint8
-    assert (images[:, 0, 0] == STYLES["default"].background).all()
+    assert (images[:, 0, 0] == DEFAULT_BACKGROUND).all()
     # anti-aliased edges: pixels strictly between the background and the object's luma
     lum = luma(images)
-    edge = (lum > STYLES["default"].background + 5) & (lum < 95)
+    edge = (lum > DEFAULT_BACKGROUND + 5) & (lum < 95)
     assert edge.sum(axis=(1, 2)).min() > 0
 
 
@@ -99,7 +103,7 @@ def test_render_matches_object_colour_and_size():
     for b in range(20):
         centre = (scenes.xy[b, 0] * 64).astype(int)
         assert np.abs(images[b, centre[1], centre[0]].astype(int) - PALETTE[scenes.attrs[b, 0, 0]]).max() <= 1
-    area = (images != STYLES["default"].background).any(-1).sum(axis=(1, 2))
+    area = (images != DEFAULT_BACKGROUND).any(-1).sum(axis=(1, 2))
     small, large = area[scenes.attrs[:, 0, 2] == 0], area[scenes.attrs[:, 0, 2] == 1]
     assert large.min() > small.max() * 0.9 and large.mean() > 2 * small.mean()
 
@@ -120,8 +124,49 @@ def test_stripes_alternate_and_average_to_the_solid_colour():
 def test_shifted_style_differs():
     cfg = WorldConfig()
     shifted = sample_scenes(cfg, "shifted", 0, 20)
-    assert shifted.style == STYLES["shifted"] and shifted.style != STYLES["default"]
-    assert (render(shifted)[:, 0, 0] == STYLES["shifted"].background).all()
+    assert (render(shifted)[:, 0, 0] == STYLES["shifted"].background[0]).all()
+    assert np.allclose(np.unique(shifted.radius[:, 0]), [0.8 * r for r in RELATIVE_RADIUS.values()])
+
+
+def test_pretraining_sees_every_combination_in_the_broad_style():
+    cfg = WorldConfig()
+    scenes = sample_scenes(cfg, PRETRAIN_SPLIT, 0, 4000)
+    combos = set(map(tuple, scenes.attrs[:, 0, :2].tolist()))
+    assert len(combos) == 30 and set(cfg.heldout()) <= combos  # held-out combinations included
+    level, amplitude = scenes.backdrop[:, 0], scenes.backdrop[:, 1]
+    broad = STYLES["broad"]
+    for lo, hi in broad.avoid:  # never a held-out style's grey level, nor the objects' luma
+        assert not ((level > lo) & (level < hi)).any()
+    assert level.min() < 20 and level.max() > 235 and ((level > 115) & (level < 150)).any()
+    assert amplitude.max() > 35 and (amplitude < 5).any()
+    scale = scenes.radius[:, 0] / np.array(list(RELATIVE_RADIUS.values()))[scenes.attrs[:, 0, 2]]
+    assert 0.7 <= scale.min() < 0.72 and 1.08 < scale.max() <= 1.1
+    corner = render(scenes[:200])[:, 0, 0, 0].astype(float)  # the backdrop at pixel (0, 0)
+    assert np.abs(corner - np.clip(level[:200] + amplitude[:200] * np.sin(2 * np.pi * scenes.backdrop[:200, 2:4] @ [0.5 / 64, 0.5 / 64] + scenes.backdrop[:200, 4]), 0, 255)).max() <= 0.51
+
+
+def test_a_style_changes_pixels_not_scenes():
+    """Drawing a split in another style keeps its objects (attributes, positions); the waves style is a sine backdrop."""
+    cfg, waves = WorldConfig(), WorldConfig(styles={"shifted": "waves"})
+    a, b = sample_scenes(cfg, "shifted", 0, 100), sample_scenes(waves, "shifted", 0, 100)
+    assert np.array_equal(a.attrs, b.attrs) and np.array_equal(a.present, b.present)
+    lum = luma(render(b))
+    assert 175 < lum[:, :4, :4].min() and lum[:, :4, :4].max() < 245  # 210 +- 30 away from the object
+    assert (b.radius[:, 0] > a.radius[:, 0] * 1.3).all()  # 1.1x against 0.8x
+    with pytest.raises(ValueError, match="not a style"):
+        sample_scenes(WorldConfig(styles={"shifted": "neon"}), "shifted", 0, 2)
+
+
+def test_broad_multi_object_scenes_never_overlap():
+    scenes = sample_scenes(WorldConfig(min_objects=3, max_objects=3), PRETRAIN_SPLIT, 0, 300)
+    scenes.backdrop[:] = [DEFAULT_BACKGROUND, 0, 0, 0, 0]
+    masks = []
+    for k in range(3):
+        alone = copy.deepcopy(scenes)
+        alone.attrs[:, np.arange(3) != k] = -1
+        masks.append((render(alone) != DEFAULT_BACKGROUND).any(-1))  # (B, H, W)
+    for i, j in itertools.combinations(range(3), 2):
+        assert not (masks[i] & masks[j]).any()
 
 
 def test_splits_are_disjoint_by_seed_and_heldout_combos():

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from listener_sub.errors import UserError
-from listener_sub.world import VOCABULARIES
+from listener_sub.world import PRETRAIN_SPLIT, VOCABULARIES
 
 KINDS = ("synthetic", "clevr", "coco", "folder")
 ATTRIBUTE_KINDS = ("synthetic", "clevr")  # data whose images come with scene objects (attributes)
@@ -17,8 +17,9 @@ COLOR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "br
 class DataConfig:
     """A dataset: the embedded world, a CLEVR-format folder, a COCO-captions folder or a plain folder of images.
 
-    A game split (train, val, test, shifted; `trainer.split`, `evaluation.split`) is looked up in `splits` first,
-    else used as the dataset's own split name: synthetic -> the world's split; clevr -> scenes/CLEVR_<split>_scenes.json
+    A game split (train, val, test, shifted; `trainer.split`, `evaluation.split`; pretrain, what locally trained
+    models learn from) is looked up in `splits` first, else used as the dataset's own split name (pretrain: a
+    folder's train split): synthetic -> the world's split; clevr -> scenes/CLEVR_<split>_scenes.json
     and images/<split>/; coco -> annotations/captions_<split>.json and images in <split>/, images/ or the root;
     folder -> the image files under <root>/<split>/ (split "." is the root itself), searched recursively.
     """
@@ -54,5 +55,7 @@ class DataConfig:
         return self.kind != "folder"
 
     def split_name(self, split: str) -> str:
-        """The dataset's own name for a game split."""
+        """The dataset's own name for a game split (a folder's pretraining split is the one its train split names, unless mapped)."""
+        if split == PRETRAIN_SPLIT and self.kind != "synthetic":
+            return self.splits.get(split, self.splits.get("train", "train"))
         return self.splits.get(split, split)

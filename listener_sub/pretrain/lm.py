@@ -23,6 +23,7 @@ from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
 from listener_sub.optim import adamw, warmup_cosine
 from listener_sub.world import (
     ATTRIBUTES,
+    PRETRAIN_SPLIT,
     WORLD_VOCAB,
     CaptionConfig,
     Vocabulary,
@@ -53,7 +54,7 @@ class LMRecipe:
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
-    n_scenes: int = 2000  # train-split scenes in the corpus
+    n_scenes: int = 2000  # scenes of the world's pretraining split in the corpus
     per_scene: int = 5  # captions per scene
     seed: int = 0  # corpus captions, initialisation and batch order
 
@@ -66,12 +67,12 @@ def build_corpus(
 ) -> list[tuple[str, str]]:
     """(description, caption) pairs of the first n_scenes images, per_scene captions each.
 
-    data None: scenes of the world's train split; data with scenes: its scenes, described and captioned in its
+    data None: scenes of the world's pretraining split (every combination); data with scenes: its scenes, described and captioned in its
     vocabulary; data with reference captions only: up to per_scene of each image's captions after a description of
     filler only (there is no scene to describe, so the LM learns captions without reading its context).
     """
     if data is None:
-        scenes = sample_scenes(world, "train", 0, n_scenes)
+        scenes = sample_scenes(world, PRETRAIN_SPLIT, 0, n_scenes)
     elif data.scenes is not None:
         scenes = data.scenes[:n_scenes]
     else:

@@ -26,7 +26,7 @@ class CaptionerRecipe:
     min_lr_factor: float = 0.1  # the cosine decay ends at this fraction of the peak rate
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
-    scenes: int = 8000  # train-split scenes (synthetic world)
+    scenes: int = 8000  # images of the pretraining split (the embedded world's: every combination, the broad style)
     per_scene: int = 5  # captions per scene
     seed: int = 0  # batch order and caption choice
 

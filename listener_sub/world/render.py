@@ -49,6 +49,16 @@ def _coverage(sdf: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - sdf, 0.0, 1.0)
 
 
+def backdrop(params: np.ndarray, size: int) -> np.ndarray:
+    """(B, 5) backdrop parameters (scene.BACKDROP) -> (B, H, W) float32 grey levels: level + amplitude * sin(wave)."""
+    level, amplitude, cycles_x, cycles_y, phase = (params[:, i, None, None] for i in range(5))  # (B, 1, 1) each
+    if not amplitude.any():
+        return np.broadcast_to(level, (len(params), size, size)).astype(np.float32)
+    pos = ((np.arange(size) + 0.5) / size).astype(np.float32)  # pixel centres as fractions of the side
+    wave = np.sin(2 * np.pi * (cycles_x * pos[None, None, :] + cycles_y * pos[None, :, None]) + phase)  # (B, H, W)
+    return (level + amplitude * wave).astype(np.float32)
+
+
 def render(scenes: SceneBatch, image_size: int = 64) -> np.ndarray:
     """Render a batch of scenes to (B, H, W, 3) uint8.
 
@@ -56,7 +66,7 @@ def render(scenes: SceneBatch, image_size: int = 64) -> np.ndarray:
     what makes batched rendering fast.
     """
     n, size = len(scenes), image_size
-    img = np.full((n, size, size, 3), float(scenes.style.background), dtype=np.float32)
+    img = np.repeat(backdrop(scenes.backdrop, size)[..., None], 3, axis=-1)  # (B, H, W, 3)
     win = min(size, 2 * int(np.ceil(EXTENT * scenes.radius.max(initial=0.0) * size + 2)))  # window side
     local = np.arange(win)
     present = scenes.present

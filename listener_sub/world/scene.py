@@ -7,22 +7,55 @@ import numpy as np
 
 from listener_sub.world.vocab import ATTRIBUTES, WORLD_VOCAB, Vocabulary
 
-SPLITS = ("train", "val", "test", "shifted")
+SPLITS = ("train", "val", "test", "shifted", "pretrain")
+PRETRAIN_SPLIT = "pretrain"  # what the locally trained models learn from: every combination, drawn in the broad style
 CHUNK = 1024  # scenes per random stream: scene i comes from stream (seed, split, i // CHUNK)
 RELATIVE_RADIUS = {"small": 0.095, "large": 0.155}  # object radius as a fraction of the image side
 EXTENT = 1.2  # every shape (with its anti-aliased edge) fits in EXTENT * radius of its centre
 CROWD_SCALE = 0.8  # worlds of several objects draw them smaller, so that regions never overlap
+BACKDROP = ("level", "amplitude", "cycles_x", "cycles_y", "phase")  # the columns of SceneBatch.backdrop
 
 
 @dataclass(frozen=True)
 class Style:
-    """How a split is drawn: background grey level and a scale on every object."""
+    """How a split is drawn, as ranges each scene draws from uniformly (a fixed style has equal bounds).
 
-    background: int
-    object_scale: float
+    The backdrop is a grey level plus a sine wave over the image (amplitude in grey levels, frequency in cycles per
+    image side, any direction); every object is drawn at a scale of its size's radius.
+    """
+
+    background: tuple[float, float]  # grey level of the backdrop
+    object_scale: tuple[float, float] = (1.0, 1.0)
+    wave_amplitude: tuple[float, float] = (0.0, 0.0)
+    wave_cycles: tuple[float, float] = (0.0, 0.0)
+    avoid: tuple[tuple[float, float], ...] = ()  # grey levels never drawn (open intervals inside `background`)
 
 
-STYLES = {"default": Style(background=40, object_scale=1.0), "shifted": Style(background=170, object_scale=0.8)}
+STYLES = {
+    "default": Style(background=(40, 40)),
+    "shifted": Style(background=(170, 170), object_scale=(0.8, 0.8)),
+    "waves": Style(background=(210, 210), object_scale=(1.1, 1.1), wave_amplitude=(30, 30), wave_cycles=(2, 2)),
+    # What pretraining sees: any grey level but the object luma's band (where a grayscale view loses the object) and
+    # the held-out styles' bands, waves of any direction, objects from 0.7x to 1.1x.
+    "broad": Style(
+        background=(0, 255), object_scale=(0.7, 1.1), wave_amplitude=(0, 40), wave_cycles=(0.5, 4), avoid=((85, 115), (150, 190), (195, 225))
+    ),
+}
+
+
+def _uniform_outside(rng: np.random.Generator, bounds: tuple[float, float], avoid: tuple[tuple[float, float], ...], n: int) -> np.ndarray:
+    """(n,) uniform draws from bounds minus the avoided intervals."""
+    lo, hi = bounds
+    edges = [lo]
+    for a, b in sorted(avoid):
+        edges += [max(a, lo), min(b, hi)]
+    edges.append(hi)
+    pieces = np.array(edges, dtype=np.float64).reshape(-1, 2)  # (P, 2) allowed intervals
+    widths = np.maximum(pieces[:, 1] - pieces[:, 0], 0.0)
+    u = rng.random(n) * widths.sum()  # position along the allowed intervals laid end to end
+    cum = np.concatenate([[0.0], np.cumsum(widths)])
+    which = np.clip(np.searchsorted(cum, u, side="right") - 1, 0, len(pieces) - 1)
+    return pieces[which, 0] + (u - cum[which])
 
 
 @dataclass
@@ -36,10 +69,14 @@ class WorldConfig:
     # (colour, shape) pairs that never occur in train/val/test and make up the shifted split;
     # None: colour i is held out with shape i mod n_shapes (every colour and shape still in train).
     heldout_combos: list[list[str]] | None = None
-    styles: dict[str, str] = field(default_factory=lambda: {"shifted": "shifted"})  # split -> style
+    # split -> style (other splits: default); world.styles.shifted=waves draws the shifted split in another style
+    styles: dict[str, str] = field(default_factory=lambda: {"shifted": "shifted", PRETRAIN_SPLIT: "broad"})
 
     def style(self, split: str) -> Style:
-        return STYLES[self.styles.get(split, "default")]
+        name = self.styles.get(split, "default")
+        if name not in STYLES:
+            raise ValueError(f"world.styles.{split}={name} is not a style; choose one of {', '.join(STYLES)}")
+        return STYLES[name]
 
     def heldout(self) -> list[tuple[int, int]]:
         """Held-out (colour index, shape index) pairs."""
@@ -59,13 +96,13 @@ class SceneBatch:
     """B scenes of up to K objects. Object 0 is the referent that captions describe.
 
     The embedded world's scenes (rendered from these arrays) and scenes read from a CLEVR-format folder (their
-    attributes in that folder's vocabulary, no style: the pictures are files).
+    attributes in that folder's vocabulary, no backdrop: the pictures are files).
     """
 
     attrs: np.ndarray  # (B, K, A) int64 value indices in the vocabulary's attribute order, -1 where no object
     xy: np.ndarray  # (B, K, 2) float32 object centres as fractions of the image side (x right, y down)
     radius: np.ndarray  # (B, K) float32 object radii as fractions of the image side (0 where unknown)
-    style: Style | None  # how the world draws them; None for scenes read from files
+    backdrop: np.ndarray | None  # (B, 5) float32 each scene's backdrop (BACKDROP columns); None for scenes read from files
     split: str
     index: np.ndarray  # (B,) int64 scene index within its split
     vocab: Vocabulary = WORLD_VOCAB  # the words of the attribute values
@@ -80,7 +117,8 @@ class SceneBatch:
     def __getitem__(self, sel) -> "SceneBatch":
         sel = np.arange(len(self))[sel]
         sel = np.atleast_1d(sel)
-        return SceneBatch(self.attrs[sel], self.xy[sel], self.radius[sel], self.style, self.split, self.index[sel], self.vocab)
+        backdrop = None if self.backdrop is None else self.backdrop[sel]
+        return SceneBatch(self.attrs[sel], self.xy[sel], self.radius[sel], backdrop, self.split, self.index[sel], self.vocab)
 
     def objects(self, b: int) -> list[dict[str, str]]:
         """Attribute -> value word for each object of scene b (referent first)."""
@@ -100,7 +138,11 @@ def allowed_combos(cfg: WorldConfig, split: str) -> np.ndarray:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     heldout = set(cfg.heldout())
     n_colors, n_shapes = len(WORLD_VOCAB.values["color"]), len(WORLD_VOCAB.values["shape"])
-    combos = [(c, s) for c in range(n_colors) for s in range(n_shapes) if ((c, s) in heldout) == (split == "shifted")]
+    every = [(c, s) for c in range(n_colors) for s in range(n_shapes)]
+    if split == PRETRAIN_SPLIT:
+        combos = every  # pretraining sees the world broadly, held-out combinations too
+    else:
+        combos = [pair for pair in every if (pair in heldout) == (split == "shifted")]
     return np.array(combos, dtype=np.int64)
 
 
@@ -108,8 +150,8 @@ def _stream(cfg: WorldConfig, split: str, chunk: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(SPLITS.index(split), chunk)))
 
 
-def _sample_chunk(cfg: WorldConfig, split: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All CHUNK scenes of one random stream: attrs (CHUNK, K, A), xy (CHUNK, K, 2), radius (CHUNK, K)."""
+def _sample_chunk(cfg: WorldConfig, split: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All CHUNK scenes of one random stream: attrs (CHUNK, K, A), xy (CHUNK, K, 2), radius (CHUNK, K), backdrop (CHUNK, 5)."""
     rng = _stream(cfg, split, chunk)
     n, k_max = CHUNK, cfg.max_objects
     sizes = WORLD_VOCAB.sizes()
@@ -124,15 +166,22 @@ def _sample_chunk(cfg: WorldConfig, split: str, chunk: int) -> tuple[np.ndarray,
     attrs = np.stack([combo[..., 0], combo[..., 1], size, fill, position], axis=-1)
     attrs[np.arange(k_max)[None, :] >= n_obj[:, None]] = -1
 
-    scale = cfg.style(split).object_scale * (CROWD_SCALE if k_max > 1 else 1.0)
+    jitter_x, jitter_y = rng.uniform(-1, 1, size=(n, k_max)), rng.uniform(-1, 1, size=(n, k_max))  # (n, K) each
+    style = cfg.style(split)  # drawn last: a split's attributes and positions do not depend on its style
+    scale = rng.uniform(*style.object_scale, size=(n, 1)) * (CROWD_SCALE if k_max > 1 else 1.0)  # (n, 1)
+    level = _uniform_outside(rng, style.background, style.avoid, n)
+    amplitude = rng.uniform(*style.wave_amplitude, size=n)
+    cycles, angle, phase = rng.uniform(*style.wave_cycles, size=n), rng.uniform(0, 2 * np.pi, size=n), rng.uniform(0, 2 * np.pi, size=n)
+    backdrop = np.stack([level, amplitude, cycles * np.cos(angle), cycles * np.sin(angle), phase], axis=1)  # (n, 5)
+
     radius = np.array([RELATIVE_RADIUS[s] for s in WORLD_VOCAB.values["size"]])[size] * scale  # (n, K)
     region = 1.0 / n_pos
     x_room = np.maximum(region / 2 - EXTENT * radius, 0.0)
     y_room = np.maximum(0.5 - EXTENT * radius, 0.0)
-    x = (position + 0.5) * region + rng.uniform(-1, 1, size=(n, k_max)) * x_room
-    y = 0.5 + rng.uniform(-1, 1, size=(n, k_max)) * y_room
+    x = (position + 0.5) * region + jitter_x * x_room
+    y = 0.5 + jitter_y * y_room
     xy = np.stack([x, y], axis=-1).astype(np.float32)
-    return attrs.astype(np.int64), xy, radius.astype(np.float32)
+    return attrs.astype(np.int64), xy, radius.astype(np.float32), backdrop.astype(np.float32)
 
 
 def sample_scenes(cfg: WorldConfig, split: str, start: int, count: int) -> SceneBatch:
@@ -149,13 +198,13 @@ def sample_scenes(cfg: WorldConfig, split: str, start: int, count: int) -> Scene
         lo, hi = max(start - chunk * CHUNK, 0), min(start + count - chunk * CHUNK, CHUNK)
         parts.append([array[lo:hi] for array in _sample_chunk(cfg, split, chunk)])
     k = cfg.max_objects
-    empty = [np.zeros((0, k, len(ATTRIBUTES)), np.int64), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)]
-    attrs, xy, radius = [np.concatenate(arrays) for arrays in zip(*parts)] if parts else empty
+    empty = [np.zeros((0, k, len(ATTRIBUTES)), np.int64), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32), np.zeros((0, 5), np.float32)]
+    attrs, xy, radius, backdrop = [np.concatenate(arrays) for arrays in zip(*parts)] if parts else empty
     return SceneBatch(
         attrs=attrs,
         xy=xy,
         radius=radius,
-        style=cfg.style(split),
+        backdrop=backdrop,
         split=split,
         index=index,
     )

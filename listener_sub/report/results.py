@@ -1,0 +1,260 @@
+"""docs/results.md from finished runs: each row's seeds as mean +- std, a bootstrap 95% interval over boards, plots.
+
+A row is one setting run with several RL seeds (`<runs>/<row>/seed_<s>/`, each a `listener-sub train` run directory
+with summary.json and eval_boards.npz); a transfer entry is a `listener-sub eval` of each of a row's runs on other data.
+Every number in the document is read from those files here; nothing is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from listener_sub.files import atomic_path  # noqa: E402
+from listener_sub.rl import EVAL_BOARDS  # noqa: E402
+
+SUMMARY = "summary.json"
+TRUTHFUL_BAR = 0.95  # a speaker that beats the fixed oracle below this truthfulness is flagged
+
+
+@dataclass
+class Run:
+    """One finished run: its summary and the final evaluation's per-board values."""
+
+    path: Path
+    summary: dict
+    boards: dict[str, np.ndarray]  # key -> (B,) values of the held-out boards
+
+    @classmethod
+    def read(cls, path: Path) -> "Run":
+        summary = json.loads((path / SUMMARY).read_text())
+        with np.load(path / EVAL_BOARDS) as data:
+            boards = {key: data[key] for key in data.files}
+        return cls(path, summary, boards)
+
+    @property
+    def after(self) -> dict:
+        return self.summary["after"]
+
+
+def finished(path: Path, needs_boards: bool = True) -> bool:
+    """Whether a run directory holds a finished run (a summary, and the per-board values when needed)."""
+    return (path / SUMMARY).is_file() and (not needs_boards or (path / EVAL_BOARDS).is_file())
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of (B,) per-board values, boards resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(values), size=(resamples, len(values)))  # (R, B)
+    means = values[index].mean(1)  # (R,)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def seed_stats(runs: Sequence[Run], key: str) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 1; 0 for one run) over the runs of an after-RL metric."""
+    values = np.array([run.after[key] for run in runs], dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def board_interval(runs: Sequence[Run], key: str, resamples: int) -> tuple[float, float]:
+    """Bootstrap 95% interval over boards of the seeds' mean: each board's value averaged over the runs first (every
+    run of a row plays the same held-out boards)."""
+    stacked = np.stack([run.boards[key] for run in runs])  # (S, B)
+    return bootstrap_interval(stacked.mean(0), resamples)
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.3f} +- {std:.3f}"
+
+
+def _interval(lo_hi: tuple[float, float]) -> str:
+    return f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+
+
+def _listeners(runs: Sequence[Run], side: str) -> str:
+    """`name acc` of each intended or subtracted listener, mean over the runs."""
+    names = runs[0].summary["config"]["reward"][side]
+    return ", ".join(f"{name} {seed_stats(runs, f'acc/{name}')[0]:.3f}" for name in names) or "-"
+
+
+@dataclass
+class RowResult:
+    """The statistics of one row, as the document shows them."""
+
+    name: str
+    runs: list[Run]
+    resamples: int
+
+    def stat(self, key: str) -> tuple[float, float]:
+        return seed_stats(self.runs, key)
+
+    def interval(self, key: str) -> tuple[float, float]:
+        return board_interval(self.runs, key, self.resamples)
+
+    @property
+    def oracle(self) -> tuple[float, str]:
+        """The best fixed-subset oracle's gap on the same boards and its subset (the same listeners in every seed)."""
+        first = self.runs[0].summary
+        return float(first["fixed_oracle_gap"]), "+".join(first["fixed_oracle_subset"])
+
+    def finding(self) -> str:
+        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged."""
+        gap, truthful = self.stat("gap")[0], self.stat("truthful")[0]
+        oracle, subset = self.oracle
+        if gap > oracle and truthful < TRUTHFUL_BAR:
+            return (
+                f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful {truthful:.3f} < {TRUTHFUL_BAR}: "
+                "the gain comes from untruthful captions"
+            )
+        if gap > oracle:
+            return f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
+        return f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})" if oracle > 0 else f"fixed-subset oracle {oracle:.3f}"
+
+
+EXPERIMENT_COLUMNS = (
+    "row", "seeds", "gap (mean +- std over seeds)", "gap 95% CI (boards)", "prob_gap", "prob_gap 95% CI", "gap before RL",
+    "intended acc", "subtracted acc", "mention/color", "mention/shape", "truthful", "grammatical", "kl", "sample/gap", "sample/truthful",
+)
+
+
+def experiment_table(rows: Sequence[RowResult]) -> list[str]:
+    """Markdown lines: one row per setting, after RL (greedy captions unless `sample/`)."""
+    lines = ["| " + " | ".join(EXPERIMENT_COLUMNS) + " |", "|" + " --- |" * len(EXPERIMENT_COLUMNS)]
+    for row in rows:
+        before = np.mean([run.summary["before"]["gap"] for run in row.runs])
+        cells = [
+            f"`{row.name}`", str(len(row.runs)), _pm(*row.stat("gap")), _interval(row.interval("gap")), _pm(*row.stat("prob_gap")),
+            _interval(row.interval("prob_gap")), f"{before:.3f}", _listeners(row.runs, "intended"), _listeners(row.runs, "subtracted"),
+            _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")), _pm(*row.stat("grammatical")),
+            _pm(*row.stat("kl")), _pm(*row.stat("sample/gap")), _pm(*row.stat("sample/truthful")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+@dataclass
+class TransferResult:
+    """Zero-shot evaluations of a row's runs on one held-out domain."""
+
+    name: str
+    row: RowResult
+    evals: list[dict]  # each run's eval summary.json there
+
+    def stat(self, key: str) -> tuple[float, float]:
+        values = np.array([e["after"][key] for e in self.evals], dtype=np.float64)
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+TRANSFER_COLUMNS = ("domain", "seeds", "gap", "in-domain gap", "ratio (of the means)", "mention/color", "truthful", "grammatical", "fixed oracle gap")
+
+
+def transfer_table(results: Sequence[TransferResult]) -> list[str]:
+    lines = ["| " + " | ".join(TRANSFER_COLUMNS) + " |", "|" + " --- |" * len(TRANSFER_COLUMNS)]
+    for t in results:
+        gap, home = t.stat("gap"), t.row.stat("gap")
+        ratio = f"{gap[0] / home[0]:.2f}" if home[0] else "n/a (in-domain gap 0)"  # of the means over seeds
+        oracle = np.mean([e["fixed_oracle_gap"] for e in t.evals])
+        cells = [
+            t.name, str(len(t.evals)), _pm(*gap), _pm(*home), ratio,
+            _pm(*t.stat("mention/color")), _pm(*t.stat("truthful")), _pm(*t.stat("grammatical")), f"{oracle:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def save_png(fig: plt.Figure, path: Path) -> None:
+    """Write the figure as a PNG atomically (no software or date stamp in it); closes it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def gap_plot(rows: Sequence[RowResult], path: Path) -> None:
+    """Bars per row: the gap and the probability gap (mean over seeds), each seed a dot, the boards' 95% interval as
+    error bars; the fixed-subset oracle as a tick."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.4), dpi=120)
+    x = np.arange(len(rows))
+    for offset, key, color in ((-0.2, "gap", "#2b6cd4"), (0.2, "prob_gap", "#d4572b")):
+        means = np.array([row.stat(key)[0] for row in rows])
+        lo_hi = np.array([row.interval(key) for row in rows])  # (R, 2)
+        ax.bar(x + offset, means, 0.38, color=color, label=key, yerr=np.abs(lo_hi.T - means), capsize=3)
+        for i, row in enumerate(rows):
+            ax.scatter(np.full(len(row.runs), i + offset), [run.after[key] for run in row.runs], s=8, color="black", zorder=3)
+    ax.scatter(x, [row.oracle[0] for row in rows], marker="_", s=400, color="#2e9d5b", label="fixed-subset oracle gap", zorder=4)
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.set_xticks(x, [row.name for row in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("after RL")
+    ax.legend(fontsize=7, frameon=False)
+    save_png(fig, path)
+
+
+def mention_plot(rows: Sequence[RowResult], attributes: Sequence[str], path: Path) -> None:
+    """Grouped bars: per row the share of greedy captions naming each attribute after RL (mean over seeds)."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 3.2), dpi=120)
+    width = 0.8 / len(attributes)
+    x = np.arange(len(rows))
+    for i, attribute in enumerate(attributes):
+        ax.bar(x + (i - (len(attributes) - 1) / 2) * width, [row.stat(f"mention/{attribute}")[0] for row in rows], width, label=attribute)
+    ax.set_xticks(x, [row.name for row in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("mention rate after RL")
+    ax.legend(fontsize=7, ncol=len(attributes), frameon=False)
+    save_png(fig, path)
+
+
+def write_results(
+    out: Path,
+    rows: Mapping[str, list[Path]],
+    transfers: Mapping[str, tuple[str, list[Path]]],
+    header: Sequence[str],
+    resamples: int,
+    attributes: Sequence[str] = ("color", "shape", "size", "fill"),
+) -> list[RowResult]:
+    """Write the document at `out` and its PNG plots beside it from finished run directories.
+
+    rows: row name -> its runs' directories; transfers: domain name -> (the row evaluated, each run's eval directory, in
+    the row's order). header: the lines that open the document (the command and its wall time).
+    """
+    results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
+    by_name = {row.name: row for row in results}
+    moved = [TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths]) for name, (row, paths) in transfers.items()]
+    stem = out.stem
+    gap_png, mention_png = out.with_name(f"{stem}_gap.png"), out.with_name(f"{stem}_mentions.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gap_plot(results, gap_png)
+    mention_plot(results, attributes, mention_png)
+    boards = len(results[0].runs[0].boards["gap"])
+    lines = [*header, "", "## Experiments", ""]
+    lines += [
+        f"After RL, greedy captions on the {boards} held-out evaluation boards (the same boards for every row and seed);",
+        "mean +- standard deviation over the RL seeds; the 95% interval is a bootstrap over boards of the seeds' mean",
+        f"({resamples} resamples). `prob_gap` is the intended listeners' mean probability of the target minus the subtracted",
+        "listeners' (continuous, so its interval is tighter than the accuracy gap's).",
+        "",
+        *experiment_table(results),
+        "",
+        *[f"- `{row.name}`: {row.finding()}." for row in results],
+        "",
+        f"![gap per row]({gap_png.name})",
+        "",
+        f"![attributes named]({mention_png.name})",
+    ]
+    if moved:
+        lines += ["", "## Zero-shot transfer", ""]
+        lines += [
+            "Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style",
+            "and combinations; the models were pretrained on the broad `pretrain` split.",
+            "",
+            *transfer_table(moved),
+        ]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return results

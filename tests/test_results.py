@@ -1,0 +1,134 @@
+"""`listener-sub results`: the document's statistics from run directories, and the quick variant on a tiny sweep."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_rl import TINY
+
+from listener_sub.report.results import EXPERIMENT_COLUMNS, TRANSFER_COLUMNS, bootstrap_interval, write_results
+from listener_sub.rl import EVAL_BOARDS
+
+BOARDS = 400
+
+
+def fake_run(path, seed: int, gap_level: float, truthful: float, oracle: float, subtracted: str = "gray"):
+    """A run directory in the real formats: summary.json and eval_boards.npz whose per-board means are the summary's."""
+    rng = np.random.default_rng(seed)
+    full = (rng.random(BOARDS) < 0.5 + gap_level / 2).astype(float)
+    other = (rng.random(BOARDS) < 0.5 - gap_level / 2).astype(float)
+    prob_gap = np.clip(full - other + rng.normal(0, 0.1, BOARDS), -1, 1) * 0.5
+    boards = {"gap": full - other, "prob_gap": prob_gap, "acc/full": full, f"acc/{subtracted}": other}
+    after = {key: float(value.mean()) for key, value in boards.items()}
+    after |= {"mention/color": 0.9 + 0.01 * seed, "mention/shape": 0.1, "mention/size": 0.0, "mention/fill": 0.0, "truthful": truthful}
+    after |= {"grammatical": 1.0, "kl": 2.0 + seed, "sample/gap": after["gap"] - 0.05, "sample/truthful": truthful - 0.1}
+    summary = {
+        "before": {"gap": 0.1}, "after": after, "fixed_oracle_gap": oracle, "fixed_oracle_subset": ["color"],
+        "config": {"reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}}},
+    }
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps(summary))
+    np.savez(path / EVAL_BOARDS, **boards)
+    return summary, boards
+
+
+def table_rows(text: str, first_cell: str, columns: tuple[str, ...] = EXPERIMENT_COLUMNS) -> list[list[str]]:
+    """The cells of the lines of a table with `columns` that start with first_cell."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+    return [cells for cells in rows if len(cells) == len(columns)]
+
+
+def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_boards():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(0.3, 1.0, 100), rng.normal(0.3, 1.0, 10_000)
+    lo, hi = bootstrap_interval(small, 2000)
+    assert lo < small.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 10, rel=0.2)  # about 2 x 1.96 sigma / sqrt(B)
+    lo_l, hi_l = bootstrap_interval(large, 2000)
+    assert hi_l - lo_l < (hi - lo) / 5 and lo_l < 0.3 < hi_l
+
+
+def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
+    rows, made = {}, {}
+    for name, level, truthful, oracle in (("honest", 0.5, 0.99, 0.55), ("liar", 0.4, 0.6, 0.3)):
+        rows[name] = [tmp_path / name / f"seed_{s}" for s in range(3)]
+        made[name] = [fake_run(p, s + (10 if name == "liar" else 0), level, truthful, oracle) for s, p in enumerate(rows[name])]
+    evals = []
+    for s in range(3):
+        path = tmp_path / "transfer" / f"seed_{s}"
+        path.mkdir(parents=True)
+        after = {"gap": 0.4 + 0.01 * s, "mention/color": 0.95, "truthful": 0.97, "grammatical": 1.0}
+        (path / "summary.json").write_text(json.dumps({"after": after, "fixed_oracle_gap": 0.5}))
+        evals.append(path)
+    out = tmp_path / "docs" / "results.md"
+    write_results(out, rows, {"shifted": ("honest", evals)}, ["# Results", "", "header line"], resamples=500)
+    text = out.read_text()
+    assert text.startswith("# Results\n\nheader line")
+
+    for name in rows:
+        (cells,) = table_rows(text, f"`{name}`")
+        gaps = np.array([summary["after"]["gap"] for summary, _ in made[name]])
+        assert cells[1] == "3" and cells[2] == f"{gaps.mean():.3f} +- {gaps.std(ddof=1):.3f}"
+        lo, hi = map(float, re.findall(r"-?\d\.\d+", cells[3]))
+        per_board = np.mean([boards["gap"] for _, boards in made[name]], axis=0)  # the seeds' mean, board by board
+        assert lo < per_board.mean() < hi and 0.02 < hi - lo < 0.2
+        prob = np.array([summary["after"]["prob_gap"] for summary, _ in made[name]])
+        assert cells[4] == f"{prob.mean():.3f} +- {prob.std(ddof=1):.3f}"
+        plo, phi = map(float, re.findall(r"-?\d\.\d+", cells[5]))
+        assert phi - plo < hi - lo  # the continuous gap is the tighter measure
+        assert cells[8] == f"gray {np.mean([s['after']['acc/gray'] for s, _ in made[name]]):.3f}"
+    assert "`honest`: " in text and "x the best fixed-subset oracle (0.550, color)" in text
+    assert "`liar`: beats the best fixed-subset oracle (0.300, color) with truthful 0.600 < 0.95: the gain comes from untruthful captions" in text
+
+    (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
+    honest_gaps = [summary["after"]["gap"] for summary, _ in made["honest"]]
+    assert cells[2] == "0.410 +- 0.010" and cells[4] == f"{0.41 / np.mean(honest_gaps):.2f}"
+
+    for png in ("results_gap.png", "results_mentions.png"):
+        assert f"]({png})" in text
+        image = np.asarray(Image.open(out.parent / png).convert("L"))
+        assert image.shape[1] >= 600 and image.std() > 10  # a drawn chart, not a blank page
+
+
+def listener_sub(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "listener_sub", "results", *args], capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.mark.slow  # about 100 s: two tiny rows trained with two seeds, evaluated zero-shot, then the command again
+def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_runs(tmp_path):
+    tiny = ",".join(f"'{o}'" for o in TINY)
+    args = [
+        f"out={tmp_path / 'docs' / 'results.md'}", f"runs={tmp_path / 'runs'}", "quick=true", "quick_seeds=[0,1]",
+        f"quick_overrides=[{tiny},'trainer.steps=2','trainer.eval_every=0']", "bootstrap=200",
+        "~rows", "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
+        "~transfer", "+transfer={shifted:{row:colorblind,eval:['evaluation.split=shifted']}}",
+    ]
+    first = listener_sub(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    text = (tmp_path / "docs" / "results.md").read_text()
+    runs = tmp_path / "runs" / "quick"
+    for row in ("colorblind", "no_subtraction"):
+        summaries = [json.loads((runs / row / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+        assert [s["config"]["trainer"]["seed"] for s in summaries] == [0, 1] and all(s["steps"] == 2 for s in summaries)
+        gaps = np.array([s["after"]["gap"] for s in summaries])
+        (cells,) = table_rows(text, f"`{row}`")
+        assert cells[2] == f"{gaps.mean():.3f} +- {gaps.std(ddof=1):.3f}"
+    assert json.loads((runs / "no_subtraction" / "seed_0" / "summary.json").read_text())["config"]["reward"]["lam"] == 0.0
+    shifted = [json.loads((runs / "transfer" / "shifted" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+    (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
+    assert cells[2] == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
+    assert "quick variant" in text
+
+    stamp = (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns
+    again = listener_sub(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training seeds" not in again.stdout and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_no_rows_is_one_line_with_exit_2(tmp_path):
+    result = listener_sub(f"runs={tmp_path}", "~rows", "+rows={}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("listener-sub results: error: rows is empty")
