@@ -5,6 +5,7 @@ Both score captions with `listener_sub.game.listen` (the one scoring path) and l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 from listener_sub.data import DataConfig
 from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
+from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Pool, listen
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.listener import Listener
@@ -121,10 +123,10 @@ def evaluate_speaker_per_board(
                 ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
                 kl = (gen.token_log_probs - ref_logp).sum(1)
             texts += gen.texts
-            per_board = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
-            per_board |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}
-            per_board |= {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
-            for key, value in per_board.items():
+            values = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
+            values |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}
+            values |= {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
+            for key, value in values.items():
                 rows.setdefault(key, []).append(value.double().cpu())
         shares = [share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]]  # ranks with boards, in order
         texts = [text for share in shares for text in share["texts"]]
@@ -133,6 +135,12 @@ def evaluate_speaker_per_board(
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
     return metrics, per_board
+
+
+def write_board_values(path: Path, per_board: dict[str, np.ndarray]) -> None:
+    """Each board's values (`evaluate_speaker_per_board`) as an .npz file, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **per_board)
 
 
 def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

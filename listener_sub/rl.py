@@ -32,7 +32,7 @@ from listener_sub.data.imageset import Pixels
 from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
-from listener_sub.evaluation import EvalConfig, evaluate_speaker_per_board, held_out_boards, warm_pool
+from listener_sub.evaluation import EvalConfig, evaluate_speaker_per_board, held_out_boards, warm_pool, write_board_values
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.metrics import caption_metrics
@@ -354,8 +354,7 @@ class Trainer:
             self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens, ranks=self.ranks
         )
         if boards_file is not None and self.ranks.main:
-            with atomic_path(boards_file) as tmp, open(tmp, "wb") as out:
-                np.savez(out, **per_board)
+            write_board_values(boards_file, per_board)
         self.wall_s["eval"] += time.perf_counter() - start
         return metrics
 

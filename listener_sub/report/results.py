@@ -232,7 +232,19 @@ def write_results(
     gap_plot(results, gap_png)
     mention_plot(results, attributes, mention_png)
     boards = len(results[0].runs[0].boards["gap"])
-    lines = [*header, "", "## Experiments", ""]
+    train_s = sum(run.summary.get("wall_s", 0.0) for row in results for run in row.runs)
+    pretrain_s = sum(sum(v for k, v in run.summary.items() if k.startswith("wall_s/pretrain/")) for row in results for run in row.runs)
+    eval_s = sum(e.get("wall_s", 0.0) for t in moved for e in t.evals)
+    n_runs = sum(len(row.runs) for row in results)
+    lines = [
+        *header,
+        "",
+        f"The {n_runs} train runs took {train_s:.0f} s in all by their own clocks (of which {pretrain_s:.0f} s of worker time built",
+        f"missing models), the {sum(len(t.evals) for t in moved)} transfer evaluations {eval_s:.0f} s (`wall_s` of each summary.json).",
+        "",
+        "## Experiments",
+        "",
+    ]
     lines += [
         f"After RL, greedy captions on the {boards} held-out evaluation boards (the same boards for every row and seed);",
         "mean +- standard deviation over the RL seeds; the 95% interval is a bootstrap over boards of the seeds' mean",
