@@ -66,6 +66,7 @@ def lm_nll(speaker: Speaker, tokens: torch.Tensor, lengths: torch.Tensor) -> tor
     return -per_token.sum(1) / mask.sum(1).clamp_min(1)
 
 
+@torch.no_grad()
 def evaluate_speaker(
     speaker: Speaker,
     game: Game,
@@ -75,25 +76,11 @@ def evaluate_speaker(
     max_new_tokens: int = 16,
     chunk: int = EVAL_CHUNK,
     ranks: Ranks = Ranks(),
+    boards_file: Path | None = None,
 ) -> dict[str, float]:
-    """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain
-    (`evaluate_speaker_per_board` without the boards' own values)."""
-    return evaluate_speaker_per_board(speaker, game, boards, reference, seed, max_new_tokens, chunk, ranks)[0]
-
-
-@torch.no_grad()
-def evaluate_speaker_per_board(
-    speaker: Speaker,
-    game: Game,
-    boards: Boards,
-    reference: nn.Module | None = None,
-    seed: int = 0,
-    max_new_tokens: int = 16,
-    chunk: int = EVAL_CHUNK,
-    ranks: Ranks = Ranks(),
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The full metric set of the speaker on the boards, and each board's own value of the per-board metrics ((B,)
-    arrays under the same keys: acc/<listener>, gap, prob_gap, reward, kl, lm_nll), for intervals over boards.
+    """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain; with
+    `boards_file`, each board's own value of the per-board metrics ((B,) arrays under the same keys: acc/<listener>,
+    gap, prob_gap, reward, kl, lm_nll, greedy and `sample/`) is also saved there as .npz (rank 0), for intervals over boards.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
     acc/<listener> (every listener of the game), gap, prob_gap (the same difference of the listeners' probabilities of
@@ -108,7 +95,7 @@ def evaluate_speaker_per_board(
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     mine = ranks.shard(len(boards))
     metrics: dict[str, float] = {}
-    per_board: dict[str, np.ndarray] = {}
+    per_board: dict[str, np.ndarray] = {}  # each board's values, for boards_file
     for prefix, greedy in (("", True), ("sample/", False)):
         draws = uniforms(len(boards), max_new_tokens + len(game.listeners), generator, speaker.device)  # (B, tokens + listeners) every board's
         texts: list[str] = []
@@ -134,13 +121,10 @@ def evaluate_speaker_per_board(
         metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
-    return metrics, per_board
-
-
-def write_board_values(path: Path, per_board: dict[str, np.ndarray]) -> None:
-    """Each board's values (`evaluate_speaker_per_board`) as an .npz file, written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        np.savez(out, **per_board)
+    if boards_file is not None and ranks.main:
+        with atomic_path(boards_file) as tmp, open(tmp, "wb") as out:
+            np.savez(out, **per_board)
+    return metrics
 
 
 def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

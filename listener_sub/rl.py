@@ -32,7 +32,7 @@ from listener_sub.data.imageset import Pixels
 from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
-from listener_sub.evaluation import EvalConfig, evaluate_speaker_per_board, held_out_boards, warm_pool, write_board_values
+from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards, warm_pool
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.metrics import caption_metrics
@@ -348,13 +348,11 @@ class Trainer:
 
     def evaluate(self, boards_file: Path | None = None) -> dict[str, float]:
         """The full metric set on the held-out boards (greedy and `sample/`), KL to the reference adapter; with
-        `boards_file`, each board's values (`evaluate_speaker_per_board`) saved there as .npz (rank 0)."""
+        `boards_file`, each board's values saved there too (`evaluate_speaker`)."""
         start = time.perf_counter()
-        metrics, per_board = evaluate_speaker_per_board(
-            self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens, ranks=self.ranks
+        metrics = evaluate_speaker(
+            self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens, ranks=self.ranks, boards_file=boards_file
         )
-        if boards_file is not None and self.ranks.main:
-            write_board_values(boards_file, per_board)
         self.wall_s["eval"] += time.perf_counter() - start
         return metrics
 

@@ -18,7 +18,7 @@ from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import group_overrides
 from listener_sub.commands.common import run_spec
-from listener_sub.evaluation import EvalConfig, evaluate_listener, evaluate_speaker, evaluate_speaker_per_board, held_out_boards
+from listener_sub.evaluation import EvalConfig, evaluate_listener, evaluate_speaker, held_out_boards
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, read_adapter
 from listener_sub.models.vision import VisionTower
@@ -123,9 +123,10 @@ def test_factories_recipes_and_evaluation_leave_the_global_rng_alone(tmp_path):
     before = rng_states()
     game = tiny_game(listeners)
     boards = held_out_boards(game, EvalConfig(boards=8))
-    metrics, per_board = evaluate_speaker_per_board(speaker, game, boards, speaker.adapter, seed=1)
-    for key in ("gap", "prob_gap", "acc/gray", "sample/gap", "sample/kl"):  # every board's own value, greedy and sampled
-        assert len(per_board[key]) == len(boards) and per_board[key].mean() == pytest.approx(metrics[key])
+    metrics = evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1, boards_file=tmp_path / "boards.npz")
+    with np.load(tmp_path / "boards.npz") as per_board:
+        for key in ("gap", "prob_gap", "acc/gray", "sample/gap", "sample/kl"):  # every board's own value, greedy and sampled
+            assert len(per_board[key]) == len(boards) and per_board[key].mean() == pytest.approx(metrics[key])
     assert evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1) == metrics
     evaluate_listener(listeners["gray"], Pool.build(WorldConfig(), "test", 16), n_boards=4)
     train_listener("ls-vit-tiny-64", "grayscale", WorldConfig(), ListenerRecipe(steps=2, batch_size=16, pool_size=64), seed=3, progress=False)

@@ -264,6 +264,10 @@ def test_train_and_eval_commands(tmp_path):
     assert again["checkpoint"].endswith("step_000002/adapter.safetensors") and "before" not in again
     assert again["after"] == pytest.approx(summary["after"], abs=1e-6)  # the same boards, seed and adapter
     assert again["fixed_oracle_gap"] == summary["fixed_oracle_gap"]
+    for folder, after in ((run, summary["after"]), (tmp_path / "eval", again["after"])):  # each board's values, train's and eval's
+        with np.load(folder / "eval_boards.npz") as boards:
+            assert len(boards["gap"]) == summary["config"]["evaluation"]["boards"]
+            assert boards["gap"].mean() == pytest.approx(after["gap"]) and boards["sample/prob_gap"].mean() == pytest.approx(after["sample/prob_gap"])
     assert again["config"]["reward"]["lam"] == 0.5 and again["config"]["game"]["distractors"] == "hard"  # the run's own game
 
     overridden = command("eval", f"hydra.run.dir={tmp_path / 'eval4'}", f"checkpoint={run / 'checkpoints' / 'step_000001'}", "evaluation.boards=4")

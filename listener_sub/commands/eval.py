@@ -23,7 +23,7 @@ from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import RUN_CONFIG, adapter_file, eval_config, from_run, run_of, run_spec, trainer_config
-from listener_sub.evaluation import EvalConfig, evaluate_speaker_per_board, held_out_boards, write_board_values
+from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards
 from listener_sub.files import write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
@@ -63,8 +63,7 @@ def main(cfg: DictConfig) -> float:
     reference = speaker.adapter  # the captioning adapter
     speaker.load_adapter(path)
     boards = held_out_boards(game, eval_cfg)
-    after, per_board = evaluate_speaker_per_board(speaker, game, boards, reference, eval_cfg.seed, rl_cfg.max_new_tokens)
-    write_board_values(out_dir / EVAL_BOARDS, per_board)
+    after = evaluate_speaker(speaker, game, boards, reference, eval_cfg.seed, rl_cfg.max_new_tokens, boards_file=out_dir / EVAL_BOARDS)
     oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(boards) else {}
     summary: dict[str, Any] = {"after": after, **oracle, "data": {"evaluation": boards.checked_pool().data.name}}
     moved = transfer(run, eval_cfg, after["gap"]) if run is not None else None

@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from listener_sub.files import atomic_path  # noqa: E402
+from listener_sub.report.gather import SUMMARY  # noqa: E402
 from listener_sub.rl import EVAL_BOARDS  # noqa: E402
 
-SUMMARY = "summary.json"
 TRUTHFUL_BAR = 0.95  # a speaker that beats the fixed oracle below this truthfulness is flagged
 
 
@@ -57,9 +57,9 @@ def bootstrap_interval(values: np.ndarray, resamples: int, seed: int = 0) -> tup
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def seed_stats(runs: Sequence[Run], key: str) -> tuple[float, float]:
-    """Mean and standard deviation (ddof 1; 0 for one run) over the runs of an after-RL metric."""
-    values = np.array([run.after[key] for run in runs], dtype=np.float64)
+def seed_stats(afters: Sequence[Mapping[str, float]], key: str) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 1; 0 for one run) of a metric over the runs' "after" metrics."""
+    values = np.array([after[key] for after in afters], dtype=np.float64)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
@@ -81,7 +81,7 @@ def _interval(lo_hi: tuple[float, float]) -> str:
 def _listeners(runs: Sequence[Run], side: str) -> str:
     """`name acc` of each intended or subtracted listener, mean over the runs."""
     names = runs[0].summary["config"]["reward"][side]
-    return ", ".join(f"{name} {seed_stats(runs, f'acc/{name}')[0]:.3f}" for name in names) or "-"
+    return ", ".join(f"{name} {seed_stats([run.after for run in runs], f'acc/{name}')[0]:.3f}" for name in names) or "-"
 
 
 @dataclass
@@ -93,7 +93,7 @@ class RowResult:
     resamples: int
 
     def stat(self, key: str) -> tuple[float, float]:
-        return seed_stats(self.runs, key)
+        return seed_stats([run.after for run in self.runs], key)
 
     def interval(self, key: str) -> tuple[float, float]:
         return board_interval(self.runs, key, self.resamples)
@@ -148,8 +148,7 @@ class TransferResult:
     evals: list[dict]  # each run's eval summary.json there
 
     def stat(self, key: str) -> tuple[float, float]:
-        values = np.array([e["after"][key] for e in self.evals], dtype=np.float64)
-        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        return seed_stats([e["after"] for e in self.evals], key)
 
 
 TRANSFER_COLUMNS = ("domain", "seeds", "gap", "in-domain gap", "ratio (of the means)", "mention/color", "truthful", "grammatical", "fixed oracle gap")

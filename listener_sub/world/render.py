@@ -51,7 +51,7 @@ def _coverage(sdf: np.ndarray) -> np.ndarray:
 
 def backdrop(params: np.ndarray, size: int) -> np.ndarray:
     """(B, 5) backdrop parameters (scene.BACKDROP) -> (B, H, W) float32 grey levels: level + amplitude * sin(wave)."""
-    level, amplitude, cycles_x, cycles_y, phase = (params[:, i, None, None] for i in range(5))  # (B, 1, 1) each
+    level, amplitude, cycles_x, cycles_y, phase = params.T[:, :, None, None]  # (B, 1, 1) each, in BACKDROP's order
     if not amplitude.any():
         return np.broadcast_to(level, (len(params), size, size)).astype(np.float32)
     pos = ((np.arange(size) + 0.5) / size).astype(np.float32)  # pixel centres as fractions of the side

@@ -102,7 +102,7 @@ class SceneBatch:
     attrs: np.ndarray  # (B, K, A) int64 value indices in the vocabulary's attribute order, -1 where no object
     xy: np.ndarray  # (B, K, 2) float32 object centres as fractions of the image side (x right, y down)
     radius: np.ndarray  # (B, K) float32 object radii as fractions of the image side (0 where unknown)
-    backdrop: np.ndarray | None  # (B, 5) float32 each scene's backdrop (BACKDROP columns); None for scenes read from files
+    backdrop: np.ndarray | None  # (B, len(BACKDROP)) float32 each scene's backdrop; None for scenes read from files
     split: str
     index: np.ndarray  # (B,) int64 scene index within its split
     vocab: Vocabulary = WORLD_VOCAB  # the words of the attribute values
@@ -198,7 +198,7 @@ def sample_scenes(cfg: WorldConfig, split: str, start: int, count: int) -> Scene
         lo, hi = max(start - chunk * CHUNK, 0), min(start + count - chunk * CHUNK, CHUNK)
         parts.append([array[lo:hi] for array in _sample_chunk(cfg, split, chunk)])
     k = cfg.max_objects
-    empty = [np.zeros((0, k, len(ATTRIBUTES)), np.int64), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32), np.zeros((0, 5), np.float32)]
+    empty = [np.zeros((0, k, len(ATTRIBUTES)), np.int64), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32), np.zeros((0, len(BACKDROP)), np.float32)]
     attrs, xy, radius, backdrop = [np.concatenate(arrays) for arrays in zip(*parts)] if parts else empty
     return SceneBatch(
         attrs=attrs,
