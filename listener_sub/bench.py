@@ -25,7 +25,7 @@ from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker, sample_token
 from listener_sub.perception import make_perception
 from listener_sub.pretrain.listeners import CaptionTokens, ListenerRecipe, ListenerTraining
-from listener_sub.rl import Phases, Trainer, reinforce
+from listener_sub.rl import Phases, Trainer
 from listener_sub.world import CaptionConfig, WorldConfig, caption_scenes, render, sample_scenes
 
 
@@ -132,10 +132,12 @@ class NaiveStep:
             logp, mask = speaker.log_probs(speaker.adapt(features).repeat_interleave(cfg.k, 0), tokens, lengths)
         with phase("reference pass"), torch.no_grad():
             ref_logp, _ = speaker.log_probs(speaker.adapt(features, t.reference).repeat_interleave(cfg.k, 0), tokens, lengths)
-        objective = reinforce(cfg, outcome.reward, logp, ref_logp, t.baseline)
+        objective = t.objective(outcome.reward, logp, ref_logp)
         grad_norm, lr = t.update(objective.loss)
         with phase("bookkeeping"):
-            return t.step_metrics(objective, outcome, mask, grad_norm, lr, texts, repeated)
+            metrics = t.step_metrics(objective, outcome, mask, grad_norm, lr, texts, repeated)
+        t.dual_step(metrics)
+        return metrics
 
 
 # ---------------------------------------------------------------- measuring

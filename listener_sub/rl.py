@@ -21,8 +21,9 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -44,6 +45,26 @@ CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
 ADAPTER = "adapter.safetensors"  # a checkpoint's adapter weights (its kind and config in adapter.json beside them)
 STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG states, step and before-training metrics
 EVAL_BOARDS = "eval_boards.npz"  # the final evaluation's value of each held-out board (intervals over boards)
+
+
+@dataclass
+class ConstraintConfig:
+    """Constrained subtraction (beyond the paper, after Moskovitz et al., ICLR 2024, constrained RLHF): maximise the
+    intended listeners' reward subject to upper bounds; each bound set turns its coefficient into a Lagrange multiplier
+    learnt by dual ascent on the step's sampled captions, starting from the fixed value (reward.lam, trainer.beta)."""
+
+    subtracted_acc: Optional[float] = None  # bound on the subtracted listeners' mean accuracy (e.g. chance + 0.05); learns reward.lam
+    kl: Optional[float] = None  # bound on KL(pi || ref) per caption, in nats (the k1 estimate); learns trainer.beta
+    lam_lr: float = 0.5  # dual step of lam: lam += lam_lr * (subtracted accuracy - bound), kept >= 0
+    beta_lr: float = 0.05  # dual step of beta: beta += beta_lr * (kl - bound), kept >= 0
+
+    def __post_init__(self) -> None:
+        if self.subtracted_acc is not None and not 0.0 <= self.subtracted_acc <= 1.0:
+            raise ValueError(f"constraint.subtracted_acc={self.subtracted_acc} (an accuracy bound, in [0, 1])")
+        if self.kl is not None and self.kl < 0:
+            raise ValueError(f"constraint.kl={self.kl} (a KL budget in nats, >= 0)")
+        if self.lam_lr <= 0 or self.beta_lr <= 0:
+            raise ValueError(f"constraint.lam_lr={self.lam_lr}, constraint.beta_lr={self.beta_lr} (dual steps must be > 0)")
 
 
 @dataclass
@@ -76,9 +97,12 @@ class RLConfig:
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
     compile: bool = False  # torch.compile the adapter as the step runs it (meant for GPUs: on a 2-core CPU it ran no faster)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)  # bounds whose multipliers replace lam / beta
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
+        if isinstance(self.constraint, dict):
+            self.constraint = ConstraintConfig(**self.constraint)
         problems = []
         if self.baseline not in BASELINES:
             problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")
@@ -123,6 +147,45 @@ class Baseline:
         return torch.full_like(rewards, value)
 
 
+# ---------------------------------------------------------------- constrained subtraction
+
+
+class Multipliers:
+    """The reward's lam and the KL coefficient beta: fixed, or -- for each bound `constraint` sets -- a Lagrange
+    multiplier moved by projected dual ascent after every step: up while the step's sampled captions break the bound,
+    down (to 0 at least) while they keep it."""
+
+    def __init__(self, constraint: ConstraintConfig, lam: float, beta: float) -> None:
+        self.constraint, self.lam, self.beta = constraint, float(lam), float(beta)
+
+    def update(self, subtracted_acc: float, kl: float) -> None:
+        """One dual step from the step's measured subtracted accuracy and KL (means over every rank's captions)."""
+        c = self.constraint
+        if c.subtracted_acc is not None:
+            self.lam = max(0.0, self.lam + c.lam_lr * (subtracted_acc - c.subtracted_acc))
+        if c.kl is not None:
+            self.beta = max(0.0, self.beta + c.beta_lr * (kl - c.kl))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lam": self.lam, "beta": self.beta}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lam, self.beta = float(state["lam"]), float(state["beta"])
+
+
+def check_constraint(constraint: ConstraintConfig, reward: object) -> None:
+    """Raise ValueError when a subtracted-accuracy bound cannot apply to the reward: it needs subtracted listeners, a
+    `lam` to learn (a dataclass reward such as listener_sub.rewards.Reward) and a score that lam weighs (not dixit)."""
+    if constraint.subtracted_acc is None:
+        return
+    if not getattr(reward, "subtracted", None):
+        raise ValueError("trainer.constraint.subtracted_acc bounds the subtracted listeners' accuracy, but the reward subtracts none")
+    if not (is_dataclass(reward) and hasattr(reward, "lam")):
+        raise ValueError(f"trainer.constraint.subtracted_acc learns the reward's lam, which {type(reward).__name__} does not have as a dataclass field")
+    if getattr(reward, "score", None) == "dixit":
+        raise ValueError("trainer.constraint.subtracted_acc with reward.score=dixit: the dixit rule has no lam to learn; choose acc, prob or logprob")
+
+
 # ---------------------------------------------------------------- the objective
 
 
@@ -138,14 +201,16 @@ class Objective:
     advantage: torch.Tensor  # total - baseline
 
 
-def reinforce(cfg: RLConfig, game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, baseline: Baseline) -> Objective:
-    """KL-regularised REINFORCE: the per-token KL to the reference (k1) and the entropy bonus folded into each caption's
-    reward, a baseline subtracted; logp (B*k, L) with grad, ref_logp (B*k, L) without, both 0 after EOS."""
+def reinforce(
+    game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, baseline: Baseline, beta: float, entropy_bonus: float = 0.0
+) -> Objective:
+    """KL-regularised REINFORCE: the per-token KL to the reference (k1, weight beta) and the entropy bonus folded into
+    each caption's reward, a baseline subtracted; logp (B*k, L) with grad, ref_logp (B*k, L) without, both 0 after EOS."""
     seq_logp = logp.sum(1)  # (B*k,) log pi(caption), EOS included
     kl = (logp.detach() - ref_logp).sum(1)  # (B*k,) k1 estimate of KL(pi || ref), summed over tokens
     entropy = -seq_logp.detach()  # (B*k,) sampled estimate of the caption entropy
     reward = game_reward.to(kl.device).float()  # (B*k,) the game's reward
-    total = reward - cfg.beta * kl + cfg.entropy * entropy  # (B*k,)
+    total = reward - beta * kl + entropy_bonus * entropy  # (B*k,)
     advantage = total - baseline(total)  # (B*k,)
     return Objective(-(advantage * seq_logp).mean(), reward, kl, entropy, total, advantage)
 
@@ -258,6 +323,9 @@ class Trainer:
         schedule = lambda step: warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr_floor)  # noqa: E731
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay, ranks)
+        check_constraint(cfg.constraint, game.reward)
+        self.reward = game.reward  # the reward as configured; under a subtracted-accuracy bound the game plays it with the learnt lam
+        self.multipliers = Multipliers(cfg.constraint, getattr(game.reward, "lam", 0.0), cfg.beta)
         self.rng = np.random.default_rng(cfg.seed)  # training boards (every rank draws the global batch)
         self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
         self.step = 0
@@ -287,11 +355,31 @@ class Trainer:
             logp, mask = speaker.log_probs(prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
         with phase("reference pass"), torch.no_grad():
             ref_logp, _ = speaker.log_probs(ref_prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
-        objective = reinforce(cfg, outcome.reward, logp, ref_logp, self.baseline)  # the KL-regularised REINFORCE loss
+        objective = self.objective(outcome.reward, logp, ref_logp)
 
         grad_norm, lr = self.update(objective.loss)
         with phase("bookkeeping"):
-            return self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
+            metrics = self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
+        self.dual_step(metrics)
+        return metrics
+
+    def objective(self, game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor) -> Objective:
+        """The KL-regularised REINFORCE loss of the step's captions, with the current KL coefficient."""
+        return reinforce(game_reward, logp, ref_logp, self.baseline, self.multipliers.beta, self.cfg.entropy)
+
+    def dual_step(self, metrics: dict[str, float]) -> None:
+        """Move the multipliers of the bounds set (`Multipliers`) from the step's metrics, and let the game's reward use
+        the new lam from the next step on; the step's metrics gain the lam and beta it was trained with."""
+        subtracted = [metrics[f"acc/{name}"] for name in self.reward.subtracted]
+        metrics |= {"lam": self.multipliers.lam, "beta": self.multipliers.beta}
+        self.multipliers.update(float(np.mean(subtracted)) if subtracted else 0.0, metrics["kl"])
+        self.game.reward = self.played_reward()
+
+    def played_reward(self) -> Any:
+        """The reward the game plays: as configured, with the learnt lam under a subtracted-accuracy bound."""
+        if self.cfg.constraint.subtracted_acc is None:
+            return self.reward
+        return replace(self.reward, lam=self.multipliers.lam)
 
     def deal(self) -> tuple[Boards, torch.Tensor]:
         """This rank's share of the step's global batch: its B boards, and its (B*k, tokens + listeners) rows of the step's
@@ -375,6 +463,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.baseline.ema,
+            "multipliers": self.multipliers.state_dict(),
             "rng": {
                 "numpy": self.rng.bit_generator.state,
                 "generator": self.generator.get_state(),
@@ -403,6 +492,9 @@ class Trainer:
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise UserError(f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run") from error
         self.step, self.baseline.ema, self.before = state["step"], state["ema"], state["before"]
+        if "multipliers" in state:  # checkpoints written before constrained subtraction ran with the fixed values
+            self.multipliers.load_state_dict(state["multipliers"])
+        self.game.reward = self.played_reward()
         rng = state["rng"]
         self.rng.bit_generator.state = rng["numpy"]
         self.generator.set_state(rng["generator"])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from test_rl import TINY
 
-from listener_sub.report.results import EXPERIMENT_COLUMNS, TRANSFER_COLUMNS, bootstrap_interval, write_results
+from listener_sub.report.results import CONSTRAINED_COLUMNS, EXPERIMENT_COLUMNS, TRANSFER_COLUMNS, bootstrap_interval, write_results
 from listener_sub.rl import EVAL_BOARDS
 
 BOARDS = 400
@@ -24,11 +24,13 @@ def fake_run(path, seed: int, gap_level: float, truthful: float, oracle: float, 
     prob_gap = np.clip(full - other + rng.normal(0, 0.1, BOARDS), -1, 1) * 0.5
     boards = {"gap": full - other, "prob_gap": prob_gap, "acc/full": full, f"acc/{subtracted}": other}
     after = {key: float(value.mean()) for key, value in boards.items()}
+    after[f"sample/acc/{subtracted}"] = after[f"acc/{subtracted}"] + 0.1
     after |= {"mention/color": 0.9 + 0.01 * seed, "mention/shape": 0.1, "mention/size": 0.0, "mention/fill": 0.0, "truthful": truthful}
     after |= {"grammatical": 1.0, "kl": 2.0 + seed, "sample/gap": after["gap"] - 0.05, "sample/truthful": truthful - 0.1}
     summary = {
         "before": {"gap": 0.1}, "after": after, "fixed_oracle_gap": oracle, "fixed_oracle_subset": ["color"],
-        "config": {"reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}}},
+        "config": {"reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}}, "trainer": {"constraint": {"subtracted_acc": 0.3}}},
+        "multipliers": {"lam": 1.0 + seed, "beta": 0.15},
     }
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps(summary))
@@ -64,7 +66,7 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
         (path / "summary.json").write_text(json.dumps({"after": after, "fixed_oracle_gap": 0.5}))
         evals.append(path)
     out = tmp_path / "docs" / "results.md"
-    write_results(out, rows, {"shifted": ("honest", evals)}, ["# Results", "", "header line"], resamples=500)
+    write_results(out, rows, {"shifted": ("honest", evals)}, ["# Results", "", "header line"], resamples=500, constrained=["liar"])
     text = out.read_text()
     assert text.startswith("# Results\n\nheader line")
 
@@ -87,6 +89,13 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     honest_gaps = [summary["after"]["gap"] for summary, _ in made["honest"]]
     assert cells[2] == "0.410 +- 0.010" and cells[4] == f"{0.41 / np.mean(honest_gaps):.2f}"
 
+    (cells,) = table_rows(text, "`liar`", CONSTRAINED_COLUMNS)
+    lams = [summary["multipliers"]["lam"] for summary, _ in made["liar"]]
+    sampled = [summary["after"]["sample/acc/gray"] for summary, _ in made["liar"]]
+    assert cells[2] == f"{np.mean(lams):.3f} +- {np.std(lams, ddof=1):.3f}" and cells[3] == "0.30"
+    assert cells[4] == f"{np.mean(sampled):.3f} +- {np.std(sampled, ddof=1):.3f}"
+    assert "## Constrained subtraction vs fixed lam" in text and not table_rows(text, "`honest`", CONSTRAINED_COLUMNS)
+
     for png in ("results_gap.png", "results_mentions.png"):
         assert f"]({png})" in text
         image = np.asarray(Image.open(out.parent / png).convert("L"))
@@ -105,11 +114,13 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         f"out={tmp_path / 'docs' / 'results.md'}", f"runs={tmp_path / 'runs'}", "quick=true", "quick_seeds=[0,1]",
         f"quick_overrides=[{tiny},'trainer.steps=2','trainer.eval_every=0']", "bootstrap=200",
         "~rows", "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
-        "~transfer", "+transfer={shifted:{row:colorblind,eval:['evaluation.split=shifted']}}",
+        "~transfer", "+transfer={shifted:{row:colorblind,eval:['evaluation.split=shifted']}}", "constrained=[no_subtraction,colorblind]",
     ]
     first = listener_sub(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     text = (tmp_path / "docs" / "results.md").read_text()
+    (fixed,) = table_rows(text, "`no_subtraction`", CONSTRAINED_COLUMNS)
+    assert fixed[2] == "0.000 +- 0.000" and fixed[3] == "-"  # lam 0, fixed: no bound
     runs = tmp_path / "runs" / "quick"
     for row in ("colorblind", "no_subtraction"):
         summaries = [json.loads((runs / row / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]

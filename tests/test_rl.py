@@ -15,14 +15,14 @@ from test_speaker import make_speaker
 from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 from torch import nn
 
-from listener_sub.commands.common import run_spec, trainer_config
+from listener_sub.commands.common import build_reward, run_spec, trainer_config
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import Game, Pool, create_game
 from listener_sub.models.listener import register_model_configs
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
-from listener_sub.rl import Baseline, RLConfig, TargetInputs, Trainer, latest_checkpoint
+from listener_sub.rl import Baseline, ConstraintConfig, Multipliers, RLConfig, TargetInputs, Trainer, check_constraint, latest_checkpoint
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
 
 POOL = 8  # train-split scenes the tiny game's boards are drawn from
@@ -299,3 +299,58 @@ def test_compiled_adapter_gives_the_eager_prefix_and_gradient(game, captioner, t
     assert any(not torch.equal(speaker.adapter.state_dict()[key], t) for key, t in before.items())
     lines = [line for line in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in line]
     assert len(lines) == 2 and all(math.isfinite(line["train/loss"]) for line in lines)
+
+
+def test_multipliers_move_by_projected_dual_ascent():
+    both = Multipliers(ConstraintConfig(subtracted_acc=0.3, kl=1.0, lam_lr=0.5, beta_lr=0.1), lam=0.0, beta=0.15)
+    both.update(subtracted_acc=0.5, kl=3.0)  # both bounds broken: both multipliers rise by lr * the excess
+    assert both.lam == pytest.approx(0.1) and both.beta == pytest.approx(0.35)
+    both.update(subtracted_acc=0.0, kl=0.0)  # both kept: they fall, lam no lower than 0
+    assert both.lam == 0.0 and both.beta == pytest.approx(0.25)
+    fixed = Multipliers(ConstraintConfig(), lam=1.0, beta=0.15)  # no bound set: the fixed coefficients
+    fixed.update(subtracted_acc=0.9, kl=9.0)
+    assert (fixed.lam, fixed.beta) == (1.0, 0.15)
+
+
+def test_constrained_subtraction_learns_lam_and_resumes_it(captioner, tmp_path):
+    """A bound of 0 on the subtracted listener's accuracy: lam rises by lam_lr * its accuracy each step, from reward.lam;
+    the game plays the learnt lam; a resumed run continues with it, bit for bit."""
+    constrained = dict(constraint=ConstraintConfig(subtracted_acc=0.0, lam_lr=0.5))
+    straight = Trainer(rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "straight", held_out(8))
+    straight.fit()
+    train = [line for line in read_jsonl(tmp_path / "straight" / "metrics.jsonl") if "train/lam" in line]
+    lams, accs = [line["train/lam"] for line in train], [line["train/acc/gray"] for line in train]
+    assert lams[0] == 1.0 and all(acc > 0 for acc in accs)
+    assert lams[1:] == pytest.approx([lam + 0.5 * acc for lam, acc in zip(lams, accs)][:-1])
+    assert straight.game.reward.lam == pytest.approx(lams[-1] + 0.5 * accs[-1]) == straight.multipliers.lam
+    assert all(line["train/beta"] == 0.15 for line in train)  # no KL bound: beta stays fixed
+
+    game = attribute_game()
+    Trainer(rl_config(steps=2, **constrained), speaker_from(captioner), game, tmp_path / "split", held_out(8)).fit()
+    resumed = Trainer(rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "split", held_out(8))
+    resumed.fit(resume=True)
+    assert resumed.multipliers.lam == straight.multipliers.lam
+    ours, theirs = straight.speaker.adapter.state_dict(), resumed.speaker.adapter.state_dict()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["reward.score=dixit"], "dixit rule has no lam"),
+        (["~reward.subtracted"], "subtracts none"),
+    ],
+)
+def test_a_constraint_the_reward_cannot_take_is_a_user_error(overrides, message):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        cfg = compose("train", overrides=[*overrides, "trainer.constraint.subtracted_acc=0.3"])
+    with pytest.raises(ValueError, match=message):
+        check_constraint(trainer_config(cfg).constraint, build_reward(cfg.reward))
+
+
+def test_the_constrained_experiment_bounds_the_subtracted_accuracy():
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        cfg = compose("train", overrides=["experiment=colorblind_constrained"])
+    rl = trainer_config(cfg)
+    assert rl.constraint.subtracted_acc == 0.30 and rl.constraint.kl is None
+    assert build_reward(cfg.reward).lam == 0.0 and dict(cfg.reward.subtracted) == {"gray": 1.0}

@@ -85,6 +85,9 @@ def main(cfg: DictConfig) -> None:
     common = [*cfg.overrides, *(cfg.quick_overrides if cfg.quick else [])]
     if cfg.cache_dir:
         common.append(f"cache_dir={cfg.cache_dir}")
+    unknown = [name for name in cfg.constrained if name not in cfg.rows]
+    if unknown:
+        raise UserError(f"constrained names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
     rows = run_rows(cfg, runs, seeds, common)
     transfers = run_transfers(cfg, runs, rows, common)
     wall = time.perf_counter() - start
@@ -104,5 +107,5 @@ def main(cfg: DictConfig) -> None:
         "| --- | --- |",
         *[f"| `{name}` | `{' '.join(overrides) or '(none)'}` |" for name, overrides in cfg.rows.items()],
     ]
-    write_results(Path(cfg.out).expanduser(), rows, transfers, header, int(cfg.bootstrap))
+    write_results(Path(cfg.out).expanduser(), rows, transfers, header, int(cfg.bootstrap), constrained=list(cfg.constrained))
     print(f"results: wrote {cfg.out} in {time.perf_counter() - start:.0f} s")

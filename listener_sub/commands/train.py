@@ -22,10 +22,11 @@ from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config
 from listener_sub.distributed import join, leave
+from listener_sub.errors import UserError
 from listener_sub.files import write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
-from listener_sub.rl import Trainer, start_from
+from listener_sub.rl import Trainer, check_constraint, start_from
 
 
 @hydra_command("train")
@@ -34,6 +35,10 @@ def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     rl_cfg = trainer_config(cfg)
     eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
+    try:
+        check_constraint(rl_cfg.constraint, spec.reward)
+    except ValueError as error:
+        raise UserError(f"{error} (fix trainer.constraint.* or reward.*)") from None
     ranks = join(pick_device(spec.device))  # under torchrun: this process's rank, the process group joined
     run_dir = Path(ranks.broadcast(HydraConfig.get().runtime.output_dir))  # rank 0's run directory
     start_from(run_dir, cfg.resume)  # a resume without a checkpoint fails here, before any pretraining
@@ -65,6 +70,7 @@ def write_summary(
     data = {"train": game.pool(trainer.cfg.split).data.name, "evaluation": boards.checked_pool().data.name}
     summary: dict[str, Any] = {**result, **oracle, "data": data, "wall_s": wall_s + time.perf_counter() - oracle_start, "wall_s/pretrain": pretrain_s}
     summary |= {f"wall_s/pretrain/{kind}": s for kind, s in built_s.items()}  # artifacts built by this run
+    summary |= {"multipliers": trainer.multipliers.state_dict()}  # the final lam and beta (learnt under trainer.constraint)
     summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step, "config": cfg}
     write_json(run_dir / "summary.json", summary)
     Console().print(metrics_table(f"listener-sub train ({trainer.step} steps)", {"before": result["before"], "after": result["after"]}, oracle))

@@ -139,6 +139,31 @@ def experiment_table(rows: Sequence[RowResult]) -> list[str]:
     return lines
 
 
+CONSTRAINED_COLUMNS = (
+    "row", "seeds", "lam (final)", "bound on subtracted acc", "sample/subtracted acc", "subtracted acc", "intended acc", "gap",
+    "prob_gap", "truthful", "kl",
+)
+
+
+def constrained_table(rows: Sequence[RowResult]) -> list[str]:
+    """Markdown lines: fixed-lam rows beside constrained ones (lam learnt by dual ascent under a bound on the subtracted
+    listeners' accuracy, which `sample/` -- one temperature-1 caption per board, as in training -- measures)."""
+    lines = ["| " + " | ".join(CONSTRAINED_COLUMNS) + " |", "|" + " --- |" * len(CONSTRAINED_COLUMNS)]
+    for row in rows:
+        names = list(row.runs[0].summary["config"]["reward"]["subtracted"])
+        bound = row.runs[0].summary["config"]["trainer"].get("constraint", {}).get("subtracted_acc")
+        afters = [run.after for run in row.runs]
+        sampled = seed_stats([{"x": np.mean([a[f"sample/acc/{n}"] for n in names])} for a in afters], "x")
+        greedy = seed_stats([{"x": np.mean([a[f"acc/{n}"] for n in names])} for a in afters], "x")
+        lam = seed_stats([run.summary["multipliers"] for run in row.runs], "lam")
+        cells = [
+            f"`{row.name}`", str(len(row.runs)), _pm(*lam), "-" if bound is None else f"{bound:.2f}", _pm(*sampled), _pm(*greedy),
+            _listeners(row.runs, "intended"), _pm(*row.stat("gap")), _pm(*row.stat("prob_gap")), _pm(*row.stat("truthful")), _pm(*row.stat("kl")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 @dataclass
 class TransferResult:
     """Zero-shot evaluations of a row's runs on one held-out domain."""
@@ -216,11 +241,13 @@ def write_results(
     header: Sequence[str],
     resamples: int,
     attributes: Sequence[str] = ("color", "shape", "size", "fill"),
+    constrained: Sequence[str] = (),
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
     rows: row name -> its runs' directories; transfers: domain name -> (the row evaluated, each run's eval directory, in
-    the row's order). header: the lines that open the document (the command and its wall time).
+    the row's order). header: the lines that open the document (the command and its wall time). constrained: the rows
+    of the constrained-vs-fixed-lam table.
     """
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
     by_name = {row.name: row for row in results}
@@ -258,6 +285,13 @@ def write_results(
         "",
         f"![attributes named]({mention_png.name})",
     ]
+    if constrained:
+        lines += [
+            "", "## Constrained subtraction vs fixed lam", "",
+            "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL (`trainer.constraint`);",
+            "the others keep lam fixed. lam is its value at the end of training.", "",
+            *constrained_table([by_name[name] for name in constrained]),
+        ]
     if moved:
         lines += ["", "## Zero-shot transfer", ""]
         lines += [
