@@ -4,7 +4,8 @@ Read top to bottom: the config, the baselines, one training step, evaluation, ch
 Each step draws B train boards, samples k captions per target from the policy (temperature, no top-k /
 top-p), lets the game's listeners judge them, folds the per-token KL to the reference policy (the frozen
 captioning adapter, k1 estimator) and an optional entropy bonus into each caption's reward, subtracts a
-baseline and takes one AdamW step on the adapter's parameters; the vision tower and the LM stay frozen.
+baseline and takes one AdamW step on the adapter's parameters; the vision tower and the LM stay frozen. Under
+`constraint` bounds, the reward's lam and the KL coefficient are Lagrange multipliers, one dual step after each update.
 All randomness comes from the trainer's own generators, which checkpoints save, so a resumed run
 continues exactly where the saved one stopped.
 
