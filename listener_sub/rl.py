@@ -102,8 +102,6 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
-        if isinstance(self.constraint, dict):
-            self.constraint = ConstraintConfig(**self.constraint)
         problems = []
         if self.baseline not in BASELINES:
             problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")

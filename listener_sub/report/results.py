@@ -151,7 +151,7 @@ def constrained_table(rows: Sequence[RowResult]) -> list[str]:
     lines = ["| " + " | ".join(CONSTRAINED_COLUMNS) + " |", "|" + " --- |" * len(CONSTRAINED_COLUMNS)]
     for row in rows:
         names = list(row.runs[0].summary["config"]["reward"]["subtracted"])
-        bound = row.runs[0].summary["config"]["trainer"].get("constraint", {}).get("subtracted_acc")
+        bound = row.runs[0].summary["config"]["trainer"]["constraint"]["subtracted_acc"]
         afters = [run.after for run in row.runs]
         sampled = seed_stats([{"x": np.mean([a[f"sample/acc/{n}"] for n in names])} for a in afters], "x")
         greedy = seed_stats([{"x": np.mean([a[f"acc/{n}"] for n in names])} for a in afters], "x")
