@@ -24,6 +24,7 @@ from listener_sub.models.lm import LMConfig
 from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.pretrain.speaker import CaptionerRecipe
+from listener_sub.rerank import RerankConfig
 from listener_sub.rewards import Reward
 from listener_sub.rl import RLConfig
 from listener_sub.world import CaptionConfig, WorldConfig
@@ -65,6 +66,8 @@ class SpeakerConfig:
     adapter: Any = None  # the speaker/adapter group (speaker/adapter=perceiver|mlp): kind + that adapter's config fields
     checkpoint: Optional[str] = None  # captioning adapter (safetensors); null: trained locally by `captioner`
     captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
+    decode: str = "greedy"  # evaluation captions: greedy | rerank (best of speaker.rerank.n samples by the game's reward; `listener-sub eval`)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
 
 
 @dataclass

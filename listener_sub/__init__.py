@@ -34,6 +34,7 @@ _EXPORTS = {
     "Perception": "listener_sub.perception",
     "Pool": "listener_sub.game",
     "RLConfig": "listener_sub.rl",
+    "RerankConfig": "listener_sub.rerank",
     "Reward": "listener_sub.rewards",
     "RunSpec": "listener_sub.assembly",
     "Speaker": "listener_sub.models.speaker",
@@ -50,6 +51,7 @@ _EXPORTS = {
     "make_env": "listener_sub.envs",
     "make_perception": "listener_sub.perception",
     "oracle_gaps": "listener_sub.oracle",
+    "rerank": "listener_sub.rerank",
     "sample_scenes": "listener_sub.world",
 }
 

@@ -20,6 +20,7 @@ from listener_sub.game import Boards, Game, Pool, listen
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker
+from listener_sub.rerank import RerankConfig, best_of_n_kl, draws_per_board, rerank
 from listener_sub.world.combos import Combos
 
 EVAL_CHUNK = 250  # boards captioned and judged at once in evaluation
@@ -77,6 +78,7 @@ def evaluate_speaker(
     chunk: int = EVAL_CHUNK,
     ranks: Ranks = Ranks(),
     boards_file: Path | None = None,
+    decode: RerankConfig | None = None,
 ) -> dict[str, float]:
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain; with
     `boards_file`, each board's own value of the per-board metrics ((B,) arrays under the same keys: acc/<listener>,
@@ -87,13 +89,18 @@ def evaluate_speaker(
     the target: continuous, so less noisy over boards), reward (the game's), mention/<attribute>, truthful and
     grammatical (data with scenes), length (words), distinct_1, distinct_2 (`caption_metrics`), kl (mean over
     captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
-    a reference adapter) and lm_nll (`lm_nll`). Deterministic given `seed`; no training state is touched. Under
+    a reference adapter) and lm_nll (`lm_nll`). With `decode` (speaker.decode=rerank) the plain keys come from best-of-n
+    captions instead (`listener_sub.rerank`; their own draws from decode.seed), and their kl adds the best-of-n bound
+    log n - (n - 1) / n to the estimate for the sampling policy: an upper bound. Deterministic given `seed`; no training state is touched. Under
     torchrun each rank plays its share of the boards (with the random numbers the whole set draws) and every rank
     returns the metrics of all of them.
     """
     pool = boards.checked_pool()
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     mine = ranks.shard(len(boards))
+    if decode is not None:  # every board's reranking numbers, drawn for the whole set like the evaluation's own
+        rerank_generator = torch.Generator(device=speaker.device).manual_seed(decode.seed)
+        rerank_draws = uniforms(len(boards), draws_per_board(decode.n, max_new_tokens, len(game.listeners)), rerank_generator, speaker.device)
     metrics: dict[str, float] = {}
     per_board: dict[str, np.ndarray] = {}  # each board's values, for boards_file
     for prefix, greedy in (("", True), ("sample/", False)):
@@ -103,12 +110,18 @@ def evaluate_speaker(
         for start in range(mine.start, mine.stop, chunk):
             part, part_draws = boards[start : min(start + chunk, mine.stop)], draws[start : min(start + chunk, mine.stop)]
             features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
-            gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, draws=part_draws[:, :max_new_tokens])
+            reranked = greedy and decode is not None
+            if reranked:
+                gen = rerank(speaker, game, part, features, rerank_draws[start : min(start + chunk, mine.stop)], decode.n, max_new_tokens)
+            else:
+                gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, draws=part_draws[:, :max_new_tokens])
             outcome = game.play(gen.texts, part, draws=part_draws[:, max_new_tokens:])
             kl = torch.zeros(len(part), device=speaker.device)
             if reference is not None:
                 ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
                 kl = (gen.token_log_probs - ref_logp).sum(1)
+            if reranked:
+                kl = kl + best_of_n_kl(decode.n)
             texts += gen.texts
             values = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
             values |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}

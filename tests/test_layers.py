@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("world", ("listener_sub.world",)),
     ("inputs", ("listener_sub.perception", "listener_sub.images", "listener_sub.data")),
     ("models", ("listener_sub.models", "listener_sub.adapters")),
-    ("game core", ("listener_sub.game", "listener_sub.rewards", "listener_sub.oracle", "listener_sub.evaluation", "listener_sub.metrics")),
+    ("game core", ("listener_sub.game", "listener_sub.rewards", "listener_sub.oracle", "listener_sub.evaluation", "listener_sub.metrics", "listener_sub.rerank")),
     ("algorithms", ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim")),
     ("assembly", ("listener_sub.assembly", "listener_sub.cache")),
     ("faces", ("listener_sub.commands", "listener_sub.envs", "listener_sub.report", "listener_sub.configs", "listener_sub.cli",

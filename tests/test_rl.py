@@ -279,6 +279,33 @@ def test_train_and_eval_commands(tmp_path):
     assert refused.returncode == 2 and "gamma" in refused.stderr
 
 
+def test_eval_of_the_captioner_greedy_and_reranked(tmp_path):
+    """checkpoint=captioner evaluates the RL reference itself (a train run's `before`); speaker.decode=rerank keeps the
+    best of n samples per board, its kl the best-of-n bound (the reference is the sampling speaker)."""
+    game = ["reward.lam=0.5", "game.distractors=hard"]
+    run = tmp_path / "run"
+    assert command("train", f"hydra.run.dir={run}", "trainer.steps=1", *game).returncode == 0
+    before = json.loads((run / "summary.json").read_text())["before"]
+    greedy = command("eval", f"hydra.run.dir={tmp_path / 'greedy'}", "checkpoint=captioner", *game)
+    assert greedy.returncode == 0, greedy.stderr
+    base = json.loads((tmp_path / "greedy" / "summary.json").read_text())
+    assert base["checkpoint"] == "captioner" and base["run"] is None and base["wall_s/eval"] > 0
+    assert base["after"] == pytest.approx(before, abs=1e-6)
+    reranked = command("eval", f"hydra.run.dir={tmp_path / 'rerank'}", "checkpoint=captioner", "speaker.decode=rerank", "speaker.rerank.n=4", *game)
+    assert reranked.returncode == 0, reranked.stderr
+    best = json.loads((tmp_path / "rerank" / "summary.json").read_text())
+    assert best["after"]["kl"] == pytest.approx(math.log(4) - 3 / 4, abs=1e-6) and base["after"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert best["config"]["speaker"]["rerank"]["n"] == 4
+    assert {k: v for k, v in best["after"].items() if k.startswith("sample/")} == pytest.approx({k: v for k, v in base["after"].items() if k.startswith("sample/")})
+    assert best["after"]["reward"] > base["after"]["sample/reward"]
+    unknown = command("eval", f"hydra.run.dir={tmp_path / 'beam'}", "checkpoint=captioner", "speaker.decode=beam")
+    assert unknown.returncode == 2 and "speaker.decode=beam" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+    none = command("eval", f"hydra.run.dir={tmp_path / 'none'}", "checkpoint=captioner", "speaker.decode=rerank", "speaker.rerank.n=0")
+    assert none.returncode == 2 and "speaker.rerank" in none.stderr
+    trained = command("train", f"hydra.run.dir={tmp_path / 'train'}", "speaker.decode=rerank")
+    assert trained.returncode == 2 and "listener-sub eval" in trained.stderr and not (tmp_path / "train" / "checkpoints").exists()
+
+
 @pytest.mark.slow
 def test_compiled_adapter_gives_the_eager_prefix_and_gradient(game, captioner, tmp_path):
     """trainer.compile=true: the step runs the adapter through torch.compile; its prefix and gradient are the eager ones,

@@ -26,6 +26,7 @@ from listener_sub.models.listener import known_models
 from listener_sub.models.lm import check_lm
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.rerank import DECODES, RerankConfig
 from listener_sub.rl import ADAPTER, RLConfig, latest_checkpoint
 from listener_sub.world import CaptionConfig, WorldConfig
 
@@ -230,6 +231,14 @@ def eval_config(cfg: DictConfig) -> EvalConfig:
         raise UserError(f"evaluation.boards={settings.boards}; evaluate on at least one board")
     settings.data = data_config(cfg.evaluation.get("data"), "evaluation.data")
     return settings
+
+
+def decode_config(cfg: DictConfig) -> RerankConfig | None:
+    """How evaluation captions are chosen: None for greedy decoding, the best-of-n settings for speaker.decode=rerank."""
+    decode = str(cfg.speaker.get("decode", "greedy"))
+    if decode not in DECODES:
+        raise UserError(f"speaker.decode={decode}: unknown decoding; choose one of: {', '.join(DECODES)}")
+    return typed(RerankConfig, cfg.speaker.get("rerank", {}), "speaker.rerank") if decode == "rerank" else None
 
 
 # ---------------------------------------------------------------- train runs and their checkpoints

@@ -20,7 +20,7 @@ from rich.console import Console
 from listener_sub.assembly import Assembly, pick_device
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import eval_config, run_spec, trainer_config
+from listener_sub.commands.common import decode_config, eval_config, run_spec, trainer_config
 from listener_sub.distributed import join, leave
 from listener_sub.errors import UserError
 from listener_sub.files import write_json
@@ -35,6 +35,8 @@ def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     rl_cfg = trainer_config(cfg)
     eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
+    if decode_config(cfg) is not None:
+        raise UserError("speaker.decode=rerank chooses evaluation captions; train with speaker.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker.decode=rerank`")
     try:
         check_constraint(rl_cfg.constraint, spec.reward)
     except ValueError as error:

@@ -62,6 +62,12 @@ class Generation:
         """(B*k, L) float: 1 for tokens up to and including EOS."""
         return length_mask(self.lengths, self.tokens.shape[1])
 
+    def __getitem__(self, rows: torch.Tensor) -> Generation:
+        """The captions of some rows (an index tensor), in that order."""
+        rows = rows.to(self.tokens.device)
+        texts = [self.texts[i] for i in rows.tolist()]
+        return Generation(self.tokens[rows], self.lengths[rows], texts, self.token_log_probs[rows])
+
 
 def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """(N,) lengths -> (N, width) float mask, 1 on the first lengths[i] positions."""

@@ -164,6 +164,54 @@ def constrained_table(rows: Sequence[RowResult]) -> list[str]:
     return lines
 
 
+ABLATION_COLUMNS = (
+    "row", "seeds", "truthful before RL (captioner)", "lm_nll before RL", "gap", "prob_gap", "mention/color",
+    "mention/shape", "truthful", "kl",
+)
+
+
+def ablation_table(rows: Sequence[RowResult]) -> list[str]:
+    """Markdown lines: one row per setting, with the captioning speaker's own quality (its greedy captions before RL)."""
+    lines = ["| " + " | ".join(ABLATION_COLUMNS) + " |", "|" + " --- |" * len(ABLATION_COLUMNS)]
+    for row in rows:
+        befores = [run.summary["before"] for run in row.runs]
+        cells = [
+            f"`{row.name}`", str(len(row.runs)), _pm(*seed_stats(befores, "truthful")), _pm(*seed_stats(befores, "lm_nll")), _pm(*row.stat("gap")),
+            _pm(*row.stat("prob_gap")), _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")), _pm(*row.stat("kl")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+RERANK_COLUMNS = (
+    "speaker", "seeds", "captions scored per test board", "captions scored in training", "gap", "gap 95% CI (boards)", "prob_gap",
+    "mention/color", "mention/shape", "truthful", "grammatical", "kl (rerank: upper bound)", "training s", "evaluation s",
+)
+
+
+def rerank_table(entries: Sequence[RowResult], rl_rows: Sequence[RowResult]) -> list[str]:
+    """Markdown lines: the captioning speaker decoded greedily or reranked (best of n by the game's reward, no training)
+    beside RL rows, on the same boards; cost as captions the listeners scored and seconds on the clock."""
+    lines = ["| " + " | ".join(RERANK_COLUMNS) + " |", "|" + " --- |" * len(RERANK_COLUMNS)]
+    for row, is_rl in [*((e, False) for e in entries), *((r, True) for r in rl_rows)]:
+        config = row.runs[0].summary["config"]
+        if is_rl:
+            trainer = config["trainer"]
+            per_board, trained = "1", f"{row.runs[0].summary['steps'] * trainer['boards'] * trainer['k']}"
+            train_s, eval_s = _pm(*seed_stats([run.summary for run in row.runs], "wall_s/rl")), "-"
+        else:
+            reranked = config["speaker"].get("decode") == "rerank"
+            per_board, trained, train_s = str(config["speaker"]["rerank"]["n"] if reranked else 1), "0", "0"
+            eval_s = _pm(*seed_stats([run.summary for run in row.runs], "wall_s/eval"))
+        cells = [
+            f"`{row.name}`" + (" (RL)" if is_rl else ""), str(len(row.runs)), per_board, trained, _pm(*row.stat("gap")), _interval(row.interval("gap")),
+            _pm(*row.stat("prob_gap")), _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")),
+            _pm(*row.stat("grammatical")), _pm(*row.stat("kl")), train_s, eval_s,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 @dataclass
 class TransferResult:
     """Zero-shot evaluations of a row's runs on one held-out domain."""
@@ -242,14 +290,19 @@ def write_results(
     resamples: int,
     attributes: Sequence[str] = ("color", "shape", "size", "fill"),
     constrained: Sequence[str] = (),
+    ablations: Sequence[str] = (),
+    reranks: Mapping[str, list[Path]] | None = None,
+    rerank_against: Sequence[str] = (),
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
     rows: row name -> its runs' directories; transfers: domain name -> (the row evaluated, each run's eval directory, in
     the row's order). header: the lines that open the document (the command and its wall time). constrained: the rows
-    of the constrained-vs-fixed-lam table.
+    of the constrained-vs-fixed-lam table. ablations: the rows of the ablation table, the first its reference. reranks:
+    entry -> the captioning speaker's eval directories (greedy or reranked), shown beside the RL rows `rerank_against`.
     """
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
+    entries = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in (reranks or {}).items()]
     by_name = {row.name: row for row in results}
     moved = [TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths]) for name, (row, paths) in transfers.items()]
     stem = out.stem
@@ -291,6 +344,26 @@ def write_results(
             "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL (`trainer.constraint`);",
             "the others keep lam fixed. lam is its value at the end of training.", "",
             *constrained_table([by_name[name] for name in constrained]),
+        ]
+    if ablations:
+        lines += [
+            "", "## Ablations", "",
+            f"Each row changes one setting of `{ablations[0]}` (the first line; each row's overrides are in the table above). The",
+            "columns before RL are the captioning speaker's greedy captions (with the adapter it was trained with): captioning",
+            "quality apart from RL.", "",
+            *ablation_table([by_name[name] for name in ablations]),
+        ]
+    if entries:
+        n_boards = len(entries[0].runs[0].boards["gap"])
+        lines += [
+            "", "## Inference-time subtraction (rerank) vs RL", "",
+            "The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked",
+            "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, the one with the best",
+            f"listener-subtraction reward kept), beside RL, on the same {n_boards} boards. Seeds: `speaker.rerank.seed` for the",
+            "rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami",
+            "et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,",
+            "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).", "",
+            *rerank_table(entries, [by_name[name] for name in rerank_against]),
         ]
     if moved:
         lines += ["", "## Zero-shot transfer", ""]
