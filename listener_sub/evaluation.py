@@ -112,7 +112,7 @@ def evaluate_speaker(
             features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
             reranked = greedy and decode is not None
             if reranked:
-                gen = rerank(speaker, game, part, features, rerank_draws[start : min(start + chunk, mine.stop)], decode.n, max_new_tokens)
+                gen = rerank(speaker, game, part, features, rerank_draws[start : min(start + chunk, mine.stop)], decode.n, max_new_tokens, decode.beta)
             else:
                 gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, draws=part_draws[:, :max_new_tokens])
             outcome = game.play(gen.texts, part, draws=part_draws[:, max_new_tokens:])

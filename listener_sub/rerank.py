@@ -1,7 +1,8 @@
 """Inference-time listener subtraction: best-of-n reranking of a speaker's sampled captions by the game's reward.
 
 No training: for each board the speaker samples n captions at temperature 1, the game plays every one of them, and the
-caption with the highest listener-subtraction reward is kept (ties: the first sampled). With the captioning adapter as
+caption with the highest listener-subtraction reward is kept (ties: the first sampled); with beta > 0 the score adds
+beta * log pi(caption), the decode-time counterpart of RL's KL penalty. With the captioning adapter as
 the speaker this is listener subtraction at decode time, the alternative to RL that costs n scored captions per board.
 """
 from __future__ import annotations
@@ -23,11 +24,14 @@ class RerankConfig:
     """Best-of-n decoding (speaker.decode=rerank): n temperature-1 samples per board, the best by the game's reward kept."""
 
     n: int = 16  # captions sampled and scored per board
+    beta: float = 0.0  # the score is reward + beta * log pi(caption): > 0 favours captions the speaker itself finds likely
     seed: int = 0  # draws the samples and the listeners' sampled picks (apart from the evaluation's own draws)
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"speaker.rerank.n={self.n}: sample at least one caption per board")
+        if self.beta < 0:
+            raise ValueError(f"speaker.rerank.beta={self.beta}: give a weight >= 0 (0: the reward alone)")
 
 
 def best_of_n_kl(n: int) -> float:
@@ -41,10 +45,12 @@ def draws_per_board(n: int, max_new_tokens: int, n_listeners: int) -> int:
 
 
 @torch.no_grad()
-def rerank(speaker: Speaker, game: Game, boards: Boards, features: VisionFeatures, draws: torch.Tensor, n: int, max_new_tokens: int) -> Generation:
-    """(b,) captions, one per board: of n sampled from the speaker's prefix of the target features, the one the game
-    rewards most. draws: (b, `draws_per_board`) uniform numbers, a board's own, so its caption does not depend on
-    which boards share a pass."""
+def rerank(
+    speaker: Speaker, game: Game, boards: Boards, features: VisionFeatures, draws: torch.Tensor, n: int, max_new_tokens: int, beta: float = 0.0
+) -> Generation:
+    """(b,) captions, one per board: of n sampled from the speaker's prefix of the target features, the one with the best
+    score, the game's reward + beta * log pi(caption). draws: (b, `draws_per_board`) uniform numbers, a board's own, so
+    its caption does not depend on which boards share a pass."""
     chosen: list[Generation] = []
     step = max(1, RERANK_CAPTIONS // n)
     n_tokens = n * max_new_tokens
@@ -55,8 +61,9 @@ def rerank(speaker: Speaker, game: Game, boards: Boards, features: VisionFeature
         token_draws = part_draws[:, :n_tokens].reshape(b * n, max_new_tokens)  # (b'*n, T): row i * n + j is sample j of board i
         pick_draws = part_draws[:, n_tokens:].reshape(b * n, -1)  # (b'*n, listeners)
         gen = speaker.sample(speaker.adapt(features[rows]), k=n, max_new_tokens=max_new_tokens, draws=token_draws)
-        reward = game.play(gen.texts, part.repeat(n), draws=pick_draws).reward.view(b, n)  # (b', n)
-        best = reward.argmax(1) + torch.arange(b, device=reward.device) * n  # (b',) rows of the best samples
+        reward = game.play(gen.texts, part.repeat(n), draws=pick_draws).reward  # (b'*n,)
+        score = (reward + beta * gen.token_log_probs.sum(1).to(reward.device)).view(b, n)  # (b', n)
+        best = score.argmax(1) + torch.arange(b, device=score.device) * n  # (b',) rows of the best samples
         chosen.append(gen[best])
     return Generation(
         tokens=torch.cat([pad(g.tokens, max_new_tokens, speaker.pad_id) for g in chosen]),  # (b, T)

@@ -42,6 +42,16 @@ def test_rerank_keeps_the_sample_the_game_rewards_most(played):
     torch.testing.assert_close(chosen.token_log_probs.sum(1), samples.token_log_probs[best + torch.arange(len(boards)) * N, :width].sum(1))
 
 
+def test_a_large_beta_keeps_the_sample_the_speaker_finds_most_likely(played):
+    game, speaker, boards, draws = played
+    features = speaker.encode(boards.target_images)
+    chosen = rerank(speaker, game, boards, features, draws, N, T, beta=1e6)
+    samples = speaker.sample(speaker.adapt(features), k=N, max_new_tokens=T, draws=draws[:, : N * T].reshape(-1, T))
+    likeliest = samples.token_log_probs.sum(1).view(len(boards), N).argmax(1)
+    assert chosen.texts == [samples.texts[b * N + int(j)] for b, j in enumerate(likeliest)]
+    assert chosen.texts != rerank(speaker, game, boards, features, draws, N, T).texts  # the reward alone chooses otherwise
+
+
 def test_rerank_does_not_depend_on_how_boards_share_a_pass(played, monkeypatch):
     game, speaker, boards, draws = played
     features = speaker.encode(boards.target_images)
@@ -70,3 +80,5 @@ def test_best_of_one_is_a_sample_and_its_kl_bound_zero():
     assert best_of_n_kl(1) == 0.0 and best_of_n_kl(16) == pytest.approx(math.log(16) - 15 / 16)
     with pytest.raises(ValueError, match="at least one caption"):
         RerankConfig(n=0)
+    with pytest.raises(ValueError, match="beta=-1"):
+        RerankConfig(beta=-1.0)

@@ -359,11 +359,14 @@ def write_results(
             "", "## Inference-time subtraction (rerank) vs RL", "",
             "The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked",
             "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, the one with the best",
-            f"listener-subtraction reward kept), beside RL, on the same {n_boards} boards. Seeds: `speaker.rerank.seed` for the",
+            "listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), the decode-time",
+            f"counterpart of RL's KL penalty), beside RL, on the same {n_boards} boards. Seeds: `speaker.rerank.seed` for the",
             "rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami",
             "et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,",
             "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).", "",
             *rerank_table(entries, [by_name[name] for name in rerank_against]),
+            "",
+            *[f"- `{entry.name}`: {entry.finding()}." for entry in entries],
         ]
     if moved:
         lines += ["", "## Zero-shot transfer", ""]
