@@ -76,7 +76,7 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     out = tmp_path / "docs" / "results.md"
     write_results(
         out, rows, {"shifted": ("honest", evals)}, ["# Results", "", "header line"], resamples=500, constrained=["liar"],
-        ablations=["honest", "liar"], reranks=reranks, rerank_against=["honest"],
+        ablations=["honest", "liar"], reranks=reranks, rerank_against=["honest"], truthful_settings={"liar": "honest"},
     )
     text = out.read_text()
     assert text.startswith("# Results\n\nheader line")
@@ -94,7 +94,11 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
         assert phi - plo < hi - lo  # the continuous gap is the tighter measure
         assert cells[8] == f"gray {np.mean([s['after']['acc/gray'] for s, _ in made[name]]):.3f}"
     assert "`honest`: " in text and "x the best fixed-subset oracle (0.550, color)" in text
-    assert "`liar`: beats the best fixed-subset oracle (0.300, color) with truthful 0.600 < 0.95: the gain comes from untruthful captions" in text
+    honest_gap = np.mean([summary["after"]["gap"] for summary, _ in made["honest"]])
+    assert (
+        "`liar`: beats the best fixed-subset oracle (0.300, color) with truthful 0.600 < 0.95: the gain comes from untruthful captions; "
+        f"`honest` keeps truthful >= 0.95 (0.990) with gap {honest_gap:.3f}."
+    ) in text
 
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
     honest_gaps = [summary["after"]["gap"] for summary, _ in made["honest"]]
@@ -119,7 +123,7 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     assert greedy[4].endswith("+- 0.000") and best[13] == "41.000 +- 1.000" and rl[12] == "51.000 +- 1.000" and rl[13] == "-"
     assert "log N - (N-1)/N" in text
 
-    for png in ("results_gap.png", "results_mentions.png"):
+    for png in ("results_gap.png", "results_mentions.png", "results_frontier.png"):
         assert f"]({png})" in text
         image = np.asarray(Image.open(out.parent / png).convert("L"))
         assert image.shape[1] >= 600 and image.std() > 10  # a drawn chart, not a blank page
@@ -139,7 +143,7 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         "~rows", "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
         "~transfer", "+transfer={shifted:{row:colorblind,eval:['evaluation.split=shifted']}}", "constrained=[no_subtraction,colorblind]",
         "ablations=[colorblind,no_subtraction]", "~rerank", "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
-        "rerank_against=[colorblind]",
+        "rerank_against=[colorblind]", "truthful_settings={}",
     ]
     first = listener_sub(*args, "jobs=2")  # two runs side by side, each output in its log
     assert first.returncode == 0, first.stderr[-3000:]

@@ -141,6 +141,9 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
         unknown = [name for name in cfg[key] if name not in cfg.rows]
         if unknown:
             raise UserError(f"{key} names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
+    unknown = [name for pair in cfg.truthful_settings.items() for name in pair if name not in cfg.rows]
+    if unknown:
+        raise UserError(f"truthful_settings names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
     for name, entry in cfg.transfer.items():
         if entry.row not in cfg.rows:
             raise UserError(f"transfer.{name}.row={entry.row} is not a row; choose one of: {', '.join(cfg.rows)}")
@@ -180,5 +183,7 @@ def main(cfg: DictConfig) -> None:
         *[f"| `{name}` | `{' '.join(overrides) or '(none)'}` |" for name, overrides in cfg.rows.items()],
     ]
     sections = {"constrained": list(cfg.constrained), "ablations": list(cfg.ablations), "rerank_against": list(cfg.rerank_against)}
-    write_results(Path(cfg.out).expanduser(), rows, transfers, header, int(cfg.bootstrap), reranks=reranks, **sections)
+    write_results(
+        Path(cfg.out).expanduser(), rows, transfers, header, int(cfg.bootstrap), reranks=reranks, truthful_settings=dict(cfg.truthful_settings), **sections
+    )
     print(f"results: wrote {cfg.out} in {time.perf_counter() - start:.0f} s")

@@ -104,15 +104,21 @@ class RowResult:
         first = self.runs[0].summary
         return float(first["fixed_oracle_gap"]), "+".join(first["fixed_oracle_subset"])
 
-    def finding(self) -> str:
-        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged."""
+    def finding(self, truthful_setting: RowResult | None = None) -> str:
+        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged, and the
+        setting named to keep its captions truthful (`truthful_setting`, another row) is shown beside it."""
         gap, truthful = self.stat("gap")[0], self.stat("truthful")[0]
         oracle, subset = self.oracle
         if gap > oracle and truthful < TRUTHFUL_BAR:
-            return (
+            flagged = (
                 f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful {truthful:.3f} < {TRUTHFUL_BAR}: "
                 "the gain comes from untruthful captions"
             )
+            if truthful_setting is None:
+                return flagged
+            kept = truthful_setting.stat("truthful")[0]
+            verdict = f"keeps truthful >= {TRUTHFUL_BAR}" if kept >= TRUTHFUL_BAR else f"does not reach truthful {TRUTHFUL_BAR} either"
+            return f"{flagged}; `{truthful_setting.name}` {verdict} ({kept:.3f}) with gap {truthful_setting.stat('gap')[0]:.3f}"
         if gap > oracle:
             return f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
         return f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})" if oracle > 0 else f"fixed-subset oracle {oracle:.3f}"
@@ -282,6 +288,23 @@ def mention_plot(rows: Sequence[RowResult], attributes: Sequence[str], path: Pat
     save_png(fig, path)
 
 
+def frontier_plot(rows: Sequence[RowResult], entries: Sequence[RowResult], path: Path) -> None:
+    """Gap against truthful (mean over seeds, std as error bars): RL rows as circles, the captioner decoded greedily or
+    reranked as triangles; the truthful bar and the first row's fixed-subset oracle as lines."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    for group, marker, color, label in ((rows, "o", "#2b6cd4", "RL"), (entries, "^", "#d4572b", "captioner: greedy / rerank")):
+        for i, row in enumerate(group):
+            (x, dx), (y, dy) = row.stat("truthful"), row.stat("gap")
+            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt=marker, color=color, ms=5, capsize=2, label=label if i == 0 else None)
+            ax.annotate(row.name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axvline(TRUTHFUL_BAR, color="#888", ls="--", lw=0.8)
+    ax.axhline(rows[0].oracle[0], color="#2e9d5b", lw=0.8, label=f"fixed-subset oracle ({rows[0].oracle[1]})")
+    ax.set_xlabel("truthful (greedy or kept captions)")
+    ax.set_ylabel("gap")
+    ax.legend(fontsize=7, frameon=False)
+    save_png(fig, path)
+
+
 def write_results(
     out: Path,
     rows: Mapping[str, list[Path]],
@@ -293,6 +316,7 @@ def write_results(
     ablations: Sequence[str] = (),
     reranks: Mapping[str, list[Path]] | None = None,
     rerank_against: Sequence[str] = (),
+    truthful_settings: Mapping[str, str] | None = None,
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
@@ -300,7 +324,9 @@ def write_results(
     the row's order). header: the lines that open the document (the command and its wall time). constrained: the rows
     of the constrained-vs-fixed-lam table. ablations: the rows of the ablation table, the first its reference. reranks:
     entry -> the captioning speaker's eval directories (greedy or reranked), shown beside the RL rows `rerank_against`.
+    truthful_settings: row -> the row whose setting keeps its captions truthful, named in its finding when it is flagged.
     """
+    truthful_settings = dict(truthful_settings or {})
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
     entries = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in (reranks or {}).items()]
     by_name = {row.name: row for row in results}
@@ -332,7 +358,7 @@ def write_results(
         "",
         *experiment_table(results),
         "",
-        *[f"- `{row.name}`: {row.finding()}." for row in results],
+        *[f"- `{row.name}`: {row.finding(by_name.get(truthful_settings.get(row.name, '')))}." for row in results],
         "",
         f"![gap per row]({gap_png.name})",
         "",
@@ -368,6 +394,10 @@ def write_results(
             "",
             *[f"- `{entry.name}`: {entry.finding()}." for entry in entries],
         ]
+        frontier_rows = [by_name[name] for name in dict.fromkeys([*rerank_against, *ablations])]
+        frontier_png = out.with_name(f"{stem}_frontier.png")
+        frontier_plot(frontier_rows, entries, frontier_png)
+        lines += ["", f"![gap against truthful, RL and rerank]({frontier_png.name})"]
     if moved:
         lines += ["", "## Zero-shot transfer", ""]
         lines += [
