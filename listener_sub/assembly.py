@@ -7,7 +7,6 @@ as they are; what is not given is trained by its recipe and cached under a key o
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import torch
 from listener_sub.cache import ArtifactCache
 from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.errors import UserError
-from listener_sub.files import atomic_path, config_key
+from listener_sub.files import config_key
 from listener_sub.game import Game, check_images, create_game
 from listener_sub.models.listener import Listener, create_listener, register_model_configs
 from listener_sub.models.lm import LMConfig
@@ -31,7 +30,7 @@ from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
 from listener_sub.world import PRETRAIN_SPLIT, CaptionConfig, WorldConfig
 
-CLIP_FILE = "open_clip.pt"  # a locally trained CLIP: an open_clip checkpoint
+CLIP_FILE = "open_clip.safetensors"  # a locally trained CLIP: its state dict, which open_clip loads by this suffix
 ADAPTER_FILE = "adapter.safetensors"  # the captioning adapter (its kind and config in adapter.json beside it)
 
 
@@ -188,9 +187,11 @@ class Assembly:
             futures = []
             for position, (key, (kind, kwargs)) in enumerate(missing.items()):
                 path = self.cache.path(kind, key, CLIP_FILE)
-                futures.append((kind, path, pool.submit(_train_clip, path, kwargs, self.progress, position)))
+                futures.append((kind, path, pool.submit(_train_clip, self.cache.root, kind, key, kwargs, self.progress, position)))
             for kind, path, future in futures:
-                self.cache.record(kind, str(path), future.result())
+                seconds = future.result()
+                if seconds is not None:
+                    self.cache.record(kind, str(path), seconds)
 
     def listener_checkpoint(self, name: str) -> str:
         """The listener's CLIP checkpoint: `pretrained` as given, else trained (or fine-tuned) locally and cached."""
@@ -270,11 +271,11 @@ def _file_identity(path: str) -> list[Any]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _train_clip(path: Path, kwargs: dict, progress: bool, position: int) -> float:
-    """Train one CLIP into `path` atomically on one torch thread (a worker process); returns its wall seconds."""
+def _train_clip(root: Path, kind: str, key: str, kwargs: dict, progress: bool, position: int) -> float | None:
+    """Train one CLIP into the cache at `root` on one torch thread (a worker process); returns its wall seconds, or None
+    when another process built it meanwhile."""
     torch.set_num_threads(1)
     register_model_configs()
-    start = time.perf_counter()
-    with atomic_path(path) as tmp:
-        save_listener(train_listener(progress=progress, position=position, **kwargs), tmp)
-    return time.perf_counter() - start
+    cache = ArtifactCache(root)
+    cache.get_or_build(kind, key, CLIP_FILE, lambda tmp: save_listener(train_listener(progress=progress, position=position, **kwargs), tmp))
+    return cache.wall_s.get(kind)

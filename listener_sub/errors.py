@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """Bad data: a missing or unreadable file, malformed JSON, an annotation pointing nowhere."""
+
+
+class TrainingDiverged(UserError):
+    """Training produced only non-finite losses or gradients for too many steps in a row; the message names the fix."""

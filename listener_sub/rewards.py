@@ -27,6 +27,12 @@ class Reward:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"unknown reward score {self.score!r}; choose one of: {', '.join(SCORES)}")
+        object.__setattr__(self, "lam", float(self.lam))
+        if self.lam < 0:
+            raise ValueError(
+                f"lam={self.lam} < 0 would reward the subtracted listeners for picking the target; use lam >= 0 "
+                "(0: no subtraction), and name a listener in reward.intended to reward it"
+            )
         if not self.intended:
             raise ValueError("the reward needs at least one intended listener (reward.intended={name: weight})")
         both = set(self.intended) & set(self.subtracted)

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import math
+import pickle
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +37,7 @@ from tqdm.auto import tqdm
 from listener_sub.data.imageset import Pixels
 from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
-from listener_sub.errors import UserError
+from listener_sub.errors import TrainingDiverged, UserError
 from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards, warm_pool
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Outcome
@@ -42,6 +46,7 @@ from listener_sub.models.speaker import Speaker, VisionFeatures, check_sampling,
 from listener_sub.optim import adamw, warmup_cosine
 
 BASELINES = ("rloo", "mean", "ema", "none")
+logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
 ADAPTER = "adapter.safetensors"  # a checkpoint's adapter weights (its kind and config in adapter.json beside them)
 STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG states, step and before-training metrics
@@ -81,8 +86,8 @@ class RLConfig:
     max_new_tokens: int = 16  # longest caption in tokens, EOS included
     baseline: str = "rloo"  # rloo (mean of the board's other k-1 samples) | mean (batch mean) | ema | none
     ema_decay: float = 0.9  # ema baseline: weight of its previous value
-    # KL coefficient: reward -= beta * sum_t (log pi - log pi_ref) over the caption's tokens. At 0.05 the speaker learnt to
-    # name a wrong shape, which misleads the colour-blind listener (greedy truthful 0.82); 0.15 keeps captions true (0.96).
+    # KL coefficient: reward -= beta * sum_t (log pi - log pi_ref) over the caption's tokens. With less, the speaker can learn
+    # to name a wrong shape, which misleads the colour-blind listener (the beta rows of docs/results.md measure the trade).
     beta: float = 0.15
     entropy: float = 0.0  # entropy bonus: reward += entropy * sum_t -log pi (the sampled estimate)
     lr: float = 3e-4  # AdamW peak learning rate
@@ -95,6 +100,8 @@ class RLConfig:
     log_every: int = 1  # steps between lines of metrics.jsonl / TensorBoard points
     eval_every: int = 100  # steps between evaluations (also before and after training); 0: before and after only
     save_every: int = 50  # steps between checkpoints (also at the end); 0: at the end only
+    keep_last: int = 0  # checkpoints kept on disk, the newest (older ones deleted once a new one is written); 0: all
+    max_bad_steps: int = 10  # a step with a non-finite loss or gradient is skipped (counted: skipped_steps); this many in a row stop the run
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
     compile: bool = False  # torch.compile the adapter as the step runs it (meant for GPUs: on a 2-core CPU it ran no faster)
@@ -107,10 +114,10 @@ class RLConfig:
             problems.append(f"baseline={self.baseline} (choose one of: {', '.join(BASELINES)})")
         if self.baseline == "rloo" and self.k < 2:
             problems.append(f"k={self.k} with baseline=rloo (needs k >= 2)")
-        for name in ("steps", "boards", "log_every"):
+        for name in ("steps", "boards", "log_every", "max_bad_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
-        for name in ("eval_every", "save_every", "warmup", "beta", "entropy", "max_grad_norm", "lr"):
+        for name in ("eval_every", "save_every", "keep_last", "warmup", "beta", "entropy", "max_grad_norm", "lr"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 0)")
         try:
@@ -281,9 +288,14 @@ class TargetInputs:
 # ---------------------------------------------------------------- the trainer
 
 
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first."""
+    return sorted(path for path in (Path(run_dir) / CHECKPOINTS).glob("step_*") if (path / STATE).is_file())
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The run's checkpoint of the highest step (None when it has none)."""
-    found = sorted(path for path in (Path(run_dir) / CHECKPOINTS).glob("step_*") if (path / STATE).is_file())
+    found = checkpoints(run_dir)
     return found[-1] if found else None
 
 
@@ -328,6 +340,8 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)  # training boards (every rank draws the global batch)
         self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
         self.step = 0
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient, in all
+        self.bad_in_a_row = 0  # of them, the latest consecutive ones
         self.phases = Phases(timed=False)  # wall time per part of a step, when timed (`listener-sub bench`)
         self.before: dict[str, float] = {}  # metrics of the captioning speaker, before any step
         self.wall_s = {"rl": 0.0, "eval": 0.0}  # seconds spent in this process
@@ -359,7 +373,9 @@ class Trainer:
         grad_norm, lr = self.update(objective.loss)
         with phase("bookkeeping"):
             metrics = self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
-        self.dual_step(metrics)
+        metrics["skipped_steps"] = float(self.skipped)
+        if not self.bad_in_a_row:
+            self.dual_step(metrics)
         return metrics
 
     def objective(self, game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor) -> Objective:
@@ -397,7 +413,11 @@ class Trainer:
         return frozen_inputs(self.speaker, self.reference, boards.target_images)
 
     def update(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr)."""
+        """Backward, gradient clipping and one AdamW step on the adapter; returns (the gradient norm, the step's lr).
+
+        A non-finite loss or gradient norm skips the AdamW step (the adapter and its optimizer state stay as they were;
+        the step still counts) with a warning; `max_bad_steps` of them in a row raise TrainingDiverged. Under torchrun the
+        averaged gradients make every rank see the same norm, so all skip together."""
         with self.phases("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -405,10 +425,27 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         with self.phases("optimizer"):
             lr = self.optimizer.param_groups[0]["lr"]
-            self.optimizer.step()
+            if bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+                self.optimizer.step()
+                self.bad_in_a_row = 0
+            else:
+                self.skip_step(float(loss.detach()), float(grad_norm))
             self.scheduler.step()
             self.step += 1
         return grad_norm, lr
+
+    def skip_step(self, loss: float, grad_norm: float) -> None:
+        """Count a step whose loss or gradient is not finite, warn, and stop the run after `max_bad_steps` in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        logger.warning("RL step %d skipped: loss %s, gradient norm %s (%d in a row)", self.step + 1, loss, grad_norm, self.bad_in_a_row)
+        if self.bad_in_a_row >= self.cfg.max_bad_steps:
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"{self.bad_in_a_row} RL steps in a row (up to step {self.step + 1}) had a non-finite loss or gradient; the last "
+                f"checkpoint ({last or 'none yet'}) is intact: lower trainer.lr or raise trainer.beta, then resume=true"
+            )
 
     def step_metrics(
         self, objective: Objective, outcome: Outcome, mask: torch.Tensor, grad_norm: torch.Tensor, lr: float, texts: list[str], boards: Boards
@@ -462,6 +499,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.baseline.ema,
+            "skipped": self.skipped,
             "multipliers": self.multipliers.state_dict(),
             "rng": {
                 "numpy": self.rng.bit_generator.state,
@@ -478,6 +516,9 @@ class Trainer:
             tmp.mkdir()
             write_adapter(self.speaker.adapter, tmp / ADAPTER)
             torch.save(state, tmp / STATE)
+        if self.cfg.keep_last:
+            for old in checkpoints(self.run_dir)[: -self.cfg.keep_last]:  # only once the new one is complete
+                shutil.rmtree(old)
         self.ranks.barrier()
         return path
 
@@ -488,9 +529,10 @@ class Trainer:
             self.speaker.adapter.load_state_dict(read_adapter(path / ADAPTER).state_dict())
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError, ValueError) as error:
+        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as error:  # unpickling: code refused unrun
             raise UserError(f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run") from error
         self.step, self.baseline.ema, self.before = state["step"], state["ema"], state["before"]
+        self.skipped = state.get("skipped", 0)  # checkpoints written before steps could be skipped had none
         if "multipliers" in state:  # checkpoints written before constrained subtraction ran with the fixed values
             self.multipliers.load_state_dict(state["multipliers"])
         self.game.reward = self.played_reward()
@@ -510,7 +552,7 @@ class Trainer:
         checkpoint = start_from(self.run_dir, resume)
         if checkpoint is not None:
             self.load(checkpoint)
-        log = RunLog(self.run_dir, self.step if resume else None, enabled=self.ranks.main)
+        log = RunLog(self.run_dir, self.step if resume else None, cfg.steps, enabled=self.ranks.main)
         try:
             if not resume:
                 self.before = self.evaluate()
@@ -538,14 +580,28 @@ class Trainer:
         return {"before": self.before, "after": after}
 
 
+def kept_on_resume(line: str, resumed: int, final: int) -> bool:
+    """Whether a metrics.jsonl line stays when a run resumes from step `resumed` (training up to `final`): every line up
+    to that step, but the final evaluation's at `final` (the resumed run evaluates again) and a line torn by a kill
+    during its write."""
+    try:
+        record = json.loads(line)
+        step = record["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+    if step == resumed == final:
+        return not any(key.startswith("eval/") for key in record)
+    return step <= resumed
+
+
 class RunLog:
     """metrics.jsonl (one JSON object per logged step) and TensorBoard events in the run directory.
 
-    Resuming from step s drops what an interrupted run logged after s, so each step is logged once. A disabled log
-    (ranks other than 0) writes nothing.
+    Resuming from step s drops what an interrupted run logged after s (and its final evaluation, when s is the last
+    step), so each step is logged once. A disabled log (ranks other than 0) writes nothing.
     """
 
-    def __init__(self, run_dir: Path, resumed_step: int | None = None, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, resumed_step: int | None = None, final_step: int = 0, enabled: bool = True) -> None:
         self.enabled = enabled
         if not enabled:
             return
@@ -553,7 +609,7 @@ class RunLog:
         self.path = run_dir / "metrics.jsonl"
         kept = []
         if resumed_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
+            kept = [line for line in self.path.read_text().splitlines() if kept_on_resume(line, resumed_step, final_step)]
         self.path.write_text("".join(line + "\n" for line in kept))
         purge = None if resumed_step is None else resumed_step + 1
         from torch.utils.tensorboard import SummaryWriter  # imported on use: it takes seconds

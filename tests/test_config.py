@@ -110,6 +110,14 @@ def test_the_adapter_is_a_group(spelling):
         (["listeners.full.perception={_target_:listener_sub.rewards.Reward,intended:{a:1}}"], r"is not a listener_sub\.perception\.Perception"),
         (["speaker.adapter.width=wide"], r"^speaker\.adapter\.width: "),
         (["+speaker.adapter.depht=3"], r"^speaker\.adapter: the perceiver adapter has no setting\(s\) depht"),
+        (["reward.lam=-1"], r"^reward: lam=-1\.0 < 0 would reward the subtracted listeners .* use lam >= 0"),
+        (["game.n_images=100000"], r"^game: need 2 <= n_images <= pool_size; got n_images=100000"),
+        (["trainer.k=1"], r"^trainer: bad trainer settings: k=1 with baseline=rloo \(needs k >= 2\)"),
+        (["trainer.max_new_tokens=0"], r"^trainer: .*max_new_tokens must be >= 1"),
+        (["trainer.temperature=0"], r"^trainer: .*temperature must be > 0"),
+        (["trainer.steps=-1", "trainer.boards=-3"], r"^trainer: bad trainer settings: steps=-1 \(must be >= 1\); boards=-3 \(must be >= 1\)"),
+        (["trainer.baseline=median"], r"^trainer: .*baseline=median \(choose one of: rloo, mean, ema, none\)"),
+        (["evaluation.boards=-1"], r"^evaluation\.boards=-1; evaluate on at least one board"),
     ],
 )
 def test_bad_choices_are_one_user_error_before_anything_is_built(overrides, message, isolated_cache):

@@ -1,4 +1,6 @@
 """The assembly of a run's models: trained once into the artifact cache, reused, real-format checkpoints load as models."""
+import os
+
 import numpy as np
 import open_clip
 import pytest
@@ -12,6 +14,7 @@ from listener_sub.commands.pretrain import pretrain_summary
 from listener_sub.errors import UserError
 from listener_sub.game import Boards, Pool, listen
 from listener_sub.models.listener import create_listener
+from listener_sub.rl import Trainer
 from listener_sub.world import WorldConfig, render, sample_scenes
 
 TINY = [
@@ -86,6 +89,31 @@ def test_random_vit_b_32_checkpoint_loads_as_a_listener(tmp_path):
         create_listener("x", "ViT-B-32", str(tmp_path / "missing.pt"))
     with pytest.raises(UserError, match="unknown open_clip model"):
         create_listener("x", "ViT-Q-99", None)
+
+
+class RunsCode:
+    """A pickle that would run a shell command when unpickled (never: weights-only loading refuses it)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_carries_code_is_refused_unrun(tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": RunsCode(marker)}, evil)
+    with pytest.raises(UserError, match=r"listener x: .*evil\.pt is not plain weights and was refused unread"):
+        create_listener("x", "ls-rn-tiny-64", str(evil))
+    run = tmp_path / "run" / "checkpoints" / "step_000001"
+    run.mkdir(parents=True)
+    (run / "trainer.pt").write_bytes(evil.read_bytes())
+    trainer = object.__new__(Trainer)  # only load() is exercised: it refuses before touching any state
+    with pytest.raises(UserError, match=r"checkpoint .*step_000001 is unreadable"):
+        Trainer.load(trainer, run)
+    assert not marker.exists()
 
 
 def test_listener_sees_through_its_perception(tmp_path):

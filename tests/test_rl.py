@@ -2,8 +2,11 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,10 +19,11 @@ from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # n
 from torch import nn
 
 from listener_sub.commands.common import build_reward, run_spec, trainer_config
-from listener_sub.errors import UserError
+from listener_sub.errors import TrainingDiverged, UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import Game, Pool, create_game
 from listener_sub.models.listener import register_model_configs
+from listener_sub.models.speaker import read_adapter
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
 from listener_sub.rl import Baseline, ConstraintConfig, Multipliers, RLConfig, TargetInputs, Trainer, check_constraint, latest_checkpoint
@@ -161,6 +165,53 @@ def test_resumed_run_is_bit_identical_to_a_straight_run(game, captioner, tmp_pat
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
 
 
+def test_keep_last_bounds_the_checkpoints_and_resume_drops_a_torn_metrics_line(game, captioner, tmp_path):
+    Trainer(rl_config(steps=3, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8)).fit()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    with open(tmp_path / "metrics.jsonl", "a") as out:
+        out.write('{"step": 4, "train/rew')  # killed while writing step 4's line
+    resumed = Trainer(rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8))
+    resumed.fit(resume=True)
+    logged = [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl") if "train/reward" in line]
+    assert resumed.step == 5 and logged == [1, 2, 3, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000004", "step_000005"]
+    every = [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert every == [0, 1, 2, 3, 3, 4, 5, 5]  # before, three steps and their evaluation, two more and the final one
+    Trainer(rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8)).fit(resume=True)
+    assert [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl")] == every  # killed after its final evaluation: once
+
+
+def poison(trainer: Trainer, steps: set[int], monkeypatch) -> None:
+    """Make the loss of the given (1-based) steps NaN, as a diverging objective would."""
+    objective = trainer.objective
+
+    def maybe_nan(*args):
+        out = objective(*args)
+        return replace(out, loss=out.loss * float("nan")) if trainer.step + 1 in steps else out
+
+    monkeypatch.setattr(trainer, "objective", maybe_nan)
+
+
+def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop_the_run(game, captioner, tmp_path, monkeypatch):
+    trainer = Trainer(rl_config(steps=6, save_every=1, max_bad_steps=3), speaker_from(captioner), game, tmp_path / "a", held_out(8))
+    poison(trainer, {3, 5, 6}, monkeypatch)
+    trainer.fit()
+    logged = [line["train/skipped_steps"] for line in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train/reward" in line]
+    assert logged == [0, 0, 1, 1, 2, 3]
+    adapters = {step: read_adapter(tmp_path / "a" / "checkpoints" / f"step_{step:06d}" / "adapter.safetensors").state_dict() for step in range(1, 7)}
+    assert all(torch.equal(adapters[2][key], adapters[3][key]) for key in adapters[2])  # step 3 left the adapter as it was
+    assert any(not torch.equal(adapters[3][key], adapters[4][key]) for key in adapters[3])  # step 4 trained
+    assert all(torch.isfinite(t).all() for t in adapters[6].values())
+
+    stopped = Trainer(rl_config(steps=6, save_every=1, max_bad_steps=2), speaker_from(captioner), game, tmp_path / "b", held_out(8))
+    poison(stopped, {2, 3}, monkeypatch)
+    with pytest.raises(TrainingDiverged, match=r"2 RL steps in a row \(up to step 3\) had a non-finite loss or gradient; the last checkpoint .*step_000002"):
+        stopped.fit()
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+    kept = read_adapter(tmp_path / "b" / "checkpoints" / "step_000002" / "adapter.safetensors").state_dict()
+    assert all(torch.isfinite(t).all() for t in kept.values())
+
+
 def test_resume_is_bit_identical_with_clip_listeners_that_remember_captions(captioner, tmp_path):
     """CLIP listeners that remember the text features of captions they have read (and forget them at each checkpoint):
     N steps straight and N/2 + N/2 give identical adapters when both runs checkpoint at N/2, as an interrupted run resumes
@@ -277,6 +328,33 @@ def test_train_and_eval_commands(tmp_path):
     assert four["checkpoint"].endswith("step_000001/adapter.safetensors")
     refused = command("eval", f"hydra.run.dir={tmp_path / 'eval5'}", f"checkpoint={run}", "+trainer.gamma=1")
     assert refused.returncode == 2 and "gamma" in refused.stderr
+
+    changed = command("train", f"hydra.run.dir={run}", "trainer.steps=3", "resume=true", "reward.lam=0.5", "game.distractors=hard", "trainer.lr=0.01")
+    assert changed.returncode == 2 and changed.stderr.strip().splitlines()[-1] == (
+        "listener-sub train: error: resume=true with settings that change the run: trainer.lr (0.0003 -> 0.01); "
+        "drop those overrides, or add resume_force=true to continue with them"
+    )  # trainer.steps and trainer.save_every (2 -> 3, 1 -> 50) may change
+
+
+def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapter_and_summary(tmp_path):
+    args = ["trainer.steps=6", "trainer.save_every=1", "trainer.eval_every=0"]
+    assert command("train", f"hydra.run.dir={tmp_path / 'straight'}", *args).returncode == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    killed = subprocess.Popen([sys.executable, "-m", "listener_sub", "train", *TINY, *args, f"hydra.run.dir={tmp_path / 'killed'}"], env=env)
+    rng = np.random.default_rng()
+    reached = tmp_path / "killed" / "checkpoints" / f"step_{rng.integers(1, 5):06d}" / "trainer.pt"
+    while killed.poll() is None and not reached.exists():
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.2))  # somewhere in the following steps, checkpoint writes or metric lines
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL, "the run ended before it was killed; kill it earlier"
+    resumed = command("train", f"hydra.run.dir={tmp_path / 'killed'}", *args, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    straight, again = (read_adapter(tmp_path / name / "checkpoints" / "step_000006" / "adapter.safetensors").state_dict() for name in ("straight", "killed"))
+    assert all(torch.equal(straight[key], again[key]) for key in straight)
+    ours, theirs = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "killed"))
+    assert ours["after"] == theirs["after"] and ours["before"] == theirs["before"] and ours["fixed_oracle_gap"] == theirs["fixed_oracle_gap"]
+    assert [line["step"] for line in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [0, 1, 2, 3, 4, 5, 6, 6]
 
 
 def test_eval_of_the_captioner_greedy_and_reranked(tmp_path):

@@ -8,6 +8,7 @@ table and returns the gap after training (for Hydra's optimizing sweepers).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,37 @@ from listener_sub.cli import hydra_command
 from listener_sub.commands.common import decode_config, eval_config, run_spec, trainer_config
 from listener_sub.distributed import join, leave
 from listener_sub.errors import UserError
-from listener_sub.files import write_json
+from listener_sub.files import to_plain, write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
 from listener_sub.rl import Trainer, check_constraint, start_from
+
+
+RUN_CONFIG = "run_config.json"  # the settings a run started with, beside its checkpoints
+RESUME_FREE = (  # settings a resumed run may change: how long, how often, where and how fast -- not what it learns
+    "resume", "resume_force", "threads", "device", "cache_dir", "clip_workers", "compile", "trainer.steps", "trainer.progress",
+    "trainer.eval_every", "trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.max_bad_steps", "trainer.compile",
+)
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf of a plain config."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {key: value for name, child in node.items() for key, value in leaves(child, f"{prefix}{name}.").items()}
+
+
+def check_resume(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a run with settings that change it (unless resume_force=true), naming each differing key."""
+    saved = run_dir / RUN_CONFIG
+    if not saved.exists():
+        print(f"train: {saved} is missing (a run from before resume checks): this run's settings are not compared", flush=True)
+        return
+    before, now = leaves(json.loads(saved.read_text())), leaves(to_plain(cfg))
+    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in RESUME_FREE)
+    if differ and not cfg.resume_force:
+        changes = ", ".join(f"{k} ({before.get(k, '(unset)')} -> {now.get(k, '(unset)')})" for k in differ)
+        raise UserError(f"resume=true with settings that change the run: {changes}; drop those overrides, or add resume_force=true to continue with them")
 
 
 @hydra_command("train")
@@ -44,6 +72,10 @@ def main(cfg: DictConfig) -> float:
     ranks = join(pick_device(spec.device))  # under torchrun: this process's rank, the process group joined
     run_dir = Path(ranks.broadcast(HydraConfig.get().runtime.output_dir))  # rank 0's run directory
     start_from(run_dir, cfg.resume)  # a resume without a checkpoint fails here, before any pretraining
+    if cfg.resume:
+        check_resume(run_dir, cfg)
+    elif ranks.main:
+        write_json(run_dir / RUN_CONFIG, cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     cache = ArtifactCache(cfg.get("cache_dir"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,8 @@ def create_listener(
         raise UserError(f"listener {name}: checkpoint {pretrained} does not exist; train it with `listener-sub pretrain`")
     try:
         clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device)
+    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refuses a pickle that would run code
+        raise UserError(f"listener {name}: {pretrained} is not plain weights and was refused unread ({error}); use a safetensors or weights-only checkpoint") from None
     except RuntimeError as error:  # unknown tag, or weights that do not fit the model
         raise UserError(f"listener {name}: cannot load {model} with pretrained={pretrained}: {error}") from None
     return Listener(name, clip, open_clip.get_tokenizer(model), make_perception(perception), model).to(device)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -449,8 +450,8 @@ class _CaptionBatches:
 
 
 def save_listener(model: open_clip.CLIP, path: str | Path) -> Path:
-    """Save as an open_clip checkpoint that create_model_and_transforms(name, pretrained=path) loads."""
+    """Save as safetensors that create_model_and_transforms(name, pretrained=path) loads (path ending .safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict()}, path)
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(path))
     return path
