@@ -66,17 +66,17 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     for s in range(3):
         path = tmp_path / "transfer" / f"seed_{s}"
         path.mkdir(parents=True)
-        after = {"gap": 0.4 + 0.01 * s, "mention/color": 0.95, "truthful": 0.97, "grammatical": 1.0}
+        after = {"gap": 0.4 + 0.01 * s, "mention/color": 0.95, "mention/shape": 0.2, "truthful": 0.97, "grammatical": 1.0}
         (path / "summary.json").write_text(json.dumps({"after": after, "fixed_oracle_gap": 0.5}))
         evals.append(path)
     reranks = {"greedy": [tmp_path / "greedy" / f"seed_{s}" for s in range(3)], "best_of_8": [tmp_path / "best" / f"seed_{s}" for s in range(3)]}
     for s, (greedy, best) in enumerate(zip(*reranks.values())):
         fake_run(greedy, 20, 0.1, 0.99, 0.55)  # one deterministic captioner: the same values in every seed
-        fake_run(best, 30 + s, 0.3, 0.98, 0.55, rerank_n=8)
+        fake_run(best, 30 + s, 0.3, 0.9, 0.55, rerank_n=8)  # below the truthful bar without beating the oracle
     out = tmp_path / "docs" / "results.md"
     write_results(
-        out, rows, {"shifted": ("honest", evals)}, ["# Results", "", "header line"], resamples=500, constrained=["liar"],
-        ablations=["honest", "liar"], reranks=reranks, rerank_against=["honest"], truthful_settings={"liar": "honest"},
+        out, rows, [("shifted", "honest", evals)], ["# Results", "", "header line"], resamples=500, constrained=["liar"],
+        ablations=["honest", "liar"], reranks=reranks, rerank_against=["honest"], truthful_settings={"liar": "honest", "best_of_8": "greedy"},
     )
     text = out.read_text()
     assert text.startswith("# Results\n\nheader line")
@@ -102,7 +102,8 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
 
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
     honest_gaps = [summary["after"]["gap"] for summary, _ in made["honest"]]
-    assert cells[2] == "0.410 +- 0.010" and cells[4] == f"{0.41 / np.mean(honest_gaps):.2f}"
+    assert cells[1] == "`honest`" and cells[3] == "0.410 +- 0.010" and cells[5] == f"{0.41 / np.mean(honest_gaps):.2f}"
+    assert cells[7] == "0.200 +- 0.000" and cells[8] == "0.100 +- 0.000"  # mention/shape there and at home
 
     (cells,) = table_rows(text, "`liar`", CONSTRAINED_COLUMNS)
     lams = [summary["multipliers"]["lam"] for summary, _ in made["liar"]]
@@ -122,6 +123,12 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     assert greedy[2:4] == ["1", "0"] and best[2:4] == ["8", "0"] and rl[2:4] == ["1", str(400 * 32 * 4)]
     assert greedy[4].endswith("+- 0.000") and best[13] == "41.000 +- 1.000" and rl[12] == "51.000 +- 1.000" and rl[13] == "-"
     assert "log N - (N-1)/N" in text
+    best_gap = np.mean([json.loads((p / "summary.json").read_text())["after"]["gap"] for p in reranks["best_of_8"]])
+    greedy_gap = json.loads((reranks["greedy"][0] / "summary.json").read_text())["after"]["gap"]
+    assert (
+        f"- `best_of_8`: {best_gap / 0.55:.2f}x the best fixed-subset oracle (0.550, color), truthful 0.900 < 0.95; "
+        f"`greedy` keeps truthful >= 0.95 (0.990) with gap {greedy_gap:.3f}."
+    ) in text
 
     for png in ("results_gap.png", "results_mentions.png", "results_frontier.png"):
         assert f"]({png})" in text
@@ -141,7 +148,7 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         f"out={tmp_path / 'docs' / 'results.md'}", f"runs={tmp_path / 'runs'}", "quick=true", "quick_seeds=[0,1]",
         f"quick_overrides=[{tiny},'trainer.steps=2','trainer.eval_every=0']", "bootstrap=200",
         "~rows", "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
-        "~transfer", "+transfer={shifted:{row:colorblind,eval:['evaluation.split=shifted']}}", "constrained=[no_subtraction,colorblind]",
+        "~transfer", "+transfer={shifted:{eval:['evaluation.split=shifted']}}", "transfer_rows=[colorblind]", "constrained=[no_subtraction,colorblind]",
         "ablations=[colorblind,no_subtraction]", "~rerank", "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
         "rerank_against=[colorblind]", "truthful_settings={}",
     ]
@@ -158,9 +165,9 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         (cells,) = table_rows(text, f"`{row}`")
         assert cells[2] == f"{gaps.mean():.3f} +- {gaps.std(ddof=1):.3f}"
     assert json.loads((runs / "no_subtraction" / "seed_0" / "summary.json").read_text())["config"]["reward"]["lam"] == 0.0
-    shifted = [json.loads((runs / "transfer" / "shifted" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+    shifted = [json.loads((runs / "transfer" / "shifted" / "colorblind" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
-    assert cells[2] == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
+    assert cells[3] == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
     assert "quick variant" in text and "jobs=2" in text
     assert str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()  # the child's own output
     reranked = [json.loads((runs / "rerank" / "best_of_2" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]

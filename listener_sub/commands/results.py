@@ -3,9 +3,9 @@
 Each row (`rows.<name>`: train overrides) runs once per RL seed (`trainer.seed`) as a Hydra multirun of `listener-sub
 train` into <runs>/<row>/seed_<s>/; each rerank entry (`rerank.<name>`: eval overrides) evaluates the captioning speaker
 (`listener-sub eval checkpoint=captioner`, inference-time subtraction when it sets speaker.decode=rerank) once per seed
-(`speaker.rerank.seed`) into <runs>/rerank/<name>/seed_<s>/; each transfer entry evaluates a row's runs zero-shot with
-`listener-sub eval` on held-out data (the world's `shifted` split, or a folder the command exports first) into
-<runs>/transfer/<name>/seed_<s>/. A finished run is found and reused, so an interrupted sweep continues where it stopped.
+(`speaker.rerank.seed`) into <runs>/rerank/<name>/seed_<s>/; each transfer domain (`transfer.<name>`: eval overrides on
+held-out data, the world's `shifted` split or a folder the command exports first) evaluates the runs of every row of
+`transfer_rows` zero-shot with `listener-sub eval` into <runs>/transfer/<name>/<row>/seed_<s>/. A finished run is found and reused, so an interrupted sweep continues where it stopped.
 `jobs` child commands run at once, each with cores // jobs torch threads and its output in a .log beside its runs. Then
 the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
 `quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline in minutes.
@@ -47,7 +47,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
 
     def run(job: Job) -> tuple[Job, int]:
         start = time.perf_counter()
-        print(f"results: {job.name}: started", flush=True)
+        print(f"results: {job.name}: started\n", end="", flush=True)  # one write: lines of jobs side by side stay whole
         command = [sys.executable, "-m", "listener_sub", *job.args]
         if parallel == 1:
             code = subprocess.run(command, env=env).returncode
@@ -55,7 +55,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
             job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "w") as log:
                 code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        print(f"results: {job.name}: {'finished' if code == 0 else f'FAILED (exit {code})'} in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"results: {job.name}: {'finished' if code == 0 else f'FAILED (exit {code})'} in {time.perf_counter() - start:.0f} s\n", end="", flush=True)
         return job, code
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -112,20 +112,25 @@ def export_jobs(cfg: DictConfig, runs: Path) -> list[Job]:
     return jobs
 
 
-def transfer_jobs(cfg: DictConfig, runs: Path, rows: dict[str, list[Path]], common: list[str]) -> tuple[dict[str, tuple[str, list[Path]]], list[Job]]:
-    """Each transfer entry's row and evaluation directories, and the zero-shot evaluations of the row's runs it lacks."""
-    transfers, jobs = {}, []
+def transfer_jobs(
+    cfg: DictConfig, runs: Path, rows: dict[str, list[Path]]
+) -> tuple[list[tuple[str, str, list[Path]]], list[Job]]:
+    """(domain, row, each run's evaluation directory) for every transfer domain and row of `transfer_rows`, and the
+    zero-shot evaluations of them it lacks."""
+    transfers, jobs = [], []
     for name, entry in cfg.transfer.items():
         overrides = list(entry.eval)
         if entry.get("export"):
             overrides += ["data=clevr", f"data.root={runs / 'transfer' / f'{name}_folder'}", "data.image_size=null"]
-        out = []
-        for run in rows[entry.row]:
-            target = runs / "transfer" / name / run.name
-            if not finished(target, needs_boards=False):
-                jobs.append(Job(f"transfer {name} {run.name}", ["eval", f"checkpoint={run}", *overrides, f"hydra.run.dir={target}"], target.with_suffix(".log")))
-            out.append(target)
-        transfers[name] = (entry.row, out)
+        for row in cfg.transfer_rows:
+            out = []
+            for run in rows[row]:
+                target = runs / "transfer" / name / row / run.name
+                if not finished(target, needs_boards=False):
+                    args = ["eval", f"checkpoint={run}", *overrides, f"hydra.run.dir={target}"]
+                    jobs.append(Job(f"transfer {name} {row} {run.name}", args, target.with_suffix(".log")))
+                out.append(target)
+            transfers.append((name, row, out))
     return transfers, jobs
 
 
@@ -137,16 +142,16 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
         raise UserError(f"seeds={seeds}: give distinct RL seeds, at least one")
     if int(cfg.jobs) < 1:
         raise UserError(f"jobs={cfg.jobs}: run at least one child command at a time")
-    for key in ("constrained", "ablations", "rerank_against"):
+    for key in ("constrained", "ablations", "rerank_against", "transfer_rows"):
         unknown = [name for name in cfg[key] if name not in cfg.rows]
         if unknown:
             raise UserError(f"{key} names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
-    unknown = [name for pair in cfg.truthful_settings.items() for name in pair if name not in cfg.rows]
+    named = [*cfg.rows, *cfg.rerank]
+    unknown = [name for pair in cfg.truthful_settings.items() for name in pair if name not in named]
     if unknown:
-        raise UserError(f"truthful_settings names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
-    for name, entry in cfg.transfer.items():
-        if entry.row not in cfg.rows:
-            raise UserError(f"transfer.{name}.row={entry.row} is not a row; choose one of: {', '.join(cfg.rows)}")
+        raise UserError(f"truthful_settings names {unknown}, which are neither rows nor rerank entries; choose from: {', '.join(named)}")
+    if cfg.transfer and not cfg.transfer_rows:
+        raise UserError("transfer names domains but transfer_rows is empty; name the rows to evaluate there (transfer_rows=[colorblind])")
 
 
 @hydra_command("results")
@@ -162,7 +167,7 @@ def main(cfg: DictConfig) -> None:
     rows, trains = row_jobs(cfg, runs, seeds, common)
     reranks, evals = rerank_jobs(cfg, runs, seeds, common)
     run_jobs([*trains, *evals, *export_jobs(cfg, runs)], int(cfg.jobs))
-    transfers, zero_shot = transfer_jobs(cfg, runs, rows, common)
+    transfers, zero_shot = transfer_jobs(cfg, runs, rows)
     run_jobs(zero_shot, int(cfg.jobs))
     wall = time.perf_counter() - start
     variant = "quick" if cfg.quick else "full"

@@ -105,23 +105,25 @@ class RowResult:
         return float(first["fixed_oracle_gap"]), "+".join(first["fixed_oracle_subset"])
 
     def finding(self, truthful_setting: RowResult | None = None) -> str:
-        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged, and the
-        setting named to keep its captions truthful (`truthful_setting`, another row) is shown beside it."""
+        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged; with captions
+        below the truthful bar, the setting named to keep them truthful (`truthful_setting`, another row) is shown beside."""
         gap, truthful = self.stat("gap")[0], self.stat("truthful")[0]
         oracle, subset = self.oracle
         if gap > oracle and truthful < TRUTHFUL_BAR:
-            flagged = (
+            text = (
                 f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful {truthful:.3f} < {TRUTHFUL_BAR}: "
                 "the gain comes from untruthful captions"
             )
-            if truthful_setting is None:
-                return flagged
+        elif gap > oracle:
+            text = f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
+        else:
+            text = f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})" if oracle > 0 else f"fixed-subset oracle {oracle:.3f}"
+            text += f", truthful {truthful:.3f} < {TRUTHFUL_BAR}" if truthful < TRUTHFUL_BAR else ""
+        if truthful < TRUTHFUL_BAR and truthful_setting is not None:
             kept = truthful_setting.stat("truthful")[0]
             verdict = f"keeps truthful >= {TRUTHFUL_BAR}" if kept >= TRUTHFUL_BAR else f"does not reach truthful {TRUTHFUL_BAR} either"
-            return f"{flagged}; `{truthful_setting.name}` {verdict} ({kept:.3f}) with gap {truthful_setting.stat('gap')[0]:.3f}"
-        if gap > oracle:
-            return f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
-        return f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})" if oracle > 0 else f"fixed-subset oracle {oracle:.3f}"
+            text += f"; `{truthful_setting.name}` {verdict} ({kept:.3f}) with gap {truthful_setting.stat('gap')[0]:.3f}"
+        return text
 
 
 EXPERIMENT_COLUMNS = (
@@ -222,7 +224,7 @@ def rerank_table(entries: Sequence[RowResult], rl_rows: Sequence[RowResult]) -> 
 class TransferResult:
     """Zero-shot evaluations of a row's runs on one held-out domain."""
 
-    name: str
+    name: str  # the domain
     row: RowResult
     evals: list[dict]  # each run's eval summary.json there
 
@@ -230,7 +232,10 @@ class TransferResult:
         return seed_stats([e["after"] for e in self.evals], key)
 
 
-TRANSFER_COLUMNS = ("domain", "seeds", "gap", "in-domain gap", "ratio (of the means)", "mention/color", "truthful", "grammatical", "fixed oracle gap")
+TRANSFER_COLUMNS = (
+    "domain", "row", "seeds", "gap", "in-domain gap", "ratio (of the means)", "mention/color", "mention/shape",
+    "in-domain mention/shape", "truthful", "grammatical", "fixed oracle gap",
+)
 
 
 def transfer_table(results: Sequence[TransferResult]) -> list[str]:
@@ -240,8 +245,9 @@ def transfer_table(results: Sequence[TransferResult]) -> list[str]:
         ratio = f"{gap[0] / home[0]:.2f}" if home[0] else "n/a (in-domain gap 0)"  # of the means over seeds
         oracle = np.mean([e["fixed_oracle_gap"] for e in t.evals])
         cells = [
-            t.name, str(len(t.evals)), _pm(*gap), _pm(*home), ratio,
-            _pm(*t.stat("mention/color")), _pm(*t.stat("truthful")), _pm(*t.stat("grammatical")), f"{oracle:.3f}",
+            t.name, f"`{t.row.name}`", str(len(t.evals)), _pm(*gap), _pm(*home), ratio, _pm(*t.stat("mention/color")),
+            _pm(*t.stat("mention/shape")), _pm(*t.row.stat("mention/shape")), _pm(*t.stat("truthful")), _pm(*t.stat("grammatical")),
+            f"{oracle:.3f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -308,7 +314,7 @@ def frontier_plot(rows: Sequence[RowResult], entries: Sequence[RowResult], path:
 def write_results(
     out: Path,
     rows: Mapping[str, list[Path]],
-    transfers: Mapping[str, tuple[str, list[Path]]],
+    transfers: Sequence[tuple[str, str, list[Path]]],
     header: Sequence[str],
     resamples: int,
     attributes: Sequence[str] = ("color", "shape", "size", "fill"),
@@ -320,17 +326,19 @@ def write_results(
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
-    rows: row name -> its runs' directories; transfers: domain name -> (the row evaluated, each run's eval directory, in
-    the row's order). header: the lines that open the document (the command and its wall time). constrained: the rows
+    rows: row name -> its runs' directories; transfers: (domain, the row evaluated, each run's eval directory in the
+    row's order). header: the lines that open the document (the command and its wall time). constrained: the rows
     of the constrained-vs-fixed-lam table. ablations: the rows of the ablation table, the first its reference. reranks:
     entry -> the captioning speaker's eval directories (greedy or reranked), shown beside the RL rows `rerank_against`.
-    truthful_settings: row -> the row whose setting keeps its captions truthful, named in its finding when it is flagged.
+    truthful_settings: row or rerank entry -> the row or entry whose setting keeps its captions truthful, named in its
+    finding when it is flagged.
     """
     truthful_settings = dict(truthful_settings or {})
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
     entries = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in (reranks or {}).items()]
     by_name = {row.name: row for row in results}
-    moved = [TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths]) for name, (row, paths) in transfers.items()]
+    kept_by = {row.name: row for row in [*results, *entries]}  # what truthful_settings may name
+    moved = [TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths]) for name, row, paths in transfers]
     stem = out.stem
     gap_png, mention_png = out.with_name(f"{stem}_gap.png"), out.with_name(f"{stem}_mentions.png")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +366,7 @@ def write_results(
         "",
         *experiment_table(results),
         "",
-        *[f"- `{row.name}`: {row.finding(by_name.get(truthful_settings.get(row.name, '')))}." for row in results],
+        *[f"- `{row.name}`: {row.finding(kept_by.get(truthful_settings.get(row.name, '')))}." for row in results],
         "",
         f"![gap per row]({gap_png.name})",
         "",
@@ -392,7 +400,7 @@ def write_results(
             "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).", "",
             *rerank_table(entries, [by_name[name] for name in rerank_against]),
             "",
-            *[f"- `{entry.name}`: {entry.finding()}." for entry in entries],
+            *[f"- `{entry.name}`: {entry.finding(kept_by.get(truthful_settings.get(entry.name, '')))}." for entry in entries],
         ]
         frontier_rows = [by_name[name] for name in dict.fromkeys([*rerank_against, *ablations])]
         frontier_png = out.with_name(f"{stem}_frontier.png")
@@ -402,7 +410,8 @@ def write_results(
         lines += ["", "## Zero-shot transfer", ""]
         lines += [
             "Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style",
-            "and combinations; the models were pretrained on the broad `pretrain` split.",
+            "and combinations; the models were pretrained on the broad `pretrain` split. mention/shape beside its in-domain",
+            "value: whether the speaker still leaves shape out there.",
             "",
             *transfer_table(moved),
         ]
