@@ -373,9 +373,7 @@ class Trainer:
         grad_norm, lr = self.update(objective.loss)
         with phase("bookkeeping"):
             metrics = self.step_metrics(objective, outcome, mask, grad_norm, lr, gen.texts, boards.repeat(cfg.k))
-        metrics["skipped_steps"] = float(self.skipped)
-        if not self.bad_in_a_row:
-            self.dual_step(metrics)
+        self.dual_step(metrics)
         return metrics
 
     def objective(self, game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor) -> Objective:
@@ -387,6 +385,8 @@ class Trainer:
         the new lam from the next step on; the step's metrics gain the lam and beta it was trained with."""
         subtracted = [metrics[f"acc/{name}"] for name in self.reward.subtracted]
         metrics |= {"lam": self.multipliers.lam, "beta": self.multipliers.beta}
+        if self.bad_in_a_row:
+            return  # a skipped step (non-finite loss or gradient) moves no multiplier
         self.multipliers.update(float(np.mean(subtracted)) if subtracted else 0.0, metrics["kl"])
         self.game.reward = self.played_reward()
 
@@ -462,7 +462,7 @@ class Trainer:
         every = {key: torch.cat([share["rows"][key] for share in shares]) for key in rows}  # (world * B*k,) each
         metrics = {key: float(value.mean()) for key, value in every.items() if key != "advantage"}
         metrics |= {"advantage_std": float(every["advantage"].std()), "loss": float(np.mean([share["loss"] for share in shares]))}
-        metrics |= {"grad_norm": float(grad_norm), "lr": lr, "captions": float(len(every["reward"]))}
+        metrics |= {"grad_norm": float(grad_norm), "lr": lr, "captions": float(len(every["reward"])), "skipped_steps": float(self.skipped)}
         pool = boards.checked_pool()
         all_texts = [text for share in shares for text in share["texts"]]
         all_items = np.concatenate([share["items"] for share in shares])
