@@ -138,6 +138,8 @@ class parallel_raw_env(ParallelEnv):
         return [SPEAKER] if self.round.caption is None else list(self.round.listeners)
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if not self.agents:
+            raise ValueError("no episode is running (it has ended, or reset() was not called); call reset() for a new board")
         missing = [agent for agent in self.acting_agents if agent not in actions]
         if missing:
             raise ValueError(f"this phase needs actions of {missing}")

@@ -76,17 +76,33 @@ class Round:
         return {"board": self.view(agent), "caption": self.tokens.copy()}
 
     def speak(self, action: Any) -> None:
-        tokens = np.asarray(action, dtype=np.int64)
-        if tokens.shape != (self.max_tokens,) or tokens.min() < 0 or tokens.max() >= len(self.tokenizer):
-            raise ValueError(f"the speaker acts with {self.max_tokens} token ids in [0, {len(self.tokenizer)}), got {action!r}")
-        self.tokens = tokens
-        self.caption = decode_tokens(self.tokenizer, tokens[None])[0]
+        """The speaker's (max_tokens,) integer token ids; anything else (floats, another shape, ids out of the vocabulary,
+        a second caption) is a ValueError, never truncated or wrapped."""
+        self.check_open()
+        if self.caption is not None:
+            raise ValueError("the speaker has spoken this round; call reset() for a new board")
+        tokens = np.asarray(action)
+        if tokens.dtype.kind not in "iu" or tokens.shape != (self.max_tokens,) or tokens.min() < 0 or tokens.max() >= len(self.tokenizer):
+            raise ValueError(f"the speaker acts with {self.max_tokens} integer token ids in [0, {len(self.tokenizer)}), got {action!r}")
+        self.tokens = tokens.astype(np.int64)
+        self.caption = decode_tokens(self.tokenizer, self.tokens[None])[0]
 
     def pick(self, agent: str, action: Any) -> None:
-        position = int(action)
-        if not 0 <= position < self.game.n_images:
-            raise ValueError(f"{agent} picks a position in [0, {self.game.n_images}), got {action!r}")
-        self.picks[agent] = position
+        """A listener's picked position: one integer in [0, N); a float, an array of another shape or a bool is a ValueError."""
+        self.check_open()
+        if self.caption is None:
+            raise ValueError(f"{agent} picks before the speaker has spoken; the speaker acts first")
+        position = np.asarray(action)
+        if position.dtype.kind not in "iu" or position.shape != () or not 0 <= int(position) < self.game.n_images:
+            raise ValueError(f"{agent} picks one integer position in [0, {self.game.n_images}), got {action!r}")
+        self.picks[agent] = int(position)
+
+    def check_open(self) -> None:
+        """A round takes actions only between reset() and its outcome."""
+        if not hasattr(self, "boards"):
+            raise ValueError("the round has no board yet; call reset() first")
+        if self.outcome is not None:
+            raise ValueError("this round is over (scored); call reset() for a new board")
 
     def listen(self, caption: str) -> dict[str, torch.Tensor]:
         """Listener name -> (1, N) P(image | caption) on this round's board, through the game core."""

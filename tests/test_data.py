@@ -331,3 +331,21 @@ def test_pretraining_reads_a_folders_train_split_unless_mapped():
     assert DataConfig(kind="clevr", root="x").split_name("pretrain") == "train"
     assert DataConfig(kind="coco", root="x", splits={"train": "train2017"}).split_name("pretrain") == "train2017"
     assert DataConfig(kind="clevr", root="x", splits={"train": "a", "pretrain": "b"}).split_name("pretrain") == "b"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=0, max_size=600))
+def test_random_bytes_as_an_image_file_are_a_data_error_or_an_image(tmp_path_factory, blob):
+    root = tmp_path_factory.mktemp("fuzz")
+    image(root / "ok.png")
+    (root / "fuzz.png").write_bytes(blob)
+    folders._LOADED.clear()
+    try:
+        images = load("folder", root, ".", image_size=8)
+    except DataError as error:
+        assert "fuzz.png" in str(error)  # the one documented error, naming the file
+    else:
+        assert len(images) == 2 and images.images[np.arange(2)].shape == (2, 8, 8, 3)  # the bytes happened to be an image
+    folders._LOADED.clear()
+    images = load("folder", root, ".", image_size=8, skip_bad=True)
+    assert len(images) + len(images.skipped) == 2

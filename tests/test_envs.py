@@ -3,6 +3,8 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
 from pettingzoo.utils.conversions import aec_wrapper_fn
 from tiny_game import one_thread, tiny_game, tiny_listeners, tiny_speaker, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
@@ -66,8 +68,60 @@ def test_agents_spaces_and_observations(factories, game, tokenizer):
     spoken = np.array(tokenizer("a red object .", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * 12)
     env.step(spoken)
     assert np.array_equal(env.observe("listener_0")["caption"], spoken) and round_.caption == "a red object ."
-    with pytest.raises(ValueError, match="picks a position"):
+    with pytest.raises(ValueError, match="picks one integer position"):
         env.unwrapped.round.pick("listener_0", 7)
+
+
+SPOKEN = [1] * 16  # token ids of a caption (the tiny tokenizer's id 1, 16 times)
+
+
+@pytest.mark.parametrize("pick", [2.0, 2.7, np.float32(1.0), np.array([1]), np.array([[1]]), True, -1, 4, "1"])
+def test_a_bad_pick_is_refused_through_either_env_never_truncated(factories, pick):
+    parallel = factories[1]()
+    parallel.reset(seed=0)
+    parallel.step({SPEAKER: np.array(SPOKEN)})
+    good = {agent: 0 for agent in parallel.acting_agents}
+    with pytest.raises(ValueError, match="picks one integer position in \\[0, 4\\)"):
+        parallel.step(good | {"listener_1": pick})
+    aec = dixit_v0.raw_env(**factories[0].keywords)
+    aec.reset(seed=0)
+    aec.step(np.array(SPOKEN))
+    with pytest.raises(ValueError, match="picks one integer position"):
+        aec.step(pick)
+    with pytest.raises((AssertionError, ValueError)):  # the wrapper's bounds check, or (a bool is an int to it) the env
+        wrapped = factories[0]()
+        wrapped.reset(seed=0)
+        wrapped.step(np.array(SPOKEN))
+        wrapped.step(pick)
+
+
+@pytest.mark.parametrize("tokens", [np.array(SPOKEN, dtype=np.float64), np.array(SPOKEN[:5]), np.array([SPOKEN]), np.array([-1] * 16), np.array([10**6] * 16)])
+def test_a_bad_caption_is_refused(factories, tokens):
+    parallel = factories[1]()
+    parallel.reset(seed=0)
+    with pytest.raises(ValueError, match="the speaker acts with 16 integer token ids"):
+        parallel.step({SPEAKER: tokens})
+
+
+def test_no_step_after_the_episode_ends_or_before_it_begins(factories):
+    parallel = factories[1]()
+    with pytest.raises(ValueError, match="no episode is running"):
+        parallel.step({SPEAKER: np.array(SPOKEN)})
+    parallel.reset(seed=0)
+    parallel.step({SPEAKER: np.array(SPOKEN)})
+    _, rewards, done, _, _ = parallel.step(dict.fromkeys(parallel.acting_agents, 0))
+    assert all(done.values()) and not parallel.agents
+    with pytest.raises(ValueError, match="no episode is running"):
+        parallel.step(dict.fromkeys(["listener_0", "listener_1", "listener_2"], 1))  # not scored again
+    assert parallel.round.rewards() == rewards
+    aec = dixit_v0.raw_env(**factories[0].keywords)
+    aec.reset(seed=0)
+    for action in [np.array(SPOKEN), 0, 0, 0]:
+        aec.step(action)
+    with pytest.raises(ValueError, match="the only valid action is None"):  # PettingZoo's dead step
+        aec.step(1)
+    with pytest.raises(ValueError, match="this round is over"):
+        aec.round.pick("listener_0", 1)
 
 
 def play_aec(env, policies, seed):
@@ -133,3 +187,30 @@ def test_registry(game, tokenizer):
         par = make(ENV_ID, parallel=True, game=game, tokenizer=tokenizer)
         par.reset(seed=0)
         par.step({"listener_0": 1})
+
+
+ACTIONS = (
+    st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.booleans() | st.none() | st.text(max_size=3)
+    | st.lists(st.integers(-5, 50), max_size=20).map(np.array) | st.lists(st.floats(-5, 50), max_size=20).map(np.array)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(speaker_action=ACTIONS, pick=ACTIONS)
+def test_any_action_is_played_or_refused_with_a_value_error(factories, tokenizer, speaker_action, pick):
+    env = factories[1]()
+    env.reset(seed=0)
+    try:
+        env.step({SPEAKER: speaker_action})
+    except ValueError:
+        assert env.round.caption is None  # refused, and nothing changed
+        env.step({SPEAKER: np.array(SPOKEN)})
+    else:
+        tokens = np.asarray(speaker_action)
+        assert tokens.dtype.kind in "iu" and tokens.shape == (16,) and 0 <= tokens.min() and tokens.max() < len(tokenizer)
+    try:
+        _, rewards, done, _, _ = env.step(dict.fromkeys(env.acting_agents, pick))
+    except ValueError:
+        assert env.round.outcome is None and env.agents  # refused: the round waits for valid picks
+    else:
+        assert isinstance(pick, int) and not isinstance(pick, bool) and 0 <= pick < 4 and all(done.values())

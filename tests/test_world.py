@@ -278,3 +278,10 @@ def test_parser_mentions_unknown_words_and_truth():
         assert parse(caption).mentioned() == set(subset) and truthful(caption, [obj])
     assert canonical_caption(obj, ("fill",)) == "a solid object."
     assert canonical_caption({**obj, "fill": "outlined"}, ("fill",)) == "an outlined object."
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.lists(st.sampled_from(["a", "the", "red", "circle", "left", "of", ".", "and", "small", "striped", "square", "", " "]), max_size=14).map(" ".join))
+def test_the_parser_takes_any_text(text):
+    parsed = parse(text)  # never raises
+    assert isinstance(parsed.grammatical, bool) and parse(text) == parsed
