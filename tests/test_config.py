@@ -5,7 +5,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import open_clip
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -16,7 +18,8 @@ from listener_sub.configs.schema import ListenerConfig, LMNodeConfig, SpeakerCon
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.perception import Grayscale
-from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.models.listener import register_model_configs
+from listener_sub.pretrain.listeners import ListenerRecipe, save_listener
 from listener_sub.rewards import Reward
 from listener_sub.rl import RLConfig
 from listener_sub.world import CaptionConfig, WorldConfig
@@ -85,9 +88,9 @@ def test_experiments_beyond_one_subtracted_listener_compose():
 
 @pytest.mark.parametrize("spelling", ["speaker.adapter=mlp", "speaker/adapter=mlp", "speaker.adapter.kind=mlp"])
 def test_the_adapter_is_a_group(spelling):
-    spec = run_spec(compose_cfg("train", *group_overrides([spelling, "speaker.adapter.n_latents=4"])))
-    assert spec.speaker.adapter == {"kind": "mlp", "n_latents": 4, "hidden": None, "dropout": 0.0}
-    assert spec.lm.model.prefix_len == 4  # the LM's description length follows the prefix length
+    spec = run_spec(compose_cfg("train", *group_overrides([spelling, "speaker.adapter.n_latents=6"])))
+    assert spec.speaker.adapter == {"kind": "mlp", "n_latents": 6, "hidden": None, "dropout": 0.0}
+    assert spec.lm.model.prefix_len == 6  # the LM's description length follows the prefix length
 
 
 @pytest.mark.parametrize(
@@ -118,6 +121,7 @@ def test_the_adapter_is_a_group(spelling):
         (["trainer.steps=-1", "trainer.boards=-3"], r"^trainer: bad trainer settings: steps=-1 \(must be >= 1\); boards=-3 \(must be >= 1\)"),
         (["trainer.baseline=median"], r"^trainer: .*baseline=median \(choose one of: rloo, mean, ema, none\)"),
         (["evaluation.boards=-1"], r"^evaluation\.boards=-1; evaluate on at least one board"),
+        (["speaker.adapter.n_latents=4"], r"^lm\.model\.prefix_len=4 \(speaker\.adapter\.n_latents\) is shorter than one object's description \(up to 6 tokens\)"),
     ],
 )
 def test_bad_choices_are_one_user_error_before_anything_is_built(overrides, message, isolated_cache):
@@ -125,6 +129,28 @@ def test_bad_choices_are_one_user_error_before_anything_is_built(overrides, mess
         cfg = compose_cfg("train", *overrides)
         run_spec(cfg), trainer_config(cfg), eval_config(cfg)
     assert not any(isolated_cache.iterdir())  # nothing was trained or cached
+
+
+def test_a_pretrained_file_that_cannot_hold_the_models_weights_is_one_user_error(tmp_path, isolated_cache):
+    register_model_configs()
+    good = save_listener(open_clip.create_model("ls-rn-tiny-64"), tmp_path / "good.safetensors")
+    data = good.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-100])  # the download stopped early
+    (tmp_path / "head.safetensors").write_bytes(data[:50])
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    torch.save({"state_dict": open_clip.create_model("ls-vit-tiny-64").state_dict()}, tmp_path / "vit.pt")  # another architecture
+    torch.save({"state_dict": open_clip.create_model("ls-rn-tiny-64").state_dict()}, tmp_path / "rn.pt")
+    for name, message in [
+        ("cut.safetensors", r"cut\.safetensors is not a readable checkpoint: truncated: \d+ bytes of \d+"),
+        ("head.safetensors", r"head\.safetensors is not a readable checkpoint: no safetensors header"),
+        ("notes.pt", r"notes\.pt is not a readable checkpoint: not plain weights"),
+        ("vit.pt", r"vit\.pt is not a ls-rn-tiny-64 checkpoint \(\d+ tensors missing, e\.g\. .*\); pass a checkpoint of listeners\.gray\.model=ls-rn-tiny-64"),
+    ]:
+        with pytest.raises(UserError, match=rf"^listeners\.gray\.pretrained: .*{message}"):
+            run_spec(compose_cfg("train", f"listeners.gray.pretrained={tmp_path / name}"))
+    for name in ("good.safetensors", "rn.pt"):
+        assert run_spec(compose_cfg("train", f"listeners.gray.pretrained={tmp_path / name}")).listeners["gray"].pretrained == str(tmp_path / name)
+    assert not any(isolated_cache.iterdir())
 
 
 @pytest.mark.parametrize("override", ["speaker/adapter=transformer", "no_such_key=1", "trainer.steps=many", "experiment=nope"])

@@ -80,15 +80,15 @@ def test_an_adapter_of_your_own(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     option = tmp_path / "my_configs" / "speaker" / "adapter" / "linear_prefix.yaml"  # `--config-dir my_configs` on the command line
     option.parent.mkdir(parents=True)
-    option.write_text("kind: my_adapter.LinearPrefix  # your adapter class, by its import path\nn_latents: 3\n")
+    option.write_text("kind: my_adapter.LinearPrefix  # your adapter class, by its import path\nn_latents: 6\n")
     try:
         spec = run_spec(compose_train(f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "speaker.adapter=linear_prefix"))
-        assert spec.speaker.adapter == {"kind": "linear_prefix", "n_latents": 3}
+        assert spec.speaker.adapter == {"kind": "linear_prefix", "n_latents": 6}
         settings = dict(spec.speaker.adapter)
         register_model_configs()
         tokenizer = word_tokenizer()
         speaker = Speaker.build(open_clip.create_model("ls-vit-tiny-64").visual, tiny_lm(tokenizer), tokenizer, settings.pop("kind"), **settings)
-        assert speaker.prefix(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 3, speaker.lm.get_input_embeddings().embedding_dim)
+        assert speaker.prefix(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 6, speaker.lm.get_input_embeddings().embedding_dim)
         speaker.save_adapter(tmp_path / "adapter.safetensors")
         assert type(read_adapter(tmp_path / "adapter.safetensors")).__name__ == "LinearPrefix"
     finally:

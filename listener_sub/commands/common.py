@@ -22,8 +22,8 @@ from listener_sub.data import DataConfig, DataSource
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import check_game
-from listener_sub.models.listener import known_models
-from listener_sub.models.lm import check_lm
+from listener_sub.models.listener import checkpoint_problem, known_models
+from listener_sub.models.lm import DESC_ORDER, check_lm
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rerank import DECODES, RerankConfig
@@ -131,8 +131,12 @@ def check_open_clip(models: Iterable[tuple[str, str, str | None]]) -> None:
     for key, model, pretrained in models:
         if model not in known and not model.startswith("hf-hub:"):
             raise UserError(f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() (e.g. ViT-B-32, ls-rn-tiny-64)")
-        if pretrained and ("/" in pretrained or Path(pretrained).suffix) and not Path(pretrained).expanduser().exists():
-            raise UserError(f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file")
+        if pretrained and ("/" in pretrained or Path(pretrained).suffix):
+            if not Path(pretrained).expanduser().exists():
+                raise UserError(f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file")
+            problem = None if model.startswith("hf-hub:") else checkpoint_problem(model, pretrained)
+            if problem:
+                raise UserError(f"{key}.pretrained: {problem}; pass a checkpoint of {key}.model={model}")
 
 
 def data_config(node: Any, key: str) -> DataConfig | None:
@@ -167,6 +171,11 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
     lm = LMSpec(lc.name, lc.model, lc.train)
     if lm.name:
         check_lm(str(lm.name))
+    elif lm.model.prefix_len < len(DESC_ORDER) + 1:  # the LM trained here reads one object's words and a separator at least
+        raise UserError(
+            f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's description "
+            f"(up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
+        )
     device = str(cfg.get("device", "auto"))
     pick_device(device)
     check_open_clip([*((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()), ("speaker.vision", speaker.vision_model, speaker.vision_pretrained)])
