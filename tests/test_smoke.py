@@ -1,0 +1,73 @@
+"""Every documented option of the game through a tiny `train`: one Hydra multirun over one config file per option.
+
+The options are read from where they are defined (the config groups' files, the library's registries), so an option
+added there is smoke-tested here without editing this file. Data sources run through `train` in test_real_data.py.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from test_rl import TINY
+
+from listener_sub.adapters import ADAPTERS
+from listener_sub.game import CHOICES, DISTRACTORS
+from listener_sub.perception import PERCEPTIONS
+from listener_sub.rewards import SCORES
+from listener_sub.rl import BASELINES
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def group(name: str) -> list[str]:
+    """The options of a config group: its yaml files."""
+    return sorted(path.stem for path in (CONFIGS / name).glob("*.yaml"))
+
+
+def options() -> dict[str, tuple[str, dict]]:
+    """Option name -> (the dotted key it sets, the `# @package _global_` config that selects it)."""
+    found: dict[str, tuple[str, dict]] = {}
+    for world in group("world"):
+        found[f"world_{world}"] = ("world", {"defaults": [{"override /world": world}]})
+    for experiment in group("experiment"):
+        found[f"experiment_{experiment}"] = ("experiment", {"defaults": [{"override /experiment": experiment}]})
+    for kind in ADAPTERS:
+        found[f"adapter_{kind}"] = ("speaker.adapter.kind", {"defaults": [{"override /speaker/adapter": kind}]})
+    for perception in PERCEPTIONS:
+        found[f"perception_{perception}"] = ("listeners.gray.perception", {"listeners": {"gray": {"perception": perception}}})
+    for score in SCORES:
+        found[f"score_{score}"] = ("reward.score", {"reward": {"score": score}})
+    for baseline in BASELINES:
+        found[f"baseline_{baseline}"] = ("trainer.baseline", {"trainer": {"baseline": baseline}})
+    for distractors in DISTRACTORS:
+        found[f"distractors_{distractors}"] = ("game.distractors", {"game": {"distractors": distractors}})
+    for choice in CHOICES:
+        found[f"choice_{choice}"] = ("game.choice", {"game": {"choice": choice}})
+    return found
+
+
+def test_every_documented_option_trains(tmp_path):
+    chosen = options()
+    folder = tmp_path / "my_configs" / "smoke"
+    folder.mkdir(parents=True)
+    for name, (_, node) in chosen.items():
+        (folder / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(node))
+    sweep = tmp_path / "sweep"
+    args = [
+        "train", "-m", *TINY, "trainer.steps=2", "trainer.eval_every=0", "evaluation.boards=4", f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
+        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.smoke}", f"+smoke={','.join(chosen)}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, (key, node) in chosen.items():
+        summary = json.loads((sweep / name / "summary.json").read_text())
+        assert summary["steps"] == 2 and 0.0 <= summary["after"]["truthful"] <= 1.0, name
+        if "defaults" not in node:  # the option's own value reached the run's config
+            value, setting = summary["config"], node
+            for part in key.split("."):
+                value, setting = value[part], setting[part]
+            assert value == setting or (isinstance(value, dict) and value.get("name") == setting), (name, value)
+    assert len(chosen) >= 2 + 7 + 2 + 5 + 4 + 4 + 3 + 2  # the documented options at the time of writing
