@@ -459,3 +459,30 @@ def test_the_constrained_experiment_bounds_the_subtracted_accuracy():
     rl = trainer_config(cfg)
     assert rl.constraint.subtracted_acc == 0.30 and rl.constraint.kl is None
     assert build_reward(cfg.reward).lam == 0.0 and dict(cfg.reward.subtracted) == {"gray": 1.0}
+
+
+def resident_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MiB, from /proc."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.slow  # a few minutes: 2,000 tiny RL steps
+def test_resident_memory_stays_flat_over_a_long_run(tmp_path):
+    run = tmp_path / "run"
+    args = ["trainer.steps=2000", "trainer.eval_every=0", "trainer.save_every=500", f"hydra.run.dir={run}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "listener_sub", "train", *TINY, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples = []  # (step logged, resident MiB)
+    while proc.poll() is None:
+        lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+        step = json.loads(lines[-1])["step"] if lines else 0
+        samples.append((step, resident_mib(proc.pid)))
+        time.sleep(0.5)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    warm = max(mib for step, mib in samples if 200 <= step < 300)  # after warm-up: caches filled, allocator settled
+    late = max(mib for step, mib in samples if step >= 300)
+    print(f"resident MiB at steps 200-300: {warm:.0f}, at most after: {late:.0f} (+{100 * (late / warm - 1):.1f}%)")
+    assert late < 1.10 * warm
