@@ -32,6 +32,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from listener_sub.data.imageset import Pixels
@@ -49,7 +51,9 @@ BASELINES = ("rloo", "mean", "ema", "none")
 logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"  # run-directory folder of step_NNNNNN/ checkpoints
 ADAPTER = "adapter.safetensors"  # a checkpoint's adapter weights (its kind and config in adapter.json beside them)
-STATE = "trainer.pt"  # a checkpoint's optimizer, scheduler, baseline, RNG states, step and before-training metrics
+STATE = "trainer.json"  # a checkpoint's optimizer, scheduler, baseline, RNG states, step and before-training metrics
+STATE_TENSORS = "trainer.safetensors"  # the tensors of that state (STATE names each in its place)
+LEGACY_STATE = "trainer.pt"  # the state of checkpoints written before 2026-12-03: a pickle, read weights-only
 EVAL_BOARDS = "eval_boards.npz"  # the final evaluation's value of each held-out board (intervals over boards)
 
 
@@ -290,7 +294,52 @@ class TargetInputs:
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
     """The run's complete checkpoints, oldest first."""
-    return sorted(path for path in (Path(run_dir) / CHECKPOINTS).glob("step_*") if (path / STATE).is_file())
+    found = (Path(run_dir) / CHECKPOINTS).glob("step_*")
+    return sorted(path for path in found if (path / STATE).is_file() or (path / LEGACY_STATE).is_file())
+
+
+def write_state(state: Any, folder: Path) -> None:
+    """A nested state as safetensors (every tensor) + JSON (the rest, each tensor's name in its place; tuples and dicts
+    with keys of any type tagged, so reading gives back the same types)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[name := f"t{len(tensors)}"] = x.detach().cpu().contiguous()
+            return {"__tensor__": name}
+        if isinstance(x, dict):
+            return {"__dict__": [[encode(k), encode(v)] for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {"__tuple__": [encode(v) for v in x]}
+        if isinstance(x, list):
+            return [encode(v) for v in x]
+        if isinstance(x, (bool, int, float, str)) or x is None:
+            return x
+        raise TypeError(f"cannot write {type(x).__name__} into a checkpoint's state")
+
+    skeleton = encode(state)
+    save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE).write_text(json.dumps(skeleton))
+
+
+def read_state(folder: Path) -> Any:
+    """The state `write_state` wrote into `folder` (tensors on the CPU); a legacy checkpoint's pickle weights-only."""
+    if not (folder / STATE).is_file():
+        return torch.load(folder / LEGACY_STATE, map_location="cpu", weights_only=True)
+    tensors = load_file(str(folder / STATE_TENSORS))
+
+    def decode(x: Any) -> Any:
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if "__tensor__" in x:
+            return tensors[x["__tensor__"]]
+        if "__tuple__" in x:
+            return tuple(decode(v) for v in x["__tuple__"])
+        return {decode(k): decode(v) for k, v in x["__dict__"]}
+
+    return decode(json.loads((folder / STATE).read_text()))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -515,7 +564,7 @@ class Trainer:
         with atomic_path(path) as tmp:
             tmp.mkdir()
             write_adapter(self.speaker.adapter, tmp / ADAPTER)
-            torch.save(state, tmp / STATE)
+            write_state(state, tmp)
         if self.cfg.keep_last:
             for old in checkpoints(self.run_dir)[: -self.cfg.keep_last]:  # only once the new one is complete
                 shutil.rmtree(old)
@@ -525,11 +574,11 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Continue from a checkpoint written by `save`: adapter weights, optimizer, scheduler, baseline, RNGs, step."""
         try:
-            state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+            state = read_state(path)
             self.speaker.adapter.load_state_dict(read_adapter(path / ADAPTER).state_dict())
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as error:  # unpickling: code refused unrun
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, SafetensorError, pickle.UnpicklingError) as error:  # unpickling: refused unrun
             raise UserError(f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run") from error
         self.step, self.baseline.ema, self.before = state["step"], state["ema"], state["before"]
         self.skipped = state.get("skipped", 0)  # checkpoints written before steps could be skipped had none

@@ -26,7 +26,7 @@ from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import read_adapter
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
-from listener_sub.rl import Baseline, ConstraintConfig, Multipliers, RLConfig, TargetInputs, Trainer, check_constraint, latest_checkpoint
+from listener_sub.rl import Baseline, ConstraintConfig, Multipliers, RLConfig, TargetInputs, Trainer, check_constraint, latest_checkpoint, read_state
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
 
 POOL = 8  # train-split scenes the tiny game's boards are drawn from
@@ -212,6 +212,23 @@ def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop_the
     assert all(torch.isfinite(t).all() for t in kept.values())
 
 
+def test_a_checkpoint_is_safetensors_and_json_and_a_legacy_pickle_still_resumes(game, captioner, tmp_path):
+    straight = Trainer(rl_config(steps=2), speaker_from(captioner), game, tmp_path / "straight", held_out(8))
+    straight.fit()
+    Trainer(rl_config(steps=1), speaker_from(captioner), game, tmp_path / "legacy", held_out(8)).fit()
+    checkpoint = latest_checkpoint(tmp_path / "legacy")
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["adapter.json", "adapter.safetensors", "trainer.json", "trainer.safetensors"]
+    state = read_state(checkpoint)
+    assert isinstance(state["rng"]["python"], tuple) and isinstance(next(iter(state["optimizer"]["state"])), int)  # types kept
+    torch.save(state, checkpoint / "trainer.pt")  # as checkpoints were written before
+    (checkpoint / "trainer.json").unlink()
+    (checkpoint / "trainer.safetensors").unlink()
+    resumed = Trainer(rl_config(steps=2), speaker_from(captioner), game, tmp_path / "legacy", held_out(8))
+    resumed.fit(resume=True)
+    ours, theirs = straight.speaker.adapter.state_dict(), resumed.speaker.adapter.state_dict()
+    assert resumed.step == 2 and all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
 def test_resume_is_bit_identical_with_clip_listeners_that_remember_captions(captioner, tmp_path):
     """CLIP listeners that remember the text features of captions they have read (and forget them at each checkpoint):
     N steps straight and N/2 + N/2 give identical adapters when both runs checkpoint at N/2, as an interrupted run resumes
@@ -342,7 +359,7 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapte
     env = dict(os.environ, OMP_NUM_THREADS="1")
     killed = subprocess.Popen([sys.executable, "-m", "listener_sub", "train", *TINY, *args, f"hydra.run.dir={tmp_path / 'killed'}"], env=env)
     rng = np.random.default_rng()
-    reached = tmp_path / "killed" / "checkpoints" / f"step_{rng.integers(1, 5):06d}" / "trainer.pt"
+    reached = tmp_path / "killed" / "checkpoints" / f"step_{rng.integers(1, 5):06d}" / "trainer.json"
     while killed.poll() is None and not reached.exists():
         time.sleep(0.01)
     time.sleep(rng.uniform(0.0, 0.2))  # somewhere in the following steps, checkpoint writes or metric lines
