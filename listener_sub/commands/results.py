@@ -5,7 +5,8 @@ train` into <runs>/<row>/seed_<s>/; each rerank entry (`rerank.<name>`: eval ove
 (`listener-sub eval checkpoint=captioner`, inference-time subtraction when it sets speaker.decode=rerank) once per seed
 (`speaker.rerank.seed`) into <runs>/rerank/<name>/seed_<s>/; each transfer domain (`transfer.<name>`: eval overrides on
 held-out data, the world's `shifted` split or a folder the command exports first) evaluates the runs of every row of
-`transfer_rows` zero-shot with `listener-sub eval` into <runs>/transfer/<name>/<row>/seed_<s>/. A finished run is found and reused, so an interrupted sweep continues where it stopped.
+`transfer_rows` zero-shot with `listener-sub eval` into <runs>/transfer/<name>/<row>/seed_<s>/. A finished run is found
+and reused, so an interrupted sweep continues where it stopped.
 `jobs` child commands run at once, each with cores // jobs torch threads and its output in a .log beside its runs. Then
 the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
 `quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline in minutes.

@@ -92,13 +92,14 @@ def checkpoint_problem(model: str, path: str | Path) -> str | None:
     except (ValueError, OSError, UnicodeDecodeError, KeyError, TypeError) as error:
         return f"{path} is not a readable checkpoint: {error}"
     register_model_configs()
+    previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns that a model built without weights is random
     try:
-        with torch.device("meta"):
+        with torch.device("meta"):  # built without memory; device="meta" too, or open_clip moves it to the CPU
             skeleton = open_clip.create_model(model, pretrained=None, device="meta")
             expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(previous)
     missing = sorted(set(expected) - set(found))
     differ = sorted(k for k in set(expected) & set(found) if expected[k] != found[k] and "positional_embedding" not in k)
     if not missing and not differ:
