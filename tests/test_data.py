@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +351,77 @@ def test_random_bytes_as_an_image_file_are_a_data_error_or_an_image(tmp_path_fac
     folders._LOADED.clear()
     images = load("folder", root, ".", image_size=8, skip_bad=True)
     assert len(images) + len(images.skipped) == 2
+
+
+JSON_KEYS = ["images", "annotations", "id", "image_id", "caption", "file_name", "scenes", "objects", "image_filename", "color",
+             "shape", "size", "material", "pixel_coords", "info", "vocabulary"]  # the keys the loaders read, and others
+JSON_TEXT = st.sampled_from(["", " ", "red", "cube", "a.jpg", "CLEVR_val_000000.png", "../a.jpg", "/etc/hostname", "b.png"]) | st.text(max_size=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 5) | st.floats(allow_nan=False, allow_infinity=False) | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(JSON_KEYS) | st.text(max_size=4), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def json_paths(node, path=()):
+    """Every place in a JSON document: key paths to each node, the root included."""
+    yield path
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        yield from json_paths(child, (*path, key))
+
+
+def replaced(node, path, value):
+    if not path:
+        return value
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    copy[path[0]] = replaced(node[path[0]], path[1:], value)
+    return copy
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_mangled_coco_or_clevr_file_is_a_data_error_or_usable_data(tmp_path_factory, data):
+    """A COCO captions file or CLEVR scenes file with any one node replaced by arbitrary JSON (or random bytes): the loader
+    gives a DataError or images it can serve -- never another exception."""
+    kind = data.draw(st.sampled_from(["coco", "clevr"]))
+    root = tmp_path_factory.mktemp(kind)
+    (coco if kind == "coco" else clevr)(root)
+    file = root / ("annotations/captions_train2017.json" if kind == "coco" else "scenes/CLEVR_val_scenes.json")
+    document = json.loads(file.read_text())
+    if data.draw(st.booleans(), "random bytes"):
+        file.write_bytes(data.draw(st.binary(max_size=200)))
+    else:
+        path = data.draw(st.sampled_from(list(json_paths(document))), "replaced node")
+        file.write_text(json.dumps(replaced(document, path, data.draw(JSON_VALUES, "by"))))
+    for skip_bad in (False, True):
+        folders._LOADED.clear()
+        try:
+            images = load(kind, root, "train2017" if kind == "coco" else "val", image_size=8, skip_bad=skip_bad)
+        except DataError:
+            continue
+        assert len(images) >= 1 and images.images[np.arange(len(images))].shape == (len(images), 8, 8, 3)
+        assert not any(Path(file).is_absolute() or ".." in Path(file).parts for file in images.files)  # nothing outside data.root
+        if kind == "coco":
+            assert all(texts and all(isinstance(t, str) and t for t in texts) for texts in images.captions)
+        else:
+            assert len(images.scenes.objects(0)) >= 1 and images.describe(0)
+
+
+def test_an_index_file_never_points_outside_the_dataset_folder(tmp_path):
+    """Found by the fuzzing above: file names that leave data.root were read (and then crashed); an info that is not a
+    JSON object crashed the CLEVR loader."""
+    coco(tmp_path / "coco")
+    captions = tmp_path / "coco" / "annotations" / "captions_train2017.json"
+    captions.write_text(captions.read_text().replace('"a.jpg"', '"/etc/hostname"'))
+    with pytest.raises(DataError, match=r"images\[0\] \(id 1\) has file_name '/etc/hostname', which leaves the dataset folder"):
+        load("coco", tmp_path / "coco", "train2017")
+    clevr(tmp_path / "clevr")
+    scenes = tmp_path / "clevr" / "scenes" / "CLEVR_val_scenes.json"
+    document = json.loads(scenes.read_text())
+    document["info"], document["scenes"][0]["image_filename"] = True, "../../../CLEVR_val_000000.png"
+    scenes.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=r"scene 0 \(\.\./\.\./\.\./CLEVR_val_000000\.png\) has image_filename .*, which leaves the dataset folder"):
+        load("clevr", tmp_path / "clevr", "val")
+    folders._LOADED.clear()
+    assert len(load("clevr", tmp_path / "clevr", "val", skip_bad=True)) == 1  # the other scene, in CLEVR's own vocabulary

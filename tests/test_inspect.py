@@ -1,10 +1,13 @@
 """`listener-sub inspect`: the report of a tiny train run, HTML escaping, the text table, and the page in headless Chromium."""
+import copy
 import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+from html import escape
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +101,38 @@ def test_page_in_chromium(page, browser, tmp_path):
     shot = np.asarray(Image.open(browser.screenshot(tmp_path / "report.png")).convert("RGB"))
     assert shot.shape[0] > 900 and shot.shape[1] >= 1200  # the whole page, taller than the window
     assert shot.std() > 20 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 100  # not blank
+
+
+def tagged(text: str) -> str:
+    """A string from the data with markup in it that names where it came from."""
+    return f'{text}<x-payload title="{text}">\'&'
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the curves are keyed by the renamed listeners
+def test_every_string_from_the_data_is_escaped_in_the_page(report):
+    """Without a browser: captions, descriptions, listener, perception, attribute and metric names, the oracle's
+    subset, the data's name, the reward and the paths all carry markup; none of it reaches the page as markup."""
+    report = copy.deepcopy(report)
+    shown = [*report.roles, *report.perceptions.values(), report.data, report.reward, str(report.run), "ckpt", "board 0", "trained 0", "base 2"]
+    names = {name: tagged(name) for name in report.roles}
+    renamed = lambda mapping: {names.get(k, k): v for k, v in mapping.items()}  # noqa: E731
+    report.roles, report.perceptions = renamed(report.roles), {names[k]: tagged(v) for k, v in report.perceptions.items()}
+    report.attributes = tuple(tagged(a) for a in report.attributes)
+    report.mention = {speaker: {tagged(a): v for a, v in rates.items()} for speaker, rates in report.mention.items()}
+    report.data, report.reward, report.run, report.checkpoint = tagged(report.data), tagged(report.reward), Path(tagged(str(report.run))), Path(tagged("ckpt"))
+    for key in ("before", "after"):
+        report.summary[key] = {tagged(k): v for k, v in report.summary[key].items()}
+    report.summary["fixed_oracle_subset"] = [tagged(a) for a in report.summary.get("fixed_oracle_subset", ["color"])]
+    for i, board in enumerate(report.boards):
+        board.description, board.views = tagged(f"board {i}"), renamed(board.views)
+        board.oracle_subset = tuple(tagged(a) for a in board.oracle_subset)
+        for speaker, play in board.plays.items():
+            play.caption = tagged(f"{speaker} {i}")
+            play.probs, play.picks, play.correct = renamed(play.probs), renamed(play.picks), renamed(play.correct)
+    text = render_html(report)
+    assert "<x-payload" not in text and text.count("&lt;x-payload title=&quot;") > 20
+    for original in shown:
+        assert escape(tagged(original)) in text, original
 
 
 def test_injected_caption_shows_as_text_and_runs_nothing(report, browser, tmp_path):

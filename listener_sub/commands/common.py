@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
@@ -19,11 +20,12 @@ from listener_sub.adapters import ADAPTERS, register_adapter
 from listener_sub.assembly import LMSpec, ListenerSpec, RunSpec, SpeakerSpec, pick_device
 from listener_sub.configs.schema import ADAPTER_SIZES_FROM_MODELS, GameConfig, ListenerConfig, LMNodeConfig, SpeakerConfig
 from listener_sub.data import DataConfig, DataSource
-from listener_sub.errors import UserError
+from listener_sub.errors import DataError, UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import check_game
 from listener_sub.models.listener import checkpoint_problem, known_models
-from listener_sub.models.lm import DESC_ORDER, check_lm
+from listener_sub.models.lm import DESC_ORDER, check_lm, lm_width
+from listener_sub.models.speaker import adapter_skeleton, vision_widths
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rerank import DECODES, RerankConfig
@@ -165,8 +167,10 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
         listeners[name] = ListenerSpec(lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed, lc.finetune)
     sc = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
     speaker = SpeakerSpec(sc.vision.model, sc.vision.pretrained, sc.vision.seed, adapter_settings(cfg.speaker.adapter), sc.checkpoint, sc.captioner)
-    if speaker.checkpoint and not Path(speaker.checkpoint).expanduser().exists():
-        raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
+    if speaker.checkpoint:
+        if not Path(speaker.checkpoint).expanduser().exists():
+            raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
+        speaker.checkpoint = str(adapter_file(speaker.checkpoint, "speaker.checkpoint"))
     lc = typed(LMNodeConfig, cfg.lm, "lm")
     lm = LMSpec(lc.name, lc.model, lc.train)
     if lm.name:
@@ -196,7 +200,28 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
         clip_workers=int(cfg.get("clip_workers", 1)),
     )
     check_data(spec, eval_config(cfg), splits)
+    if speaker.checkpoint:
+        check_adapter(Path(speaker.checkpoint), spec, "speaker.checkpoint")
     return spec
+
+
+def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
+    """UserError unless the adapter saved at `path` is intact, reads the width of this run's vision features and writes
+    the width of its LM's inputs: from the files' headers and the models built on the meta device; nothing is loaded."""
+    try:
+        adapter = adapter_skeleton(path)
+    except DataError as error:
+        raise UserError(f"{key}: {error}") from None
+    token_dim, pooled_dim = vision_widths(spec.speaker.vision_model)
+    d_vision = token_dim if adapter.uses_tokens else pooled_dim
+    d_lm = lm_width(str(spec.lm.name)) if spec.lm.name else spec.lm.model.n_embd
+    if (adapter.config.d_vision, adapter.config.d_lm) != (d_vision, d_lm):
+        lm = f"lm.name={spec.lm.name}" if spec.lm.name else "the locally trained LM (lm.model.n_embd)"
+        raise UserError(
+            f"{key}: the {adapter.kind} adapter {path} maps width {adapter.config.d_vision} -> {adapter.config.d_lm}, but "
+            f"speaker.vision.model={spec.speaker.vision_model} gives {d_vision} and {lm} takes {d_lm}; use it with the "
+            "vision model and LM it was trained for, or pass an adapter trained for these"
+        )
 
 
 def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> None:
@@ -287,7 +312,7 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
     """
     try:
         saved = OmegaConf.load(run_dir / RUN_CONFIG)
-    except (OSError, OmegaConfBaseException, ValueError) as error:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
         raise UserError(f"{run_dir / RUN_CONFIG} is unreadable ({str(error).splitlines()[0]}); pass an intact train run") from None
     own = set(own)
     overrides = list(HydraConfig.get().overrides.task) if overrides is None else overrides

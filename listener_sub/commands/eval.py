@@ -24,7 +24,7 @@ from rich.console import Console
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import RUN_CONFIG, adapter_file, decode_config, eval_config, from_run, run_of, run_spec, trainer_config
+from listener_sub.commands.common import RUN_CONFIG, adapter_file, check_adapter, decode_config, eval_config, from_run, run_of, run_spec, trainer_config
 from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards
 from listener_sub.files import write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
@@ -56,6 +56,8 @@ def main(cfg: DictConfig) -> float:
     if run is not None:
         cfg = from_run(cfg, run, OWN_KEYS)
     rl_cfg, eval_cfg, spec, decode = trainer_config(cfg), eval_config(cfg), run_spec(cfg), decode_config(cfg)
+    if path is not None:
+        check_adapter(path, spec, "checkpoint")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))

@@ -21,7 +21,7 @@ from PIL import Image
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import adapter_file, eval_config, from_run, run_of, run_spec
+from listener_sub.commands.common import adapter_file, check_adapter, eval_config, from_run, run_of, run_spec
 from listener_sub.data import DataSource
 from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import model_policies, play_episode
@@ -75,6 +75,8 @@ def main(cfg: DictConfig) -> None:
         cfg = from_run(cfg, run_of(trained), OWN_KEYS)
     eval_cfg = eval_config(cfg)
     spec = run_spec(cfg, [] if eval_cfg.data else [cfg.split])  # episodes play the evaluation data when it is set, else the game's
+    if trained is not None:
+        check_adapter(trained, spec, "speaker.checkpoint")
     if eval_cfg.data:
         DataSource(eval_cfg.data, spec.world).check_split(cfg.split)
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))

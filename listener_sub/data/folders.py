@@ -13,7 +13,7 @@ import os
 import struct
 from stat import S_ISREG
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 STORE_VERSION = 1  # bump when decoding or resizing changes, so stores of older versions are not reused
 REPORT_REASONS = 3  # reasons quoted in the one warning about skipped items
 SKIP_HINT = "fix the data or pass data.skip_bad=true to skip such items"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # pixel coordinates are kept as float32: larger ones are refused
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SCENE_KEYS = {  # scene-file object key -> attribute, per vocabulary (CLEVR's material plays the part of fill)
     "clevr": {"color": "color", "shape": "shape", "size": "size", "material": "fill"},
@@ -169,8 +170,9 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     if cfg.kind == "clevr":
         data = read_json(source)
         entries = _top_list(data, "scenes", source)
-        vocab_name = cfg.vocab or (data.get("info") or {}).get("vocabulary") or "clevr"
-        if vocab_name not in VOCABULARIES:
+        info = data.get("info") if isinstance(data.get("info"), dict) else {}
+        vocab_name = cfg.vocab or info.get("vocabulary") or "clevr"
+        if not isinstance(vocab_name, str) or vocab_name not in VOCABULARIES:
             raise DataError(f"{source}: info.vocabulary {vocab_name!r} is not one of {', '.join(VOCABULARIES)}; set data.vocab")
         items = _clevr_items(entries, source, root / "images" / name, root, VOCABULARIES[vocab_name], vocab_name, bad)
     elif cfg.kind == "coco":
@@ -266,6 +268,9 @@ def _coco_files(images: list, path: Path, bad: _BadItems) -> dict[Any, str | Non
         elif not isinstance(entry.get("file_name"), str):
             bad.add(f"{path}: images[{i}] (id {image_id}) has no 'file_name'")
             files[image_id] = None
+        elif not _within(entry["file_name"]):
+            bad.add(f"{path}: images[{i}] (id {image_id}) has file_name {entry['file_name']!r}, which leaves the dataset folder")
+            files[image_id] = None
         else:
             files[image_id] = entry["file_name"]
     return files
@@ -303,10 +308,19 @@ def _clevr_items(entries: list, source: Path, image_dir: Path, root: Path, vocab
     return items
 
 
+def _within(file_name: str) -> bool:
+    """Whether a file name from an index file stays inside the dataset folder: relative, without '..' (a scene or
+    captions file never makes the loader read elsewhere)."""
+    path = PurePosixPath(file_name)
+    return bool(file_name) and not path.is_absolute() and ".." not in path.parts
+
+
 def _clevr_problem(entry: Any, vocab: Vocabulary, keys: dict[str, str]) -> str | None:
     """What makes a CLEVR scene entry unusable, or None."""
     if not isinstance(entry, dict) or not isinstance(entry.get("image_filename"), str):
         return "has no 'image_filename'"
+    if not _within(entry["image_filename"]):
+        return f"has image_filename {entry['image_filename']!r}, which leaves the dataset folder"
     if not isinstance(entry.get("objects"), list) or not entry["objects"]:
         return "has no objects"
     for k, obj in enumerate(entry["objects"]):
@@ -318,8 +332,8 @@ def _clevr_problem(entry: Any, vocab: Vocabulary, keys: dict[str, str]) -> str |
             if obj[key] not in vocab.values[attr]:
                 return f"object {k} has {key} {obj[key]!r}, which is not one of {', '.join(vocab.values[attr])}"
         coords = obj.get("pixel_coords")
-        if not isinstance(coords, list) or len(coords) < 2 or not all(isinstance(c, (int, float)) for c in coords[:2]):
-            return f"object {k} has no 'pixel_coords' [x, y, depth]"
+        if not isinstance(coords, list) or len(coords) < 2 or not all(isinstance(c, (int, float)) and abs(c) <= FLOAT32_MAX for c in coords[:2]):
+            return f"object {k} has no 'pixel_coords' [x, y, depth] (finite numbers)"
     return None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from torch import nn
 
 from listener_sub.errors import UserError
 from listener_sub.images import Images, model_input
+from listener_sub.models.checkpoints import checkpoint_shapes, module_shapes, shape_problem
 from listener_sub.models.precision import autocast
 from listener_sub.models.vision import clip_preprocess
 from listener_sub.perception import Perception, make_perception, perception_key
@@ -54,61 +54,29 @@ def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> list[str]:
     return [f.stem for f in files]
 
 
-def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's name and shape in a CLIP checkpoint file, without loading its data: a safetensors header (checked
-    against the file's size, so a truncated file is caught), or a pickle read weights-only onto the meta device.
-    Raises ValueError for a file that is not one."""
-    if path.suffix == ".safetensors":
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            size = int.from_bytes(head, "little") if len(head) == 8 else -1
-            header = json.loads(handle.read(size)) if 0 < size < path.stat().st_size else None
-        if not isinstance(header, dict):
-            raise ValueError("no safetensors header")
-        header.pop("__metadata__", None)
-        end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
-        if path.stat().st_size < 8 + size + end:
-            raise ValueError(f"truncated: {path.stat().st_size} bytes of {8 + size + end}")
-        return {name: tuple(entry["shape"]) for name, entry in header.items()}
+def clip_skeleton(model: str) -> nn.Module:
+    """The open_clip model `model` built on the meta device: its tensors' names and shapes, no memory, no weights."""
+    import open_clip
+
+    register_model_configs()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns that a model built without weights is random
     try:
-        state = torch.load(path, map_location="meta", weights_only=True)
-    except pickle.UnpicklingError:  # weights-only loading refuses a pickle that would run code, or one of other objects
-        raise ValueError("not plain weights: a pickle that weights-only loading refuses (it was not run)") from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"not a torch checkpoint ({error})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError("holds no state dict")
-    return {name.removeprefix("module."): tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
+        with torch.device("meta"):  # device="meta" too, or open_clip moves it to the CPU
+            return open_clip.create_model(model, pretrained=None, device="meta")
+    finally:
+        logging.disable(previous)
 
 
 def checkpoint_problem(model: str, path: str | Path) -> str | None:
     """Why the file at `path` cannot hold `model`'s weights (None when it can): not a checkpoint, truncated, or tensors
     of another architecture. Cheap: the file's data is not read and the model is built on the meta device."""
-    import open_clip
-
     try:
         found = checkpoint_shapes(Path(path).expanduser())
     except (ValueError, OSError, UnicodeDecodeError, KeyError, TypeError) as error:
         return f"{path} is not a readable checkpoint: {error}"
-    register_model_configs()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # open_clip warns that a model built without weights is random
-    try:
-        with torch.device("meta"):  # built without memory; device="meta" too, or open_clip moves it to the CPU
-            skeleton = open_clip.create_model(model, pretrained=None, device="meta")
-            expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
-    finally:
-        logging.disable(previous)
-    missing = sorted(set(expected) - set(found))
-    differ = sorted(k for k in set(expected) & set(found) if expected[k] != found[k] and "positional_embedding" not in k)
-    if not missing and not differ:
-        return None
-    detail = "; ".join(
-        [*([f"{len(missing)} tensors missing, e.g. {missing[0]}"] if missing else []),
-         *([f"{len(differ)} of other shapes, e.g. {differ[0]} {found[differ[0]]} (expected {expected[differ[0]]})"] if differ else [])]
-    )  # fmt: skip
-    return f"{path} is not a {model} checkpoint ({detail})"
+    detail = shape_problem(module_shapes(clip_skeleton(model)), found, tolerate="positional_embedding")
+    return None if detail is None else f"{path} is not a {model} checkpoint ({detail})"
 
 
 class Listener(nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from listener_sub.errors import UserError
 
@@ -54,18 +54,12 @@ def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, Pre
     """A frozen causal LM in eval mode and its tokenizer (with EOS and pad), from a local dir or a hub name."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # imported on use: it takes seconds
 
-    local = _is_local(name_or_dir)
-    if local:
-        _check_dir(Path(name_or_dir).expanduser())
-    source = str(Path(name_or_dir).expanduser()) if local else name_or_dir
+    source, local = _source(name_or_dir)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError) as err:
-        raise UserError(
-            f"cannot load the LM {name_or_dir!r} ({_first_line(err)}); pass a directory written by save_pretrained "
-            "(config.json, weights and tokenizer files) or a hub model name on a machine with internet"
-        ) from err
+        raise _unloadable(name_or_dir, err) from None
     _ensure_special_tokens(tokenizer, name_or_dir)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise UserError(
@@ -77,14 +71,45 @@ def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, Pre
     return model.to(device).eval(), tokenizer
 
 
-def check_lm(name_or_dir: str) -> None:
-    """UserError unless a local LM directory holds a model config and tokenizer files (a hub name is checked on load)."""
+def check_lm(name_or_dir: str) -> PretrainedConfig:
+    """The LM's config, read (a local directory, which must also hold tokenizer files) or fetched (a hub name: its
+    config.json only, or the copy in the Hugging Face cache); UserError when there is none. Loads no weights."""
+    from transformers import AutoConfig
+
+    source, local = _source(name_or_dir)
+    if local and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))")
+    try:
+        return AutoConfig.from_pretrained(source, local_files_only=local)
+    except (OSError, ValueError) as err:
+        raise _unloadable(name_or_dir, err) from None
+
+
+def lm_width(name_or_dir: str) -> int:
+    """The width of the LM's input embeddings (what the speaker's adapter writes), from its config alone: the model is
+    built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = check_lm(name_or_dir)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config).get_input_embeddings().embedding_dim
+
+
+def _source(name_or_dir: str) -> tuple[str, bool]:
+    """(what transformers reads, whether it is local): a checked local directory, or a hub name as given."""
     if not _is_local(name_or_dir):
-        return
+        return name_or_dir, False
     path = Path(name_or_dir).expanduser()
     _check_dir(path)
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise UserError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))")
+    return str(path), True
+
+
+def _unloadable(name_or_dir: str, err: Exception) -> UserError:
+    return UserError(
+        f"cannot load the LM {name_or_dir!r} ({_first_line(err)}); pass a directory written by save_pretrained "
+        "(config.json, weights and tokenizer files) or a hub model name on a machine with internet"
+    )
 
 
 def _is_local(name_or_dir: str) -> bool:

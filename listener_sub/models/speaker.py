@@ -24,7 +24,8 @@ from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
 from listener_sub.files import atomic_path
 from listener_sub.images import Images
-from listener_sub.models.listener import register_model_configs
+from listener_sub.models.checkpoints import checkpoint_shapes, module_shapes, shape_problem
+from listener_sub.models.listener import clip_skeleton, register_model_configs
 from listener_sub.models.lm import load_lm
 from listener_sub.models.precision import autocast
 from listener_sub.models.vision import VisionTower
@@ -131,18 +132,51 @@ def write_adapter(adapter: nn.Module, path: str | Path) -> None:
         save_file(weights, str(tmp))
 
 
-def read_adapter(path: str | Path) -> nn.Module:
-    """Rebuild an adapter saved by `write_adapter` (on the CPU)."""
+def read_adapter_meta(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The kind and config of the adapter saved at `path` (from the JSON beside it); DataError when either file is
+    missing or the JSON is unreadable."""
     path, meta_path = Path(path), adapter_config_path(path)
     if not path.is_file() or not meta_path.is_file():
         raise DataError(f"adapter {path} (and {meta_path.name} beside it) not found; train the speaker or fix the path")
     try:
         meta = json.loads(meta_path.read_text())
-        adapter = create_adapter(meta["kind"], **meta["config"])
+        return str(meta["kind"]), dict(meta["config"])
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+
+
+def read_adapter(path: str | Path) -> nn.Module:
+    """Rebuild an adapter saved by `write_adapter` (on the CPU)."""
+    kind, config = read_adapter_meta(path)
+    try:
+        adapter = create_adapter(kind, **config)
         adapter.load_state_dict(load_file(str(path)))
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
     return adapter
+
+
+def adapter_skeleton(path: str | Path) -> nn.Module:
+    """The adapter saved at `path`, built on the meta device from its JSON once the weights file is seen to hold its
+    tensors (names and shapes from the file's header; no weights are read); DataError otherwise."""
+    kind, config = read_adapter_meta(path)
+    try:
+        with torch.device("meta"):
+            skeleton = create_adapter(kind, **config)
+        problem = shape_problem(module_shapes(skeleton), checkpoint_shapes(Path(path)))
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+    if problem:
+        raise DataError(f"adapter {path} does not hold the {kind} adapter {adapter_config_path(path).name} describes ({problem}); delete it and retrain the speaker")
+    return skeleton
+
+
+def vision_widths(model: str) -> tuple[int, int]:
+    """(patch-token width, pooled-embedding width) of open_clip model `model`'s image tower: what an adapter reads,
+    from a dry run on the meta device."""
+    with torch.device("meta"):
+        tower = VisionTower(clip_skeleton(model))
+    return tower.token_dim, tower.pooled_dim
 
 
 class Speaker(nn.Module):

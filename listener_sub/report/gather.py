@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
-from listener_sub.commands.common import RUN_CONFIG, eval_config, from_run, run_spec, trainer_config
+from listener_sub.commands.common import RUN_CONFIG, check_adapter, eval_config, from_run, run_spec, trainer_config
 from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
@@ -170,6 +170,7 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     summary, curves, checkpoint = read_run(run_dir)
     cfg = from_run(cfg, run_dir, own, overrides)
     rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
+    check_adapter(checkpoint / ADAPTER, spec, "run")
     models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
     models.load_data([(eval_cfg.data, eval_cfg.split)])
     models.build_clips()
