@@ -29,9 +29,9 @@ class RerankConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"speaker.rerank.n={self.n}: sample at least one caption per board")
+            raise ValueError(f"rerank.n={self.n}: sample at least one caption per board")
         if self.beta < 0:
-            raise ValueError(f"speaker.rerank.beta={self.beta}: give a weight >= 0 (0: the reward alone)")
+            raise ValueError(f"rerank.beta={self.beta}: give a weight >= 0 (0: the reward alone)")
 
 
 def best_of_n_kl(n: int) -> float:

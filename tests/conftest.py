@@ -1,4 +1,10 @@
-"""Shared test setup: every test gets its own artifact cache, never the user's."""
+"""Shared test setup: every test gets its own artifact cache, never the user's; tests of commands on the tiny models
+may share one cache of them, built once per session."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 
@@ -8,3 +14,23 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("LISTENER_SUB_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A cache holding the tiny locally trained models of the default game (test_pretrain.TINY), built once per session
+    by `listener-sub pretrain`. Tests that run commands on them share it; a test about building keeps its own cache."""
+    from test_pretrain import TINY
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    args = [sys.executable, "-m", "listener_sub", "pretrain", *TINY, f"cache_dir={root}", f"hydra.run.dir={root / 'pretrain_run'}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def warm_cache(tiny_models, monkeypatch) -> Path:
+    """This test's commands use the session's cache of tiny models ($LISTENER_SUB_CACHE, inherited by subprocesses)."""
+    monkeypatch.setenv("LISTENER_SUB_CACHE", str(tiny_models))
+    return tiny_models

@@ -17,6 +17,7 @@ import pytest
 import torch
 from folders import clevr, coco, image
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 from transformers import GPT2Config
 
 from listener_sub import cli
@@ -80,17 +81,22 @@ def folders(root: Path) -> None:
 
 
 def runs(root: Path) -> None:
-    """A folder that is not a run; a run whose checkpoint was taken with trainer.lr=0.01 (for resume); and a train
-    run directory whose saved config is not YAML."""
+    """A folder that is not a run; a run whose checkpoint was taken with trainer.lr=0.01 (for resume); a run without
+    summary or checkpoint; and a train run directory whose saved config is not YAML."""
     (root / "not_a_run").mkdir()
     (root / "not_a_run" / "notes.txt").write_text("hello")
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         started = compose("train", overrides=["trainer.lr=0.01"])
     write_json(root / "run" / "run_config.json", started)
+    (root / "run" / ".hydra").mkdir()
+    OmegaConf.save(started, root / "run" / ".hydra" / "config.yaml")  # as Hydra saves a run's config
     step = root / "run" / "checkpoints" / "step_000002"
     step.mkdir(parents=True)
     write_adapter(create_adapter("perceiver", d_vision=256, d_lm=64, n_latents=8), step / ADAPTER)
     (step / STATE).write_text("{}")
+    (root / "half_run" / ".hydra").mkdir(parents=True)  # a run stopped before its first checkpoint
+    (root / "half_run" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (root / "half_run" / "metrics.jsonl").write_text('{"step": 0}\n')
     (root / "broken_run" / ".hydra").mkdir(parents=True)
     (root / "broken_run" / ".hydra" / "config.yaml").write_text("a: [unclosed\n")
     step = root / "broken_run" / "checkpoints" / "step_000001"
@@ -144,7 +150,8 @@ TABLE = [
     ("train", ["lm.name={tmp}/no_config"], r".*no_config has no config\.json; point the LM setting at a directory written by save_pretrained", lm_dirs),
     ("train", ["lm.name={tmp}/torn"], r"cannot load the LM '.*torn' \(.*is not a valid JSON file\.\); pass a directory written by save_pretrained", lm_dirs),
     # the device
-    ("train", ["device=tpu"], r"device=tpu", None),
+    ("train", ["device=tpu"], r"device=tpu is not a device; use device=auto, cpu, cuda or cuda:N", None),
+    ("train", ["device=cuda"], r"device=cuda but no CUDA device is available; use device=auto or device=cpu", None),  # (CUDA hidden below)
     # data folders: missing, empty, smaller than a board, corrupt images and JSON
     ("train", ["+data@evaluation.data=folder", "evaluation.data.root=/no/such/folder"], r"data root /no/such/folder is not a directory; set data\.root", None),
     ("train", ["+data@evaluation.data=folder", "evaluation.data.root={tmp}/empty"], r".*empty holds no image files \(\.png, .*\); point data\.root \(and the split\) at a folder of images", folders),
@@ -161,8 +168,11 @@ TABLE = [
     ("eval", ["checkpoint={tmp}/fits.safetensors", "speaker.vision.model=ls-vit-tiny-64"], r"checkpoint: the perceiver adapter .*fits\.safetensors maps width 256 -> 64, but speaker\.vision\.model=ls-vit-tiny-64 gives 64", adapters),
     ("eval", ["checkpoint={tmp}/cut.safetensors"], r"checkpoint: adapter .*cut\.safetensors is unreadable \(truncated: \d+ bytes of \d+\)", adapters),
     ("eval", ["checkpoint={tmp}/swapped.safetensors"], r"checkpoint: adapter .*swapped\.safetensors does not hold the perceiver adapter swapped\.json describes \(\d+ of other shapes, e\.g\. .*\)", adapters),
+    ("eval", ["checkpoint={tmp}/run", "+trainer.gamma=1"], r"trainer\.gamma: Key 'gamma' not in 'RLConfig' \(fix the trainer\.\* settings\)$", runs),
+    ("eval", ["checkpoint={tmp}/run", "data.kind=imagenet"], r"data\.kind: unknown kind 'imagenet'", runs),
     ("eval", ["checkpoint={tmp}/broken_run"], r".*broken_run/\.hydra/config\.yaml is unreadable \(.*\); pass an intact train run", runs),
     ("inspect", ["run={tmp}/not_a_run"], r"run=.*not_a_run is missing .*; pass the directory of a finished listener-sub train run", runs),
+    ("inspect", ["run={tmp}/half_run"], r"run=.*half_run is missing summary\.json, checkpoints/step_N/adapter\.safetensors \+ trainer\.json; pass the directory of a finished listener-sub train run", runs),
     ("inspect", ["run=/no/such/run"], r"run=/no/such/run is not a directory; pass the directory of a listener-sub train run", None),
     ("rollout", ["speaker.checkpoint=/no/such/adapter.safetensors"], r"speaker\.checkpoint: /no/such/adapter\.safetensors does not exist; fix the path or set it to null", None),
     ("rollout", ["speaker.checkpoint={tmp}/not_a_run"], r"speaker\.checkpoint=.*not_a_run holds no adapter", runs),
@@ -173,8 +183,15 @@ TABLE = [
     ("train", ["resume=true", "hydra.run.dir={tmp}/fresh"], r"resume=true but .*fresh/checkpoints holds no checkpoint; pass the run's directory as hydra\.run\.dir=DIR", None),
     ("train", ["hydra.run.dir={tmp}/run"], r".*run already holds checkpoints; continue that run with resume=true or choose another hydra\.run\.dir", runs),
     ("train", ["resume=true", "hydra.run.dir={tmp}/run"], r"resume=true with settings that change the run: trainer\.lr \(0\.01 -> 0\.0003\); drop those overrides, or add resume_force=true", runs),
-    # the command itself
+    # evaluation's decoding
+    ("eval", ["checkpoint=captioner", "speaker.decode=beam"], r"speaker\.decode=beam: unknown decoding; choose one of: greedy, rerank", None),
+    ("eval", ["checkpoint=captioner", "speaker.decode=rerank", "speaker.rerank.n=0"], r"speaker: rerank\.n=0: sample at least one caption per board \(fix the speaker\.\* settings\)$", None),
+    ("train", ["speaker.decode=rerank"], r"speaker\.decode=rerank chooses evaluation captions; train with speaker\.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker\.decode=rerank`", None),
+    # other commands
+    ("preview", ["no_such_key=1"], r"Could not override 'no_such_key'\. To append to your config use \+no_such_key=1", None),
+    ("preview", ["data=coco"], r"data\.root is not set; data=coco needs the dataset folder: data\.root=/path/to/folder$", None),
     ("bench", ["parts=[speed]"], r"parts=\['speed'\]", None),
+    ("results", ["runs={tmp}/sweep", "~rows", "+rows={}"], r"rows is empty; name at least one row \(rows\.NAME=\[overrides\]\)$", None),
 ]
 
 
@@ -190,6 +207,7 @@ def test_a_bad_input_is_one_line_with_exit_status_2_before_anything_is_built(com
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # the command line sets it for Hydra
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # a hub name fails at once, without retries
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # device=cuda on a machine without CUDA, wherever this runs
     argv = [command, *(arg.replace("{tmp}", str(tmp_path)) for arg in args)]
     if not any(arg.startswith("hydra.run.dir=") for arg in argv):
         argv.append(f"hydra.run.dir={tmp_path / 'out'}")

@@ -30,13 +30,6 @@ def test_bench_writes_render_throughput(tmp_path):
     assert results["render/images_per_s"] > 0 and results["render/naive_images_per_s"] > 0
 
 
-def test_bad_override_is_one_line_with_exit_2(tmp_path):
-    result = run_cli("preview", "no_such_key=1", cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no_such_key" in lines[0] and "+no_such_key" in lines[0]
-
-
 def test_bad_value_is_one_line_and_debug_shows_traceback(tmp_path):
     result = run_cli("preview", "split=dev", f"hydra.run.dir={tmp_path / 'a'}")
     assert result.returncode == 2
@@ -58,12 +51,6 @@ def test_cfg_job_prints_the_composed_config():
     result = run_cli("preview", "--cfg", "job", "world.image_size=32")
     assert result.returncode == 0, result.stderr
     assert "image_size: 32" in result.stdout and "perceptions:" in result.stdout
-
-
-def test_missing_mandatory_value_names_the_override(tmp_path):
-    result = run_cli("preview", "data=coco", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["listener-sub preview: error: data.root is not set; data=coco needs the dataset folder: data.root=/path/to/folder"]
 
 
 def test_preview_of_a_coco_folder(tmp_path):
@@ -97,3 +84,23 @@ def test_pretrain_stage_lm_writes_its_summary(tmp_path):
     assert list((tmp_path / "c" / "lm").iterdir())  # the artifact is in the configured cache
     bad = run_cli("pretrain", "stage=everything", f"hydra.run.dir={out}")
     assert bad.returncode == 2 and "unknown stage 'everything'" in bad.stderr
+
+
+def test_no_command_goes_through_a_shell():
+    """Paths from configs reach child processes only as argument lists (the results sweep's `listener-sub` children):
+    no shell anywhere in the package, so no config value is ever read as shell syntax."""
+    import ast
+    from pathlib import Path
+
+    import listener_sub
+
+    found = []
+    for path in Path(listener_sub.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = node.func if isinstance(node, ast.Call) else None
+            name = ast.unparse(call) if call is not None else ""
+            if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput") or (
+                call is not None and any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords)
+            ):
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    assert found == []

@@ -3,7 +3,6 @@ import copy
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html import escape
@@ -34,10 +33,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A finished tiny train run (2 RL steps, a checkpoint each); its models in a cache of its own, named in its config."""
+def run_dir(tmp_path_factory, tiny_models):
+    """A finished tiny train run (2 RL steps, a checkpoint each); its models in the session's cache, named in its config."""
     root = tmp_path_factory.mktemp("inspect")
-    result = cli("train", *TINY, f"cache_dir={root / 'cache'}", f"hydra.run.dir={root / 'run'}", "trainer.steps=2", "trainer.save_every=1")
+    result = cli("train", *TINY, f"cache_dir={tiny_models}", f"hydra.run.dir={root / 'run'}", "trainer.steps=2", "trainer.save_every=1")
     assert result.returncode == 0, result.stderr
     return root / "run"
 
@@ -163,18 +162,6 @@ def test_text_format_is_a_table_of_every_board(report):
         for speaker in report.speakers:
             assert board.plays[speaker].caption in text
     assert text.count(" won") + text.count(" lost") >= BOARDS * len(report.speakers)
-
-
-def test_run_missing_files_is_one_line_naming_them(run_dir, tmp_path):
-    broken = tmp_path / "run"
-    shutil.copytree(run_dir, broken)
-    (broken / "summary.json").unlink()
-    shutil.rmtree(broken / "checkpoints")
-    result = cli("inspect", f"run={broken}", f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("listener-sub inspect: error:"), result.stderr
-    assert "summary.json" in lines[0] and "checkpoints" in lines[0] and "metrics.jsonl" not in lines[0]
 
 
 @pytest.mark.slow

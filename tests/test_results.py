@@ -181,8 +181,3 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
     again = listener_sub(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "training seeds" not in again.stdout and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
-
-
-def test_no_rows_is_one_line_with_exit_2(tmp_path):
-    result = listener_sub(f"runs={tmp_path}", "~rows", "+rows={}")
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("listener-sub results: error: rows is empty")

@@ -29,7 +29,7 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_rollout_writes_transcripts_frames_and_summary(tmp_path):
+def test_rollout_writes_transcripts_frames_and_summary(tmp_path, warm_cache):
     result = rollout(tmp_path, "episodes=5", "render=rgb_array")  # oracle on evaluation.boards=16
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "rollouts.jsonl")
