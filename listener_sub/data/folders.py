@@ -102,9 +102,9 @@ def read_json(path: Path) -> Any:
         with path.open(encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix or re-download the file") from err
+        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix or re-download the file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
+        raise DataError(f"cannot read {path}: {err}") from None
 
 
 def _top_list(data: Any, key: str, path: Path) -> list:
