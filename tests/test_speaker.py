@@ -14,7 +14,7 @@ import listener_sub.models
 from listener_sub.adapters import create_adapter
 from listener_sub.errors import DataError
 from listener_sub.models.listener import register_model_configs
-from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.models.speaker import Speaker, sample_token, write_adapter
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, render, sample_scenes
 from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
@@ -252,6 +252,9 @@ def test_save_load_adapter_round_trip(tokenizer, images, tmp_path, kind):
         other.load_adapter(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="width"):
         Speaker(speaker.visual, speaker.lm, tokenizer, create_adapter(kind, d_vision=32, d_lm=64))
+    write_adapter(create_adapter(kind, d_vision=32, d_lm=64), tmp_path / "narrow.safetensors")
+    with pytest.raises(DataError, match=rf"adapter .*narrow\.safetensors does not fit this speaker: {kind} adapter maps width 32 -> 64, but"):
+        other.load_adapter(tmp_path / "narrow.safetensors")  # a file from the user: one line, not a traceback
 
 
 def test_captioning_training_conditions_the_lm_on_the_image(tokenizer, images):

@@ -212,6 +212,8 @@ def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
         adapter = adapter_skeleton(path)
     except DataError as error:
         raise UserError(f"{key}: {error}") from None
+    if spec.speaker.vision_model.startswith("hf-hub:"):  # its config is on the hub: the speaker checks the adapter on load
+        return
     token_dim, pooled_dim = vision_widths(spec.speaker.vision_model)
     d_vision = token_dim if adapter.uses_tokens else pooled_dim
     d_lm = lm_width(str(spec.lm.name)) if spec.lm.name else spec.lm.model.n_embd

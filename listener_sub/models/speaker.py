@@ -388,8 +388,13 @@ class Speaker(nn.Module):
         write_adapter(self.adapter, path)
 
     def load_adapter(self, path: str | Path) -> nn.Module:
-        """Replace the adapter by the one saved at `path` (kind and config from its JSON); returns it."""
-        self.adapter = self._checked(read_adapter(path)).to(self.device).train(self.training)
+        """Replace the adapter by the one saved at `path` (kind and config from its JSON); returns it. DataError when it
+        does not fit this speaker's vision tower and LM."""
+        try:
+            adapter = self._checked(read_adapter(path))
+        except ValueError as error:
+            raise DataError(f"adapter {path} does not fit this speaker: {error}; pass an adapter trained for this vision model and LM") from None
+        self.adapter = adapter.to(self.device).train(self.training)
         return self.adapter
 
 
