@@ -25,7 +25,7 @@ from listener_sub.evaluation import EvalConfig
 from listener_sub.game import check_game
 from listener_sub.models.listener import checkpoint_problem, known_models
 from listener_sub.models.lm import DESC_ORDER, check_lm, lm_width
-from listener_sub.models.speaker import adapter_skeleton, vision_widths
+from listener_sub.models.speaker import adapter_skeleton, meta_vision_tower
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rerank import DECODES, RerankConfig
@@ -214,8 +214,7 @@ def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
         raise UserError(f"{key}: {error}") from None
     if spec.speaker.vision_model.startswith("hf-hub:"):  # its config is on the hub: the speaker checks the adapter on load
         return
-    token_dim, pooled_dim = vision_widths(spec.speaker.vision_model)
-    d_vision = token_dim if adapter.uses_tokens else pooled_dim
+    d_vision = meta_vision_tower(spec.speaker.vision_model).width_for(adapter.uses_tokens)
     d_lm = lm_width(str(spec.lm.name)) if spec.lm.name else spec.lm.model.n_embd
     if (adapter.config.d_vision, adapter.config.d_lm) != (d_vision, d_lm):
         lm = f"lm.name={spec.lm.name}" if spec.lm.name else "the locally trained LM (lm.model.n_embd)"

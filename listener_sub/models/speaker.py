@@ -132,6 +132,10 @@ def write_adapter(adapter: nn.Module, path: str | Path) -> None:
         save_file(weights, str(tmp))
 
 
+def _unreadable(path: str | Path, error: Exception) -> DataError:
+    return DataError(f"adapter {path} is unreadable ({error}); delete it and retrain the speaker")
+
+
 def read_adapter_meta(path: str | Path) -> tuple[str, dict[str, Any]]:
     """The kind and config of the adapter saved at `path` (from the JSON beside it); DataError when either file is
     missing or the JSON is unreadable."""
@@ -142,7 +146,7 @@ def read_adapter_meta(path: str | Path) -> tuple[str, dict[str, Any]]:
         meta = json.loads(meta_path.read_text())
         return str(meta["kind"]), dict(meta["config"])
     except (ValueError, KeyError, TypeError, OSError) as err:
-        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+        raise _unreadable(path, err) from err
 
 
 def read_adapter(path: str | Path) -> nn.Module:
@@ -152,7 +156,7 @@ def read_adapter(path: str | Path) -> nn.Module:
         adapter = create_adapter(kind, **config)
         adapter.load_state_dict(load_file(str(path)))
     except (ValueError, KeyError, RuntimeError, OSError) as err:
-        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+        raise _unreadable(path, err) from err
     return adapter
 
 
@@ -165,18 +169,17 @@ def adapter_skeleton(path: str | Path) -> nn.Module:
             skeleton = create_adapter(kind, **config)
         problem = shape_problem(module_shapes(skeleton), checkpoint_shapes(Path(path)))
     except (ValueError, KeyError, TypeError, OSError) as err:
-        raise DataError(f"adapter {path} is unreadable ({err}); delete it and retrain the speaker") from err
+        raise _unreadable(path, err) from err
     if problem:
         raise DataError(f"adapter {path} does not hold the {kind} adapter {adapter_config_path(path).name} describes ({problem}); delete it and retrain the speaker")
     return skeleton
 
 
-def vision_widths(model: str) -> tuple[int, int]:
-    """(patch-token width, pooled-embedding width) of open_clip model `model`'s image tower: what an adapter reads,
-    from a dry run on the meta device."""
+def meta_vision_tower(model: str) -> VisionTower:
+    """open_clip model `model`'s image tower on the meta device: its widths (what an adapter reads) from a dry run, no
+    weights."""
     with torch.device("meta"):
-        tower = VisionTower(clip_skeleton(model))
-    return tower.token_dim, tower.pooled_dim
+        return VisionTower(clip_skeleton(model))
 
 
 class Speaker(nn.Module):
@@ -190,7 +193,6 @@ class Speaker(nn.Module):
         for frozen in (self.visual, self.lm):
             frozen.requires_grad_(False)
             frozen.eval()
-        self.token_dim, self.pooled_dim = self.visual.token_dim, self.visual.pooled_dim
         self.adapter = self._checked(adapter)
         if tokenizer.eos_token_id is None:
             raise ValueError("the speaker's tokenizer needs an eos token")
@@ -207,13 +209,13 @@ class Speaker(nn.Module):
     ) -> Speaker:
         """A speaker with a fresh adapter of `kind` (initialised from torch's global RNG); d_vision and d_lm come from the models."""
         tower = vision if isinstance(vision, VisionTower) else VisionTower(vision)
-        d_vision = tower.token_dim if adapter_class(kind).uses_tokens else tower.pooled_dim
+        d_vision = tower.width_for(adapter_class(kind).uses_tokens)
         d_lm = lm.get_input_embeddings().embedding_dim
         return cls(tower, lm, tokenizer, create_adapter(kind, d_vision=d_vision, d_lm=d_lm, **adapter_cfg))
 
     def _checked(self, adapter: nn.Module) -> nn.Module:
         """The adapter, if its input and output widths fit the vision tower and the LM."""
-        d_vision = self.token_dim if adapter.uses_tokens else self.pooled_dim
+        d_vision = self.visual.width_for(adapter.uses_tokens)
         d_lm = self.lm.get_input_embeddings().embedding_dim
         if (adapter.config.d_vision, adapter.config.d_lm) != (d_vision, d_lm):
             raise ValueError(

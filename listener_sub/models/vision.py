@@ -46,6 +46,10 @@ class VisionTower(nn.Module):
         self.register_buffer("std", std, persistent=False)
         self.token_dim, self.pooled_dim = self.dims()
 
+    def width_for(self, uses_tokens: bool) -> int:
+        """The width of what an adapter reads from this tower: patch tokens (`uses_tokens`) or the pooled embedding."""
+        return self.token_dim if uses_tokens else self.pooled_dim
+
     def pixels(self, images: Images) -> torch.Tensor:
         """Images -> normalised (B, 3, H, W) at the tower's input size (`listener_sub.images.model_input`)."""
         return model_input(images, self.image_size, self.mean, self.std)
