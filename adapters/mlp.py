@@ -1,4 +1,5 @@
 """ClipCap-style MLP adapter: the pooled image embedding -> an LM soft prefix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

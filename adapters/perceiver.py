@@ -1,4 +1,5 @@
 """Perceiver-IO-style adapter: M learned latents cross-attend to vision patch tokens -> an LM soft prefix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ evaluation/default (EvalConfig), listener_train/default (ListenerRecipe), listen
 lm/base_lm (LMNodeConfig), speaker/base_speaker (SpeakerConfig), speaker/adapter/<kind> (each adapter's config
 fields, from its dataclass), reward/default (a `_target_` node of `listener_sub.rewards.Reward`), trainer/base_trainer (RLConfig).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ from listener_sub.data import DataConfig
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import create_game
 from listener_sub.models.lm import LMConfig
-from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.pretrain.speaker import CaptionerRecipe
 from listener_sub.rerank import RerankConfig
 from listener_sub.rewards import Reward
@@ -34,7 +35,9 @@ ADAPTER_SIZES_FROM_MODELS = ("d_vision", "d_lm")  # adapter fields filled in fro
 
 @dataclass
 class KnowledgeConfig:
-    exclude: list[str] = field(default_factory=list)  # attributes whose words never appear in the listener's training captions
+    exclude: list[str] = field(
+        default_factory=list
+    )  # attributes whose words never appear in the listener's training captions
 
 
 @dataclass
@@ -46,7 +49,9 @@ class ListenerConfig:
     perception: Any = "full"  # a name (full | grayscale | blur | lowres | crop), {name: ..., params} or {_target_: your.Perception, ...}
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     seed: int = 0  # initialisation and data order when trained locally
-    finetune: bool = False  # with pretrained: fine-tune it through its perception on the pretraining data (listener_train.*)
+    finetune: bool = (
+        False  # with pretrained: fine-tune it through its perception on the pretraining data (listener_train.*)
+    )
 
 
 @dataclass
@@ -55,7 +60,9 @@ class VisionConfig:
 
     model: str = "ls-rn-tiny-64"  # any open_clip model name
     pretrained: Optional[str] = None  # tag or local checkpoint; null: trained locally like a full-colour listener
-    seed: int = 1  # of that local training; 1 = listeners.full's seed: the speaker sees through the intended listener's CLIP
+    seed: int = (
+        1  # of that local training; 1 = listeners.full's seed: the speaker sees through the intended listener's CLIP
+    )
 
 
 @dataclass
@@ -63,7 +70,9 @@ class SpeakerConfig:
     """The speaker: frozen CLIP vision tower -> trainable adapter (speaker/adapter=perceiver|mlp) -> frozen LM."""
 
     vision: VisionConfig = field(default_factory=VisionConfig)
-    adapter: Any = None  # the speaker/adapter group (speaker/adapter=perceiver|mlp): kind + that adapter's config fields
+    adapter: Any = (
+        None  # the speaker/adapter group (speaker/adapter=perceiver|mlp): kind + that adapter's config fields
+    )
     checkpoint: Optional[str] = None  # captioning adapter (safetensors); null: trained locally by `captioner`
     captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
     decode: str = "greedy"  # evaluation captions: greedy | rerank (best of speaker.rerank.n samples by the game's reward; `listener-sub eval`)
@@ -102,8 +111,12 @@ def adapter_node(kind: str) -> dict[str, Any]:
 
 def reward_node() -> dict[str, Any]:
     """reward/default: a `_target_` node of Reward with its default settings (the experiment names the listeners)."""
-    defaults = {f.name: MISSING if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else
-                (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default) for f in dataclasses.fields(Reward)}
+    defaults = {
+        f.name: MISSING
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(Reward)
+    }
     return {"_target_": f"{Reward.__module__}.{Reward.__qualname__}", **defaults}
 
 

@@ -2,6 +2,7 @@
 
 PettingZoo has no registry of its own; `make(ENV_ID)` / `make(ENV_ID, parallel=True)` look the id up here.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,9 @@ from typing import Any
 
 from listener_sub.envs.dixit_v0 import ENV_ID
 
-REGISTRY: dict[str, str] = {ENV_ID: "listener_sub.envs.dixit_v0"}  # env id -> module with env(), raw_env(), parallel_env()
+REGISTRY: dict[str, str] = {
+    ENV_ID: "listener_sub.envs.dixit_v0"
+}  # env id -> module with env(), raw_env(), parallel_env()
 
 
 def make_env(game: Any, tokenizer: Any, parallel: bool = False, **kwargs: Any) -> Any:

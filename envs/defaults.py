@@ -6,6 +6,7 @@
 Composes the `rollout` config (with overrides, e.g. ["experiment=control"]) and finds its models in the artifact
 cache, building what is missing (as `listener-sub train` does). The envs themselves never do this.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

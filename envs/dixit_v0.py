@@ -11,6 +11,7 @@ Boards come from the split of the game's data, or of `data` (a DataConfig: other
 An env plays the game it is given; it never composes configs or trains models. The embedded default
 experiment's game and speaker come from `listener_sub.envs.defaults.load_default_players()`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,9 +21,9 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import AgentSelector, wrappers
 
+from listener_sub.data import DataConfig
 from listener_sub.envs.render import frame, transcript
 from listener_sub.envs.round import SPEAKER, Round
-from listener_sub.data import DataConfig
 from listener_sub.game import Game
 
 ENV_ID = "listener_sub/Dixit-v0"
@@ -47,11 +48,19 @@ class raw_env(AECEnv):
     metadata = METADATA
 
     def __init__(
-        self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None, data: DataConfig | None = None
+        self,
+        game: Game,
+        tokenizer: Any,
+        split: str = "train",
+        max_tokens: int = 16,
+        render_mode: str | None = None,
+        data: DataConfig | None = None,
     ) -> None:
         super().__init__()
         if render_mode not in (None, *METADATA["render_modes"]):
-            raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}"
+            )
         self.round = Round(game, tokenizer, split, max_tokens, data)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
@@ -112,10 +121,18 @@ class parallel_raw_env(ParallelEnv):
     metadata = METADATA
 
     def __init__(
-        self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, render_mode: str | None = None, data: DataConfig | None = None
+        self,
+        game: Game,
+        tokenizer: Any,
+        split: str = "train",
+        max_tokens: int = 16,
+        render_mode: str | None = None,
+        data: DataConfig | None = None,
     ) -> None:
         if render_mode not in (None, *METADATA["render_modes"]):
-            raise ValueError(f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}")
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; choose one of: {', '.join(METADATA['render_modes'])}"
+            )
         self.round = Round(game, tokenizer, split, max_tokens, data)
         self.render_mode = render_mode
         self.possible_agents = list(self.round.agents)
@@ -139,7 +156,9 @@ class parallel_raw_env(ParallelEnv):
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents:
-            raise ValueError("no episode is running (it has ended, or reset() was not called); call reset() for a new board")
+            raise ValueError(
+                "no episode is running (it has ended, or reset() was not called); call reset() for a new board"
+            )
         missing = [agent for agent in self.acting_agents if agent not in actions]
         if missing:
             raise ValueError(f"this phase needs actions of {missing}")

@@ -1,4 +1,5 @@
 """Policies that play the env with the real models: a Speaker for speaker_0, the pretrained listeners for listener_i."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,12 +16,29 @@ from listener_sub.models.speaker import Speaker
 class SpeakerPolicy:
     """speaker_0: the Speaker's caption of the target image, as `max_tokens` token ids (EOS, then pad)."""
 
-    def __init__(self, speaker: Speaker, max_tokens: int = 16, greedy: bool = True, temperature: float = 1.0, generator: torch.Generator | None = None) -> None:
-        self.speaker, self.max_tokens, self.greedy, self.temperature, self.generator = speaker, max_tokens, greedy, temperature, generator
+    def __init__(
+        self,
+        speaker: Speaker,
+        max_tokens: int = 16,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.speaker, self.max_tokens, self.greedy, self.temperature, self.generator = (
+            speaker,
+            max_tokens,
+            greedy,
+            temperature,
+            generator,
+        )
 
     def __call__(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         out = self.speaker.generate(
-            observation["target"][None], max_new_tokens=self.max_tokens, greedy=self.greedy, temperature=self.temperature, generator=self.generator
+            observation["target"][None],
+            max_new_tokens=self.max_tokens,
+            greedy=self.greedy,
+            temperature=self.temperature,
+            generator=self.generator,
         )
         tokens = np.full(self.max_tokens, self.speaker.pad_id, dtype=np.int64)  # (L,)
         tokens[: out.tokens.shape[1]] = out.tokens[0].cpu().numpy()
@@ -34,7 +52,9 @@ class ListenerPolicy:
     picture of that view for other agents), so the env's picks are the trainer's picks.
     """
 
-    def __init__(self, round_: Round, agent: str, choice: str = "argmax", generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, round_: Round, agent: str, choice: str = "argmax", generator: torch.Generator | None = None
+    ) -> None:
         self.round, self.name, self.choice, self.generator = round_, round_.listeners[agent], choice, generator
 
     def probs(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
@@ -46,7 +66,13 @@ class ListenerPolicy:
         return int(choose(self.probs(observation), self.choice, self.generator))
 
 
-def model_policies(round_: Round, speaker: Speaker, greedy: bool = True, temperature: float = 1.0, generator: torch.Generator | None = None) -> dict[str, Any]:
+def model_policies(
+    round_: Round,
+    speaker: Speaker,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
     """Agent -> policy for every agent of an env's round: the speaker and each of the game's listeners."""
     policies: dict[str, Any] = {SPEAKER: SpeakerPolicy(speaker, round_.max_tokens, greedy, temperature, generator)}
     for agent in round_.listeners:

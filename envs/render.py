@@ -1,4 +1,5 @@
 """Render a round: a text transcript (ansi) or a picture (rgb_array) of the board, target, caption and picks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,13 @@ GAP = 12  # pixels between board images
 FRAME = 4  # width of the frame around the target
 LINE = 18  # pixels per line of text
 TARGET_COLOR = (40, 200, 90)
-PICK_COLORS = [(220, 70, 40), (40, 110, 230), (170, 120, 0), (160, 60, 190), (0, 150, 160)]  # listener i's marker and text
+PICK_COLORS = [
+    (220, 70, 40),
+    (40, 110, 230),
+    (170, 120, 0),
+    (160, 60, 190),
+    (0, 150, 160),
+]  # listener i's marker and text
 
 
 def _describe(round_: Round) -> str:
@@ -59,11 +66,17 @@ def frame(round_: Round) -> np.ndarray:
         x = GAP + i * (side_w + GAP)
         canvas.paste(Image.fromarray(images[i]).resize((side_w, side_h), Image.NEAREST), (x, top))
         if i == target:
-            draw.rectangle([x - FRAME, top - FRAME, x + side_w + FRAME - 1, top + side_h + FRAME - 1], outline=TARGET_COLOR, width=FRAME)
+            draw.rectangle(
+                [x - FRAME, top - FRAME, x + side_w + FRAME - 1, top + side_h + FRAME - 1],
+                outline=TARGET_COLOR,
+                width=FRAME,
+            )
         for j, (agent, name) in enumerate(names):
             color = PICK_COLORS[j % len(PICK_COLORS)]
             if round_.picks.get(agent) == i:  # a marker in the image corner, one slot per listener
-                draw.rectangle([x + 4 + 18 * j, top + 4, x + 18 + 18 * j, top + 18], fill=color, outline=(255, 255, 255))
+                draw.rectangle(
+                    [x + 4 + 18 * j, top + 4, x + 18 + 18 * j, top + 18], fill=color, outline=(255, 255, 255)
+                )
             prob = "" if round_.outcome is None else f" {round_.outcome.probs[name][0, i].item():.2f}"
             picked = " <" if round_.picks.get(agent) == i else ""
             draw.text((x, top + side_h + GAP + LINE * j), f"{name}{prob}{picked}", fill=color, font=font)

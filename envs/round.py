@@ -3,6 +3,7 @@
 Boards, perception and rewards all come from the batched game core (`listener_sub.game.Game`) on a batch of
 one board, so an env and the trainer cannot disagree about the rules.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,9 @@ class Round:
     picks: dict[str, int]  # listener agent -> picked position
     outcome: Outcome | None  # the game core's verdict once every listener has picked
 
-    def __init__(self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, data: DataConfig | None = None) -> None:
+    def __init__(
+        self, game: Game, tokenizer: Any, split: str = "train", max_tokens: int = 16, data: DataConfig | None = None
+    ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the speaker's tokenizer needs an eos token")
         self.game, self.tokenizer, self.split, self.max_tokens, self.data = game, tokenizer, split, max_tokens, data
@@ -48,11 +51,15 @@ class Round:
         image = game.pool(split, data).images.shape[1:]  # (H, W, 3)
         caption = spaces.MultiDiscrete([len(tokenizer)] * max_tokens)
         self.action_spaces: dict[str, spaces.Space] = {SPEAKER: caption}
-        self.observation_spaces: dict[str, spaces.Space] = {SPEAKER: spaces.Dict({"target": spaces.Box(0, 255, image, np.uint8)})}
+        self.observation_spaces: dict[str, spaces.Space] = {
+            SPEAKER: spaces.Dict({"target": spaces.Box(0, 255, image, np.uint8)})
+        }
         for agent in self.listeners:
             self.action_spaces[agent] = spaces.Discrete(game.n_images)
             board = spaces.Box(0, 255, (game.n_images, *image), np.uint8)
-            self.observation_spaces[agent] = spaces.Dict({"board": board, "caption": spaces.MultiDiscrete([len(tokenizer)] * max_tokens)})
+            self.observation_spaces[agent] = spaces.Dict(
+                {"board": board, "caption": spaces.MultiDiscrete([len(tokenizer)] * max_tokens)}
+            )
         self.rng = np.random.default_rng()
 
     def reset(self, seed: int | None = None) -> None:
@@ -82,8 +89,15 @@ class Round:
         if self.caption is not None:
             raise ValueError("the speaker has spoken this round; call reset() for a new board")
         tokens = np.asarray(action)
-        if tokens.dtype.kind not in "iu" or tokens.shape != (self.max_tokens,) or tokens.min() < 0 or tokens.max() >= len(self.tokenizer):
-            raise ValueError(f"the speaker acts with {self.max_tokens} integer token ids in [0, {len(self.tokenizer)}), got {action!r}")
+        if (
+            tokens.dtype.kind not in "iu"
+            or tokens.shape != (self.max_tokens,)
+            or tokens.min() < 0
+            or tokens.max() >= len(self.tokenizer)
+        ):
+            raise ValueError(
+                f"the speaker acts with {self.max_tokens} integer token ids in [0, {len(self.tokenizer)}), got {action!r}"
+            )
         self.tokens = tokens.astype(np.int64)
         self.caption = decode_tokens(self.tokenizer, self.tokens[None])[0]
 
@@ -120,7 +134,10 @@ class Round:
         if self.outcome is None:
             return dict.fromkeys(self.agents, 0.0)
         mine = self.outcome.listener_rewards
-        return {SPEAKER: float(self.outcome.reward[0]), **{a: float(mine[name][0]) for a, name in self.listeners.items()}}
+        return {
+            SPEAKER: float(self.outcome.reward[0]),
+            **{a: float(mine[name][0]) for a, name in self.listeners.items()},
+        }
 
     def infos(self) -> dict[str, dict[str, Any]]:
         """Agent -> info: the caption for the speaker; each listener's probabilities once the round is scored."""

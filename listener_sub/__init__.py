@@ -10,6 +10,7 @@ The public API, open_clip style (plain arguments, `create_*` factories); names l
     game = listener_sub.create_game(coco, {"full": full, "gray": gray}, reward, pool_size=None)
     env = listener_sub.make_env(game, speaker.tokenizer)
 """
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,7 @@ Plain dataclasses in (`RunSpec`, made from a Hydra config by the command line, o
 given as `pretrained` (tag or file), an LM given by name or directory and a given adapter checkpoint are loaded
 as they are; what is not given is trained by its recipe and cached under a key of every setting that made it.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -68,7 +69,9 @@ class SpeakerSpec:
     """The speaker: its own CLIP's vision tower, an adapter and its captioning recipe (the LM is `LMSpec`)."""
 
     vision_model: str
-    vision_pretrained: str | None  # tag or file; None: trained locally like a full-colour listener (the same artifact as one of the same seed)
+    vision_pretrained: (
+        str | None
+    )  # tag or file; None: trained locally like a full-colour listener (the same artifact as one of the same seed)
     vision_seed: int
     adapter: dict[str, Any]  # kind + the adapter config's fields (d_vision, d_lm come from the models)
     checkpoint: str | None  # the captioning adapter (safetensors); None: trained by `captioner` and cached
@@ -136,7 +139,11 @@ class Assembly:
         for config, split in boards:
             source = self.source(config)
             if source.kind != "synthetic":
-                check_images(source.load(split, self.spec.game["pool_size"]), self.spec.game["n_images"], self.spec.game["distractors"])
+                check_images(
+                    source.load(split, self.spec.game["pool_size"]),
+                    self.spec.game["n_images"],
+                    self.spec.game["distractors"],
+                )
 
     @staticmethod
     def _data_key(images: ImageSet | None) -> list[str]:
@@ -146,19 +153,36 @@ class Assembly:
     # ---------------------------------------------------------------- CLIPs
 
     def _clip_job(
-        self, model: str, perception: Perception, perception_config: Any, exclude: tuple[str, ...], seed: int, init: str | None = None
+        self,
+        model: str,
+        perception: Perception,
+        perception_config: Any,
+        exclude: tuple[str, ...],
+        seed: int,
+        init: str | None = None,
     ) -> tuple[str, dict]:
         """The cache key of a locally trained (or fine-tuned, from `init`) CLIP and the train_listener arguments that make it."""
         recipe = self.spec.listener_recipe
         data = self.pretrain_images(recipe.pool_size)
         start = [] if init is None else [init, *_file_identity(init)]
         key = f"{model}-{config_key(model, perception_config, list(exclude), seed, self.spec.world, recipe, *self._data_key(data), *start)}"
-        kwargs = dict(model_name=model, perception=perception, world=self.spec.world, recipe=recipe, seed=seed, exclude=exclude, data=data, init=init)
+        kwargs = dict(
+            model_name=model,
+            perception=perception,
+            world=self.spec.world,
+            recipe=recipe,
+            seed=seed,
+            exclude=exclude,
+            data=data,
+            init=init,
+        )
         return key, kwargs
 
     def _listener_job(self, name: str) -> tuple[str, dict]:
         ls = self.spec.listeners[name]
-        return self._clip_job(ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None)
+        return self._clip_job(
+            ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None
+        )
 
     def _vision_job(self) -> tuple[str, dict]:
         sp = self.spec.speaker
@@ -175,10 +199,16 @@ class Assembly:
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
-        jobs = [("listeners", *self._listener_job(name)) for name in self.spec.players if self.spec.listeners[name].trained_locally]
+        jobs = [
+            ("listeners", *self._listener_job(name))
+            for name in self.spec.players
+            if self.spec.listeners[name].trained_locally
+        ]
         if not self.spec.speaker.vision_pretrained:
             jobs.append(("listeners", *self._vision_job()))  # the full listener's own CLIP when their seeds agree
-        missing = {key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)}  # one job per key
+        missing = {
+            key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)
+        }  # one job per key
         workers = min(self.spec.clip_workers, len(missing))
         if workers < 2:
             return  # built one at a time, on first use
@@ -187,7 +217,9 @@ class Assembly:
             futures = []
             for position, (key, (kind, kwargs)) in enumerate(missing.items()):
                 path = self.cache.path(kind, key, CLIP_FILE)
-                futures.append((kind, path, pool.submit(_train_clip, self.cache.root, kind, key, kwargs, self.progress, position)))
+                futures.append(
+                    (kind, path, pool.submit(_train_clip, self.cache.root, kind, key, kwargs, self.progress, position))
+                )
             for kind, path, future in futures:
                 seconds = future.result()
                 if seconds is not None:
@@ -232,7 +264,9 @@ class Assembly:
         sp = self.spec.speaker
         adapter = dict(sp.adapter)
         kind = adapter.pop("kind")
-        return create_speaker(sp.vision_model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter)
+        return create_speaker(
+            sp.vision_model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter
+        )
 
     def adapter_path(self) -> str:
         """The captioning adapter: speaker.checkpoint as given, else trained locally and cached."""
@@ -243,11 +277,15 @@ class Assembly:
             return str(sp.checkpoint)
         recipe = sp.captioner
         data = self.pretrain_images(recipe.scenes)
-        key = config_key(self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions, *self._data_key(data))
+        key = config_key(
+            self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions, *self._data_key(data)
+        )
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = data if data is not None else self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
+            images = (
+                data if data is not None else self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
+            )
             captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()
@@ -277,5 +315,10 @@ def _train_clip(root: Path, kind: str, key: str, kwargs: dict, progress: bool, p
     torch.set_num_threads(1)
     register_model_configs()
     cache = ArtifactCache(root)
-    cache.get_or_build(kind, key, CLIP_FILE, lambda tmp: save_listener(train_listener(progress=progress, position=position, **kwargs), tmp))
+    cache.get_or_build(
+        kind,
+        key,
+        CLIP_FILE,
+        lambda tmp: save_listener(train_listener(progress=progress, position=position, **kwargs), tmp),
+    )
     return cache.wall_s.get(kind)

@@ -7,6 +7,7 @@
 - The listener CLIP's pretraining step: `ListenerTraining.step` against `NaiveListenerTraining.step` (every caption
   key encoded, identical texts or not; AdamW's per-parameter loop), from the same initialisation and batches.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,9 @@ def bench_render(world: WorldConfig, n_images: int, repeats: int) -> dict[str, f
     naive_n = max(n_images // 8, 1)
     with one_core():
         batched = best_rate(lambda: render(scenes, world.image_size), n_images, repeats)
-        naive = best_rate(lambda: [render(scenes[i : i + 1], world.image_size) for i in range(naive_n)], naive_n, repeats)
+        naive = best_rate(
+            lambda: [render(scenes[i : i + 1], world.image_size) for i in range(naive_n)], naive_n, repeats
+        )
     return {"render/images_per_s": batched, "render/naive_images_per_s": naive, "render/speedup": batched / naive}
 
 
@@ -81,7 +84,9 @@ def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boa
 
 
 @torch.no_grad()
-def naive_sample(speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def naive_sample(
+    speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far; token t
     of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers). Returns tokens (B*k, L), pad after EOS,
     and lengths (B*k,) up to and including EOS."""
@@ -120,7 +125,9 @@ class NaiveStep:
         with phase("vision"):
             sampling_features = speaker.encode(images)
         with phase("sampling"):
-            tokens, lengths = naive_sample(speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, draws[:, : cfg.max_new_tokens])
+            tokens, lengths = naive_sample(
+                speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, draws[:, : cfg.max_new_tokens]
+            )
             texts = speaker.decode(tokens, lengths)
         with phase("listeners"):
             repeated = boards.repeat(cfg.k)
@@ -131,7 +138,9 @@ class NaiveStep:
         with phase("teacher-forced pass"):
             logp, mask = speaker.log_probs(speaker.adapt(features).repeat_interleave(cfg.k, 0), tokens, lengths)
         with phase("reference pass"), torch.no_grad():
-            ref_logp, _ = speaker.log_probs(speaker.adapt(features, t.reference).repeat_interleave(cfg.k, 0), tokens, lengths)
+            ref_logp, _ = speaker.log_probs(
+                speaker.adapt(features, t.reference).repeat_interleave(cfg.k, 0), tokens, lengths
+            )
         objective = t.objective(outcome.reward, logp, ref_logp)
         grad_norm, lr = t.update(objective.loss)
         with phase("bookkeeping"):
@@ -238,14 +247,19 @@ class NaiveListenerTraining(ListenerTraining):
         return torch.optim.AdamW(groups, lr=r.lr, betas=tuple(r.betas), eps=r.eps, foreach=False)
 
 
-def bench_clip(model_name: str, world: WorldConfig, recipe: ListenerRecipe, steps: int, naive_steps: int) -> dict[str, float]:
+def bench_clip(
+    model_name: str, world: WorldConfig, recipe: ListenerRecipe, steps: int, naive_steps: int
+) -> dict[str, float]:
     """A full-colour listener CLIP's training step, optimized (`steps` timed) against naive (`naive_steps` timed), each
     from the same initialisation and batch stream, after one warm-up step and one FLOP-counted step.
 
     Keys clip/<variant>/...: images_per_s, s_per_step, gflop_per_step, flop_utilisation; clip/speedup.
     """
     peak, dtype = matmul_peak(torch.device("cpu"))
-    results: dict[str, float] = {f"clip/matmul_peak_gflops/{dtype}": peak / 1e9, "clip/images_per_step": recipe.batch_size}
+    results: dict[str, float] = {
+        f"clip/matmul_peak_gflops/{dtype}": peak / 1e9,
+        "clip/images_per_step": recipe.batch_size,
+    }
     for name, kind, n in (("optimized", ListenerTraining, steps), ("naive", NaiveListenerTraining, naive_steps)):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -277,10 +291,14 @@ def byte_level_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> Any:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>"])
     end = "<|endoftext|>"
-    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end)
+    return GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end
+    )
 
 
-def real_size_players(world: WorldConfig, reward: Any, pool_size: int, device: torch.device, seed: int = 0) -> tuple[Game, Speaker]:
+def real_size_players(
+    world: WorldConfig, reward: Any, pool_size: int, device: torch.device, seed: int = 0
+) -> tuple[Game, Speaker]:
     """The real preset's compute with random weights: open_clip ViT-B-32 listeners (full colour and grayscale, those the
     reward reads) and speaker tower, GPT-2 124M (12 x 768, 50,257 embedding rows), over the embedded world's scenes
     (resized to 224 px inside the models)."""
@@ -290,7 +308,13 @@ def real_size_players(world: WorldConfig, reward: Any, pool_size: int, device: t
     torch.manual_seed(seed)
     perceptions = {"full": "full", "gray": "grayscale"}
     listeners = {
-        name: Listener(name, open_clip.create_model("ViT-B-32"), open_clip.get_tokenizer("ViT-B-32"), make_perception(perceptions.get(name, "full")), "ViT-B-32").to(device)
+        name: Listener(
+            name,
+            open_clip.create_model("ViT-B-32"),
+            open_clip.get_tokenizer("ViT-B-32"),
+            make_perception(perceptions.get(name, "full")),
+            "ViT-B-32",
+        ).to(device)
         for name in reward.listeners
     }
     texts = [c for caps in caption_scenes(sample_scenes(world, "train", 0, 500), CaptionConfig(), 2) for c in caps]

@@ -8,6 +8,7 @@ Two processes that need the same missing artifact (two shells, one cache) take t
 first builds it, the second finds it built. Beside each artifact a record (`<name>.record.json`) keeps every file's
 size and SHA-256; an artifact that no longer matches its record (truncated, corrupted) is rebuilt with one warning.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -76,7 +77,11 @@ class ArtifactCache:
             return path
         with self.lock(kind, key):
             if path.exists() and not self.intact(path):  # still damaged, now that no other process is building it
-                logger.warning("cached artifact %s does not match its record %s (truncated or corrupted); rebuilding it", path, _record_path(path).name)
+                logger.warning(
+                    "cached artifact %s does not match its record %s (truncated or corrupted); rebuilding it",
+                    path,
+                    _record_path(path).name,
+                )
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             if not path.exists():
                 start = time.perf_counter()

@@ -1,4 +1,5 @@
 """`listener-sub COMMAND [hydra overrides]`: one console script, every command a Hydra app."""
+
 from __future__ import annotations
 
 import functools
@@ -15,9 +16,15 @@ COMMANDS = {
     "pretrain": ("listener_sub.commands.pretrain", "build the pretrained listeners, LM and captioning speaker"),
     "bench": ("listener_sub.commands.bench", "throughput, optimized vs naive, one run"),
     "rollout": ("listener_sub.commands.rollout", "PettingZoo episodes played by the models, transcripts as JSONL"),
-    "inspect": ("listener_sub.commands.inspect", "HTML report of a train run: captions, picks and rewards on held-out boards"),
+    "inspect": (
+        "listener_sub.commands.inspect",
+        "HTML report of a train run: captions, picks and rewards on held-out boards",
+    ),
     "export": ("listener_sub.commands.export", "the embedded world as a CLEVR-format folder (scene JSON + PNG images)"),
-    "results": ("listener_sub.commands.results", "the experiments x seeds sweep and zero-shot transfer, written up as docs/results.md"),
+    "results": (
+        "listener_sub.commands.results",
+        "the experiments x seeds sweep and zero-shot transfer, written up as docs/results.md",
+    ),
 }
 USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
     f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()
@@ -52,7 +59,10 @@ def report(command: str, error: BaseException) -> None:
     print(f"listener-sub {command}: error: {one_line(error)}", file=sys.stderr)
 
 
-GROUP_ALIASES = {"speaker.adapter": "speaker/adapter", "speaker.adapter.kind": "speaker/adapter"}  # value spellings of group choices
+GROUP_ALIASES = {
+    "speaker.adapter": "speaker/adapter",
+    "speaker.adapter.kind": "speaker/adapter",
+}  # value spellings of group choices
 
 
 def group_overrides(overrides: list[str]) -> list[str]:
@@ -60,7 +70,9 @@ def group_overrides(overrides: list[str]) -> list[str]:
     out = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        named = sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()  # a choice's name, not a {node}
+        named = (
+            sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()
+        )  # a choice's name, not a {node}
         out.append(f"{GROUP_ALIASES[key]}={value}" if named else override)
     return out
 
@@ -98,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv else 2)
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"listener-sub: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"listener-sub: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr
+        )
         sys.exit(2)
     debug = any(o.lower() in ("debug=true", "debug=1", "++debug=true") for o in overrides)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we report below

@@ -4,6 +4,7 @@
 rendezvous (MASTER_ADDR / MASTER_PORT, or --rdzv-endpoint across nodes) in their environment; `join` turns that into a
 process group (NCCL on CUDA, gloo on the CPU). A plain run is the one-rank case: every collective is the identity.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ A row's draw depends only on its own probabilities and its own number, never on 
 random numbers give the same captions and picks whether a batch is played whole or split across ranks, and whether
 it is played before or after a resume.
 """
+
 from __future__ import annotations
 
 import torch

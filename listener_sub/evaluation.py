@@ -2,6 +2,7 @@
 
 Both score captions with `listener_sub.game.listen` (the one scoring path) and leave every global RNG as it was.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ def lm_nll(speaker: Speaker, tokens: torch.Tensor, lengths: torch.Tensor) -> tor
     """
     bos = speaker.tokenizer.bos_token_id
     bos = speaker.eos_id if bos is None else int(bos)
-    context = speaker.lm.get_input_embeddings()(torch.full((len(tokens), 1), bos, device=speaker.device))  # (N, 1, d_lm)
+    context = speaker.lm.get_input_embeddings()(
+        torch.full((len(tokens), 1), bos, device=speaker.device)
+    )  # (N, 1, d_lm)
     per_token, mask = speaker.log_probs(context, tokens, lengths)  # (N, L) each
     return -per_token.sum(1) / mask.sum(1).clamp_min(1)
 
@@ -100,21 +103,45 @@ def evaluate_speaker(
     mine = ranks.shard(len(boards))
     if decode is not None:  # every board's reranking numbers, drawn for the whole set like the evaluation's own
         rerank_generator = torch.Generator(device=speaker.device).manual_seed(decode.seed)
-        rerank_draws = uniforms(len(boards), draws_per_board(decode.n, max_new_tokens, len(game.listeners)), rerank_generator, speaker.device)
+        rerank_draws = uniforms(
+            len(boards),
+            draws_per_board(decode.n, max_new_tokens, len(game.listeners)),
+            rerank_generator,
+            speaker.device,
+        )
     metrics: dict[str, float] = {}
     per_board: dict[str, np.ndarray] = {}  # each board's values, for boards_file
     for prefix, greedy in (("", True), ("sample/", False)):
-        draws = uniforms(len(boards), max_new_tokens + len(game.listeners), generator, speaker.device)  # (B, tokens + listeners) every board's
+        draws = uniforms(
+            len(boards), max_new_tokens + len(game.listeners), generator, speaker.device
+        )  # (B, tokens + listeners) every board's
         texts: list[str] = []
         rows: dict[str, list[torch.Tensor]] = {}
         for start in range(mine.start, mine.stop, chunk):
-            part, part_draws = boards[start : min(start + chunk, mine.stop)], draws[start : min(start + chunk, mine.stop)]
+            part, part_draws = (
+                boards[start : min(start + chunk, mine.stop)],
+                draws[start : min(start + chunk, mine.stop)],
+            )
             features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
             reranked = greedy and decode is not None
             if reranked:
-                gen = rerank(speaker, game, part, features, rerank_draws[start : min(start + chunk, mine.stop)], decode.n, max_new_tokens, decode.beta)
+                gen = rerank(
+                    speaker,
+                    game,
+                    part,
+                    features,
+                    rerank_draws[start : min(start + chunk, mine.stop)],
+                    decode.n,
+                    max_new_tokens,
+                    decode.beta,
+                )
             else:
-                gen = speaker.sample(speaker.adapt(features), greedy=greedy, max_new_tokens=max_new_tokens, draws=part_draws[:, :max_new_tokens])
+                gen = speaker.sample(
+                    speaker.adapt(features),
+                    greedy=greedy,
+                    max_new_tokens=max_new_tokens,
+                    draws=part_draws[:, :max_new_tokens],
+                )
             outcome = game.play(gen.texts, part, draws=part_draws[:, max_new_tokens:])
             kl = torch.zeros(len(part), device=speaker.device)
             if reference is not None:
@@ -124,13 +151,21 @@ def evaluate_speaker(
                 kl = kl + best_of_n_kl(decode.n)
             texts += gen.texts
             values = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
-            values |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}
+            values |= {
+                "gap": outcome.gap.float(),
+                "prob_gap": outcome.prob_gap.float(),
+                "reward": outcome.reward.float(),
+            }
             values |= {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
             for key, value in values.items():
                 rows.setdefault(key, []).append(value.double().cpu())
-        shares = [share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]]  # ranks with boards, in order
+        shares = [
+            share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]
+        ]  # ranks with boards, in order
         texts = [text for share in shares for text in share["texts"]]
-        every = {key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]}  # (B,) each
+        every = {
+            key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]
+        }  # (B,) each
         metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
@@ -142,10 +177,16 @@ def evaluate_speaker(
 
 def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Caption conditions of `evaluate_listener`: the full caption, no colour, and each attribute alone."""
-    return {"full_caption": attributes, "no_color": tuple(a for a in attributes if a != "color"), **{f"only/{a}": (a,) for a in attributes}}
+    return {
+        "full_caption": attributes,
+        "no_color": tuple(a for a in attributes if a != "color"),
+        **{f"only/{a}": (a,) for a in attributes},
+    }
 
 
-def evaluate_listener(listener: Listener, pool: Pool, n_boards: int = 1000, board_size: int = 4, seed: int = 0) -> dict[str, float]:
+def evaluate_listener(
+    listener: Listener, pool: Pool, n_boards: int = 1000, board_size: int = 4, seed: int = 0
+) -> dict[str, float]:
     """Accuracy on boards of distinct random pool images for captions naming given attributes, and tie-aware ceilings.
 
     Data with scenes, keys acc_<cond> and ceiling_<cond> for cond in full_caption, no_color, only/<attribute>, and
@@ -164,7 +205,11 @@ def evaluate_listener(listener: Listener, pool: Pool, n_boards: int = 1000, boar
         return float((choice == slot).mean())
 
     if pool.scenes is None:
-        return {} if pool.data.captions is None else {"acc_caption": accuracy([pool.data.captions[int(t)][0] for t in target])}
+        return (
+            {}
+            if pool.data.captions is None
+            else {"acc_caption": accuracy([pool.data.captions[int(t)][0] for t in target])}
+        )
     combos = Combos(pool.scenes.vocab)
     attrs = pool.attrs  # (S, A)
     same = attrs[items] == attrs[target][:, None, :]  # (n, N, A)

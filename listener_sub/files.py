@@ -2,6 +2,7 @@
 
 The bottom of the library: every layer may use it; it imports nothing of the package.
 """
+
 from __future__ import annotations
 
 import dataclasses

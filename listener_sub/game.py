@@ -4,6 +4,7 @@ Every caption anyone scores -- the RL trainer, the evaluations, the oracle speak
 their listener policies, the report -- goes through `listen` (below `Game.listen` / `Game.play`), so nothing
 can disagree about the rules or the scores.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -30,7 +31,9 @@ if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
 
 DISTRACTORS = ("random", "hard", "differ_one")  # how a board's distractors relate to its target
 CHOICES = ("argmax", "sample")  # how a listener turns P(image | caption) into a pick
-FEATURE_PIXELS = 512 * 64 * 64  # image pixels per listener forward pass when filling a pool's features (512 images at 64 px)
+FEATURE_PIXELS = (
+    512 * 64 * 64
+)  # image pixels per listener forward pass when filling a pool's features (512 images at 64 px)
 PROGRESS_MIN = 8192  # pools from this size show a progress bar while their features are computed
 
 
@@ -48,7 +51,7 @@ class Pool:
     _features: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     @classmethod
-    def build(cls, world: WorldConfig, split: str, size: int) -> "Pool":
+    def build(cls, world: WorldConfig, split: str, size: int) -> Pool:
         """Scenes 0 .. size-1 of a split of the world, rendered."""
         return cls(synthetic_images(world, split, size))
 
@@ -85,7 +88,13 @@ class Pool:
         table, filled = self._table(listener)
         per_pass = max(1, FEATURE_PIXELS // int(np.prod(self.images.shape[1:3])))
         chunks = range(0, len(missing), per_pass)
-        bar = tqdm(chunks, desc=f"features: {listener.name} on {self.data.name}", unit="chunk", disable=not progress, leave=False)
+        bar = tqdm(
+            chunks,
+            desc=f"features: {listener.name} on {self.data.name}",
+            unit="chunk",
+            disable=not progress,
+            leave=False,
+        )
         for start in bar:
             rows = missing[start : start + per_pass]
             new = listener.encode_images(self.images[rows])  # (n, D)
@@ -155,12 +164,12 @@ class Boards:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, sel: Any) -> "Boards":
+    def __getitem__(self, sel: Any) -> Boards:
         """A sub-batch (slice, index array or mask), still pointing into the same pool."""
         rows = np.atleast_1d(np.arange(len(self))[sel])
         return Boards(self.items[rows], self.target[rows], self.pool)
 
-    def repeat(self, k: int) -> "Boards":
+    def repeat(self, k: int) -> Boards:
         """Each board k times in a row (row b * k + j is board b), the order of `Speaker.generate(..., k)`."""
         return Boards(np.repeat(self.items, k, axis=0), np.repeat(self.target, k), self.pool)
 
@@ -199,13 +208,17 @@ def _distinct_rows(rows: np.ndarray) -> np.ndarray:
 
 def _eligible(target_attrs: np.ndarray, attrs: np.ndarray, distractors: str) -> np.ndarray:
     """(B, P) True where pool scene p may be a distractor for target b under a `hard` or `differ_one` policy."""
-    shared = sum((attrs[None, :, a] == target_attrs[:, None, a]).astype(np.int8) for a in range(attrs.shape[1]))  # (B, P)
+    shared = sum(
+        (attrs[None, :, a] == target_attrs[:, None, a]).astype(np.int8) for a in range(attrs.shape[1])
+    )  # (B, P)
     if distractors == "hard":
         return (shared >= 1) & (shared < attrs.shape[1])  # shares an attribute, yet can be told apart
     return shared == attrs.shape[1] - 1  # differ_one: differs in exactly one attribute
 
 
-def _sample_related(attrs: np.ndarray, n_boards: int, n_images: int, rng: np.random.Generator, distractors: str) -> np.ndarray:
+def _sample_related(
+    attrs: np.ndarray, n_boards: int, n_images: int, rng: np.random.Generator, distractors: str
+) -> np.ndarray:
     """(B, N) pool indices, column 0 the target, the rest distinct distractors drawn uniformly from the eligible ones."""
     targets = rng.integers(0, len(attrs), size=n_boards)  # (B,)
     eligible = _eligible(attrs[targets], attrs, distractors)  # (B, P)
@@ -217,8 +230,12 @@ def _sample_related(attrs: np.ndarray, n_boards: int, n_images: int, rng: np.ran
         eligible[short] = _eligible(attrs[targets[short]], attrs, distractors)
         short = eligible.sum(1) < n_images - 1
     if short.any():
-        raise ValueError(f"too few scenes in the pool have {n_images - 1} `{distractors}` distractors; use a larger pool")
-    keys = np.where(eligible, rng.random(eligible.shape, dtype=np.float32), np.inf)  # (B, P) random order of the eligible
+        raise ValueError(
+            f"too few scenes in the pool have {n_images - 1} `{distractors}` distractors; use a larger pool"
+        )
+    keys = np.where(
+        eligible, rng.random(eligible.shape, dtype=np.float32), np.inf
+    )  # (B, P) random order of the eligible
     distractor = np.argpartition(keys, n_images - 2, axis=1)[:, : n_images - 1]  # (B, N-1) the first N-1 of them
     return np.concatenate([targets[:, None], distractor], axis=1)
 
@@ -250,7 +267,9 @@ def sample_boards(
     elif pool is None or len(pool) != pool_size:
         raise ValueError(f"`{distractors}` distractors need the pool of {pool_size} scenes (pool=...)")
     elif pool.scenes is None:
-        raise ValueError(f"`{distractors}` distractors need images with scene attributes; {pool.data.name} has none (use game.distractors=random)")
+        raise ValueError(
+            f"`{distractors}` distractors need images with scene attributes; {pool.data.name} has none (use game.distractors=random)"
+        )
     else:
         items = _sample_related(pool.attrs, n_boards, n_images, rng, distractors)
     target = rng.integers(0, n_images, size=n_boards)
@@ -259,7 +278,12 @@ def sample_boards(
     return Boards(items=items, target=target, pool=pool)
 
 
-def choose(probs: torch.Tensor, choice: str = "argmax", generator: torch.Generator | None = None, uniform: torch.Tensor | None = None) -> torch.Tensor:
+def choose(
+    probs: torch.Tensor,
+    choice: str = "argmax",
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
+) -> torch.Tensor:
     """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`) by inverse CDF with the
     (...) `uniform` numbers (drawn from `generator` when not given)."""
     if choice == "argmax":
@@ -288,7 +312,10 @@ def listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: B
     if len(captions) != len(boards):
         raise ValueError(f"{len(captions)} captions for {len(boards)} boards")
     pool = boards.checked_pool()
-    return {name: choice_probs(listener, listener.encode_texts(captions), pool.features(listener, boards.items)) for name, listener in listeners.items()}
+    return {
+        name: choice_probs(listener, listener.encode_texts(captions), pool.features(listener, boards.items))
+        for name, listener in listeners.items()
+    }
 
 
 def choice_probs(listener: Listener, text: torch.Tensor, board: torch.Tensor) -> torch.Tensor:
@@ -313,7 +340,9 @@ class Outcome:
         return listener_rewards(self.correct)
 
 
-def check_game(players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int | None) -> None:
+def check_game(
+    players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int | None
+) -> None:
     """Raise ValueError on game settings that cannot work."""
     missing = [name for name in reward.listeners if name not in players]
     if missing:
@@ -329,9 +358,13 @@ def check_game(players: Sequence[str], reward: Reward, n_images: int, distractor
 def check_images(images: ImageSet, n_images: int, distractors: str) -> None:
     """A DataError unless the image set holds a board; a UserError when the distractor policy needs scenes it lacks."""
     if len(images) < n_images:
-        raise DataError(f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={n_images}; add images or lower game.n_images")
+        raise DataError(
+            f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={n_images}; add images or lower game.n_images"
+        )
     if distractors != "random" and images.scenes is None:
-        raise UserError(f"game.distractors={distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)")
+        raise UserError(
+            f"game.distractors={distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)"
+        )
 
 
 class Game:
@@ -358,7 +391,10 @@ class Game:
 
     def pool(self, split: str, data: DataConfig | None = None) -> Pool:
         """The pool of a split of the game's data (or of `data`, e.g. for zero-shot evaluation), loaded on first use."""
-        key = (None if data is None else config_key(data), split)  # hashed only for other data: sample() runs every step
+        key = (
+            None if data is None else config_key(data),
+            split,
+        )  # hashed only for other data: sample() runs every step
         if key not in self._pools:
             source = self.data if data is None else self.data.with_config(data)
             images = source.load(split, self.pool_size)
@@ -367,7 +403,9 @@ class Game:
             self._pools[key] = Pool(images, cache)
         return self._pools[key]
 
-    def sample(self, n_boards: int, rng: np.random.Generator, split: str = "train", data: DataConfig | None = None) -> Boards:
+    def sample(
+        self, n_boards: int, rng: np.random.Generator, split: str = "train", data: DataConfig | None = None
+    ) -> Boards:
         """n_boards boards of the split's pool (train for RL, test for evaluation), deterministic given `rng`."""
         pool = self.pool(split, data)
         return sample_boards(len(pool), n_boards, self.n_images, rng, self.distractors, pool)
@@ -377,11 +415,17 @@ class Game:
         return listen(self.listeners, captions, boards)
 
     def choose(
-        self, probs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, draws: torch.Tensor | None = None
+        self,
+        probs: Mapping[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        draws: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Listener name -> (B,) picks by the game's choice rule; a sampled pick of listener i draws with draws[:, i]
         ((B, listeners) uniform numbers; from `generator` when not given)."""
-        return {name: choose(p, self.choice, generator, None if draws is None else draws[:, i]) for i, (name, p) in enumerate(probs.items())}
+        return {
+            name: choose(p, self.choice, generator, None if draws is None else draws[:, i])
+            for i, (name, p) in enumerate(probs.items())
+        }
 
     def judge(self, probs: Mapping[str, torch.Tensor], choices: Mapping[str, torch.Tensor], boards: Boards) -> Outcome:
         """Rewards of picks made on the boards: probs (B, N) and choices (B,) per listener."""
@@ -390,9 +434,22 @@ class Game:
         choices = {name: torch.as_tensor(c, device=device).long() for name, c in choices.items()}
         correct = {name: c == target for name, c in choices.items()}
         target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in probs.items()}  # (B,)
-        return Outcome(dict(probs), choices, correct, self.reward(target_probs, correct), self.reward.gap(correct), self.reward.gap(target_probs))
+        return Outcome(
+            dict(probs),
+            choices,
+            correct,
+            self.reward(target_probs, correct),
+            self.reward.gap(correct),
+            self.reward.gap(target_probs),
+        )
 
-    def play(self, captions: Sequence[str], boards: Boards, generator: torch.Generator | None = None, draws: torch.Tensor | None = None) -> Outcome:
+    def play(
+        self,
+        captions: Sequence[str],
+        boards: Boards,
+        generator: torch.Generator | None = None,
+        draws: torch.Tensor | None = None,
+    ) -> Outcome:
         """One round on every board: listeners hear the captions (B,), pick by the choice rule (`choose`), rewards follow."""
         probs = self.listen(captions, boards)
         return self.judge(probs, self.choose(probs, generator, draws), boards)

@@ -3,6 +3,7 @@
 Every model input (a listener's CLIP, the speaker's vision tower, listener pretraining) goes through
 `model_input`; every picture of what a listener sees (report, preview, env observations) through `perceived`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -5,6 +5,7 @@ mention/<attribute> through the scenes' own vocabulary and grammar, truthful and
 (COCO, plain folders) give mention/<attribute> from a lexicon (words per attribute). Every caption set gets
 length, distinct_1 and distinct_2.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,7 +47,9 @@ def caption_metrics(
         vocab = scenes.vocab
         parsed = [parse(t, vocab) for t in texts]
         metrics = {f"mention/{a}": float(np.mean([a in p.mentioned() for p in parsed])) for a in vocab.attributes}
-        metrics["truthful"] = float(np.mean([truthful(t, scenes.objects(int(i)), scenes.x(int(i)), vocab) for t, i in zip(texts, items)]))
+        metrics["truthful"] = float(
+            np.mean([truthful(t, scenes.objects(int(i)), scenes.x(int(i)), vocab) for t, i in zip(texts, items)])
+        )
         metrics["grammatical"] = float(np.mean([p.grammatical for p in parsed]))
     else:
         metrics = lexicon_mentions(texts, lexicon or {})

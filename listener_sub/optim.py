@@ -1,4 +1,5 @@
 """The optimizer and learning-rate schedule shared by the training algorithms (RL and the pretraining recipes)."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ Every non-empty subset of the scenes' attributes (31) is scored by the same list
 `fixed_oracle_gap` is the best mean gap of one subset said on every board (the hand-designed policy RL
 must match), `oracle_gap` the mean gap when each board gets the subset best for the reward (the ceiling).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -43,14 +44,18 @@ def oracle_captions(boards: Boards) -> tuple[list[str], np.ndarray]:
 
 
 @torch.no_grad()
-def subset_scores(game: Game, boards: Boards, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def subset_scores(
+    game: Game, boards: Boards, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS)), played by the game."""
     texts, index = oracle_captions(boards)
     rewards, gaps = [], []
     for start in range(0, len(boards), BOARD_CHUNK):
         chunk = boards[start : start + BOARD_CHUNK]
         n_subsets, n_boards = len(SUBSETS), len(chunk)
-        tiled = Boards(np.tile(chunk.items, (n_subsets, 1)), np.tile(chunk.target, n_subsets), chunk.pool)  # (S * b) subset-major
+        tiled = Boards(
+            np.tile(chunk.items, (n_subsets, 1)), np.tile(chunk.target, n_subsets), chunk.pool
+        )  # (S * b) subset-major
         captions = [texts[i] for i in index[:, start : start + BOARD_CHUNK].reshape(-1)]
         outcome = game.play(captions, tiled, generator)
         rewards.append(outcome.reward.cpu().view(n_subsets, n_boards))
@@ -64,7 +69,9 @@ def best_subsets(rewards: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
     return gaps.double().masked_fill(rewards < best_reward, float("-inf")).argmax(0)
 
 
-def oracle_speaker(game: Game, boards: Boards, generator: torch.Generator | None = None) -> tuple[list[str], list[tuple[str, ...]]]:
+def oracle_speaker(
+    game: Game, boards: Boards, generator: torch.Generator | None = None
+) -> tuple[list[str], list[tuple[str, ...]]]:
     """The per-board oracle: each board's canonical caption of its best subset (`best_subsets`), and that subset."""
     texts, index = oracle_captions(boards)
     best = best_subsets(*subset_scores(game, boards, generator)).numpy()  # (B,)

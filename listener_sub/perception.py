@@ -1,4 +1,5 @@
 """Listener perceptions: batched, shape-preserving transforms of float images (B, 3, H, W) in [0, 1]."""
+
 from __future__ import annotations
 
 import inspect
@@ -180,5 +181,9 @@ def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:
 def perception_key(perception: Perception) -> str:
     """What decides a perception's output, as text: its class and its plain settings (numbers, strings, tuples)."""
     cls = type(perception)
-    settings = {k: v for k, v in sorted(vars(perception).items()) if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, tuple, type(None)))}
+    settings = {
+        k: v
+        for k, v in sorted(vars(perception).items())
+        if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, tuple, type(None)))
+    }
     return f"{cls.__module__}.{cls.__qualname__}{settings}"

@@ -1,4 +1,5 @@
 """A picture of scenes under each perception, with a caption per scene."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,7 +22,14 @@ def perceive_all(images: np.ndarray, perceptions: Mapping[str, Any]) -> dict[str
     return {label: perceived(make_perception(spec), images) for label, spec in perceptions.items()}
 
 
-def write_preview(path: str | Path, images: ImageSet, captions: list[str], perceptions: Mapping[str, Any], n_items: int = 8, scale: int = 3) -> Path:
+def write_preview(
+    path: str | Path,
+    images: ImageSet,
+    captions: list[str],
+    perceptions: Mapping[str, Any],
+    n_items: int = 8,
+    scale: int = 3,
+) -> Path:
     """The first n_items of an image set, each under every perception with its caption, as a PNG."""
     n_items = min(n_items, len(images))
     pixels = images.images[np.arange(n_items)]  # (n, H, W, 3)

@@ -5,6 +5,7 @@ caption with the highest listener-subtraction reward is kept (ties: the first sa
 beta * log pi(caption), the decode-time counterpart of RL's KL penalty. With the captioning adapter as
 the speaker this is listener subtraction at decode time, the alternative to RL that costs n scored captions per board.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,9 @@ class RerankConfig:
     """Best-of-n decoding (speaker.decode=rerank): n temperature-1 samples per board, the best by the game's reward kept."""
 
     n: int = 16  # captions sampled and scored per board
-    beta: float = 0.0  # the score is reward + beta * log pi(caption): > 0 favours captions the speaker itself finds likely
+    beta: float = (
+        0.0  # the score is reward + beta * log pi(caption): > 0 favours captions the speaker itself finds likely
+    )
     seed: int = 0  # draws the samples and the listeners' sampled picks (apart from the evaluation's own draws)
 
     def __post_init__(self) -> None:
@@ -46,7 +49,14 @@ def draws_per_board(n: int, max_new_tokens: int, n_listeners: int) -> int:
 
 @torch.no_grad()
 def rerank(
-    speaker: Speaker, game: Game, boards: Boards, features: VisionFeatures, draws: torch.Tensor, n: int, max_new_tokens: int, beta: float = 0.0
+    speaker: Speaker,
+    game: Game,
+    boards: Boards,
+    features: VisionFeatures,
+    draws: torch.Tensor,
+    n: int,
+    max_new_tokens: int,
+    beta: float = 0.0,
 ) -> Generation:
     """(b,) captions, one per board: of n sampled from the speaker's prefix of the target features, the one with the best
     score, the game's reward + beta * log pi(caption). draws: (b, `draws_per_board`) uniform numbers, a board's own, so
@@ -58,7 +68,9 @@ def rerank(
         rows = slice(start, min(start + step, len(boards)))
         part, part_draws = boards[rows], draws[rows]  # (b', ...)
         b = len(part)
-        token_draws = part_draws[:, :n_tokens].reshape(b * n, max_new_tokens)  # (b'*n, T): row i * n + j is sample j of board i
+        token_draws = part_draws[:, :n_tokens].reshape(
+            b * n, max_new_tokens
+        )  # (b'*n, T): row i * n + j is sample j of board i
         pick_draws = part_draws[:, n_tokens:].reshape(b * n, -1)  # (b'*n, listeners)
         gen = speaker.sample(speaker.adapt(features[rows]), k=n, max_new_tokens=max_new_tokens, draws=token_draws)
         reward = game.play(gen.texts, part.repeat(n), draws=pick_draws).reward  # (b'*n,)

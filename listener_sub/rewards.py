@@ -1,4 +1,5 @@
 """Listener-subtraction rewards: sum_i w_i s_i(target) - lam * sum_j w_j s_j(target), and the dixit rule."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,7 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 SCORES = ("acc", "prob", "logprob", "dixit")
-PROB_FLOOR = 1e-12  # logprob scores use log(max(p, PROB_FLOOR)), so a listener sure of a distractor costs ~27.6, not inf
+PROB_FLOOR = (
+    1e-12  # logprob scores use log(max(p, PROB_FLOOR)), so a listener sure of a distractor costs ~27.6, not inf
+)
 
 
 @dataclass(frozen=True)

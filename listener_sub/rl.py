@@ -14,6 +14,7 @@ the adapter is wrapped in DistributedDataParallel (its gradients averaged over r
 computed over every rank's captions, and rank 0 logs and checkpoints. P ranks of B boards each therefore train
 like one process of P*B boards.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,7 +63,9 @@ class ConstraintConfig:
     intended listeners' reward subject to upper bounds; each bound set turns its coefficient into a Lagrange multiplier
     learnt by dual ascent on the step's sampled captions, starting from the fixed value (reward.lam, trainer.beta)."""
 
-    subtracted_acc: Optional[float] = None  # bound on the subtracted listeners' mean accuracy (e.g. chance + 0.05); learns reward.lam
+    subtracted_acc: Optional[float] = (
+        None  # bound on the subtracted listeners' mean accuracy (e.g. chance + 0.05); learns reward.lam
+    )
     kl: Optional[float] = None  # bound on KL(pi || ref) per caption, in nats (the k1 estimate); learns trainer.beta
     lam_lr: float = 0.5  # dual step of lam: lam += lam_lr * (subtracted accuracy - bound), kept >= 0
     beta_lr: float = 0.05  # dual step of beta: beta += beta_lr * (kl - bound), kept >= 0
@@ -73,7 +76,9 @@ class ConstraintConfig:
         if self.kl is not None and self.kl < 0:
             raise ValueError(f"constraint.kl={self.kl} (a KL budget in nats, >= 0)")
         if self.lam_lr <= 0 or self.beta_lr <= 0:
-            raise ValueError(f"constraint.lam_lr={self.lam_lr}, constraint.beta_lr={self.beta_lr} (dual steps must be > 0)")
+            raise ValueError(
+                f"constraint.lam_lr={self.lam_lr}, constraint.beta_lr={self.beta_lr} (dual steps must be > 0)"
+            )
 
 
 @dataclass
@@ -107,8 +112,12 @@ class RLConfig:
     max_bad_steps: int = 10  # a step with a non-finite loss or gradient is skipped (counted: skipped_steps); this many in a row stop the run
     seed: int = 0  # draws the training boards and caption samples
     progress: bool = True  # show a progress bar
-    compile: bool = False  # torch.compile the adapter as the step runs it (meant for GPUs: on a 2-core CPU it ran no faster)
-    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)  # bounds whose multipliers replace lam / beta
+    compile: bool = (
+        False  # torch.compile the adapter as the step runs it (meant for GPUs: on a 2-core CPU it ran no faster)
+    )
+    constraint: ConstraintConfig = field(
+        default_factory=ConstraintConfig
+    )  # bounds whose multipliers replace lam / beta
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -188,11 +197,17 @@ def check_constraint(constraint: ConstraintConfig, reward: object) -> None:
     if constraint.subtracted_acc is None:
         return
     if not getattr(reward, "subtracted", None):
-        raise ValueError("trainer.constraint.subtracted_acc bounds the subtracted listeners' accuracy, but the reward subtracts none")
+        raise ValueError(
+            "trainer.constraint.subtracted_acc bounds the subtracted listeners' accuracy, but the reward subtracts none"
+        )
     if not (is_dataclass(reward) and hasattr(reward, "lam")):
-        raise ValueError(f"trainer.constraint.subtracted_acc learns the reward's lam, which {type(reward).__name__} does not have as a dataclass field")
+        raise ValueError(
+            f"trainer.constraint.subtracted_acc learns the reward's lam, which {type(reward).__name__} does not have as a dataclass field"
+        )
     if getattr(reward, "score", None) == "dixit":
-        raise ValueError("trainer.constraint.subtracted_acc with reward.score=dixit: the dixit rule has no lam to learn; choose acc, prob or logprob")
+        raise ValueError(
+            "trainer.constraint.subtracted_acc with reward.score=dixit: the dixit rule has no lam to learn; choose acc, prob or logprob"
+        )
 
 
 # ---------------------------------------------------------------- the objective
@@ -211,7 +226,12 @@ class Objective:
 
 
 def reinforce(
-    game_reward: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, baseline: Baseline, beta: float, entropy_bonus: float = 0.0
+    game_reward: torch.Tensor,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    baseline: Baseline,
+    beta: float,
+    entropy_bonus: float = 0.0,
 ) -> Objective:
     """KL-regularised REINFORCE: the per-token KL to the reference (k1, weight beta) and the entropy bonus folded into
     each caption's reward, a baseline subtracted; logp (B*k, L) with grad, ref_logp (B*k, L) without, both 0 after EOS."""
@@ -272,7 +292,9 @@ class TargetInputs:
     """
 
     def __init__(self, speaker: Speaker, reference: torch.nn.Module, images: Pixels, chunk: int = 256) -> None:
-        parts = [frozen_inputs(speaker, reference, images[start : start + chunk]) for start in range(0, len(images), chunk)]
+        parts = [
+            frozen_inputs(speaker, reference, images[start : start + chunk]) for start in range(0, len(images), chunk)
+        ]
         self.features = VisionFeatures.cat([features for features, _ in parts])  # (P, ...)
         self.reference = torch.cat([prefix for _, prefix in parts])  # (P, M, d_lm)
 
@@ -280,7 +302,9 @@ class TargetInputs:
     def fits(speaker: Speaker, images: Pixels, budget: int = 1 << 30) -> bool:
         """Whether the table of `images` takes at most `budget` bytes."""
         one = speaker.encode(images[:1])  # the sizes of one image's features
-        per_image = one.pooled.numel() + one.tokens.numel() + speaker.n_prefix * speaker.lm.get_input_embeddings().embedding_dim
+        per_image = (
+            one.pooled.numel() + one.tokens.numel() + speaker.n_prefix * speaker.lm.get_input_embeddings().embedding_dim
+        )
         return len(images) * per_image * 4 <= budget
 
     def __getitem__(self, items: np.ndarray) -> tuple[VisionFeatures, torch.Tensor]:
@@ -356,7 +380,9 @@ def start_from(run_dir: str | Path, resume: bool) -> Path | None:
             "pass the run's directory as hydra.run.dir=DIR, or drop resume=true to start afresh"
         )
     if not resume and checkpoint is not None:
-        raise UserError(f"{run_dir} already holds checkpoints; continue that run with resume=true or choose another hydra.run.dir")
+        raise UserError(
+            f"{run_dir} already holds checkpoints; continue that run with resume=true or choose another hydra.run.dir"
+        )
     return checkpoint if resume else None
 
 
@@ -364,7 +390,13 @@ class Trainer:
     """REINFORCE with a KL penalty on the speaker's adapter, played through the batched game core (on each of `ranks`)."""
 
     def __init__(
-        self, cfg: RLConfig, speaker: Speaker, game: Game, run_dir: str | Path, eval_cfg: EvalConfig = EvalConfig(), ranks: Ranks = Ranks()
+        self,
+        cfg: RLConfig,
+        speaker: Speaker,
+        game: Game,
+        run_dir: str | Path,
+        eval_cfg: EvalConfig = EvalConfig(),
+        ranks: Ranks = Ranks(),
     ) -> None:
         self.cfg, self.speaker, self.game, self.run_dir, self.eval_cfg = cfg, speaker, game, Path(run_dir), eval_cfg
         self.ranks = ranks
@@ -374,7 +406,9 @@ class Trainer:
         if ranks.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.policy = DistributedDataParallel(speaker.adapter)  # gradients averaged over ranks; rank 0's weights to start
+            self.policy = DistributedDataParallel(
+                speaker.adapter
+            )  # gradients averaged over ranks; rank 0's weights to start
         if cfg.compile:
             self.policy = torch.compile(self.policy)  # compiled on the first step; the weights stay the adapter's own
         self.params = list(speaker.adapter.parameters())
@@ -383,7 +417,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay, ranks)
         check_constraint(cfg.constraint, game.reward)
-        self.reward = game.reward  # the reward as configured; under a subtracted-accuracy bound the game plays it with the learnt lam
+        self.reward = (
+            game.reward
+        )  # the reward as configured; under a subtracted-accuracy bound the game plays it with the learnt lam
         self.multipliers = Multipliers(cfg.constraint, getattr(game.reward, "lam", 0.0), cfg.beta)
         self.rng = np.random.default_rng(cfg.seed)  # training boards (every rank draws the global batch)
         self.generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)  # caption samples, listener picks
@@ -406,10 +442,20 @@ class Trainer:
         with phase("boards"):
             boards, draws = self.deal()
         with phase("vision"):
-            features, ref_prefix = self.target_inputs(boards)  # the B targets' frozen vision features and reference prefix
+            features, ref_prefix = self.target_inputs(
+                boards
+            )  # the B targets' frozen vision features and reference prefix
         with phase("sampling"):
             prefix = speaker.adapt(features, self.policy)  # (B, M, d_lm) the policy's soft prefix, with grad
-            gen = speaker.sample(prefix, cfg.k, cfg.temperature, cfg.top_k, cfg.top_p, cfg.max_new_tokens, draws=draws[:, : cfg.max_new_tokens])  # B*k captions, row b*k+j
+            gen = speaker.sample(
+                prefix,
+                cfg.k,
+                cfg.temperature,
+                cfg.top_k,
+                cfg.top_p,
+                cfg.max_new_tokens,
+                draws=draws[:, : cfg.max_new_tokens],
+            )  # B*k captions, row b*k+j
         with phase("listeners"):
             outcome = self.game.play(gen.texts, boards.repeat(cfg.k), draws=draws[:, cfg.max_new_tokens :])
         with phase("teacher-forced pass"):
@@ -450,7 +496,9 @@ class Trainer:
         cfg, ranks = self.cfg, self.ranks
         n = cfg.boards * cfg.k  # captions this rank samples
         boards = self.game.sample(ranks.world * cfg.boards, self.rng, cfg.split)[ranks.rows(cfg.boards)]
-        draws = uniforms(ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, self.speaker.device)
+        draws = uniforms(
+            ranks.world * n, cfg.max_new_tokens + len(self.game.listeners), self.generator, self.speaker.device
+        )
         return boards, draws[ranks.rows(n)]
 
     def target_inputs(self, boards: Boards) -> tuple[VisionFeatures, torch.Tensor]:
@@ -487,7 +535,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
         self.bad_in_a_row += 1
-        logger.warning("RL step %d skipped: loss %s, gradient norm %s (%d in a row)", self.step + 1, loss, grad_norm, self.bad_in_a_row)
+        logger.warning(
+            "RL step %d skipped: loss %s, gradient norm %s (%d in a row)",
+            self.step + 1,
+            loss,
+            grad_norm,
+            self.bad_in_a_row,
+        )
         if self.bad_in_a_row >= self.cfg.max_bad_steps:
             last = latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
@@ -496,7 +550,14 @@ class Trainer:
             )
 
     def step_metrics(
-        self, objective: Objective, outcome: Outcome, mask: torch.Tensor, grad_norm: torch.Tensor, lr: float, texts: list[str], boards: Boards
+        self,
+        objective: Objective,
+        outcome: Outcome,
+        mask: torch.Tensor,
+        grad_norm: torch.Tensor,
+        lr: float,
+        texts: list[str],
+        boards: Boards,
     ) -> dict[str, float]:
         """A step's training metrics over every rank's captions: reward, gap, the objective's terms, accuracies, the
         captions' language metrics, and how many captions were judged."""
@@ -505,12 +566,25 @@ class Trainer:
             "reward": o.reward, "gap": outcome.gap.float(), "kl": o.kl, "entropy": o.entropy, "return": o.total,
             "advantage": o.advantage, "tokens": mask.sum(1), **{f"acc/{name}": right.float() for name, right in outcome.correct.items()},
         }  # fmt: skip
-        mine = {"rows": {key: value.detach().cpu() for key, value in rows.items()}, "texts": texts, "items": boards.target_items, "loss": float(o.loss.detach())}
+        mine = {
+            "rows": {key: value.detach().cpu() for key, value in rows.items()},
+            "texts": texts,
+            "items": boards.target_items,
+            "loss": float(o.loss.detach()),
+        }
         shares = self.ranks.gather(mine)  # every rank's, in rank order
         every = {key: torch.cat([share["rows"][key] for share in shares]) for key in rows}  # (world * B*k,) each
         metrics = {key: float(value.mean()) for key, value in every.items() if key != "advantage"}
-        metrics |= {"advantage_std": float(every["advantage"].std()), "loss": float(np.mean([share["loss"] for share in shares]))}
-        metrics |= {"grad_norm": float(grad_norm), "lr": lr, "captions": float(len(every["reward"])), "skipped_steps": float(self.skipped)}
+        metrics |= {
+            "advantage_std": float(every["advantage"].std()),
+            "loss": float(np.mean([share["loss"] for share in shares])),
+        }
+        metrics |= {
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+            "captions": float(len(every["reward"])),
+            "skipped_steps": float(self.skipped),
+        }
         pool = boards.checked_pool()
         all_texts = [text for share in shares for text in share["texts"]]
         all_items = np.concatenate([share["items"] for share in shares])
@@ -523,7 +597,14 @@ class Trainer:
         `boards_file`, each board's values saved there too (`evaluate_speaker`)."""
         start = time.perf_counter()
         metrics = evaluate_speaker(
-            self.speaker, self.game, self.eval_boards, self.reference, self.eval_cfg.seed, self.cfg.max_new_tokens, ranks=self.ranks, boards_file=boards_file
+            self.speaker,
+            self.game,
+            self.eval_boards,
+            self.reference,
+            self.eval_cfg.seed,
+            self.cfg.max_new_tokens,
+            ranks=self.ranks,
+            boards_file=boards_file,
         )
         self.wall_s["eval"] += time.perf_counter() - start
         return metrics
@@ -577,8 +658,18 @@ class Trainer:
             self.speaker.adapter.load_state_dict(read_adapter(path / ADAPTER).state_dict())
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError, SafetensorError, pickle.UnpicklingError) as error:  # unpickling: refused unrun
-            raise UserError(f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run") from error
+        except (
+            OSError,
+            RuntimeError,
+            KeyError,
+            ValueError,
+            TypeError,
+            SafetensorError,
+            pickle.UnpicklingError,
+        ) as error:  # unpickling: refused unrun
+            raise UserError(
+                f"checkpoint {path} is unreadable or does not fit this speaker ({error}); delete it or start a new run"
+            ) from error
         self.step, self.baseline.ema, self.before = state["step"], state["ema"], state["before"]
         self.skipped = state.get("skipped", 0)  # checkpoints written before steps could be skipped had none
         if "multipliers" in state:  # checkpoints written before constrained subtraction ran with the fixed values
@@ -605,13 +696,21 @@ class Trainer:
             if not resume:
                 self.before = self.evaluate()
                 log.write(0, self.before, "eval/")
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="RL", disable=not (cfg.progress and self.ranks.main), dynamic_ncols=True)
+            bar = tqdm(
+                total=cfg.steps,
+                initial=self.step,
+                desc="RL",
+                disable=not (cfg.progress and self.ranks.main),
+                dynamic_ncols=True,
+            )
             while self.step < cfg.steps:
                 start = time.perf_counter()
                 metrics = self.train_step()
                 self.wall_s["rl"] += time.perf_counter() - start
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics['reward']:.3f}", gap=f"{metrics['gap']:.3f}", kl=f"{metrics['kl']:.3f}")
+                bar.set_postfix(
+                    reward=f"{metrics['reward']:.3f}", gap=f"{metrics['gap']:.3f}", kl=f"{metrics['kl']:.3f}"
+                )
                 if self.step % cfg.log_every == 0:
                     log.write(self.step, metrics, "train/")
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
@@ -649,7 +748,9 @@ class RunLog:
     step), so each step is logged once. A disabled log (ranks other than 0) writes nothing.
     """
 
-    def __init__(self, run_dir: Path, resumed_step: int | None = None, final_step: int = 0, enabled: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, resumed_step: int | None = None, final_step: int = 0, enabled: bool = True
+    ) -> None:
         self.enabled = enabled
         if not enabled:
             return
@@ -657,7 +758,9 @@ class RunLog:
         self.path = run_dir / "metrics.jsonl"
         kept = []
         if resumed_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if kept_on_resume(line, resumed_step, final_step)]
+            kept = [
+                line for line in self.path.read_text().splitlines() if kept_on_resume(line, resumed_step, final_step)
+            ]
         self.path.write_text("".join(line + "\n" for line in kept))
         purge = None if resumed_step is None else resumed_step + 1
         from torch.utils.tensorboard import SummaryWriter  # imported on use: it takes seconds

@@ -2,6 +2,7 @@
 
 Test helper; also a script: `python tests/browser.py PAGE.html OUT.png [WIDTH]` writes a full-page screenshot.
 """
+
 from __future__ import annotations
 
 import base64
@@ -103,7 +104,9 @@ class Browser:
         for event in self.events:
             method, params = event["method"], event.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                run.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+                run.errors.append(
+                    " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                )
             elif method == "Runtime.exceptionThrown":
                 run.errors.append(params["exceptionDetails"].get("text", "exception"))
             elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
@@ -125,7 +128,10 @@ class Browser:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             metrics = self.call("Page.getLayoutMetrics")["cssContentSize"]
-            params |= {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"], "scale": 1}}
+            params |= {
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": metrics["width"], "height": metrics["height"], "scale": 1},
+            }
         Path(path).write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
         return Path(path)
 
@@ -140,7 +146,7 @@ class Browser:
             self.process.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc: object) -> None:

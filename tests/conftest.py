@@ -1,5 +1,6 @@
 """Shared test setup: every test gets its own artifact cache, never the user's; tests of commands on the tiny models
 may share one cache of them, built once per session."""
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,18 @@ def tiny_models(tmp_path_factory) -> Path:
     from test_pretrain import TINY
 
     root = tmp_path_factory.mktemp("tiny_models")
-    args = [sys.executable, "-m", "listener_sub", "pretrain", *TINY, f"cache_dir={root}", f"hydra.run.dir={root / 'pretrain_run'}"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    args = [
+        sys.executable,
+        "-m",
+        "listener_sub",
+        "pretrain",
+        *TINY,
+        f"cache_dir={root}",
+        f"hydra.run.dir={root / 'pretrain_run'}",
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 

@@ -1,4 +1,5 @@
 """Adapters: output shapes, initialisation, the factory and which vision features each consumes."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """`listener-sub bench`: the RL step against its naive twin, on the same boards from the same start."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,14 @@ from listener_sub.world import WorldConfig
 def test_the_naive_listener_scores_as_the_game_does():
     game = tiny_game(tiny_listeners())
     boards = game.sample(6, np.random.default_rng(0), "test")
-    captions = ["a red circle.", "a large object.", "a red circle.", "a striped square on the left.", "a blue object.", "a small cross."]
+    captions = [
+        "a red circle.",
+        "a large object.",
+        "a red circle.",
+        "a striped square on the left.",
+        "a blue object.",
+        "a small cross.",
+    ]
     fast, slow = listen(game.listeners, captions, boards), naive_listen(game.listeners, captions, boards)
     for name in game.listeners:
         torch.testing.assert_close(slow[name], fast[name], atol=1e-5, rtol=0)
@@ -39,7 +47,9 @@ def test_the_naive_listener_scores_as_the_game_does():
 def test_the_naive_step_plays_the_same_game_as_the_optimized_one(game, captioner, tmp_path):
     """The same boards, start and random streams: sampling without a KV cache and listening without caches give the same
     captions, rewards and update as the trainer's step (the optimizations change speed, not the game)."""
-    trainer = Trainer(rl_config(boards=8, k=2), speaker_from(captioner), game, tmp_path, EvalConfig(boards=4, split="train"))
+    trainer = Trainer(
+        rl_config(boards=8, k=2), speaker_from(captioner), game, tmp_path, EvalConfig(boards=4, split="train")
+    )
     start = trainer.save()
     fast = trainer.train_step()
     adapter = {k: v.clone() for k, v in trainer.speaker.adapter.state_dict().items()}
@@ -50,25 +60,44 @@ def test_the_naive_step_plays_the_same_game_as_the_optimized_one(game, captioner
         torch.testing.assert_close(value, adapter[key], atol=1e-5, rtol=1e-4)
     prefix = trainer.speaker.prefix(game.pool("train").images[:3])
     cached = trainer.speaker.sample(prefix, 2, generator=torch.Generator().manual_seed(1))
-    tokens, lengths = naive_sample(trainer.speaker, prefix, 2, 1.0, uniforms(6, 16, torch.Generator().manual_seed(1), "cpu"))
+    tokens, lengths = naive_sample(
+        trainer.speaker, prefix, 2, 1.0, uniforms(6, 16, torch.Generator().manual_seed(1), "cpu")
+    )
     assert torch.equal(lengths, cached.lengths) and torch.equal(tokens, cached.tokens[:, : tokens.shape[1]])
 
 
 def test_bench_rl_reports_both_steps(game, captioner, tmp_path):
-    trainer = Trainer(rl_config(boards=8, k=2), speaker_from(captioner), game, tmp_path, EvalConfig(boards=4, split="train"))
+    trainer = Trainer(
+        rl_config(boards=8, k=2), speaker_from(captioner), game, tmp_path, EvalConfig(boards=4, split="train")
+    )
     results = bench_rl(trainer, steps=2, naive_steps=1)
     for variant in ("optimized", "naive"):
         assert results[f"rl/{variant}/games_per_s"] > 0 and results[f"rl/{variant}/gflop_per_step"] > 0
         assert 0 < results[f"rl/{variant}/flop_utilisation"] < 1 and results[f"rl/{variant}/peak_memory_gb"] > 0
         phases = {k.rsplit("/", 1)[1] for k in results if k.startswith(f"rl/{variant}/s/")}
-        assert phases == {"boards", "vision", "sampling", "listeners", "teacher-forced pass", "reference pass", "backward", "optimizer", "bookkeeping"}
-        assert sum(v for k, v in results.items() if k.startswith(f"rl/{variant}/s/")) == pytest.approx(results[f"rl/{variant}/s_per_step"])
+        assert phases == {
+            "boards",
+            "vision",
+            "sampling",
+            "listeners",
+            "teacher-forced pass",
+            "reference pass",
+            "backward",
+            "optimizer",
+            "bookkeeping",
+        }
+        assert sum(v for k, v in results.items() if k.startswith(f"rl/{variant}/s/")) == pytest.approx(
+            results[f"rl/{variant}/s_per_step"]
+        )
     assert results["rl/naive/gflop_per_step"] > results["rl/optimized/gflop_per_step"]  # the naive step does more work
     assert results["rl/speedup"] == pytest.approx(results["rl/optimized/games_per_s"] / results["rl/naive/games_per_s"])
     assert trainer.step == 0  # back at the start: the bench leaves the trainer as it found it
 
 
-@pytest.mark.parametrize("override, message", [("preset=huge", "unknown preset=huge"), ("parts=[speed]", "parts=['speed']"), ("rl.steps=0", "rl.steps=0")])
+@pytest.mark.parametrize(
+    "override, message",
+    [("preset=huge", "unknown preset=huge"), ("parts=[speed]", "parts=['speed']"), ("rl.steps=0", "rl.steps=0")],
+)
 def test_bench_refuses_bad_settings(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
         cfg = compose("bench", overrides=[override])
@@ -79,8 +108,21 @@ def test_bench_refuses_bad_settings(override, message):
 @pytest.mark.slow
 def test_bench_command_writes_rl_results(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = [sys.executable, "-m", "listener_sub", "bench", "parts=[rl]", "rl.steps=1", "rl.naive_steps=1", *test_pretrain.TINY,
-            "game.pool_size=64", "trainer.boards=4", "trainer.k=2", "evaluation.boards=4", f"hydra.run.dir={tmp_path}"]
+    args = [
+        sys.executable,
+        "-m",
+        "listener_sub",
+        "bench",
+        "parts=[rl]",
+        "rl.steps=1",
+        "rl.naive_steps=1",
+        *test_pretrain.TINY,
+        "game.pool_size=64",
+        "trainer.boards=4",
+        "trainer.k=2",
+        "evaluation.boards=4",
+        f"hydra.run.dir={tmp_path}",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
@@ -100,8 +142,14 @@ def test_the_naive_clip_step_trains_as_the_optimized_one():
 
 
 def test_bench_clip_reports_both_steps():
-    results = bench_clip("ls-rn-tiny-64", WorldConfig(), ListenerRecipe(pool_size=256, batch_size=16), steps=1, naive_steps=1)
+    results = bench_clip(
+        "ls-rn-tiny-64", WorldConfig(), ListenerRecipe(pool_size=256, batch_size=16), steps=1, naive_steps=1
+    )
     for variant in ("optimized", "naive"):
         assert results[f"clip/{variant}/images_per_s"] > 0 and 0 < results[f"clip/{variant}/flop_utilisation"] < 1
-    assert results["clip/naive/gflop_per_step"] > results["clip/optimized/gflop_per_step"]  # the naive step encodes more captions
-    assert results["clip/speedup"] == pytest.approx(results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"])
+    assert (
+        results["clip/naive/gflop_per_step"] > results["clip/optimized/gflop_per_step"]
+    )  # the naive step encodes more captions
+    assert results["clip/speedup"] == pytest.approx(
+        results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"]
+    )

@@ -1,4 +1,5 @@
 """Nothing lost: atomic writes that fail midway, the artifact cache under two processes, damaged artifacts rebuilt."""
+
 import json
 import logging
 import subprocess
@@ -52,7 +53,9 @@ def test_a_damaged_artifact_is_detected_by_its_record_and_rebuilt_with_one_warni
         rebuilt = ArtifactCache(tmp_path)
         rebuilt.get_or_build("lm", "abc", "model", build)
     assert (path / "model.bin").read_text() == "weights" and rebuilt.built == [str(path)]
-    assert [r.message for r in caplog.records] == [f"cached artifact {path} does not match its record model{RECORD_SUFFIX} (truncated or corrupted); rebuilding it"]
+    assert [r.message for r in caplog.records] == [
+        f"cached artifact {path} does not match its record model{RECORD_SUFFIX} (truncated or corrupted); rebuilding it"
+    ]
 
     (path / "model.bin").write_text("weightz")  # same size, other bytes
     assert not ArtifactCache(tmp_path).intact(path)
@@ -82,7 +85,9 @@ def test_two_processes_needing_one_artifact_build_it_once(tmp_path):
     log = tmp_path / "builds.txt"
     script = tmp_path / "build.py"
     script.write_text(BUILDER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(log), name]) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(log), name]) for name in ("a", "b")
+    ]
     assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
     builders = log.read_text().split()
     assert len(builders) == 1  # the other process waited on the lock, then found it built

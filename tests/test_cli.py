@@ -1,4 +1,5 @@
 """The command line: Hydra apps, run directories, one-line user errors with exit status 2."""
+
 import json
 import subprocess
 import sys
@@ -8,7 +9,9 @@ from PIL import Image
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_preview_writes_a_grid_of_every_perception(tmp_path):
@@ -65,7 +68,9 @@ def test_preview_of_a_coco_folder(tmp_path):
     }
     (root / "annotations" / "captions_val2017.json").write_text(json.dumps(annotations))
     out = tmp_path / "run"
-    result = run_cli("preview", "data=coco", f"data.root={root}", "data.image_size=32", "split=val", f"hydra.run.dir={out}")
+    result = run_cli(
+        "preview", "data=coco", f"data.root={root}", "data.image_size=32", "split=val", f"hydra.run.dir={out}"
+    )
     assert result.returncode == 0, result.stderr
     image = np.asarray(Image.open(out / "preview.png").convert("RGB")).astype(int)
     assert (np.abs(image - [200, 30, 30]).max(-1) < 20).sum() > 500  # the red photo shows, in full colour
@@ -76,7 +81,14 @@ def test_preview_of_a_coco_folder(tmp_path):
 
 def test_pretrain_stage_lm_writes_its_summary(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("pretrain", "stage=lm", "lm.train.steps=5", "lm.train.n_scenes=40", f"cache_dir={tmp_path / 'c'}", f"hydra.run.dir={out}")
+    result = run_cli(
+        "pretrain",
+        "stage=lm",
+        "lm.train.steps=5",
+        "lm.train.n_scenes=40",
+        f"cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["wall_s/lm"] > 0 and abs(summary["corpus/mention/color"] - 0.5) < 0.1
@@ -100,7 +112,11 @@ def test_no_command_goes_through_a_shell():
             call = node.func if isinstance(node, ast.Call) else None
             name = ast.unparse(call) if call is not None else ""
             if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput") or (
-                call is not None and any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords)
+                call is not None
+                and any(
+                    k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                    for k in node.keywords
+                )
             ):
                 found.append(f"{path.name}:{node.lineno}: {name}")
     assert found == []

@@ -1,4 +1,5 @@
 """Configs that compose: one source of defaults, groups and `_target_` plug-ins, the whole config checked first."""
+
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from listener_sub.commands.common import eval_config, run_spec, trainer_config, 
 from listener_sub.configs.schema import ListenerConfig, LMNodeConfig, SpeakerConfig
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
-from listener_sub.perception import Grayscale
 from listener_sub.models.listener import register_model_configs
+from listener_sub.perception import Grayscale
 from listener_sub.pretrain.listeners import ListenerRecipe, save_listener
 from listener_sub.rewards import Reward
 from listener_sub.rl import RLConfig
@@ -50,7 +51,9 @@ def test_yaml_holds_only_what_differs_from_the_schema(path, schema):
     defaults = OmegaConf.to_container(OmegaConf.structured(schema))
     for key, value in leaves(yaml):
         default = OmegaConf.select(OmegaConf.create(defaults), key, throw_on_missing=False)
-        assert isinstance(value, str) and value.startswith("${") or value != default, f"{path}: {key}: {value!r} restates the default"
+        assert isinstance(value, str) and value.startswith("${") or value != default, (
+            f"{path}: {key}: {value!r} restates the default"
+        )
 
 
 def test_the_composed_defaults_are_the_dataclasses():
@@ -61,13 +64,23 @@ def test_the_composed_defaults_are_the_dataclasses():
     assert typed(CaptionConfig, cfg.caption, "caption") == CaptionConfig()
     assert typed(ListenerRecipe, cfg.listener_train, "listener_train") == ListenerRecipe()
     spec = run_spec(cfg)
-    assert spec.speaker.adapter == {"kind": "perceiver", "n_latents": 8, "depth": 2, "width": 128, "heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
+    assert spec.speaker.adapter == {
+        "kind": "perceiver",
+        "n_latents": 8,
+        "depth": 2,
+        "width": 128,
+        "heads": 4,
+        "mlp_ratio": 4.0,
+        "dropout": 0.0,
+    }
     assert spec.lm.model.prefix_len == 8 and asdict(spec.lm.recipe)["seed"] == cfg.seed
     assert spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "prob")
 
 
 def test_experiments_compose():
-    colorblind, none, control = (run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("colorblind", "no_subtraction", "control"))
+    colorblind, none, control = (
+        run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("colorblind", "no_subtraction", "control")
+    )
     assert none == Reward(colorblind.intended, colorblind.subtracted, 0.0, colorblind.score)  # colorblind with lam 0
     assert control.subtracted == {"full_b": 1.0} and control.intended == colorblind.intended
 
@@ -76,8 +89,12 @@ def test_experiments_beyond_one_subtracted_listener_compose():
     limited = run_spec(compose_cfg("train", "experiment=knowledge_limited"))
     assert limited.reward.subtracted == {"no_shape": 1.0} and limited.listeners["no_shape"].exclude == ("shape",)
     assert limited.listeners["no_shape"].perception_config == limited.listeners["full"].perception_config
-    assert limited.listeners["no_shape"].seed not in {spec.seed for name, spec in limited.listeners.items() if name != "no_shape"}
-    summed, dixit = (run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("two_subtracted", "two_subtracted_dixit"))
+    assert limited.listeners["no_shape"].seed not in {
+        spec.seed for name, spec in limited.listeners.items() if name != "no_shape"
+    }
+    summed, dixit = (
+        run_spec(compose_cfg("train", f"experiment={e}")).reward for e in ("two_subtracted", "two_subtracted_dixit")
+    )
     assert summed == Reward({"full": 1.0}, {"gray": 1.0, "blur": 1.0}, 1.0, "prob")
     assert dixit == Reward({"full": 1.0}, {"gray": 1.0, "blur": 1.0}, 1.0, "dixit")
 
@@ -93,9 +110,13 @@ def test_a_pretrained_file_of_the_models_weights_is_accepted(tmp_path, isolated_
     """(Files that cannot be the model's weights are rows of test_bad_input.py.)"""
     register_model_configs()
     save_listener(open_clip.create_model("ls-rn-tiny-64"), tmp_path / "good.safetensors")
-    torch.save({"state_dict": open_clip.create_model("ls-rn-tiny-64").state_dict()}, tmp_path / "rn.pt")  # a pickle of plain weights
+    torch.save(
+        {"state_dict": open_clip.create_model("ls-rn-tiny-64").state_dict()}, tmp_path / "rn.pt"
+    )  # a pickle of plain weights
     for name in ("good.safetensors", "rn.pt"):
-        assert run_spec(compose_cfg("train", f"listeners.gray.pretrained={tmp_path / name}")).listeners["gray"].pretrained == str(tmp_path / name)
+        assert run_spec(compose_cfg("train", f"listeners.gray.pretrained={tmp_path / name}")).listeners[
+            "gray"
+        ].pretrained == str(tmp_path / name)
     assert not any(isolated_cache.iterdir())
 
 
@@ -117,10 +138,19 @@ def test_a_perception_and_a_reward_of_your_own_plug_in_by_target(tmp_path, monke
         "        return 2 * super().__call__(target_probs, correct)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    spec = run_spec(compose_cfg("train", "listeners.gray.perception={_target_:my_game.Sepia,strength:0.5}", "reward._target_=my_game.Doubled"))
+    spec = run_spec(
+        compose_cfg(
+            "train",
+            "listeners.gray.perception={_target_:my_game.Sepia,strength:0.5}",
+            "reward._target_=my_game.Doubled",
+        )
+    )
     sepia = spec.listeners["gray"].perception
     assert type(sepia).__name__ == "Sepia" and sepia.strength == 0.5
-    assert spec.listeners["gray"].perception_config == {"_target_": "my_game.Sepia", "strength": 0.5}  # in the CLIP's cache key
+    assert spec.listeners["gray"].perception_config == {
+        "_target_": "my_game.Sepia",
+        "strength": 0.5,
+    }  # in the CLIP's cache key
     assert type(spec.reward).__name__ == "Doubled" and spec.reward.subtracted == {"gray": 1.0}
     assert isinstance(run_spec(compose_cfg("train")).listeners["gray"].perception, Grayscale)
 
@@ -131,7 +161,11 @@ def test_model_names_are_checked_without_importing_open_clip_yet_agree_with_it()
     from listener_sub.models.listener import known_models, register_model_configs
 
     register_model_configs()
-    assert set(known_models()) == set(open_clip.list_models()) and "ViT-B-32" in known_models() and "ls-rn-tiny-64" in known_models()
+    assert (
+        set(known_models()) == set(open_clip.list_models())
+        and "ViT-B-32" in known_models()
+        and "ls-rn-tiny-64" in known_models()
+    )
 
 
 def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
@@ -142,6 +176,10 @@ def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
     own = OmegaConf.create({"command": "eval", "threads": 2})
     cfg = from_run(own, tmp_path, ["command", "threads"], ["reward.lam=0.5", "~reward.score", "threads=2"])
     assert OmegaConf.to_container(cfg) == {"reward": {"lam": 0.5}, "command": "eval", "threads": 2}
-    for bad, message in [(["~reward.nope"], "no such key"), (["reward.lamb=1"], "lamb"), (["experiment/x=y"], "no config groups")]:
+    for bad, message in [
+        (["~reward.nope"], "no such key"),
+        (["reward.lamb=1"], "lamb"),
+        (["experiment/x=y"], "no config groups"),
+    ]:
         with pytest.raises(UserError, match=message):
             from_run(own, tmp_path, ["command"], bad)

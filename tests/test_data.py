@@ -1,4 +1,5 @@
 """Image sets: the embedded world, CLEVR / COCO / plain folders, the decoded-image store, bad data, export, metrics."""
+
 from __future__ import annotations
 
 import io
@@ -124,13 +125,20 @@ def test_coco_images_with_grouped_captions_resized_and_centre_cropped(tmp_path):
     coco(tmp_path)
     images = load("coco", tmp_path, "train2017", image_size=16)
     assert len(images) == 3 and images.scenes is None and images.skipped == []
-    assert images.captions == [["A red picture.", "Red again."], ["Something green.", "Green again."], ["Red and blue."]]
+    assert images.captions == [
+        ["A red picture.", "Red again."],
+        ["Something green.", "Green again."],
+        ["Red and blue."],
+    ]
     assert images.files == ["train2017/a.jpg", "images/b.png", "c.png"]
     assert images.images.shape == (3, 16, 16, 3)
     assert images.images[0][..., 0].mean() > 200 and images.images[1][..., 1].mean() > 200
     crop = images.images[2]  # c.png: 40x20, centre square spans x 10..30 -> half red, half blue
     assert crop[8, 2].tolist() == [255, 0, 0] and crop[8, 13].tolist() == [0, 0, 255]
-    assert images.describe(0) == "A red picture." and load("coco", tmp_path, "train2017", size=2, image_size=16).captions == images.captions[:2]
+    assert (
+        images.describe(0) == "A red picture."
+        and load("coco", tmp_path, "train2017", size=2, image_size=16).captions == images.captions[:2]
+    )
 
 
 def test_images_of_different_sizes_need_an_image_size(tmp_path):
@@ -193,13 +201,19 @@ def test_unreadable_images_are_named_or_skipped_and_counted(tmp_path, caplog, da
     noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
     out = io.BytesIO()
     noisy.save(out, format="PNG" if damage == "truncated png" else "JPEG")
-    bad = {"garbage": b"this is not an image", "truncated png": _truncated(out.getvalue()), "truncated jpeg": _truncated(out.getvalue())}[damage]
+    bad = {
+        "garbage": b"this is not an image",
+        "truncated png": _truncated(out.getvalue()),
+        "truncated jpeg": _truncated(out.getvalue()),
+    }[damage]
     (tmp_path / "train2017" / "a.jpg").write_bytes(bad)
     with pytest.raises(DataError, match=r"cannot read image .*a\.jpg.*skip_bad=true"):
         load("coco", tmp_path, "train2017", image_size=8)
     with caplog.at_level(logging.WARNING):
         images = load("coco", tmp_path, "train2017", image_size=8, skip_bad=True)
-    assert len(images) == 2 and len(images.skipped) == 1 and "a.jpg" in images.skipped[0] and len(_warnings(caplog)) == 1
+    assert (
+        len(images) == 2 and len(images.skipped) == 1 and "a.jpg" in images.skipped[0] and len(_warnings(caplog)) == 1
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert load("coco", tmp_path, "train2017", image_size=8, skip_bad=True) is images  # loaded once per process
@@ -237,7 +251,9 @@ def test_clevr_scenes_and_captions(tmp_path):
     for i, texts in enumerate(captions):
         for caption in texts:
             parsed = parse(caption, CLEVR_VOCAB)
-            assert parsed.grammatical and truthful(caption, images.scenes.objects(i), images.scenes.x(i), CLEVR_VOCAB), caption
+            assert parsed.grammatical and truthful(
+                caption, images.scenes.objects(i), images.scenes.x(i), CLEVR_VOCAB
+            ), caption
             relations += parsed.spec.relation is not None
     assert relations > 0 and captions == images.caption_texts(CaptionConfig(), 20, seed=3)
     assert load("clevr", tmp_path, "val", image_size=16).images.shape == (2, 16, 16, 3)
@@ -246,7 +262,9 @@ def test_clevr_scenes_and_captions(tmp_path):
 
 def test_clevr_bad_scenes(tmp_path, caplog):
     clevr(tmp_path, first_colour="pink")
-    with pytest.raises(DataError, match=r"CLEVR_val_scenes\.json: scene 0 \(CLEVR_val_000000\.png\) object 0 has color 'pink'"):
+    with pytest.raises(
+        DataError, match=r"CLEVR_val_scenes\.json: scene 0 \(CLEVR_val_000000\.png\) object 0 has color 'pink'"
+    ):
         load("clevr", tmp_path, "val")
     clevr(tmp_path)
     (tmp_path / "images" / "val" / "CLEVR_val_000000.png").unlink()
@@ -270,9 +288,9 @@ def test_plain_folder_is_every_image_under_it_sorted(tmp_path):
     assert len(images) == 5 and images.scenes is None and images.captions is None
     assert images.files == sorted(images.files) and images.files[0] == "part0/img_00000.png"
     assert images.describe(1) == images.files[1] and images.attributes == ("color",)
-    assert DataSource(DataConfig(kind="folder", root=str(tmp_path / "imgs"), splits={"test": "part1"})).load("test").files == [
-        "part1/img_00001.png", "part1/img_00003.png"
-    ]
+    assert DataSource(DataConfig(kind="folder", root=str(tmp_path / "imgs"), splits={"test": "part1"})).load(
+        "test"
+    ).files == ["part1/img_00001.png", "part1/img_00003.png"]
 
 
 def test_plain_folder_errors(tmp_path):
@@ -291,11 +309,20 @@ def test_plain_folder_errors(tmp_path):
 
 def test_a_folder_smaller_than_a_board_and_hard_distractors_without_scenes_are_errors(tmp_path):
     plain_folder(tmp_path, 3)
-    game = create_game(DataSource(DataConfig(kind="folder", root=str(tmp_path), image_size=64, splits={"test": "."})), {"full": object()}, Reward(intended={"full": 1.0}))
+    game = create_game(
+        DataSource(DataConfig(kind="folder", root=str(tmp_path), image_size=64, splits={"test": "."})),
+        {"full": object()},
+        Reward(intended={"full": 1.0}),
+    )
     with pytest.raises(DataError, match=r"has 3 usable image\(s\), fewer than one board of game.n_images=4"):
         game.pool("test")
     plain_folder(tmp_path, 6)
-    hard = create_game(DataSource(DataConfig(kind="folder", root=str(tmp_path), image_size=64, splits={"test": "."})), {"full": object()}, Reward(intended={"full": 1.0}), distractors="hard")
+    hard = create_game(
+        DataSource(DataConfig(kind="folder", root=str(tmp_path), image_size=64, splits={"test": "."})),
+        {"full": object()},
+        Reward(intended={"full": 1.0}),
+        distractors="hard",
+    )
     with pytest.raises(UserError, match="needs images with scene attributes"):
         hard.pool("test")
 
@@ -321,10 +348,14 @@ def test_an_exported_world_reads_back_as_the_same_scenes_and_pixels(tmp_path):
 def test_caption_metrics_follow_the_data():
     world = DataSource().load("test", 4)
     with_scenes = caption_metrics([world.describe(0), "a blue object."], world.scenes, [0, 1])
-    assert {"mention/color", "mention/shape", "truthful", "grammatical", "length", "distinct_1", "distinct_2"} <= set(with_scenes)
+    assert {"mention/color", "mention/shape", "truthful", "grammatical", "length", "distinct_1", "distinct_2"} <= set(
+        with_scenes
+    )
     lexicon = {"color": ("red", "blue"), "animal": ("dog", "cat")}
     plain = caption_metrics(["A red dog, running.", "two cats", "a Blue bus"], None, [0, 1, 2], lexicon)
-    assert plain == pytest.approx({"mention/color": 2 / 3, "mention/animal": 1 / 3, "length": 10 / 3, "distinct_1": 0.9, "distinct_2": 1.0})  # "cats" is not "cat"
+    assert plain == pytest.approx(
+        {"mention/color": 2 / 3, "mention/animal": 1 / 3, "length": 10 / 3, "distinct_1": 0.9, "distinct_2": 1.0}
+    )  # "cats" is not "cat"
     assert "truthful" not in plain and "grammatical" not in plain
 
 
@@ -347,18 +378,44 @@ def test_random_bytes_as_an_image_file_are_a_data_error_or_an_image(tmp_path_fac
     except DataError as error:
         assert "fuzz.png" in str(error)  # the one documented error, naming the file
     else:
-        assert len(images) == 2 and images.images[np.arange(2)].shape == (2, 8, 8, 3)  # the bytes happened to be an image
+        assert len(images) == 2 and images.images[np.arange(2)].shape == (
+            2,
+            8,
+            8,
+            3,
+        )  # the bytes happened to be an image
     folders._LOADED.clear()
     images = load("folder", root, ".", image_size=8, skip_bad=True)
     assert len(images) + len(images.skipped) == 2
 
 
-JSON_KEYS = ["images", "annotations", "id", "image_id", "caption", "file_name", "scenes", "objects", "image_filename", "color",
-             "shape", "size", "material", "pixel_coords", "info", "vocabulary"]  # the keys the loaders read, and others
-JSON_TEXT = st.sampled_from(["", " ", "red", "cube", "a.jpg", "CLEVR_val_000000.png", "../a.jpg", "/etc/hostname", "b.png"]) | st.text(max_size=6)
+JSON_KEYS = [
+    "images",
+    "annotations",
+    "id",
+    "image_id",
+    "caption",
+    "file_name",
+    "scenes",
+    "objects",
+    "image_filename",
+    "color",
+    "shape",
+    "size",
+    "material",
+    "pixel_coords",
+    "info",
+    "vocabulary",
+]  # the keys the loaders read, and others
+JSON_TEXT = st.sampled_from(
+    ["", " ", "red", "cube", "a.jpg", "CLEVR_val_000000.png", "../a.jpg", "/etc/hostname", "b.png"]
+) | st.text(max_size=6)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2, 5) | st.floats(allow_nan=False, allow_infinity=False) | JSON_TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(JSON_KEYS) | st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(JSON_KEYS) | st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -401,7 +458,9 @@ def test_a_mangled_coco_or_clevr_file_is_a_data_error_or_usable_data(tmp_path_fa
         except DataError:
             continue
         assert len(images) >= 1 and images.images[np.arange(len(images))].shape == (len(images), 8, 8, 3)
-        assert not any(Path(file).is_absolute() or ".." in Path(file).parts for file in images.files)  # nothing outside data.root
+        assert not any(
+            Path(file).is_absolute() or ".." in Path(file).parts for file in images.files
+        )  # nothing outside data.root
         if kind == "coco":
             assert all(texts and all(isinstance(t, str) and t for t in texts) for texts in images.captions)
         else:
@@ -414,14 +473,21 @@ def test_an_index_file_never_points_outside_the_dataset_folder(tmp_path):
     coco(tmp_path / "coco")
     captions = tmp_path / "coco" / "annotations" / "captions_train2017.json"
     captions.write_text(captions.read_text().replace('"a.jpg"', '"/etc/hostname"'))
-    with pytest.raises(DataError, match=r"images\[0\] \(id 1\) has file_name '/etc/hostname', which leaves the dataset folder"):
+    with pytest.raises(
+        DataError, match=r"images\[0\] \(id 1\) has file_name '/etc/hostname', which leaves the dataset folder"
+    ):
         load("coco", tmp_path / "coco", "train2017")
     clevr(tmp_path / "clevr")
     scenes = tmp_path / "clevr" / "scenes" / "CLEVR_val_scenes.json"
     document = json.loads(scenes.read_text())
     document["info"], document["scenes"][0]["image_filename"] = True, "../../../CLEVR_val_000000.png"
     scenes.write_text(json.dumps(document))
-    with pytest.raises(DataError, match=r"scene 0 \(\.\./\.\./\.\./CLEVR_val_000000\.png\) has image_filename .*, which leaves the dataset folder"):
+    with pytest.raises(
+        DataError,
+        match=r"scene 0 \(\.\./\.\./\.\./CLEVR_val_000000\.png\) has image_filename .*, which leaves the dataset folder",
+    ):
         load("clevr", tmp_path / "clevr", "val")
     folders._LOADED.clear()
-    assert len(load("clevr", tmp_path / "clevr", "val", skip_bad=True)) == 1  # the other scene, in CLEVR's own vocabulary
+    assert (
+        len(load("clevr", tmp_path / "clevr", "val", skip_bad=True)) == 1
+    )  # the other scene, in CLEVR's own vocabulary

@@ -1,4 +1,5 @@
 """Data-parallel RL on torchrun's process group: two gloo ranks on the CPU train like one process with twice the boards."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,20 @@ def free_port() -> int:
 
 def train_rank(rank: int, world: int, port: int, captioner_path: str, run_dir: str) -> None:
     """One rank of a torchrun-style run (the environment torchrun would set), training and saving its adapter."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     register_model_configs()  # a fresh interpreter: the tiny models' configs are registered on use
     ranks = join(torch.device("cpu"))
-    trainer = Trainer(rl_config(steps=STEPS, boards=BOARDS, baseline="mean"), speaker_from(captioner_path), attribute_game(), run_dir, held_out(12), ranks)
+    trainer = Trainer(
+        rl_config(steps=STEPS, boards=BOARDS, baseline="mean"),
+        speaker_from(captioner_path),
+        attribute_game(),
+        run_dir,
+        held_out(12),
+        ranks,
+    )
     result = trainer.fit()
     torch.save(trainer.speaker.adapter.state_dict(), os.path.join(run_dir, f"adapter_rank{rank}.pt"))
     with open(os.path.join(run_dir, f"result_rank{rank}.json"), "w") as out:
@@ -48,10 +58,19 @@ def test_two_ranks_train_like_one_process_with_twice_the_boards(captioner, tmp_p
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])  # DDP kept the ranks in step
 
     start = speaker_from(captioner).adapter.state_dict()
-    single = Trainer(rl_config(steps=STEPS, boards=2 * BOARDS, baseline="mean"), speaker_from(captioner), attribute_game(), tmp_path / "one", held_out(12), Ranks())
+    single = Trainer(
+        rl_config(steps=STEPS, boards=2 * BOARDS, baseline="mean"),
+        speaker_from(captioner),
+        attribute_game(),
+        tmp_path / "one",
+        held_out(12),
+        Ranks(),
+    )
     single_result = single.fit()
     trained = single.speaker.adapter.state_dict()
-    change = torch.cat([(trained[name] - start[name]).flatten() for name in start])  # what one process of 2B boards learnt
+    change = torch.cat(
+        [(trained[name] - start[name]).flatten() for name in start]
+    )  # what one process of 2B boards learnt
     difference = torch.cat([(weights[0][name] - trained[name]).flatten() for name in start])
     # the same update up to float rounding (summing in another order; Adam amplifies it where a gradient is ~0): measured
     # 2e-3 of the update's norm, where each rank stepping on its own boards alone would be of the order of the update itself
@@ -74,13 +93,27 @@ def test_train_command_under_torchrun_then_resumed(tmp_path):
     """`torchrun --nproc_per_node=2 -m listener_sub train`: rank 0 builds the cache, logs both ranks' boards, checkpoints
     once; a resumed run under torchrun continues from the checkpoint."""
     run, cache = tmp_path / "run", tmp_path / "cache"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()), "-m", "listener_sub", "train"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "listener_sub",
+        "train",
+    ]
     settings = [*TINY, f"cache_dir={cache}", f"hydra.run.dir={run}", "device=cpu", "trainer.save_every=2"]
     first = subprocess.run([*torchrun, *settings, "trainer.steps=2"], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = subprocess.run([*torchrun, *settings, "trainer.steps=4", "resume=true"], capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        [*torchrun, *settings, "trainer.steps=4", "resume=true"], capture_output=True, text=True, timeout=900
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     train = [line for line in read_jsonl(run / "metrics.jsonl") if "train/reward" in line]
-    assert [line["step"] for line in train] == [1, 2, 3, 4] and {line["train/captions"] for line in train} == {2 * 4 * 2}  # 2 ranks x 4 boards x k=2
+    assert [line["step"] for line in train] == [1, 2, 3, 4] and {line["train/captions"] for line in train} == {
+        2 * 4 * 2
+    }  # 2 ranks x 4 boards x k=2
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4

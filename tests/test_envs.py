@@ -1,4 +1,5 @@
 """PettingZoo envs: the API tests, seeding, rendering, and agreement with the game core on the same seed."""
+
 import functools
 
 import numpy as np
@@ -65,7 +66,9 @@ def test_agents_spaces_and_observations(factories, game, tokenizer):
     before = env.observe("listener_1")  # the grayscale listener
     assert np.all(before["caption"] == tokenizer.pad_token_id)
     assert before["board"].shape == (4, 64, 64, 3) and np.all(before["board"].max(-1) - before["board"].min(-1) <= 1)
-    spoken = np.array(tokenizer("a red object .", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * 12)
+    spoken = np.array(
+        tokenizer("a red object .", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * 12
+    )
     env.step(spoken)
     assert np.array_equal(env.observe("listener_0")["caption"], spoken) and round_.caption == "a red object ."
     with pytest.raises(ValueError, match="picks one integer position"):
@@ -95,7 +98,16 @@ def test_a_bad_pick_is_refused_through_either_env_never_truncated(factories, pic
         wrapped.step(pick)
 
 
-@pytest.mark.parametrize("tokens", [np.array(SPOKEN, dtype=np.float64), np.array(SPOKEN[:5]), np.array([SPOKEN]), np.array([-1] * 16), np.array([10**6] * 16)])
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        np.array(SPOKEN, dtype=np.float64),
+        np.array(SPOKEN[:5]),
+        np.array([SPOKEN]),
+        np.array([-1] * 16),
+        np.array([10**6] * 16),
+    ],
+)
 def test_a_bad_caption_is_refused(factories, tokens):
     parallel = factories[1]()
     parallel.reset(seed=0)
@@ -142,7 +154,9 @@ def play_parallel(env, policies, seed):
     observations, _ = env.reset(seed=seed)
     rewards = {}
     while env.agents:
-        assert env.acting_agents == (["speaker_0"] if env.round.caption is None else ["listener_0", "listener_1", "listener_2"])
+        assert env.acting_agents == (
+            ["speaker_0"] if env.round.caption is None else ["listener_0", "listener_1", "listener_2"]
+        )
         actions = {agent: policies[agent](observations[agent]) for agent in env.agents}
         observations, rewards, *_ = env.step(actions)
     return rewards, env.round.record()
@@ -158,9 +172,14 @@ def test_env_and_core_agree_on_boards_and_rewards(factories, game, speaker):
         caption = speaker.generate(boards.target_images, greedy=True).texts[0]
         assert record["caption"] == caption
         outcome = game.play([caption], boards)
-        expected = {SPEAKER: outcome.reward.item(), **{f"listener_{i}": outcome.listener_rewards[n].item() for i, n in enumerate(game.listeners)}}
+        expected = {
+            SPEAKER: outcome.reward.item(),
+            **{f"listener_{i}": outcome.listener_rewards[n].item() for i, n in enumerate(game.listeners)},
+        }
         assert rewards == pytest.approx(expected, abs=1e-6)
-        assert [record["listeners"][f"listener_{i}"]["choice"] for i in range(3)] == [outcome.choices[n].item() for n in game.listeners]
+        assert [record["listeners"][f"listener_{i}"]["choice"] for i in range(3)] == [
+            outcome.choices[n].item() for n in game.listeners
+        ]
         parallel_rewards, parallel_record = play_parallel(parallel, policies, seed)
         assert parallel_rewards == pytest.approx(rewards, abs=1e-6) and parallel_record == record
 
@@ -174,7 +193,10 @@ def test_renders_show_board_target_caption_and_picks(factories, speaker):
     assert (np.abs(picture.astype(int) - TARGET_COLOR).sum(-1) == 0).sum() > 4 * 3 * 64 * 3  # the target's frame
     text = dixit_v0._render(env.unwrapped.round, "ansi")
     assert repr(record["caption"]) in text and f"target at {record['target']}" in text
-    assert f"listener_1 (gray): picks {record['listeners']['listener_1']['choice']}" in text and "rewards: speaker_0" in text
+    assert (
+        f"listener_1 (gray): picks {record['listeners']['listener_1']['choice']}" in text
+        and "rewards: speaker_0" in text
+    )
 
 
 def test_registry(game, tokenizer):
@@ -190,8 +212,13 @@ def test_registry(game, tokenizer):
 
 
 ACTIONS = (
-    st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.booleans() | st.none() | st.text(max_size=3)
-    | st.lists(st.integers(-5, 50), max_size=20).map(np.array) | st.lists(st.floats(-5, 50), max_size=20).map(np.array)
+    st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=True)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=3)
+    | st.lists(st.integers(-5, 50), max_size=20).map(np.array)
+    | st.lists(st.floats(-5, 50), max_size=20).map(np.array)
 )
 
 
@@ -207,7 +234,9 @@ def test_any_action_is_played_or_refused_with_a_value_error(factories, tokenizer
         env.step({SPEAKER: np.array(SPOKEN)})
     else:
         tokens = np.asarray(speaker_action)
-        assert tokens.dtype.kind in "iu" and tokens.shape == (16,) and 0 <= tokens.min() and tokens.max() < len(tokenizer)
+        assert (
+            tokens.dtype.kind in "iu" and tokens.shape == (16,) and 0 <= tokens.min() and tokens.max() < len(tokenizer)
+        )
     try:
         _, rewards, done, _, _ = env.step(dict.fromkeys(env.acting_agents, pick))
     except ValueError:

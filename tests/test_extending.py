@@ -3,6 +3,7 @@
 (A perception and a reward of your own: tests/test_config.py::test_a_perception_and_a_reward_of_your_own_plug_in_by_target.)
 Also: factories and evaluation leave every global RNG as it was, and the speaker's tower leaves the caller's CLIP as it was.
 """
+
 import random
 
 import numpy as np
@@ -19,11 +20,11 @@ from listener_sub.cache import ArtifactCache
 from listener_sub.cli import group_overrides
 from listener_sub.commands.common import run_spec
 from listener_sub.evaluation import EvalConfig, evaluate_listener, evaluate_speaker, held_out_boards
+from listener_sub.game import Pool
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, read_adapter
 from listener_sub.models.vision import VisionTower
 from listener_sub.pretrain.listeners import ListenerRecipe, train_listener
-from listener_sub.game import Pool
 from listener_sub.world import WorldConfig
 
 
@@ -42,7 +43,9 @@ def test_a_listener_of_your_own():
     assert spec.players == ["full", "lowres"]
     lowres = spec.listeners["lowres"]
     assert (lowres.model, lowres.seed, lowres.perception.factor, lowres.pretrained) == ("ls-vit-tiny-64", 7, 4, None)
-    from_group = run_spec(compose_train("+listener@listeners.gray2=gray", "listeners.gray2.seed=9", "game.listeners=[full,gray,gray2]"))
+    from_group = run_spec(
+        compose_train("+listener@listeners.gray2=gray", "listeners.gray2.seed=9", "game.listeners=[full,gray,gray2]")
+    )
     assert from_group.listeners["gray2"].perception.name == "grayscale" and from_group.listeners["gray2"].seed == 9
 
 
@@ -78,17 +81,31 @@ class LinearPrefix(nn.Module):
 def test_an_adapter_of_your_own(tmp_path, monkeypatch):
     (tmp_path / "my_adapter.py").write_text(ADAPTER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    option = tmp_path / "my_configs" / "speaker" / "adapter" / "linear_prefix.yaml"  # `--config-dir my_configs` on the command line
+    option = (
+        tmp_path / "my_configs" / "speaker" / "adapter" / "linear_prefix.yaml"
+    )  # `--config-dir my_configs` on the command line
     option.parent.mkdir(parents=True)
     option.write_text("kind: my_adapter.LinearPrefix  # your adapter class, by its import path\nn_latents: 6\n")
     try:
-        spec = run_spec(compose_train(f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "speaker.adapter=linear_prefix"))
+        spec = run_spec(
+            compose_train(f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "speaker.adapter=linear_prefix")
+        )
         assert spec.speaker.adapter == {"kind": "linear_prefix", "n_latents": 6}
         settings = dict(spec.speaker.adapter)
         register_model_configs()
         tokenizer = word_tokenizer()
-        speaker = Speaker.build(open_clip.create_model("ls-vit-tiny-64").visual, tiny_lm(tokenizer), tokenizer, settings.pop("kind"), **settings)
-        assert speaker.prefix(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 6, speaker.lm.get_input_embeddings().embedding_dim)
+        speaker = Speaker.build(
+            open_clip.create_model("ls-vit-tiny-64").visual,
+            tiny_lm(tokenizer),
+            tokenizer,
+            settings.pop("kind"),
+            **settings,
+        )
+        assert speaker.prefix(np.zeros((2, 64, 64, 3), np.uint8)).shape == (
+            2,
+            6,
+            speaker.lm.get_input_embeddings().embedding_dim,
+        )
         speaker.save_adapter(tmp_path / "adapter.safetensors")
         assert type(read_adapter(tmp_path / "adapter.safetensors")).__name__ == "LinearPrefix"
     finally:
@@ -125,11 +142,24 @@ def test_factories_recipes_and_evaluation_leave_the_global_rng_alone(tmp_path):
     boards = held_out_boards(game, EvalConfig(boards=8))
     metrics = evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1, boards_file=tmp_path / "boards.npz")
     with np.load(tmp_path / "boards.npz") as per_board:
-        for key in ("gap", "prob_gap", "acc/gray", "sample/gap", "sample/kl"):  # every board's own value, greedy and sampled
+        for key in (
+            "gap",
+            "prob_gap",
+            "acc/gray",
+            "sample/gap",
+            "sample/kl",
+        ):  # every board's own value, greedy and sampled
             assert len(per_board[key]) == len(boards) and per_board[key].mean() == pytest.approx(metrics[key])
     assert evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1) == metrics
     evaluate_listener(listeners["gray"], Pool.build(WorldConfig(), "test", 16), n_boards=4)
-    train_listener("ls-vit-tiny-64", "grayscale", WorldConfig(), ListenerRecipe(steps=2, batch_size=16, pool_size=64), seed=3, progress=False)
+    train_listener(
+        "ls-vit-tiny-64",
+        "grayscale",
+        WorldConfig(),
+        ListenerRecipe(steps=2, batch_size=16, pool_size=64),
+        seed=3,
+        progress=False,
+    )
     assert_untouched(before)
 
 

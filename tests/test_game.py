@@ -1,4 +1,5 @@
 """The batched game core: boards and distractor policies, perception, choices, rewards."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,14 @@ from listener_sub.perception import make_perception
 from listener_sub.rewards import Reward
 from listener_sub.world import WorldConfig
 
-CAPTIONS = ["a red object.", "a small square.", "a striped circle on the left.", "a blue object.", "a large green diamond.", "a cross."]
+CAPTIONS = [
+    "a red object.",
+    "a small square.",
+    "a striped circle on the left.",
+    "a blue object.",
+    "a large green diamond.",
+    "a cross.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +94,20 @@ def test_boards_slice_and_repeat(pool):
     part = boards[1:3]
     assert np.array_equal(part.items, boards.items[1:3]) and part.pool is pool
     with pytest.raises(ValueError, match="carry no pool"):
-        sample_boards(10, 1, 4, np.random.default_rng(0)).images
+        _ = sample_boards(10, 1, 4, np.random.default_rng(0)).images
 
 
 def test_play_scores_boards_through_each_listeners_perception(listeners):
     game = tiny_game(listeners)
     boards = game.sample(len(CAPTIONS), np.random.default_rng(7), "test")
     out = game.play(CAPTIONS, boards)
-    def by_hand(listener):  # softmax over the board of scale x cosine, each image seen through the listener's perception
-        images = listener.encode_images(boards.images.reshape(-1, *boards.images.shape[2:])).view(*boards.items.shape, -1)  # (B, N, D)
+
+    def by_hand(
+        listener,
+    ):  # softmax over the board of scale x cosine, each image seen through the listener's perception
+        images = listener.encode_images(boards.images.reshape(-1, *boards.images.shape[2:])).view(
+            *boards.items.shape, -1
+        )  # (B, N, D)
         texts = listener.encode_texts(CAPTIONS)
         return (listener.clip.logit_scale.exp() * torch.einsum("bd,bnd->bn", texts, images)).softmax(-1)
 
@@ -166,7 +179,13 @@ def test_game_validation(listeners):
 def test_decode_tokens_cuts_at_eos():
     tok = word_tokenizer()
     ids = tok("a red object .", add_special_tokens=False)["input_ids"]
-    rows = np.array([ids + [tok.eos_token_id, tok.pad_token_id], [tok.eos_token_id, *ids, tok.pad_token_id], ids + [tok.pad_token_id] * 2])
+    rows = np.array(
+        [
+            ids + [tok.eos_token_id, tok.pad_token_id],
+            [tok.eos_token_id, *ids, tok.pad_token_id],
+            ids + [tok.pad_token_id] * 2,
+        ]
+    )
     assert decode_tokens(tok, rows) == ["a red object .", "", "a red object ."]
 
 
@@ -180,6 +199,10 @@ def test_the_game_of_a_config_is_checked_before_anything_is_built():
     assert spec.players == ["full", "gray"] and spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "acc")
     assert spec.game == {"n_images": 4, "distractors": "hard", "choice": "argmax", "pool_size": 4096}
     assert run_spec(compose_rollout("game.listeners=[full,gray,full_b]")).players == ["full", "gray", "full_b"]
-    for override, message in [("game.distractors=easy", "unknown distractors"), ("game.listeners=[full]", "reads listener"), ("game.listeners=[nobody]", "nobody")]:
+    for override, message in [
+        ("game.distractors=easy", "unknown distractors"),
+        ("game.listeners=[full]", "reads listener"),
+        ("game.listeners=[nobody]", "nobody"),
+    ]:
         with pytest.raises(UserError, match=message):
             run_spec(compose_rollout(override))

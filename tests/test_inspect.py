@@ -1,4 +1,5 @@
 """`listener-sub inspect`: the report of a tiny train run, HTML escaping, the text table, and the page in headless Chromium."""
+
 import copy
 import io
 import os
@@ -11,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import REQUIRE, Browser, find_browser
+from hydra import compose, initialize_config_module
 from PIL import Image
 from rich.console import Console
 from test_rl import TINY
 from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
-
-from hydra import compose, initialize_config_module
 
 from listener_sub.commands.inspect import OWN_KEYS
 from listener_sub.report.gather import gather
@@ -29,14 +29,23 @@ PAYLOAD = "<script>alert(1)</script>"
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_models):
     """A finished tiny train run (2 RL steps, a checkpoint each); its models in the session's cache, named in its config."""
     root = tmp_path_factory.mktemp("inspect")
-    result = cli("train", *TINY, f"cache_dir={tiny_models}", f"hydra.run.dir={root / 'run'}", "trainer.steps=2", "trainer.save_every=1")
+    result = cli(
+        "train",
+        *TINY,
+        f"cache_dir={tiny_models}",
+        f"hydra.run.dir={root / 'run'}",
+        "trainer.steps=2",
+        "trainer.save_every=1",
+    )
     assert result.returncode == 0, result.stderr
     return root / "run"
 
@@ -64,7 +73,9 @@ def browser():
     binary = find_browser()
     if binary is None:
         if os.environ.get(REQUIRE):
-            pytest.fail(f"{REQUIRE} is set but no chromium is on PATH (.ci/run installs it with apt-get install chromium)")
+            pytest.fail(
+                f"{REQUIRE} is set but no chromium is on PATH (.ci/run installs it with apt-get install chromium)"
+            )
         pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
     with Browser(binary, width=1280, height=900) as browser:
         yield browser
@@ -112,13 +123,31 @@ def test_every_string_from_the_data_is_escaped_in_the_page(report):
     """Without a browser: captions, descriptions, listener, perception, attribute and metric names, the oracle's
     subset, the data's name, the reward and the paths all carry markup; none of it reaches the page as markup."""
     report = copy.deepcopy(report)
-    shown = [*report.roles, *report.perceptions.values(), report.data, report.reward, str(report.run), "ckpt", "board 0", "trained 0", "base 2"]
+    shown = [
+        *report.roles,
+        *report.perceptions.values(),
+        report.data,
+        report.reward,
+        str(report.run),
+        "ckpt",
+        "board 0",
+        "trained 0",
+        "base 2",
+    ]
     names = {name: tagged(name) for name in report.roles}
     renamed = lambda mapping: {names.get(k, k): v for k, v in mapping.items()}  # noqa: E731
-    report.roles, report.perceptions = renamed(report.roles), {names[k]: tagged(v) for k, v in report.perceptions.items()}
+    report.roles, report.perceptions = (
+        renamed(report.roles),
+        {names[k]: tagged(v) for k, v in report.perceptions.items()},
+    )
     report.attributes = tuple(tagged(a) for a in report.attributes)
     report.mention = {speaker: {tagged(a): v for a, v in rates.items()} for speaker, rates in report.mention.items()}
-    report.data, report.reward, report.run, report.checkpoint = tagged(report.data), tagged(report.reward), Path(tagged(str(report.run))), Path(tagged("ckpt"))
+    report.data, report.reward, report.run, report.checkpoint = (
+        tagged(report.data),
+        tagged(report.reward),
+        Path(tagged(str(report.run))),
+        Path(tagged("ckpt")),
+    )
     for key in ("before", "after"):
         report.summary[key] = {tagged(k): v for k, v in report.summary[key].items()}
     report.summary["fixed_oracle_subset"] = [tagged(a) for a in report.summary.get("fixed_oracle_subset", ["color"])]

@@ -4,6 +4,7 @@ Every module of the package is read as source (its `import` statements anywhere 
 annotation-only ones included) and placed in a layer; an import of a module in a higher layer, an import cycle
 between modules, or an import of hydra below the faces fails the test.
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {"listener_sub": ROOT / "listener_sub", "listener_sub.envs": ROOT / "envs", "listener_sub.adapters": ROOT / "adapters", "listener_sub.configs": ROOT / "configs"}
+SOURCES = {
+    "listener_sub": ROOT / "listener_sub",
+    "listener_sub.envs": ROOT / "envs",
+    "listener_sub.adapters": ROOT / "adapters",
+    "listener_sub.configs": ROOT / "configs",
+}
 
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -20,11 +26,32 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("world", ("listener_sub.world",)),
     ("inputs", ("listener_sub.perception", "listener_sub.images", "listener_sub.data")),
     ("models", ("listener_sub.models", "listener_sub.adapters")),
-    ("game core", ("listener_sub.game", "listener_sub.rewards", "listener_sub.oracle", "listener_sub.evaluation", "listener_sub.metrics", "listener_sub.rerank")),
+    (
+        "game core",
+        (
+            "listener_sub.game",
+            "listener_sub.rewards",
+            "listener_sub.oracle",
+            "listener_sub.evaluation",
+            "listener_sub.metrics",
+            "listener_sub.rerank",
+        ),
+    ),
     ("algorithms", ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim")),
     ("assembly", ("listener_sub.assembly", "listener_sub.cache")),
-    ("faces", ("listener_sub.commands", "listener_sub.envs", "listener_sub.report", "listener_sub.configs", "listener_sub.cli",
-               "listener_sub.__main__", "listener_sub.preview", "listener_sub.bench")),
+    (
+        "faces",
+        (
+            "listener_sub.commands",
+            "listener_sub.envs",
+            "listener_sub.report",
+            "listener_sub.configs",
+            "listener_sub.cli",
+            "listener_sub.__main__",
+            "listener_sub.preview",
+            "listener_sub.bench",
+        ),
+    ),
 ]
 FACES = len(LAYERS) - 1
 PUBLIC_API = "listener_sub"  # the package's __init__: lazy re-exports of every layer
@@ -43,7 +70,12 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int:
-    matches = [(len(prefix), i) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes if module == prefix or module.startswith(prefix + ".")]
+    matches = [
+        (len(prefix), i)
+        for i, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
     if not matches:
         raise AssertionError(f"{module} is in no layer; place it in LAYERS (and in docs/design.md)")
     return max(matches)[1]
@@ -79,12 +111,18 @@ def test_imports_point_down_and_only_faces_know_hydra(module):
     known = modules()
     path = known[module]
     mine = layer_of(module)
-    upward = sorted(f"{name} ({LAYERS[layer_of(name)][0]})" for name in own_imports(path, module, known) if name != PUBLIC_API and layer_of(name) > mine)
+    upward = sorted(
+        f"{name} ({LAYERS[layer_of(name)][0]})"
+        for name in own_imports(path, module, known)
+        if name != PUBLIC_API and layer_of(name) > mine
+    )
     assert not upward, f"{module} ({LAYERS[mine][0]}) imports upward: {', '.join(upward)}"
     if mine < FACES:
         hydra = sorted(name for name in imports(path, module) if name == "hydra" or name.startswith("hydra."))
         assert not hydra, f"{module} ({LAYERS[mine][0]}) imports {', '.join(hydra)}; only the faces know Hydra"
-    assert PUBLIC_API not in imports(path, module) or module == PUBLIC_API, f"{module} imports the package root; import the module it needs"
+    assert PUBLIC_API not in imports(path, module) or module == PUBLIC_API, (
+        f"{module} imports the package root; import the module it needs"
+    )
 
 
 def test_no_import_cycles():
@@ -98,7 +136,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, [*stack, nxt])

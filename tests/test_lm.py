@@ -1,4 +1,5 @@
 """The speaker's LM: scene descriptions, the word-level tokenizer, LM pretraining and the generic loader."""
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel

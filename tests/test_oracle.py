@@ -1,4 +1,5 @@
 """Oracle speakers: batched scoring of the 31 canonical captions agrees with playing each one through the game."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +7,8 @@ from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_t
 
 import listener_sub.oracle as oracle
 from listener_sub.oracle import SUBSETS, oracle_captions, oracle_gaps, oracle_speaker
-from listener_sub.world.combos import WORLD_COMBOS
 from listener_sub.rewards import Reward
+from listener_sub.world.combos import WORLD_COMBOS
 from listener_sub.world.grammar import POSITION_PHRASES
 
 
@@ -19,7 +20,9 @@ def listeners():
 def brute_force(game, boards):
     """(S, B) reward and gap, one game.play per subset."""
     combos = WORLD_COMBOS.ids(boards.target_attrs)
-    outcomes = [game.play([WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(s)) for c in combos], boards) for s in SUBSETS]
+    outcomes = [
+        game.play([WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(s)) for c in combos], boards) for s in SUBSETS
+    ]
     return torch.stack([o.reward for o in outcomes]), torch.stack([o.gap for o in outcomes])
 
 
@@ -32,7 +35,9 @@ def test_subsets_and_captions(listeners):
         target = boards.pool.scenes.objects(int(boards.target_items[b]))[0]
         assert texts[index[0, b]] == f"a {target['color']} object."
         where = POSITION_PHRASES[target["position"]]
-        assert texts[index[-1, b]] == f"a {target['size']} {target['color']} {target['fill']} {target['shape']} {where}."
+        assert (
+            texts[index[-1, b]] == f"a {target['size']} {target['color']} {target['fill']} {target['shape']} {where}."
+        )
 
 
 @pytest.mark.parametrize("score", ["prob", "acc"])

@@ -1,4 +1,5 @@
 """Tests for listener perceptions: what each one hides, batch consistency, and the factory."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """The assembly of a run's models: trained once into the artifact cache, reused, real-format checkpoints load as models."""
+
 import os
 
 import numpy as np
@@ -44,7 +45,11 @@ def test_artifacts_build_once_then_reuse(tmp_path):
     first.speaker()
     assert len(first.cache.built) == 3  # the speaker's CLIP, the LM, the captioning adapter
     first.listener("full")
-    assert len(first.cache.built) == 3 and set(first.cache.wall_s) == {"lm", "speaker", "listeners"}  # full's CLIP is the speaker's
+    assert len(first.cache.built) == 3 and set(first.cache.wall_s) == {
+        "lm",
+        "speaker",
+        "listeners",
+    }  # full's CLIP is the speaker's
     again = assembly(cfg)
     again.speaker()
     again.listener("full")
@@ -52,7 +57,9 @@ def test_artifacts_build_once_then_reuse(tmp_path):
     for override in ("listeners.full.seed=9", "listener_train.eps=1e-5", "listener_train.view_loss_rate=0.5"):
         changed = assembly(config(tmp_path, override))
         changed.listener("full")
-        assert len(changed.cache.built) == 1, override  # every recipe setting is in the key: a changed one is a new artifact
+        assert len(changed.cache.built) == 1, (
+            override
+        )  # every recipe setting is in the key: a changed one is a new artifact
     lm_recipe = assembly(config(tmp_path, "lm.train.max_grad_norm=0.5"))
     lm_recipe.lm_dir()
     assert len(lm_recipe.cache.built) == 1
@@ -61,11 +68,21 @@ def test_artifacts_build_once_then_reuse(tmp_path):
 def test_summary_has_the_promised_keys(tmp_path):
     summary = pretrain_summary(config(tmp_path), "all")
     for name in ("full", "gray"):
-        assert {"acc_full_caption", "acc_color_only", "acc_no_color"} <= {k.split("/", 2)[2] for k in summary if k.startswith(f"listener/{name}/")}
+        assert {"acc_full_caption", "acc_color_only", "acc_no_color"} <= {
+            k.split("/", 2)[2] for k in summary if k.startswith(f"listener/{name}/")
+        }
         for attribute in ("color", "shape", "size", "fill", "position"):
             assert 0 <= summary[f"listener/{name}/acc_only/{attribute}"] <= 1
             assert 0.25 <= summary[f"listener/{name}/ceiling_only/{attribute}"] <= 1
-    for key in ("truthful", "grammatical", "mention/color", "acc/full", "acc/gray", "sample/truthful", "sample/acc/gray"):
+    for key in (
+        "truthful",
+        "grammatical",
+        "mention/color",
+        "acc/full",
+        "acc/gray",
+        "sample/truthful",
+        "sample/acc/gray",
+    ):
         assert 0 <= summary[f"speaker/{key}"] <= 1
     assert abs(summary["corpus/mention/color"] - 0.52) < 0.05
     assert {"wall_s/listeners", "wall_s/lm", "wall_s/speaker"} <= set(summary)
@@ -82,7 +99,9 @@ def test_random_vit_b_32_checkpoint_loads_as_a_listener(tmp_path):
     torch.save({"state_dict": clip.state_dict()}, path)
     listener = create_listener("gray", "ViT-B-32", str(path), "grayscale")
     assert torch.equal(listener.clip.visual.conv1.weight, clip.visual.conv1.weight)
-    boards = Boards(np.arange(8).reshape(2, 4), np.array([0, 3]), Pool.build(WorldConfig(), "test", 8))  # 64 px, resized to 224 inside
+    boards = Boards(
+        np.arange(8).reshape(2, 4), np.array([0, 3]), Pool.build(WorldConfig(), "test", 8)
+    )  # 64 px, resized to 224 inside
     probs = listen({"gray": listener}, ["a red circle.", "a small object."], boards)["gray"]
     assert probs.shape == (2, 4) and torch.allclose(probs.sum(-1), torch.ones(2))
     with pytest.raises(UserError, match="does not exist"):

@@ -1,4 +1,5 @@
 """`listener-sub results`: the document's statistics from run directories, and the quick variant on a tiny sweep."""
+
 import json
 import os
 import re
@@ -11,14 +12,28 @@ from PIL import Image
 from test_rl import TINY
 
 from listener_sub.report.results import (
-    ABLATION_COLUMNS, CONSTRAINED_COLUMNS, EXPERIMENT_COLUMNS, RERANK_COLUMNS, TRANSFER_COLUMNS, bootstrap_interval, write_results,
+    ABLATION_COLUMNS,
+    CONSTRAINED_COLUMNS,
+    EXPERIMENT_COLUMNS,
+    RERANK_COLUMNS,
+    TRANSFER_COLUMNS,
+    bootstrap_interval,
+    write_results,
 )
 from listener_sub.rl import EVAL_BOARDS
 
 BOARDS = 400
 
 
-def fake_run(path, seed: int, gap_level: float, truthful: float, oracle: float, subtracted: str = "gray", rerank_n: int | None = None):
+def fake_run(
+    path,
+    seed: int,
+    gap_level: float,
+    truthful: float,
+    oracle: float,
+    subtracted: str = "gray",
+    rerank_n: int | None = None,
+):
     """A run directory in the real formats: summary.json and eval_boards.npz whose per-board means are the summary's."""
     rng = np.random.default_rng(seed)
     full = (rng.random(BOARDS) < 0.5 + gap_level / 2).astype(float)
@@ -27,14 +42,35 @@ def fake_run(path, seed: int, gap_level: float, truthful: float, oracle: float, 
     boards = {"gap": full - other, "prob_gap": prob_gap, "acc/full": full, f"acc/{subtracted}": other}
     after = {key: float(value.mean()) for key, value in boards.items()}
     after[f"sample/acc/{subtracted}"] = after[f"acc/{subtracted}"] + 0.1
-    after |= {"mention/color": 0.9 + 0.01 * seed, "mention/shape": 0.1, "mention/size": 0.0, "mention/fill": 0.0, "truthful": truthful}
-    after |= {"grammatical": 1.0, "kl": 2.0 + seed, "sample/gap": after["gap"] - 0.05, "sample/truthful": truthful - 0.1}
+    after |= {
+        "mention/color": 0.9 + 0.01 * seed,
+        "mention/shape": 0.1,
+        "mention/size": 0.0,
+        "mention/fill": 0.0,
+        "truthful": truthful,
+    }
+    after |= {
+        "grammatical": 1.0,
+        "kl": 2.0 + seed,
+        "sample/gap": after["gap"] - 0.05,
+        "sample/truthful": truthful - 0.1,
+    }
     speaker = {"decode": "rerank" if rerank_n else "greedy", "rerank": {"n": rerank_n or 16, "seed": seed}}
     trainer = {"constraint": {"subtracted_acc": 0.3}, "boards": 32, "k": 4}
     summary = {
-        "before": {"gap": 0.1, "truthful": 0.9 + 0.01 * seed, "lm_nll": 2.0}, "after": after, "fixed_oracle_gap": oracle, "fixed_oracle_subset": ["color"],
-        "config": {"reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}}, "trainer": trainer, "speaker": speaker},
-        "multipliers": {"lam": 1.0 + seed, "beta": 0.15}, "steps": 400, "wall_s/rl": 50.0 + seed, "wall_s/eval": 10.0 + seed,
+        "before": {"gap": 0.1, "truthful": 0.9 + 0.01 * seed, "lm_nll": 2.0},
+        "after": after,
+        "fixed_oracle_gap": oracle,
+        "fixed_oracle_subset": ["color"],
+        "config": {
+            "reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}},
+            "trainer": trainer,
+            "speaker": speaker,
+        },
+        "multipliers": {"lam": 1.0 + seed, "beta": 0.15},
+        "steps": 400,
+        "wall_s/rl": 50.0 + seed,
+        "wall_s/eval": 10.0 + seed,
     }
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps(summary))
@@ -44,7 +80,11 @@ def fake_run(path, seed: int, gap_level: float, truthful: float, oracle: float, 
 
 def table_rows(text: str, first_cell: str, columns: tuple[str, ...] = EXPERIMENT_COLUMNS) -> list[list[str]]:
     """The cells of the lines of a table with `columns` that start with first_cell."""
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith(f"| {first_cell} |")
+    ]
     return [cells for cells in rows if len(cells) == len(columns)]
 
 
@@ -61,22 +101,41 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     rows, made = {}, {}
     for name, level, truthful, oracle in (("honest", 0.5, 0.99, 0.55), ("liar", 0.4, 0.6, 0.3)):
         rows[name] = [tmp_path / name / f"seed_{s}" for s in range(3)]
-        made[name] = [fake_run(p, s + (10 if name == "liar" else 0), level, truthful, oracle) for s, p in enumerate(rows[name])]
+        made[name] = [
+            fake_run(p, s + (10 if name == "liar" else 0), level, truthful, oracle) for s, p in enumerate(rows[name])
+        ]
     evals = []
     for s in range(3):
         path = tmp_path / "transfer" / f"seed_{s}"
         path.mkdir(parents=True)
-        after = {"gap": 0.4 + 0.01 * s, "mention/color": 0.95, "mention/shape": 0.2, "truthful": 0.97, "grammatical": 1.0}
+        after = {
+            "gap": 0.4 + 0.01 * s,
+            "mention/color": 0.95,
+            "mention/shape": 0.2,
+            "truthful": 0.97,
+            "grammatical": 1.0,
+        }
         (path / "summary.json").write_text(json.dumps({"after": after, "fixed_oracle_gap": 0.5}))
         evals.append(path)
-    reranks = {"greedy": [tmp_path / "greedy" / f"seed_{s}" for s in range(3)], "best_of_8": [tmp_path / "best" / f"seed_{s}" for s in range(3)]}
+    reranks = {
+        "greedy": [tmp_path / "greedy" / f"seed_{s}" for s in range(3)],
+        "best_of_8": [tmp_path / "best" / f"seed_{s}" for s in range(3)],
+    }
     for s, (greedy, best) in enumerate(zip(*reranks.values())):
         fake_run(greedy, 20, 0.1, 0.99, 0.55)  # one deterministic captioner: the same values in every seed
         fake_run(best, 30 + s, 0.3, 0.9, 0.55, rerank_n=8)  # below the truthful bar without beating the oracle
     out = tmp_path / "docs" / "results.md"
     write_results(
-        out, rows, [("shifted", "honest", evals)], ["# Results", "", "header line"], resamples=500, constrained=["liar"],
-        ablations=["honest", "liar"], reranks=reranks, rerank_against=["honest"], truthful_settings={"liar": "honest", "best_of_8": "greedy"},
+        out,
+        rows,
+        [("shifted", "honest", evals)],
+        ["# Results", "", "header line"],
+        resamples=500,
+        constrained=["liar"],
+        ablations=["honest", "liar"],
+        reranks=reranks,
+        rerank_against=["honest"],
+        truthful_settings={"liar": "honest", "best_of_8": "greedy"},
     )
     text = out.read_text()
     assert text.startswith("# Results\n\nheader line")
@@ -114,14 +173,22 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
 
     (cells,) = table_rows(text, "`liar`", ABLATION_COLUMNS)
     truthful_before = [0.9 + 0.01 * (s + 10) for s in range(3)]
-    assert cells[2] == f"{np.mean(truthful_before):.3f} +- {np.std(truthful_before, ddof=1):.3f}" and cells[3] == "2.000 +- 0.000"
+    assert (
+        cells[2] == f"{np.mean(truthful_before):.3f} +- {np.std(truthful_before, ddof=1):.3f}"
+        and cells[3] == "2.000 +- 0.000"
+    )
     assert "## Ablations" in text and table_rows(text, "`honest`", ABLATION_COLUMNS)
 
     (greedy,) = table_rows(text, "`greedy`", RERANK_COLUMNS)
     (best,) = table_rows(text, "`best_of_8`", RERANK_COLUMNS)
     (rl,) = table_rows(text, "`honest` (RL)", RERANK_COLUMNS)
     assert greedy[2:4] == ["1", "0"] and best[2:4] == ["8", "0"] and rl[2:4] == ["1", str(400 * 32 * 4)]
-    assert greedy[4].endswith("+- 0.000") and best[13] == "41.000 +- 1.000" and rl[12] == "51.000 +- 1.000" and rl[13] == "-"
+    assert (
+        greedy[4].endswith("+- 0.000")
+        and best[13] == "41.000 +- 1.000"
+        and rl[12] == "51.000 +- 1.000"
+        and rl[13] == "-"
+    )
     assert "log N - (N-1)/N" in text
     best_gap = np.mean([json.loads((p / "summary.json").read_text())["after"]["gap"] for p in reranks["best_of_8"]])
     greedy_gap = json.loads((reranks["greedy"][0] / "summary.json").read_text())["after"]["gap"]
@@ -138,19 +205,32 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
 
 def listener_sub(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "listener_sub", "results", *args], capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "listener_sub", "results", *args], capture_output=True, text=True, timeout=900, env=env
+    )
 
 
 @pytest.mark.slow  # about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, then the command again
 def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_runs(tmp_path):
     tiny = ",".join(f"'{o}'" for o in TINY)
     args = [
-        f"out={tmp_path / 'docs' / 'results.md'}", f"runs={tmp_path / 'runs'}", "quick=true", "quick_seeds=[0,1]",
-        f"quick_overrides=[{tiny},'trainer.steps=2','trainer.eval_every=0']", "bootstrap=200",
-        "~rows", "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
-        "~transfer", "+transfer={shifted:{eval:['evaluation.split=shifted']}}", "transfer_rows=[colorblind]", "constrained=[no_subtraction,colorblind]",
-        "ablations=[colorblind,no_subtraction]", "~rerank", "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
-        "rerank_against=[colorblind]", "truthful_settings={}",
+        f"out={tmp_path / 'docs' / 'results.md'}",
+        f"runs={tmp_path / 'runs'}",
+        "quick=true",
+        "quick_seeds=[0,1]",
+        f"quick_overrides=[{tiny},'trainer.steps=2','trainer.eval_every=0']",
+        "bootstrap=200",
+        "~rows",
+        "+rows={colorblind:['experiment=colorblind'],no_subtraction:['experiment=no_subtraction']}",
+        "~transfer",
+        "+transfer={shifted:{eval:['evaluation.split=shifted']}}",
+        "transfer_rows=[colorblind]",
+        "constrained=[no_subtraction,colorblind]",
+        "ablations=[colorblind,no_subtraction]",
+        "~rerank",
+        "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
+        "rerank_against=[colorblind]",
+        "truthful_settings={}",
     ]
     first = listener_sub(*args, "jobs=2")  # two runs side by side, each output in its log
     assert first.returncode == 0, first.stderr[-3000:]
@@ -164,20 +244,37 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         gaps = np.array([s["after"]["gap"] for s in summaries])
         (cells,) = table_rows(text, f"`{row}`")
         assert cells[2] == f"{gaps.mean():.3f} +- {gaps.std(ddof=1):.3f}"
-    assert json.loads((runs / "no_subtraction" / "seed_0" / "summary.json").read_text())["config"]["reward"]["lam"] == 0.0
-    shifted = [json.loads((runs / "transfer" / "shifted" / "colorblind" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
+    assert (
+        json.loads((runs / "no_subtraction" / "seed_0" / "summary.json").read_text())["config"]["reward"]["lam"] == 0.0
+    )
+    shifted = [
+        json.loads((runs / "transfer" / "shifted" / "colorblind" / f"seed_{s}" / "summary.json").read_text())
+        for s in (0, 1)
+    ]
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
-    assert cells[3] == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
+    assert (
+        cells[3]
+        == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
+    )
     assert "quick variant" in text and "jobs=2" in text
-    assert str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()  # the child's own output
+    assert (
+        str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()
+    )  # the child's own output
     reranked = [json.loads((runs / "rerank" / "best_of_2" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
-    assert [r["config"]["speaker"]["rerank"]["seed"] for r in reranked] == [0, 1] and reranked[0]["checkpoint"] == "captioner"
+    assert [r["config"]["speaker"]["rerank"]["seed"] for r in reranked] == [0, 1] and reranked[0][
+        "checkpoint"
+    ] == "captioner"
     (cells,) = table_rows(text, "`best_of_2`", RERANK_COLUMNS)
     gaps = [r["after"]["gap"] for r in reranked]
     assert cells[2] == "2" and cells[4] == f"{np.mean(gaps):.3f} +- {np.std(gaps, ddof=1):.3f}"
-    assert table_rows(text, "`colorblind` (RL)", RERANK_COLUMNS) and table_rows(text, "`no_subtraction`", ABLATION_COLUMNS)
+    assert table_rows(text, "`colorblind` (RL)", RERANK_COLUMNS) and table_rows(
+        text, "`no_subtraction`", ABLATION_COLUMNS
+    )
 
     stamp = (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns
     again = listener_sub(*args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "training seeds" not in again.stdout and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+    assert (
+        "training seeds" not in again.stdout
+        and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+    )

@@ -1,4 +1,5 @@
 """Listener-subtraction rewards, checked against values computed by hand."""
+
 import math
 
 import pytest
@@ -39,7 +40,10 @@ def test_weights_and_lambda():
 
 def test_logprob_floor_keeps_a_sure_miss_finite():
     r = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score="logprob")
-    value = r({"full": torch.tensor([1.0]), "gray": torch.tensor([0.0])}, {"full": torch.tensor([True]), "gray": torch.tensor([False])})
+    value = r(
+        {"full": torch.tensor([1.0]), "gray": torch.tensor([0.0])},
+        {"full": torch.tensor([True]), "gray": torch.tensor([False])},
+    )
     assert value.item() == pytest.approx(-math.log(PROB_FLOOR))
 
 
@@ -56,10 +60,20 @@ def test_dixit_over_three_listeners_any_batch_shape():
 
 def test_gap_is_mean_intended_minus_mean_subtracted_accuracy():
     r = Reward(intended={"a": 5.0, "b": 1.0}, subtracted={"c": 1.0, "d": 1.0})  # weights do not enter the gap
-    correct = {"a": torch.tensor([True, True]), "b": torch.tensor([False, True]), "c": torch.tensor([True, False]), "d": torch.tensor([False, False])}
+    correct = {
+        "a": torch.tensor([True, True]),
+        "b": torch.tensor([False, True]),
+        "c": torch.tensor([True, False]),
+        "d": torch.tensor([False, False]),
+    }
     assert r.gap(correct).tolist() == [0.5 - 0.5, 1.0 - 0.0]
     assert Reward(intended={"a": 1.0}).gap(correct).tolist() == [1.0, 1.0]
-    probs = {"a": torch.tensor([0.9, 0.5]), "b": torch.tensor([0.7, 0.25]), "c": torch.tensor([0.5, 0.25]), "d": torch.tensor([0.1, 0.25])}
+    probs = {
+        "a": torch.tensor([0.9, 0.5]),
+        "b": torch.tensor([0.7, 0.25]),
+        "c": torch.tensor([0.5, 0.25]),
+        "d": torch.tensor([0.1, 0.25]),
+    }
     assert r.gap(probs).tolist() == pytest.approx([0.8 - 0.3, 0.375 - 0.25])  # the probability gap
 
 

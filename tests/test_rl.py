@@ -1,4 +1,5 @@
 """REINFORCE with listener subtraction: learning, what changes, resume, logs, and the train / eval commands."""
+
 import json
 import math
 import os
@@ -26,7 +27,17 @@ from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import read_adapter
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
-from listener_sub.rl import Baseline, ConstraintConfig, Multipliers, RLConfig, TargetInputs, Trainer, check_constraint, latest_checkpoint, read_state
+from listener_sub.rl import (
+    Baseline,
+    ConstraintConfig,
+    Multipliers,
+    RLConfig,
+    TargetInputs,
+    Trainer,
+    check_constraint,
+    latest_checkpoint,
+    read_state,
+)
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
 
 POOL = 8  # train-split scenes the tiny game's boards are drawn from
@@ -92,7 +103,9 @@ def captioner(game, tmp_path_factory):
     pool = game.pool("train")
     captions = [[canonical_caption(pool.scenes.objects(i)[0], (a,)) for a in ("color", "shape")] for i in range(POOL)]
     speaker = make_speaker(word_tokenizer())
-    train_captioner(speaker, pool.images, captions, CaptionerRecipe(steps=150, batch_size=POOL, lr=3e-3, warmup=10), progress=False)
+    train_captioner(
+        speaker, pool.images, captions, CaptionerRecipe(steps=150, batch_size=POOL, lr=3e-3, warmup=10), progress=False
+    )
     path = tmp_path_factory.mktemp("captioner") / "adapter.safetensors"
     speaker.save_adapter(path)
     return path
@@ -126,11 +139,18 @@ def test_rl_learns_to_name_what_only_the_intended_listener_sees(game, captioner,
     trainer = Trainer(rl_config(steps=30, eval_every=15), speaker, game, tmp_path, held_out())
     result = trainer.fit()
     before, after = result["before"], result["after"]
-    print({k: (round(before[k], 3), round(after[k], 3)) for k in ("reward", "sample/reward", "sample/mention/color", "sample/mention/shape", "kl")})
+    print(
+        {
+            k: (round(before[k], 3), round(after[k], 3))
+            for k in ("reward", "sample/reward", "sample/mention/color", "sample/mention/shape", "kl")
+        }
+    )
     assert after["sample/reward"] > before["sample/reward"] + 0.2  # one temperature-1 sample per board
     assert after["reward"] > before["reward"] + 0.2  # greedy captions
     assert after["sample/mention/color"] > before["sample/mention/color"] + 0.2
-    assert after["sample/mention/shape"] < before["sample/mention/shape"] - 0.15  # subtraction: omit what the other sees
+    assert (
+        after["sample/mention/shape"] < before["sample/mention/shape"] - 0.15
+    )  # subtraction: omit what the other sees
     assert after["sample/truthful"] >= 0.6 and after["gap"] > before["gap"]
     assert abs(before["kl"]) < 1e-4 and 0 < after["kl"] < 10 and 0 < after["sample/kl"] < 10
 
@@ -138,14 +158,19 @@ def test_rl_learns_to_name_what_only_the_intended_listener_sees(game, captioner,
     current = {**speaker.visual.state_dict(), **speaker.lm.state_dict()}
     assert all(torch.equal(current[name], t) for name, t in frozen.items())
     assert any(not torch.equal(speaker.adapter.state_dict()[name], t) for name, t in adapter_before.items())
-    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {id(p) for p in speaker.adapter.parameters()}
+    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in speaker.adapter.parameters()
+    }
 
     lines = read_jsonl(tmp_path / "metrics.jsonl")
     train = [line for line in lines if "train/reward" in line]
     evals = [line for line in lines if "eval/gap" in line]
     assert [line["step"] for line in train] == list(range(1, 31)) and [line["step"] for line in evals] == [0, 15, 30]
     assert all(math.isfinite(line["train/kl"]) and math.isfinite(line["train/loss"]) for line in train)
-    assert np.mean([line["train/reward"] for line in train[-10:]]) > np.mean([line["train/reward"] for line in train[:3]]) + 0.1  # it learns within ~10 steps
+    assert (
+        np.mean([line["train/reward"] for line in train[-10:]])
+        > np.mean([line["train/reward"] for line in train[:3]]) + 0.1
+    )  # it learns within ~10 steps
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert latest_checkpoint(tmp_path).name == "step_000030"  # the final checkpoint
 
@@ -170,15 +195,21 @@ def test_keep_last_bounds_the_checkpoints_and_resume_drops_a_torn_metrics_line(g
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
     with open(tmp_path / "metrics.jsonl", "a") as out:
         out.write('{"step": 4, "train/rew')  # killed while writing step 4's line
-    resumed = Trainer(rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8))
+    resumed = Trainer(
+        rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8)
+    )
     resumed.fit(resume=True)
     logged = [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl") if "train/reward" in line]
     assert resumed.step == 5 and logged == [1, 2, 3, 4, 5]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000004", "step_000005"]
     every = [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl")]
     assert every == [0, 1, 2, 3, 3, 4, 5, 5]  # before, three steps and their evaluation, two more and the final one
-    Trainer(rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8)).fit(resume=True)
-    assert [line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl")] == every  # killed after its final evaluation: once
+    Trainer(rl_config(steps=5, save_every=1, keep_last=2), speaker_from(captioner), game, tmp_path, held_out(8)).fit(
+        resume=True
+    )
+    assert [
+        line["step"] for line in read_jsonl(tmp_path / "metrics.jsonl")
+    ] == every  # killed after its final evaluation: once
 
 
 def poison(trainer: Trainer, steps: set[int], monkeypatch) -> None:
@@ -192,20 +223,36 @@ def poison(trainer: Trainer, steps: set[int], monkeypatch) -> None:
     monkeypatch.setattr(trainer, "objective", maybe_nan)
 
 
-def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop_the_run(game, captioner, tmp_path, monkeypatch):
-    trainer = Trainer(rl_config(steps=6, save_every=1, max_bad_steps=3), speaker_from(captioner), game, tmp_path / "a", held_out(8))
+def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop_the_run(
+    game, captioner, tmp_path, monkeypatch
+):
+    trainer = Trainer(
+        rl_config(steps=6, save_every=1, max_bad_steps=3), speaker_from(captioner), game, tmp_path / "a", held_out(8)
+    )
     poison(trainer, {3, 5, 6}, monkeypatch)
     trainer.fit()
-    logged = [line["train/skipped_steps"] for line in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train/reward" in line]
+    logged = [
+        line["train/skipped_steps"] for line in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train/reward" in line
+    ]
     assert logged == [0, 0, 1, 1, 2, 3]
-    adapters = {step: read_adapter(tmp_path / "a" / "checkpoints" / f"step_{step:06d}" / "adapter.safetensors").state_dict() for step in range(1, 7)}
-    assert all(torch.equal(adapters[2][key], adapters[3][key]) for key in adapters[2])  # step 3 left the adapter as it was
+    adapters = {
+        step: read_adapter(tmp_path / "a" / "checkpoints" / f"step_{step:06d}" / "adapter.safetensors").state_dict()
+        for step in range(1, 7)
+    }
+    assert all(
+        torch.equal(adapters[2][key], adapters[3][key]) for key in adapters[2]
+    )  # step 3 left the adapter as it was
     assert any(not torch.equal(adapters[3][key], adapters[4][key]) for key in adapters[3])  # step 4 trained
     assert all(torch.isfinite(t).all() for t in adapters[6].values())
 
-    stopped = Trainer(rl_config(steps=6, save_every=1, max_bad_steps=2), speaker_from(captioner), game, tmp_path / "b", held_out(8))
+    stopped = Trainer(
+        rl_config(steps=6, save_every=1, max_bad_steps=2), speaker_from(captioner), game, tmp_path / "b", held_out(8)
+    )
     poison(stopped, {2, 3}, monkeypatch)
-    with pytest.raises(TrainingDiverged, match=r"2 RL steps in a row \(up to step 3\) had a non-finite loss or gradient; the last checkpoint .*step_000002"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"2 RL steps in a row \(up to step 3\) had a non-finite loss or gradient; the last checkpoint .*step_000002",
+    ):
         stopped.fit()
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     kept = read_adapter(tmp_path / "b" / "checkpoints" / "step_000002" / "adapter.safetensors").state_dict()
@@ -217,9 +264,16 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_legacy_pickle_still_resumes(
     straight.fit()
     Trainer(rl_config(steps=1), speaker_from(captioner), game, tmp_path / "legacy", held_out(8)).fit()
     checkpoint = latest_checkpoint(tmp_path / "legacy")
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["adapter.json", "adapter.safetensors", "trainer.json", "trainer.safetensors"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "adapter.json",
+        "adapter.safetensors",
+        "trainer.json",
+        "trainer.safetensors",
+    ]
     state = read_state(checkpoint)
-    assert isinstance(state["rng"]["python"], tuple) and isinstance(next(iter(state["optimizer"]["state"])), int)  # types kept
+    assert isinstance(state["rng"]["python"], tuple) and isinstance(
+        next(iter(state["optimizer"]["state"])), int
+    )  # types kept
     torch.save(state, checkpoint / "trainer.pt")  # as checkpoints were written before
     (checkpoint / "trainer.json").unlink()
     (checkpoint / "trainer.safetensors").unlink()
@@ -258,7 +312,9 @@ def test_pool_table_holds_what_each_step_would_compute(game, captioner, tmp_path
     assert reference.abs().sum() > 0 and not reference.requires_grad
     images = game.pool("train").images
     table_bytes = 4 * len(images) * (features.tokens[0].numel() + features.pooled[0].numel() + reference[0].numel())
-    assert TargetInputs.fits(trainer.speaker, images, budget=table_bytes) and not TargetInputs.fits(trainer.speaker, images, budget=table_bytes - 1)
+    assert TargetInputs.fits(trainer.speaker, images, budget=table_bytes) and not TargetInputs.fits(
+        trainer.speaker, images, budget=table_bytes - 1
+    )
 
 
 def test_resume_needs_a_checkpoint_and_a_fresh_start_an_empty_run(game, captioner, tmp_path):
@@ -283,7 +339,10 @@ def test_baselines():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("trainer.baseline=best", r"^trainer: bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\) \(fix the trainer"),
+        (
+            "trainer.baseline=best",
+            r"^trainer: bad trainer settings: baseline=best \(choose one of: rloo, mean, ema, none\) \(fix the trainer",
+        ),
         ("trainer.k=1", "k=1 with baseline=rloo"),
         ("evaluation.split=dev", "the embedded world has no split 'dev'; choose one of: train, val, test, shifted"),
         ("trainer.split=dev", "the embedded world has no split 'dev'"),
@@ -304,21 +363,60 @@ def test_mistyped_trainer_settings_fail_to_compose():
             compose("train", overrides=["trainer.steps=many"])
 
 
-TINY = [*test_pretrain.TINY, "game.pool_size=64", "trainer.boards=4", "trainer.k=2", "evaluation.boards=8", "trainer.progress=false"]
+TINY = [
+    *test_pretrain.TINY,
+    "game.pool_size=64",
+    "trainer.boards=4",
+    "trainer.k=2",
+    "evaluation.boards=8",
+    "trainer.progress=false",
+]
 
 
 def command(name: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "listener_sub", name, *TINY, *args], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "listener_sub", name, *TINY, *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_train_and_eval_commands(tmp_path, warm_cache):
     run = tmp_path / "run"
-    result = command("train", f"hydra.run.dir={run}", "trainer.steps=2", "trainer.save_every=1", "reward.lam=0.5", "game.distractors=hard")
+    result = command(
+        "train",
+        f"hydra.run.dir={run}",
+        "trainer.steps=2",
+        "trainer.save_every=1",
+        "reward.lam=0.5",
+        "game.distractors=hard",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
-    assert {"before", "after", "oracle_gap", "fixed_oracle_gap", "fixed_oracle_subset", "wall_s", "wall_s/pretrain", "wall_s/rl", "config"} <= set(summary)
-    for key in ("acc/full", "acc/gray", "gap", "reward", "mention/color", "truthful", "grammatical", "kl", "length", "distinct_1", "distinct_2", "lm_nll"):
+    assert {
+        "before",
+        "after",
+        "oracle_gap",
+        "fixed_oracle_gap",
+        "fixed_oracle_subset",
+        "wall_s",
+        "wall_s/pretrain",
+        "wall_s/rl",
+        "config",
+    } <= set(summary)
+    for key in (
+        "acc/full",
+        "acc/gray",
+        "gap",
+        "reward",
+        "mention/color",
+        "truthful",
+        "grammatical",
+        "kl",
+        "length",
+        "distinct_1",
+        "distinct_2",
+        "lm_nll",
+    ):
         assert key in summary["before"] and f"sample/{key}" in summary["after"]
     assert summary["config"]["trainer"]["steps"] == 2 and summary["steps"] == 2
     assert [line["step"] for line in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2, 2]  # eval, two steps, eval
@@ -332,24 +430,42 @@ def test_train_and_eval_commands(tmp_path, warm_cache):
     assert again["checkpoint"].endswith("step_000002/adapter.safetensors") and "before" not in again
     assert again["after"] == pytest.approx(summary["after"], abs=1e-6)  # the same boards, seed and adapter
     assert again["fixed_oracle_gap"] == summary["fixed_oracle_gap"]
-    for folder, after in ((run, summary["after"]), (tmp_path / "eval", again["after"])):  # each board's values, train's and eval's
+    for folder, after in (
+        (run, summary["after"]),
+        (tmp_path / "eval", again["after"]),
+    ):  # each board's values, train's and eval's
         with np.load(folder / "eval_boards.npz") as boards:
             assert len(boards["gap"]) == summary["config"]["evaluation"]["boards"]
-            assert boards["gap"].mean() == pytest.approx(after["gap"]) and boards["sample/prob_gap"].mean() == pytest.approx(after["sample/prob_gap"])
-    assert again["config"]["reward"]["lam"] == 0.5 and again["config"]["game"]["distractors"] == "hard"  # the run's own game
+            assert boards["gap"].mean() == pytest.approx(after["gap"]) and boards[
+                "sample/prob_gap"
+            ].mean() == pytest.approx(after["sample/prob_gap"])
+    assert (
+        again["config"]["reward"]["lam"] == 0.5 and again["config"]["game"]["distractors"] == "hard"
+    )  # the run's own game
 
-    overridden = command("eval", f"hydra.run.dir={tmp_path / 'eval4'}", f"checkpoint={run / 'checkpoints' / 'step_000001'}", "evaluation.boards=4")
+    overridden = command(
+        "eval",
+        f"hydra.run.dir={tmp_path / 'eval4'}",
+        f"checkpoint={run / 'checkpoints' / 'step_000001'}",
+        "evaluation.boards=4",
+    )
     assert overridden.returncode == 0, overridden.stderr
     four = json.loads((tmp_path / "eval4" / "summary.json").read_text())
-    assert four["config"]["evaluation"]["boards"] == 4 and four["config"]["reward"]["lam"] == 0.5  # overrides on top of the run's config
-    assert four["checkpoint"].endswith("step_000001/adapter.safetensors")  # (refused overrides and resumes: test_bad_input.py)
+    assert (
+        four["config"]["evaluation"]["boards"] == 4 and four["config"]["reward"]["lam"] == 0.5
+    )  # overrides on top of the run's config
+    assert four["checkpoint"].endswith(
+        "step_000001/adapter.safetensors"
+    )  # (refused overrides and resumes: test_bad_input.py)
 
 
 def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapter_and_summary(tmp_path, warm_cache):
     args = ["trainer.steps=6", "trainer.save_every=1", "trainer.eval_every=0"]
     assert command("train", f"hydra.run.dir={tmp_path / 'straight'}", *args).returncode == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    killed = subprocess.Popen([sys.executable, "-m", "listener_sub", "train", *TINY, *args, f"hydra.run.dir={tmp_path / 'killed'}"], env=env)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "listener_sub", "train", *TINY, *args, f"hydra.run.dir={tmp_path / 'killed'}"], env=env
+    )
     rng = np.random.default_rng()
     reached = tmp_path / "killed" / "checkpoints" / f"step_{rng.integers(1, 5):06d}" / "trainer.json"
     while killed.poll() is None and not reached.exists():
@@ -359,10 +475,17 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapte
     assert killed.wait() == -signal.SIGKILL, "the run ended before it was killed; kill it earlier"
     resumed = command("train", f"hydra.run.dir={tmp_path / 'killed'}", *args, "resume=true")
     assert resumed.returncode == 0, resumed.stderr
-    straight, again = (read_adapter(tmp_path / name / "checkpoints" / "step_000006" / "adapter.safetensors").state_dict() for name in ("straight", "killed"))
+    straight, again = (
+        read_adapter(tmp_path / name / "checkpoints" / "step_000006" / "adapter.safetensors").state_dict()
+        for name in ("straight", "killed")
+    )
     assert all(torch.equal(straight[key], again[key]) for key in straight)
     ours, theirs = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("straight", "killed"))
-    assert ours["after"] == theirs["after"] and ours["before"] == theirs["before"] and ours["fixed_oracle_gap"] == theirs["fixed_oracle_gap"]
+    assert (
+        ours["after"] == theirs["after"]
+        and ours["before"] == theirs["before"]
+        and ours["fixed_oracle_gap"] == theirs["fixed_oracle_gap"]
+    )
     assert [line["step"] for line in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [0, 1, 2, 3, 4, 5, 6, 6]
 
 
@@ -378,13 +501,26 @@ def test_eval_of_the_captioner_greedy_and_reranked(tmp_path, warm_cache):
     base = json.loads((tmp_path / "greedy" / "summary.json").read_text())
     assert base["checkpoint"] == "captioner" and base["run"] is None and base["wall_s/eval"] > 0
     assert base["after"] == pytest.approx(before, abs=1e-6)
-    reranked = command("eval", f"hydra.run.dir={tmp_path / 'rerank'}", "checkpoint=captioner", "speaker.decode=rerank", "speaker.rerank.n=4", *game)
+    reranked = command(
+        "eval",
+        f"hydra.run.dir={tmp_path / 'rerank'}",
+        "checkpoint=captioner",
+        "speaker.decode=rerank",
+        "speaker.rerank.n=4",
+        *game,
+    )
     assert reranked.returncode == 0, reranked.stderr
     best = json.loads((tmp_path / "rerank" / "summary.json").read_text())
-    assert best["after"]["kl"] == pytest.approx(math.log(4) - 3 / 4, abs=1e-6) and base["after"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert best["after"]["kl"] == pytest.approx(math.log(4) - 3 / 4, abs=1e-6) and base["after"]["kl"] == pytest.approx(
+        0.0, abs=1e-6
+    )
     assert best["config"]["speaker"]["rerank"]["n"] == 4
-    assert {k: v for k, v in best["after"].items() if k.startswith("sample/")} == pytest.approx({k: v for k, v in base["after"].items() if k.startswith("sample/")})
-    assert best["after"]["reward"] > base["after"]["sample/reward"]  # (bad decoding settings: rows of test_bad_input.py)
+    assert {k: v for k, v in best["after"].items() if k.startswith("sample/")} == pytest.approx(
+        {k: v for k, v in base["after"].items() if k.startswith("sample/")}
+    )
+    assert (
+        best["after"]["reward"] > base["after"]["sample/reward"]
+    )  # (bad decoding settings: rows of test_bad_input.py)
 
 
 @pytest.mark.slow
@@ -424,7 +560,9 @@ def test_constrained_subtraction_learns_lam_and_resumes_it(captioner, tmp_path):
     """A bound of 0 on the subtracted listener's accuracy: lam rises by lam_lr * its accuracy each step, from reward.lam;
     the game plays the learnt lam; a resumed run continues with it, bit for bit."""
     constrained = dict(constraint=ConstraintConfig(subtracted_acc=0.0, lam_lr=0.5))
-    straight = Trainer(rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "straight", held_out(8))
+    straight = Trainer(
+        rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "straight", held_out(8)
+    )
     straight.fit()
     train = [line for line in read_jsonl(tmp_path / "straight" / "metrics.jsonl") if "train/lam" in line]
     lams, accs = [line["train/lam"] for line in train], [line["train/acc/gray"] for line in train]
@@ -435,7 +573,9 @@ def test_constrained_subtraction_learns_lam_and_resumes_it(captioner, tmp_path):
 
     game = attribute_game()
     Trainer(rl_config(steps=2, **constrained), speaker_from(captioner), game, tmp_path / "split", held_out(8)).fit()
-    resumed = Trainer(rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "split", held_out(8))
+    resumed = Trainer(
+        rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "split", held_out(8)
+    )
     resumed.fit(resume=True)
     assert resumed.multipliers.lam == straight.multipliers.lam
     ours, theirs = straight.speaker.adapter.state_dict(), resumed.speaker.adapter.state_dict()
@@ -477,7 +617,12 @@ def test_resident_memory_stays_flat_over_a_long_run(tmp_path):
     run = tmp_path / "run"
     args = ["trainer.steps=2000", "trainer.eval_every=0", "trainer.save_every=500", f"hydra.run.dir={run}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "listener_sub", "train", *TINY, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listener_sub", "train", *TINY, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     samples = []  # (step logged, resident MiB)
     while proc.poll() is None:
         lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []

@@ -1,4 +1,5 @@
 """`listener-sub rollout`: episodes played by (tiny, locally trained) models, written as JSONL, frames and a summary."""
+
 import json
 import os
 import re
@@ -35,7 +36,12 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path, warm_cache):
     records = read_jsonl(tmp_path / "rollouts.jsonl")
     assert [r["episode"] for r in records] == list(range(5)) and [r["seed"] for r in records] == list(range(5))
     for r in records:
-        assert r["split"] == "test" and len(set(r["board"])) == 4 and 0 <= r["target"] < 4 and isinstance(r["caption"], str)
+        assert (
+            r["split"] == "test"
+            and len(set(r["board"])) == 4
+            and 0 <= r["target"] < 4
+            and isinstance(r["caption"], str)
+        )
         assert len(r["tokens"]) == 16
         assert set(r["rewards"]) == {"speaker_0", "listener_0", "listener_1"}
         listeners = r["listeners"]
@@ -60,10 +66,14 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path, warm_cache):
     assert -1 <= summary["oracle_gap"] <= 1
 
 
-
 @pytest.mark.parametrize(
     "override, message",
-    [("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"), ("env=vec", "unknown env=vec"), ("episodes=0", "episodes=0"), ("split=dev", "the embedded world has no split 'dev'")],
+    [
+        ("render=video", "unknown render=video; choose one of: null, ansi, rgb_array"),
+        ("env=vec", "unknown env=vec"),
+        ("episodes=0", "episodes=0"),
+        ("split=dev", "the embedded world has no split 'dev'"),
+    ],
 )
 def test_bad_settings_are_user_errors(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):

@@ -3,6 +3,7 @@
 The game core (`Game.listen` / `Game.play`, both on `listener_sub.game.listen`) against the oracle speakers, the
 listeners' evaluation, the env's listener policies and round, and the report's plays.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,20 @@ from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # n
 import listener_sub.evaluation as evaluation
 from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import ListenerPolicy
+from listener_sub.game import Pool
 from listener_sub.oracle import SUBSETS, oracle_captions, subset_scores
 from listener_sub.report.gather import plays
-from listener_sub.game import Pool
 from listener_sub.world import ATTRIBUTES, WorldConfig
 from listener_sub.world.combos import WORLD_COMBOS
 
-CAPTIONS = ["a red object.", "a small square.", "a striped circle on the left.", "a blue object.", "a large green diamond.", "a cross."]
+CAPTIONS = [
+    "a red object.",
+    "a small square.",
+    "a striped circle on the left.",
+    "a blue object.",
+    "a large green diamond.",
+    "a cross.",
+]
 PACKAGE = Path(__file__).resolve().parent.parent / "listener_sub"
 
 
@@ -36,7 +44,9 @@ def boards(game):
 def assert_same(probs, reference):
     assert probs.keys() == reference.keys()
     for name in reference:
-        torch.testing.assert_close(probs[name], reference[name], rtol=0, atol=1e-5)  # batch composition moves the last bits
+        torch.testing.assert_close(
+            probs[name], reference[name], rtol=0, atol=1e-5
+        )  # batch composition moves the last bits
         assert torch.equal(probs[name].argmax(-1), reference[name].argmax(-1)), name
 
 
@@ -46,7 +56,10 @@ def test_oracle_scores_its_captions_through_the_game(game):
     rewards, gaps = subset_scores(game, boards)
     for s in (0, 7, len(SUBSETS) - 1):
         captions = [texts[i] for i in index[s]]
-        assert captions == [WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(SUBSETS[s])) for c in WORLD_COMBOS.ids(boards.target_attrs)]
+        assert captions == [
+            WORLD_COMBOS.caption(int(c), WORLD_COMBOS.mask_of(SUBSETS[s]))
+            for c in WORLD_COMBOS.ids(boards.target_attrs)
+        ]
         played = game.play(captions, boards)
         torch.testing.assert_close(rewards[s], played.reward, rtol=0, atol=1e-6)
         assert torch.equal(gaps[s], played.gap)
@@ -63,7 +76,9 @@ def test_listener_evaluation_scores_through_the_game(game, monkeypatch):
     game_listen = evaluation.listen
     monkeypatch.setattr(evaluation, "listen", spy)
     listener = game.listeners["gray"]
-    metrics = evaluation.evaluate_listener(listener, Pool.build(WorldConfig(), "test", 40), n_boards=10, board_size=4, seed=1)
+    metrics = evaluation.evaluate_listener(
+        listener, Pool.build(WorldConfig(), "test", 40), n_boards=10, board_size=4, seed=1
+    )
     conditions = evaluation.listener_conditions(ATTRIBUTES)
     assert len(calls) == len(conditions)
     for (listeners, captions, boards, probs), (cond, _) in zip(calls, conditions.items()):
@@ -91,10 +106,14 @@ def test_env_policies_round_and_report_score_through_the_game(game):
             round_.pick(agent, policy(round_.observe(agent)))
         outcome = round_.finish()
         assert_same(outcome.probs, reference)
-        assert {round_.listeners[a]: p for a, p in round_.picks.items()} == {n: int(p.argmax()) for n, p in reference.items()}
+        assert {round_.listeners[a]: p for a, p in round_.picks.items()} == {
+            n: int(p.argmax()) for n, p in reference.items()
+        }
         played = game.play([round_.caption], round_.boards)
         row = plays([round_.caption], played, game, round_.boards)[0]
-        assert row.probs == {n: p[0].tolist() for n, p in reference.items()} and row.picks == {n: int(p.argmax()) for n, p in reference.items()}
+        assert row.probs == {n: p[0].tolist() for n, p in reference.items()} and row.picks == {
+            n: int(p.argmax()) for n, p in reference.items()
+        }
 
 
 def test_batched_play_equals_one_board_at_a_time(game, boards):
@@ -119,6 +138,8 @@ def test_the_probability_gap_is_the_target_probabilities_apart(game, boards):
     target = torch.as_tensor(boards.target)[:, None]  # (B, 1)
     target_probs = {name: p.gather(1, target)[:, 0] for name, p in played.probs.items()}  # (B,) each
     intended, subtracted = game.reward.intended, game.reward.subtracted
-    expected = sum(target_probs[n] for n in intended) / len(intended) - sum(target_probs[n] for n in subtracted) / len(subtracted)
+    expected = sum(target_probs[n] for n in intended) / len(intended) - sum(target_probs[n] for n in subtracted) / len(
+        subtracted
+    )
     torch.testing.assert_close(played.prob_gap, expected)
     assert played.prob_gap.std() > 0.01 and (played.prob_gap.abs() <= 1).all()

@@ -4,6 +4,7 @@ The options are read from where they are defined (the config groups' files, the 
 added there is smoke-tested here without editing this file. A data source needs a folder: the test writes a tiny one for
 each (`DATA_FOLDERS`), and a data source it has none for fails the test.
 """
+
 import json
 import os
 import subprocess
@@ -38,7 +39,10 @@ def options() -> dict[str, tuple[str, dict]]:
     for kind in ADAPTERS:
         found[f"adapter_{kind}"] = ("speaker.adapter.kind", {"defaults": [{"override /speaker/adapter": kind}]})
     for perception in PERCEPTIONS:
-        found[f"perception_{perception}"] = ("listeners.gray.perception", {"listeners": {"gray": {"perception": perception}}})
+        found[f"perception_{perception}"] = (
+            "listeners.gray.perception",
+            {"listeners": {"gray": {"perception": perception}}},
+        )
     for score in SCORES:
         found[f"score_{score}"] = ("reward.score", {"reward": {"score": score}})
     for baseline in BASELINES:
@@ -66,7 +70,9 @@ def data_options(root: Path) -> dict[str, tuple[str, dict]]:
         assert kind in DATA_FOLDERS, f"data={kind} has no tiny folder to smoke-test it with: add one to DATA_FOLDERS"
         write, settings = DATA_FOLDERS[kind]
         write(root / kind)
-        defaults = ([{"/data@pretrain_data": "synthetic"}] if kind == "folder" else []) + [{"override /data": kind}]  # overrides last
+        defaults = ([{"/data@pretrain_data": "synthetic"}] if kind == "folder" else []) + [
+            {"override /data": kind}
+        ]  # overrides last
         found[f"data_{kind}"] = ("data.kind", {"defaults": defaults, "data": {**settings, "root": str(root / kind)}})
     return found
 
@@ -79,11 +85,21 @@ def test_every_documented_option_trains(tmp_path):
         (folder / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(node))
     sweep = tmp_path / "sweep"
     args = [
-        "train", "-m", *TINY, "trainer.steps=2", "trainer.eval_every=0", "evaluation.boards=4", f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
-        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra:runtime.choices.smoke}", f"+smoke={','.join(chosen)}",
+        "train",
+        "-m",
+        *TINY,
+        "trainer.steps=2",
+        "trainer.eval_every=0",
+        "evaluation.boards=4",
+        f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${hydra:runtime.choices.smoke}",
+        f"+smoke={','.join(chosen)}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=900, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name, (key, node) in chosen.items():
         summary = json.loads((sweep / name / "summary.json").read_text())
@@ -94,5 +110,8 @@ def test_every_documented_option_trains(tmp_path):
                 value, setting = value[part], setting[part]
             assert value == setting or (isinstance(value, dict) and value.get("name") == setting), (name, value)
         elif key == "data.kind":  # the run played and was evaluated on the folder
-            assert summary["config"]["data"]["kind"] == name.removeprefix("data_") and str(tmp_path / "data") in summary["data"]["evaluation"], (name, summary["data"])
+            assert (
+                summary["config"]["data"]["kind"] == name.removeprefix("data_")
+                and str(tmp_path / "data") in summary["data"]["evaluation"]
+            ), (name, summary["data"])
     assert len(chosen) >= 2 + 7 + 2 + 5 + 4 + 4 + 3 + 2 + 3  # the documented options at the time of writing

@@ -1,4 +1,5 @@
 """Speaker: frozen CLIP vision + trainable adapter + frozen GPT-2; sampling, log-probs, training, save/load."""
+
 import json
 import time
 from pathlib import Path
@@ -253,7 +254,10 @@ def test_save_load_adapter_round_trip(tokenizer, images, tmp_path, kind):
     with pytest.raises(ValueError, match="width"):
         Speaker(speaker.visual, speaker.lm, tokenizer, create_adapter(kind, d_vision=32, d_lm=64))
     write_adapter(create_adapter(kind, d_vision=32, d_lm=64), tmp_path / "narrow.safetensors")
-    with pytest.raises(DataError, match=rf"adapter .*narrow\.safetensors does not fit this speaker: {kind} adapter maps width 32 -> 64, but"):
+    with pytest.raises(
+        DataError,
+        match=rf"adapter .*narrow\.safetensors does not fit this speaker: {kind} adapter maps width 32 -> 64, but",
+    ):
         other.load_adapter(tmp_path / "narrow.safetensors")  # a file from the user: one line, not a traceback
 
 
@@ -265,7 +269,9 @@ def test_captioning_training_conditions_the_lm_on_the_image(tokenizer, images):
     assert len(set(captions)) == 4
     start = time.perf_counter()
     per_image = [[c] for c in captions]
-    losses = train_captioner(speaker, images, per_image, CaptionerRecipe(steps=300, batch_size=4, lr=3e-3, warmup=20), progress=False)
+    losses = train_captioner(
+        speaker, images, per_image, CaptionerRecipe(steps=300, batch_size=4, lr=3e-3, warmup=20), progress=False
+    )
     elapsed = time.perf_counter() - start
     print(f"captioner: loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.4f} in {elapsed:.1f}s")
     assert not speaker.training
@@ -281,7 +287,9 @@ def test_vit_b32_and_gpt2_speaker_generates_on_cpu(tokenizer, images):
     speaker = Speaker.build(clip, GPT2LMHeadModel(GPT2Config()), tokenizer, "perceiver")
     assert speaker.encode(images[:1]).tokens.shape == (1, 49, 768)  # 7x7 patches of the resized 224 image
     gen = speaker.generate(images[:1], max_new_tokens=8, generator=torch.Generator().manual_seed(0))
-    assert speaker.prefix(images[:1]).shape == (1, 8, 768) and gen.tokens.shape[0] == 1 and 1 <= int(gen.lengths[0]) <= 8
+    assert (
+        speaker.prefix(images[:1]).shape == (1, 8, 768) and gen.tokens.shape[0] == 1 and 1 <= int(gen.lengths[0]) <= 8
+    )
     assert isinstance(gen.texts[0], str)
 
 

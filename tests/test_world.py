@@ -1,4 +1,5 @@
 """The embedded world: palette, sampling, rendering, grammar, parser, splits."""
+
 import copy
 import itertools
 
@@ -142,7 +143,19 @@ def test_pretraining_sees_every_combination_in_the_broad_style():
     scale = scenes.radius[:, 0] / np.array(list(RELATIVE_RADIUS.values()))[scenes.attrs[:, 0, 2]]
     assert 0.7 <= scale.min() < 0.72 and 1.08 < scale.max() <= 1.1
     corner = render(scenes[:200])[:, 0, 0, 0].astype(float)  # the backdrop at pixel (0, 0)
-    assert np.abs(corner - np.clip(level[:200] + amplitude[:200] * np.sin(2 * np.pi * scenes.backdrop[:200, 2:4] @ [0.5 / 64, 0.5 / 64] + scenes.backdrop[:200, 4]), 0, 255)).max() <= 0.51
+    assert (
+        np.abs(
+            corner
+            - np.clip(
+                level[:200]
+                + amplitude[:200]
+                * np.sin(2 * np.pi * scenes.backdrop[:200, 2:4] @ [0.5 / 64, 0.5 / 64] + scenes.backdrop[:200, 4]),
+                0,
+                255,
+            )
+        ).max()
+        <= 0.51
+    )
 
 
 def test_a_style_changes_pixels_not_scenes():
@@ -281,7 +294,13 @@ def test_parser_mentions_unknown_words_and_truth():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=80) | st.lists(st.sampled_from(["a", "the", "red", "circle", "left", "of", ".", "and", "small", "striped", "square", "", " "]), max_size=14).map(" ".join))
+@given(
+    st.text(max_size=80)
+    | st.lists(
+        st.sampled_from(["a", "the", "red", "circle", "left", "of", ".", "and", "small", "striped", "square", "", " "]),
+        max_size=14,
+    ).map(" ".join)
+)
 def test_the_parser_takes_any_text(text):
     parsed = parse(text)  # never raises
     assert isinstance(parsed.grammatical, bool) and parse(text) == parsed

@@ -1,4 +1,5 @@
 """Tiny players for game, oracle and env tests: random CLIP listeners (sharpened), a word-level tokenizer, a speaker."""
+
 from __future__ import annotations
 
 import math
@@ -32,12 +33,18 @@ def tiny_listener(name: str, perception: str, seed: int) -> Listener:
     torch.manual_seed(seed)
     clip = open_clip.create_model("ls-vit-tiny-64")
     clip.logit_scale.data.fill_(math.log(100.0))
-    return Listener(name, clip, open_clip.get_tokenizer("ls-vit-tiny-64"), make_perception(perception), "ls-vit-tiny-64")
+    return Listener(
+        name, clip, open_clip.get_tokenizer("ls-vit-tiny-64"), make_perception(perception), "ls-vit-tiny-64"
+    )
 
 
 def tiny_listeners() -> dict[str, Listener]:
     """full (full colour), gray (grayscale) and a full-colour control full_b."""
-    return {"full": tiny_listener("full", "full", 1), "gray": tiny_listener("gray", "grayscale", 2), "full_b": tiny_listener("full_b", "full", 3)}
+    return {
+        "full": tiny_listener("full", "full", 1),
+        "gray": tiny_listener("gray", "grayscale", 2),
+        "full_b": tiny_listener("full_b", "full", 3),
+    }
 
 
 def tiny_game(listeners: dict[str, Listener], reward: Reward = COLORBLIND, pool_size: int = 96, **kwargs) -> Game:

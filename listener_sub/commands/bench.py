@@ -5,6 +5,7 @@ preset=tiny: the embedded default's models (from the cache, built when missing) 
 the default listener model and recipe. preset=real: random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over
 the embedded world, `real.boards` x `real.k` a step; the CLIP step of ViT-B-32 on `real.clip_batch` images.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,9 @@ def rl_trainer(cfg: DictConfig, spec: RunSpec, run_dir: Path) -> Trainer:
         models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
         models.build_clips()
         return Trainer(rl_cfg, models.speaker(), models.game(), run_dir, eval_config(cfg))
-    game, speaker = real_size_players(spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed)
+    game, speaker = real_size_players(
+        spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed
+    )
     rl_cfg = dataclasses.replace(rl_cfg, boards=int(cfg.real.boards), k=int(cfg.real.k))
     return Trainer(rl_cfg, speaker, game, run_dir, EvalConfig(boards=1, split=rl_cfg.split))
 
@@ -54,7 +57,9 @@ def check(cfg: DictConfig) -> list[str]:
         raise UserError(f"parts={parts}: choose from {', '.join(PARTS)}, e.g. parts=[render,rl]")
     for part in ("rl", "clip"):
         if cfg[part].steps < 1 or cfg[part].naive_steps < 1:
-            raise UserError(f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; time at least one step of each")
+            raise UserError(
+                f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; time at least one step of each"
+            )
     return parts
 
 

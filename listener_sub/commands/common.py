@@ -1,6 +1,7 @@
 """What the commands share: a composed config checked and turned into the library's dataclasses before anything is
 built, a train run's saved config with the command line's overrides on top, and the adapter a checkpoint= names.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from listener_sub.adapters import ADAPTERS, register_adapter
-from listener_sub.assembly import LMSpec, ListenerSpec, RunSpec, SpeakerSpec, pick_device
-from listener_sub.configs.schema import ADAPTER_SIZES_FROM_MODELS, GameConfig, ListenerConfig, LMNodeConfig, SpeakerConfig
+from listener_sub.assembly import ListenerSpec, LMSpec, RunSpec, SpeakerSpec, pick_device
+from listener_sub.configs.schema import (
+    ADAPTER_SIZES_FROM_MODELS,
+    GameConfig,
+    ListenerConfig,
+    LMNodeConfig,
+    SpeakerConfig,
+)
 from listener_sub.data import DataConfig, DataSource
 from listener_sub.errors import DataError, UserError
 from listener_sub.evaluation import EvalConfig
@@ -87,7 +94,9 @@ def build_reward(node: Any) -> Any:
         raise UserError(f"reward: {error.__cause__ or error} (fix the reward.* settings)") from None
     for attribute in ("listeners", "intended", "subtracted", "gap"):
         if not hasattr(reward, attribute):
-            raise UserError(f"reward: {type(reward).__name__} has no `{attribute}`; a reward class needs listeners, intended, subtracted, __call__ and gap")
+            raise UserError(
+                f"reward: {type(reward).__name__} has no `{attribute}`; a reward class needs listeners, intended, subtracted, __call__ and gap"
+            )
     return reward
 
 
@@ -100,11 +109,17 @@ def adapter_settings(node: Any) -> dict[str, Any]:
             cls = hydra.utils.get_class(kind)
             register_adapter(cls, cls.config_class)
         except (ImportError, AttributeError, ValueError) as error:
-            raise UserError(f"speaker.adapter.kind: cannot use {kind} as an adapter ({error}); it needs kind, uses_tokens and config_class") from None
+            raise UserError(
+                f"speaker.adapter.kind: cannot use {kind} as an adapter ({error}); it needs kind, uses_tokens and config_class"
+            ) from None
         kind = cls.kind
     if kind not in ADAPTERS:
-        raise UserError(f"speaker.adapter: unknown adapter kind {kind!r}; choose one with speaker/adapter={'|'.join(ADAPTERS)}")
-    valid = [f for f in ADAPTERS[kind][1].__dataclass_fields__ if f not in ADAPTER_SIZES_FROM_MODELS]  # d_vision, d_lm: from the models
+        raise UserError(
+            f"speaker.adapter: unknown adapter kind {kind!r}; choose one with speaker/adapter={'|'.join(ADAPTERS)}"
+        )
+    valid = [
+        f for f in ADAPTERS[kind][1].__dataclass_fields__ if f not in ADAPTER_SIZES_FROM_MODELS
+    ]  # d_vision, d_lm: from the models
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise UserError(
@@ -132,10 +147,14 @@ def check_open_clip(models: Iterable[tuple[str, str, str | None]]) -> None:
     known = set(known_models())
     for key, model, pretrained in models:
         if model not in known and not model.startswith("hf-hub:"):
-            raise UserError(f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() (e.g. ViT-B-32, ls-rn-tiny-64)")
+            raise UserError(
+                f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() (e.g. ViT-B-32, ls-rn-tiny-64)"
+            )
         if pretrained and ("/" in pretrained or Path(pretrained).suffix):
             if not Path(pretrained).expanduser().exists():
-                raise UserError(f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file")
+                raise UserError(
+                    f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file"
+                )
             problem = None if model.startswith("hf-hub:") else checkpoint_problem(model, pretrained)
             if problem:
                 raise UserError(f"{key}.pretrained: {problem}; pass a checkpoint of {key}.model={model}")
@@ -161,12 +180,25 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
     listeners = {}
     for name in names:
         lc = typed(ListenerConfig, without(cfg.listeners[name], "perception"), f"listeners.{name}")
-        perception, perception_config = build_perception(cfg.listeners[name].get("perception", "full"), f"listeners.{name}.perception")
+        perception, perception_config = build_perception(
+            cfg.listeners[name].get("perception", "full"), f"listeners.{name}.perception"
+        )
         if lc.finetune and not lc.pretrained:
-            raise UserError(f"listeners.{name}.finetune=true needs listeners.{name}.pretrained (a tag or checkpoint to start from)")
-        listeners[name] = ListenerSpec(lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed, lc.finetune)
+            raise UserError(
+                f"listeners.{name}.finetune=true needs listeners.{name}.pretrained (a tag or checkpoint to start from)"
+            )
+        listeners[name] = ListenerSpec(
+            lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed, lc.finetune
+        )
     sc = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
-    speaker = SpeakerSpec(sc.vision.model, sc.vision.pretrained, sc.vision.seed, adapter_settings(cfg.speaker.adapter), sc.checkpoint, sc.captioner)
+    speaker = SpeakerSpec(
+        sc.vision.model,
+        sc.vision.pretrained,
+        sc.vision.seed,
+        adapter_settings(cfg.speaker.adapter),
+        sc.checkpoint,
+        sc.captioner,
+    )
     if speaker.checkpoint:
         if not Path(speaker.checkpoint).expanduser().exists():
             raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
@@ -175,14 +207,21 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
     lm = LMSpec(lc.name, lc.model, lc.train)
     if lm.name:
         check_lm(str(lm.name))
-    elif lm.model.prefix_len < len(DESC_ORDER) + 1:  # the LM trained here reads one object's words and a separator at least
+    elif (
+        lm.model.prefix_len < len(DESC_ORDER) + 1
+    ):  # the LM trained here reads one object's words and a separator at least
         raise UserError(
             f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's description "
             f"(up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
         )
     device = str(cfg.get("device", "auto"))
     pick_device(device)
-    check_open_clip([*((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()), ("speaker.vision", speaker.vision_model, speaker.vision_pretrained)])
+    check_open_clip(
+        [
+            *((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()),
+            ("speaker.vision", speaker.vision_model, speaker.vision_pretrained),
+        ]
+    )
     spec = RunSpec(
         world=typed(WorldConfig, cfg.world, "world"),
         captions=typed(CaptionConfig, cfg.caption, "caption"),
@@ -212,7 +251,9 @@ def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
         adapter = adapter_skeleton(path)
     except DataError as error:
         raise UserError(f"{key}: {error}") from None
-    if spec.speaker.vision_model.startswith("hf-hub:"):  # its config is on the hub: the speaker checks the adapter on load
+    if spec.speaker.vision_model.startswith(
+        "hf-hub:"
+    ):  # its config is on the hub: the speaker checks the adapter on load
         return
     d_vision = meta_vision_tower(spec.speaker.vision_model).width_for(adapter.uses_tokens)
     d_lm = lm_width(str(spec.lm.name)) if spec.lm.name else spec.lm.model.n_embd
@@ -230,13 +271,23 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
     distractors or knowledge limits need them, captions where a model is pretrained locally. Reads no image."""
     game_data = DataSource(spec.data, spec.world)
     boards = [(game_data, split, "data") for split in splits]
-    boards.append((game_data.with_config(evaluation.data) if evaluation.data else game_data, evaluation.split, "evaluation.data" if evaluation.data else "data"))
+    boards.append(
+        (
+            game_data.with_config(evaluation.data) if evaluation.data else game_data,
+            evaluation.split,
+            "evaluation.data" if evaluation.data else "data",
+        )
+    )
     for source, split, key in boards:
         source.check_split(split)
         if spec.game["distractors"] != "random" and not source.has_attributes:
-            raise UserError(f"game.distractors={spec.game['distractors']} needs data with scene attributes (synthetic, clevr); {key} is {source.kind}: use game.distractors=random")
+            raise UserError(
+                f"game.distractors={spec.game['distractors']} needs data with scene attributes (synthetic, clevr); {key} is {source.kind}: use game.distractors=random"
+            )
         if source.kind == "synthetic" and spec.game["pool_size"] is None:
-            raise UserError("game.pool_size=null means every image of a folder; the embedded world needs a number of scenes (e.g. game.pool_size=4096)")
+            raise UserError(
+                "game.pool_size=null means every image of a folder; the embedded world needs a number of scenes (e.g. game.pool_size=4096)"
+            )
     trained = [f"listeners.{n}" for n in spec.players if spec.listeners[n].trained_locally]
     trained += ["speaker.vision"] if not spec.speaker.vision_pretrained else []
     trained += ["lm"] if not spec.lm.name else []
@@ -250,9 +301,13 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
                 "set pretrain_data to data with captions (e.g. +data@pretrain_data=synthetic) or give pretrained models"
             )
         pretraining.check_split("train")
-    limited = [f"listeners.{n}" for n in spec.players if spec.listeners[n].exclude and spec.listeners[n].trained_locally]
+    limited = [
+        f"listeners.{n}" for n in spec.players if spec.listeners[n].exclude and spec.listeners[n].trained_locally
+    ]
     if limited and not pretraining.has_attributes:
-        raise UserError(f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes (synthetic, clevr); {key} is {pretraining.kind}")
+        raise UserError(
+            f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes (synthetic, clevr); {key} is {pretraining.kind}"
+        )
 
 
 def trainer_config(cfg: DictConfig) -> RLConfig:
@@ -314,7 +369,9 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
     try:
         saved = OmegaConf.load(run_dir / RUN_CONFIG)
     except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
-        raise UserError(f"{run_dir / RUN_CONFIG} is unreadable ({str(error).splitlines()[0]}); pass an intact train run") from None
+        raise UserError(
+            f"{run_dir / RUN_CONFIG} is unreadable ({str(error).splitlines()[0]}); pass an intact train run"
+        ) from None
     own = set(own)
     overrides = list(HydraConfig.get().overrides.task) if overrides is None else overrides
     OmegaConf.set_struct(saved, True)
@@ -327,7 +384,9 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
             other_data = True
             continue
         if "/" in key or "@" in key:
-            raise UserError(f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead")
+            raise UserError(
+                f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead"
+            )
         try:
             if override.is_delete():
                 parent, _, leaf = key.rpartition(".")
@@ -337,9 +396,13 @@ def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list
                 with open_dict(node):
                     del node[leaf]
             else:
-                OmegaConf.update(saved, key, override.value(), merge=True, force_add=override.is_add() or override.is_force_add())
+                OmegaConf.update(
+                    saved, key, override.value(), merge=True, force_add=override.is_add() or override.is_force_add()
+                )
         except (OmegaConfBaseException, KeyError) as error:
-            raise UserError(f"{override.input_line}: {' '.join(str(error).split())} (the run's config has no such key)") from None
+            raise UserError(
+                f"{override.input_line}: {' '.join(str(error).split())} (the run's config has no such key)"
+            ) from None
     OmegaConf.set_struct(saved, False)
     for key in own:
         if key in cfg:

@@ -9,6 +9,7 @@ keeps, per board, the best of speaker.rerank.n sampled captions by the game's re
 Writes summary.json ("after", the oracle gaps where the data has scenes, the data, wall times, and -- when the boards are
 not the run's own -- the transfer ratio: gap here / the run's own gap after training) to the run directory and returns the gap.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,29 @@ from rich.console import Console
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import RUN_CONFIG, adapter_file, check_adapter, decode_config, eval_config, from_run, run_of, run_spec, trainer_config
+from listener_sub.commands.common import (
+    RUN_CONFIG,
+    adapter_file,
+    check_adapter,
+    decode_config,
+    eval_config,
+    from_run,
+    run_of,
+    run_spec,
+    trainer_config,
+)
 from listener_sub.evaluation import EvalConfig, evaluate_speaker, held_out_boards
 from listener_sub.files import write_json
 from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
 from listener_sub.rl import EVAL_BOARDS
 
-OWN_KEYS = ("command", "checkpoint", "threads", "debug")  # this command's settings; every other override applies to the run's config
+OWN_KEYS = (
+    "command",
+    "checkpoint",
+    "threads",
+    "debug",
+)  # this command's settings; every other override applies to the run's config
 SUMMARY = "summary.json"
 CAPTIONER = "captioner"  # checkpoint=captioner: the captioning adapter, no RL
 
@@ -70,15 +86,38 @@ def main(cfg: DictConfig) -> float:
         speaker.load_adapter(path)
     boards = held_out_boards(game, eval_cfg)
     eval_start = time.perf_counter()
-    after = evaluate_speaker(speaker, game, boards, reference, eval_cfg.seed, rl_cfg.max_new_tokens, boards_file=out_dir / EVAL_BOARDS, decode=decode)
+    after = evaluate_speaker(
+        speaker,
+        game,
+        boards,
+        reference,
+        eval_cfg.seed,
+        rl_cfg.max_new_tokens,
+        boards_file=out_dir / EVAL_BOARDS,
+        decode=decode,
+    )
     eval_s = time.perf_counter() - eval_start
-    oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(boards) else {}
+    oracle = (
+        oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
+        if has_oracle(boards)
+        else {}
+    )
     summary: dict[str, Any] = {"after": after, **oracle, "data": {"evaluation": boards.checked_pool().data.name}}
     moved = transfer(run, eval_cfg, after["gap"]) if run is not None else None
     if moved is not None:
         summary["transfer"] = moved
-    summary |= {"checkpoint": str(path or CAPTIONER), "run": str(run) if run else None, "wall_s": time.perf_counter() - start, "wall_s/eval": eval_s, "config": cfg}
+    summary |= {
+        "checkpoint": str(path or CAPTIONER),
+        "run": str(run) if run else None,
+        "wall_s": time.perf_counter() - start,
+        "wall_s/eval": eval_s,
+        "config": cfg,
+    }
     write_json(out_dir / SUMMARY, summary)
-    Console().print(metrics_table(f"listener-sub eval {path or CAPTIONER} on {boards.checked_pool().data.name}", {"after": after}, summary))
+    Console().print(
+        metrics_table(
+            f"listener-sub eval {path or CAPTIONER} on {boards.checked_pool().data.name}", {"after": after}, summary
+        )
+    )
     print(f"wrote {out_dir / SUMMARY}")
     return float(after["gap"])

@@ -3,6 +3,7 @@
 Writes out/scenes/CLEVR_<split>_scenes.json and out/images/<split>/*.png (split may be a list: split=[train,test]) --
 the same scenes and pixels, read back by `data=clevr data.root=DIR data.image_size=null` as the same game.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ def main(cfg: DictConfig) -> None:
     splits = list(cfg.split) if isinstance(cfg.split, ListConfig) else [cfg.split]
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
-        raise UserError(f"split={cfg.split}: export splits of the embedded world, one or a list of: {', '.join(SPLITS)}")
+        raise UserError(
+            f"split={cfg.split}: export splits of the embedded world, one or a list of: {', '.join(SPLITS)}"
+        )
     if cfg.scenes < 1:
         raise UserError(f"scenes={cfg.scenes}; export at least one scene")
     world = typed(WorldConfig, cfg.world, "world")

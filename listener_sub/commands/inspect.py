@@ -4,6 +4,7 @@ Plays the run's captioning speaker (base), its latest checkpoint (trained) and t
 boards of the run's own game (its saved config, this command's overrides on top) and writes report.html (format=html, one self-contained file) into this command's run directory, or
 prints the boards as a table (format=text).
 """
+
 from __future__ import annotations
 
 import time
@@ -15,14 +16,21 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from listener_sub.cli import hydra_command
-from listener_sub.report.tables import metrics_table
 from listener_sub.errors import UserError
 from listener_sub.report.gather import gather
 from listener_sub.report.page import render_html
+from listener_sub.report.tables import metrics_table
 from listener_sub.report.text import boards_table
 
 FORMATS = ("html", "text")
-OWN_KEYS = ("command", "run", "boards", "format", "threads", "debug")  # this command's settings; other overrides apply to the run's config
+OWN_KEYS = (
+    "command",
+    "run",
+    "boards",
+    "format",
+    "threads",
+    "debug",
+)  # this command's settings; other overrides apply to the run's config
 
 
 @hydra_command("inspect")
@@ -38,7 +46,13 @@ def main(cfg: DictConfig) -> None:
     report = gather(cfg, Path(cfg.run).expanduser(), int(cfg.boards), OWN_KEYS)
     if cfg.format == "text":
         console = Console()
-        console.print(metrics_table(f"listener-sub inspect {report.run}", {k: report.summary[k] for k in ("before", "after")}, report.summary))
+        console.print(
+            metrics_table(
+                f"listener-sub inspect {report.run}",
+                {k: report.summary[k] for k in ("before", "after")},
+                report.summary,
+            )
+        )
         console.print(boards_table(report))
         return
     path = Path(HydraConfig.get().runtime.output_dir) / "report.html"

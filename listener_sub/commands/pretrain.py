@@ -1,4 +1,5 @@
 """`listener-sub pretrain [stage=listeners|lm|speaker|all]`: builds missing artifacts, writes pretrain_summary.json."""
+
 from __future__ import annotations
 
 import time
@@ -40,24 +41,36 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> dict[str, float]:
     if stage in ("listeners", "all"):
         n_images = spec.game["n_images"]
         source = models.source(ev.data)
-        pool = Pool(source.load(ev.split, ev.boards * n_images if source.kind == "synthetic" else spec.game["pool_size"]))
+        pool = Pool(
+            source.load(ev.split, ev.boards * n_images if source.kind == "synthetic" else spec.game["pool_size"])
+        )
         for name in spec.players:
             metrics = evaluate_listener(models.listener(name), pool, ev.boards, n_images, ev.seed)
             summary |= _prefixed(f"listener/{name}/", metrics)
     if stage in ("lm", "all"):
         lm_dir = models.lm_dir()
-        if not spec.lm.name:  # the local LM: its corpus, and (on the embedded world) how well it reads a scene description
+        if (
+            not spec.lm.name
+        ):  # the local LM: its corpus, and (on the embedded world) how well it reads a scene description
             recipe, prefix_len = spec.lm.recipe, spec.lm.model.prefix_len
             data = models.pretrain_images(recipe.n_scenes)
-            corpus = build_corpus(spec.world, spec.captions, recipe.n_scenes, recipe.per_scene, prefix_len, recipe.seed, data)
+            corpus = build_corpus(
+                spec.world, spec.captions, recipe.n_scenes, recipe.per_scene, prefix_len, recipe.seed, data
+            )
             if data is None or data.scenes is not None:
-                summary |= _prefixed("corpus/mention/", corpus_mention_rates(corpus, WORLD_VOCAB if data is None else data.scenes.vocab))
+                summary |= _prefixed(
+                    "corpus/mention/", corpus_mention_rates(corpus, WORLD_VOCAB if data is None else data.scenes.vocab)
+                )
             if data is None:
                 lm, tokenizer = load_lm(lm_dir, models.device)
-                summary |= _prefixed("lm/", evaluate_lm(lm, tokenizer, spec.world, spec.captions, prefix_len, seed=ev.seed))
+                summary |= _prefixed(
+                    "lm/", evaluate_lm(lm, tokenizer, spec.world, spec.captions, prefix_len, seed=ev.seed)
+                )
     if stage in ("speaker", "all"):  # the captioning speaker on held-out game boards (it is its own reference: kl 0)
         game = models.game()
-        summary |= _prefixed("speaker/", evaluate_speaker(models.speaker(), game, held_out_boards(game, ev), seed=ev.seed))
+        summary |= _prefixed(
+            "speaker/", evaluate_speaker(models.speaker(), game, held_out_boards(game, ev), seed=ev.seed)
+        )
     summary |= _prefixed("wall_s/", cache.wall_s)
     return summary
 

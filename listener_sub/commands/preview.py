@@ -1,5 +1,6 @@
 """`listener-sub preview [data=NAME data.root=DIR] [split=train scenes=8]`: writes preview.png, a grid of images under
 every perception, each with a caption (a grammar caption of its scene, its first reference caption, or its file name)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,9 @@ def main(cfg: DictConfig) -> None:
     source.check_split(cfg.split)
     images = source.load(cfg.split, int(cfg.scenes))
     if images.scenes is not None:
-        captions = [caps[0] for caps in images.caption_texts(typed(CaptionConfig, cfg.caption, "caption"), 1, int(cfg.seed))]
+        captions = [
+            caps[0] for caps in images.caption_texts(typed(CaptionConfig, cfg.caption, "caption"), 1, int(cfg.seed))
+        ]
     else:
         captions = [images.describe(i) for i in range(len(images))]
     try:

@@ -11,6 +11,7 @@ and reused, so an interrupted sweep continues where it stopped.
 the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
 `quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline in minutes.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,11 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
     """Run the child commands, `parallel` at a time, each with cores // parallel torch threads. One at a time, a child's
     output is shown; side by side, it goes to its log. A failure is reported once every started child has ended."""
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if parallel > 1 else dict(os.environ)
+    env = (
+        dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if parallel > 1
+        else dict(os.environ)
+    )
 
     def run(job: Job) -> tuple[Job, int]:
         start = time.perf_counter()
@@ -56,7 +61,11 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
             job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "w") as log:
                 code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        print(f"results: {job.name}: {'finished' if code == 0 else f'FAILED (exit {code})'} in {time.perf_counter() - start:.0f} s\n", end="", flush=True)
+        print(
+            f"results: {job.name}: {'finished' if code == 0 else f'FAILED (exit {code})'} in {time.perf_counter() - start:.0f} s\n",
+            end="",
+            flush=True,
+        )
         return job, code
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -72,10 +81,16 @@ def _seed_dirs(root: Path, seeds: list[int]) -> list[Path]:
 
 def _sweep(root: Path, seed_key: str, seeds: list[int]) -> list[str]:
     """The multirun overrides that put each seed's run in <root>/seed_<s>/."""
-    return [f"hydra.sweep.dir={root}", f"hydra.sweep.subdir=seed_${{{seed_key}}}", f"{seed_key}={','.join(map(str, seeds))}"]
+    return [
+        f"hydra.sweep.dir={root}",
+        f"hydra.sweep.subdir=seed_${{{seed_key}}}",
+        f"{seed_key}={','.join(map(str, seeds))}",
+    ]
 
 
-def row_jobs(cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]) -> tuple[dict[str, list[Path]], list[Job]]:
+def row_jobs(
+    cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
+) -> tuple[dict[str, list[Path]], list[Job]]:
     """Every row's run directories (in seed order) and the multiruns that train its missing seeds."""
     rows, jobs = {}, []
     for name, overrides in cfg.rows.items():
@@ -83,12 +98,20 @@ def row_jobs(cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]) -
         missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
         if missing:
             print(f"results: {name}: training seeds {missing} into {root}", flush=True)
-            jobs.append(Job(name, ["train", "-m", *common, *overrides, *_sweep(root, "trainer.seed", missing)], root.with_suffix(".log")))
+            jobs.append(
+                Job(
+                    name,
+                    ["train", "-m", *common, *overrides, *_sweep(root, "trainer.seed", missing)],
+                    root.with_suffix(".log"),
+                )
+            )
         rows[name] = _seed_dirs(root, seeds)
     return rows, jobs
 
 
-def rerank_jobs(cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]) -> tuple[dict[str, list[Path]], list[Job]]:
+def rerank_jobs(
+    cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
+) -> tuple[dict[str, list[Path]], list[Job]]:
     """Every rerank entry's evaluation directories (one per seed, as speaker.rerank.seed) and the multiruns of the missing ones."""
     entries, jobs = {}, []
     for name, overrides in cfg.rerank.items():
@@ -96,7 +119,14 @@ def rerank_jobs(cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
         missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
         if missing:
             print(f"results: rerank {name}: evaluating seeds {missing} into {root}", flush=True)
-            args = ["eval", "-m", "checkpoint=captioner", *common, *overrides, *_sweep(root, "speaker.rerank.seed", missing)]
+            args = [
+                "eval",
+                "-m",
+                "checkpoint=captioner",
+                *common,
+                *overrides,
+                *_sweep(root, "speaker.rerank.seed", missing),
+            ]
             jobs.append(Job(f"rerank {name}", args, root.with_suffix(".log")))
         entries[name] = _seed_dirs(root, seeds)
     return entries, jobs
@@ -108,7 +138,13 @@ def export_jobs(cfg: DictConfig, runs: Path) -> list[Job]:
     for name, entry in cfg.transfer.items():
         folder = runs / "transfer" / f"{name}_folder"
         if entry.get("export") and not (folder / "scenes").is_dir():
-            args = ["export", f"out={folder}", f"scenes={EXPORT_SCENES}", *entry.export, f"hydra.run.dir={folder}_export"]
+            args = [
+                "export",
+                f"out={folder}",
+                f"scenes={EXPORT_SCENES}",
+                *entry.export,
+                f"hydra.run.dir={folder}_export",
+            ]
             jobs.append(Job(f"export {name}", args, folder.with_suffix(".log")))
     return jobs
 
@@ -150,9 +186,13 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
     named = [*cfg.rows, *cfg.rerank]
     unknown = [name for pair in cfg.truthful_settings.items() for name in pair if name not in named]
     if unknown:
-        raise UserError(f"truthful_settings names {unknown}, which are neither rows nor rerank entries; choose from: {', '.join(named)}")
+        raise UserError(
+            f"truthful_settings names {unknown}, which are neither rows nor rerank entries; choose from: {', '.join(named)}"
+        )
     if cfg.transfer and not cfg.transfer_rows:
-        raise UserError("transfer names domains but transfer_rows is empty; name the rows to evaluate there (transfer_rows=[colorblind])")
+        raise UserError(
+            "transfer names domains but transfer_rows is empty; name the rows to evaluate there (transfer_rows=[colorblind])"
+        )
 
 
 @hydra_command("results")
@@ -188,8 +228,19 @@ def main(cfg: DictConfig) -> None:
         "| --- | --- |",
         *[f"| `{name}` | `{' '.join(overrides) or '(none)'}` |" for name, overrides in cfg.rows.items()],
     ]
-    sections = {"constrained": list(cfg.constrained), "ablations": list(cfg.ablations), "rerank_against": list(cfg.rerank_against)}
+    sections = {
+        "constrained": list(cfg.constrained),
+        "ablations": list(cfg.ablations),
+        "rerank_against": list(cfg.rerank_against),
+    }
     write_results(
-        Path(cfg.out).expanduser(), rows, transfers, header, int(cfg.bootstrap), reranks=reranks, truthful_settings=dict(cfg.truthful_settings), **sections
+        Path(cfg.out).expanduser(),
+        rows,
+        transfers,
+        header,
+        int(cfg.bootstrap),
+        reranks=reranks,
+        truthful_settings=dict(cfg.truthful_settings),
+        **sections,
     )
     print(f"results: wrote {cfg.out} in {time.perf_counter() - start:.0f} s")

@@ -5,6 +5,7 @@ run's own game (its saved config, this command's overrides on top) by its traine
 Writes rollouts.jsonl (one object per episode), rollout_summary.json (mean reward, accuracies, gap,
 episodes/s, the oracle gaps) and, with render=rgb_array, frames/episode_NNNN.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,20 @@ from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.rewards import Reward
 
 RENDER_MODES = (None, "ansi", "rgb_array")
-OWN_KEYS = ("command", "speaker.checkpoint", "episodes", "split", "env", "render", "max_tokens", "greedy", "temperature", "oracle", "threads", "debug")
+OWN_KEYS = (
+    "command",
+    "speaker.checkpoint",
+    "episodes",
+    "split",
+    "env",
+    "render",
+    "max_tokens",
+    "greedy",
+    "temperature",
+    "oracle",
+    "threads",
+    "debug",
+)
 ENVS = {"aec": dixit_v0.env, "parallel": dixit_v0.parallel_env}
 
 
@@ -40,14 +54,17 @@ def transcript_line(record: dict[str, Any]) -> str:
     """One line per episode: target, caption, each listener's pick and target probability, the speaker's reward."""
     target = record["target"]
     picks = " | ".join(
-        f"{v['name']}->{v['choice']} p={v['probs'][target]:.2f} {'right' if v['correct'] else 'wrong'}" for v in record["listeners"].values()
+        f"{v['name']}->{v['choice']} p={v['probs'][target]:.2f} {'right' if v['correct'] else 'wrong'}"
+        for v in record["listeners"].values()
     )
     return f"ep {record['episode']:>3} target {target} {record['caption']!r:<40} {picks} | reward {record['rewards']['speaker_0']:+.3f}"
 
 
 def summarize(records: list[dict[str, Any]], listeners: dict[str, str], reward: Reward) -> dict[str, float]:
     """Mean speaker reward, each listener's accuracy and the gap over the episodes; listeners: agent -> name."""
-    correct = {name: torch.tensor([r["listeners"][agent]["correct"] for r in records]) for agent, name in listeners.items()}
+    correct = {
+        name: torch.tensor([r["listeners"][agent]["correct"] for r in records]) for agent, name in listeners.items()
+    }
     summary = {"reward": float(np.mean([r["rewards"]["speaker_0"] for r in records]))}
     summary |= {f"acc/{name}": float(c.double().mean()) for name, c in correct.items()}
     summary["gap"] = float(reward.gap(correct).double().mean())
@@ -74,7 +91,9 @@ def main(cfg: DictConfig) -> None:
         trained = adapter_file(cfg.speaker.checkpoint, "speaker.checkpoint")
         cfg = from_run(cfg, run_of(trained), OWN_KEYS)
     eval_cfg = eval_config(cfg)
-    spec = run_spec(cfg, [] if eval_cfg.data else [cfg.split])  # episodes play the evaluation data when it is set, else the game's
+    spec = run_spec(
+        cfg, [] if eval_cfg.data else [cfg.split]
+    )  # episodes play the evaluation data when it is set, else the game's
     if trained is not None:
         check_adapter(trained, spec, "speaker.checkpoint")
     if eval_cfg.data:
@@ -84,7 +103,14 @@ def main(cfg: DictConfig) -> None:
     models.build_clips()
     game = models.game()
     speaker = models.speaker(trained)
-    env = ENVS[cfg.env](game=game, tokenizer=speaker.tokenizer, split=cfg.split, max_tokens=cfg.max_tokens, render_mode=cfg.render, data=eval_cfg.data)
+    env = ENVS[cfg.env](
+        game=game,
+        tokenizer=speaker.tokenizer,
+        split=cfg.split,
+        max_tokens=cfg.max_tokens,
+        render_mode=cfg.render,
+        data=eval_cfg.data,
+    )
     generator = torch.Generator(device=speaker.device).manual_seed(cfg.seed)
     policies = model_policies(env.unwrapped.round, speaker, cfg.greedy, cfg.temperature, generator)
     frames = run_dir / "frames"
@@ -105,7 +131,10 @@ def main(cfg: DictConfig) -> None:
                 print(env.render() + "\n")
     played = summarize(records, env.unwrapped.round.listeners, game.reward)
     summary: dict[str, Any] = {"episodes": cfg.episodes, "episodes_per_s": cfg.episodes / play_s, **played}
-    print(f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: " + ", ".join(f"{k} {v:.3f}" for k, v in played.items()))
+    print(
+        f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in played.items())
+    )
     boards = held_out_boards(game, eval_cfg) if cfg.oracle else None
     if boards is not None and has_oracle(boards):
         summary |= oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))

@@ -6,6 +6,7 @@ adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / af
 the data has scenes, the data, wall times, config), metrics.jsonl, TensorBoard events and checkpoints/ into the run directory; prints a before/after
 table and returns the gap after training (for Hydra's optimizing sweepers).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,11 +30,23 @@ from listener_sub.oracle import has_oracle, oracle_gaps
 from listener_sub.report.tables import metrics_table
 from listener_sub.rl import Trainer, check_constraint, start_from
 
-
 RUN_CONFIG = "run_config.json"  # the settings a run started with, beside its checkpoints
 RESUME_FREE = (  # settings a resumed run may change: how long, how often, where and how fast -- not what it learns
-    "resume", "resume_force", "threads", "device", "cache_dir", "clip_workers", "compile", "trainer.steps", "trainer.progress",
-    "trainer.eval_every", "trainer.save_every", "trainer.keep_last", "trainer.log_every", "trainer.max_bad_steps", "trainer.compile",
+    "resume",
+    "resume_force",
+    "threads",
+    "device",
+    "cache_dir",
+    "clip_workers",
+    "compile",
+    "trainer.steps",
+    "trainer.progress",
+    "trainer.eval_every",
+    "trainer.save_every",
+    "trainer.keep_last",
+    "trainer.log_every",
+    "trainer.max_bad_steps",
+    "trainer.compile",
 )
 
 
@@ -48,13 +61,18 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to resume a run with settings that change it (unless resume_force=true), naming each differing key."""
     saved = run_dir / RUN_CONFIG
     if not saved.exists():
-        print(f"train: {saved} is missing (a run from before resume checks): this run's settings are not compared", flush=True)
+        print(
+            f"train: {saved} is missing (a run from before resume checks): this run's settings are not compared",
+            flush=True,
+        )
         return
     before, now = leaves(json.loads(saved.read_text())), leaves(to_plain(cfg))
     differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in RESUME_FREE)
     if differ and not cfg.resume_force:
         changes = ", ".join(f"{k} ({before.get(k, '(unset)')} -> {now.get(k, '(unset)')})" for k in differ)
-        raise UserError(f"resume=true with settings that change the run: {changes}; drop those overrides, or add resume_force=true to continue with them")
+        raise UserError(
+            f"resume=true with settings that change the run: {changes}; drop those overrides, or add resume_force=true to continue with them"
+        )
 
 
 @hydra_command("train")
@@ -64,7 +82,9 @@ def main(cfg: DictConfig) -> float:
     rl_cfg = trainer_config(cfg)
     eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
     if decode_config(cfg) is not None:
-        raise UserError("speaker.decode=rerank chooses evaluation captions; train with speaker.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker.decode=rerank`")
+        raise UserError(
+            "speaker.decode=rerank chooses evaluation captions; train with speaker.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker.decode=rerank`"
+        )
     try:
         check_constraint(rl_cfg.constraint, spec.reward)
     except ValueError as error:
@@ -94,20 +114,42 @@ def main(cfg: DictConfig) -> float:
 
 
 def write_summary(
-    run_dir: Path, cfg: DictConfig, trainer: Trainer, result: dict, built_s: dict[str, float], wall_s: float, pretrain_s: float
+    run_dir: Path,
+    cfg: DictConfig,
+    trainer: Trainer,
+    result: dict,
+    built_s: dict[str, float],
+    wall_s: float,
+    pretrain_s: float,
 ) -> None:
     """summary.json (metrics before / after, oracle gaps where the data has scenes, the data, wall times, config) and the table."""
     game, boards, eval_cfg = trainer.game, trainer.eval_boards, trainer.eval_cfg
     oracle_start = time.perf_counter()
-    oracle = oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed)) if has_oracle(boards) else {}
+    oracle = (
+        oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
+        if has_oracle(boards)
+        else {}
+    )
     eval_s = trainer.wall_s["eval"] + time.perf_counter() - oracle_start
     data = {"train": game.pool(trainer.cfg.split).data.name, "evaluation": boards.checked_pool().data.name}
-    summary: dict[str, Any] = {**result, **oracle, "data": data, "wall_s": wall_s + time.perf_counter() - oracle_start, "wall_s/pretrain": pretrain_s}
+    summary: dict[str, Any] = {
+        **result,
+        **oracle,
+        "data": data,
+        "wall_s": wall_s + time.perf_counter() - oracle_start,
+        "wall_s/pretrain": pretrain_s,
+    }
     summary |= {f"wall_s/pretrain/{kind}": s for kind, s in built_s.items()}  # artifacts built by this run
-    summary |= {"multipliers": trainer.multipliers.state_dict()}  # the final lam and beta (learnt under trainer.constraint)
+    summary |= {
+        "multipliers": trainer.multipliers.state_dict()
+    }  # the final lam and beta (learnt under trainer.constraint)
     summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step, "config": cfg}
     write_json(run_dir / "summary.json", summary)
-    Console().print(metrics_table(f"listener-sub train ({trainer.step} steps)", {"before": result["before"], "after": result["after"]}, oracle))
+    Console().print(
+        metrics_table(
+            f"listener-sub train ({trainer.step} steps)", {"before": result["before"], "after": result["after"]}, oracle
+        )
+    )
     print(
         f"wall: {summary['wall_s']:.0f} s (pretrain {pretrain_s:.0f} s, RL {trainer.wall_s['rl']:.0f} s, eval {eval_s:.0f} s); "
         f"wrote {run_dir / 'summary.json'}"

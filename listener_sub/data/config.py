@@ -1,4 +1,5 @@
 """Where a pool of images comes from: the `data` config node (config group data=synthetic|clevr|coco|folder)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +11,21 @@ from listener_sub.world import PRETRAIN_SPLIT, VOCABULARIES
 KINDS = ("synthetic", "clevr", "coco", "folder")
 ATTRIBUTE_KINDS = ("synthetic", "clevr")  # data whose images come with scene objects (attributes)
 ROOT_SPLIT = "."  # a split name that means the data root itself (a plain folder of images)
-COLOR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "gray", "grey", "cyan")
+COLOR_WORDS = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+    "gray",
+    "grey",
+    "cyan",
+)
 
 
 @dataclass
@@ -27,22 +42,36 @@ class DataConfig:
     kind: str = "synthetic"  # synthetic | clevr | coco | folder
     root: Optional[str] = None  # the dataset folder (clevr, coco, folder)
     splits: dict[str, str] = field(default_factory=dict)  # game split -> this dataset's split, e.g. {test: val2017}
-    image_size: Optional[int] = None  # pool images are resized to this square side; null: as they are (synthetic: world.image_size)
-    skip_bad: bool = False  # true: skip missing, unreadable or malformed items, counted and reported once; false: stop at the first
-    vocab: Optional[str] = None  # clevr: the attribute words (clevr | world); null: the scene file's info.vocabulary, else clevr
-    lexicon: dict[str, list[str]] = field(default_factory=lambda: {"color": list(COLOR_WORDS)})  # data without scenes: words per attribute for mention/<attribute>
+    image_size: Optional[int] = (
+        None  # pool images are resized to this square side; null: as they are (synthetic: world.image_size)
+    )
+    skip_bad: bool = (
+        False  # true: skip missing, unreadable or malformed items, counted and reported once; false: stop at the first
+    )
+    vocab: Optional[str] = (
+        None  # clevr: the attribute words (clevr | world); null: the scene file's info.vocabulary, else clevr
+    )
+    lexicon: dict[str, list[str]] = field(
+        default_factory=lambda: {"color": list(COLOR_WORDS)}
+    )  # data without scenes: words per attribute for mention/<attribute>
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UserError(f"data.kind: unknown kind {self.kind!r}; choose one with data={'|'.join(KINDS)}")
         if self.kind != "synthetic" and not self.root:
-            raise UserError(f"data.root is not set; data={self.kind} needs the dataset folder: data.root=/path/to/folder")
+            raise UserError(
+                f"data.root is not set; data={self.kind} needs the dataset folder: data.root=/path/to/folder"
+            )
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"data.image_size={self.image_size}; use a positive side in pixels or null")
         if self.vocab is not None and self.vocab not in VOCABULARIES:
-            raise UserError(f"data.vocab: unknown vocabulary {self.vocab!r}; choose one of: {', '.join(VOCABULARIES)} (or null)")
+            raise UserError(
+                f"data.vocab: unknown vocabulary {self.vocab!r}; choose one of: {', '.join(VOCABULARIES)} (or null)"
+            )
         if not self.lexicon or not all(self.lexicon.values()):
-            raise UserError("data.lexicon needs at least one attribute with at least one word, e.g. {color: [red, blue]}")
+            raise UserError(
+                "data.lexicon needs at least one attribute with at least one word, e.g. {color: [red, blue]}"
+            )
 
     @property
     def has_attributes(self) -> bool:

@@ -6,6 +6,7 @@
 Each object carries its colour, shape, size and fill (the world's words) and its centre in pixels
 ("pixel_coords": [x, y, 0]); the reader derives position (the third of the width) from x, as for CLEVR.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,18 +38,34 @@ def export_world(world: WorldConfig, split: str, scenes: int, out: str | Path, p
         tmp.mkdir(parents=True)
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             writes = pool.map(lambda i: Image.fromarray(images.images[i]).save(tmp / names[i]), range(len(names)))
-            for _ in tqdm(writes, total=len(names), desc=f"writing {split} images", unit="image", disable=not progress, leave=False):
+            for _ in tqdm(
+                writes,
+                total=len(names),
+                desc=f"writing {split} images",
+                unit="image",
+                disable=not progress,
+                leave=False,
+            ):
                 pass
     keys = {attr: key for key, attr in SCENE_KEYS["world"].items()}
     entries = []
     for i, name in enumerate(names):
         present = np.flatnonzero(batch.present[i])
         objects = [
-            {**{keys[a]: v for a, v in obj.items() if a in keys}, "pixel_coords": [float(batch.xy[i, k, 0]) * size, float(batch.xy[i, k, 1]) * size, 0.0]}
+            {
+                **{keys[a]: v for a, v in obj.items() if a in keys},
+                "pixel_coords": [float(batch.xy[i, k, 0]) * size, float(batch.xy[i, k, 1]) * size, 0.0],
+            }
             for k, obj in zip(present, batch.objects(i))
         ]
         entries.append({"split": split, "image_index": i, "image_filename": name, "objects": objects})
-    info = {"vocabulary": "world", "split": split, "image_size": size, "world": to_plain(world), "made_by": "listener-sub export"}
+    info = {
+        "vocabulary": "world",
+        "split": split,
+        "image_size": size,
+        "world": to_plain(world),
+        "made_by": "listener-sub export",
+    }
     path = out / "scenes" / f"CLEVR_{split}_scenes.json"
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"info": info, "scenes": entries}))

@@ -5,15 +5,16 @@ Each reader lists a split's items (validating its index file), then decodes the 
 image, a truncated file, malformed JSON, an entry pointing nowhere, an empty folder -- raises a DataError naming
 the file and the problem; with data.skip_bad=true such items are skipped, counted and reported in one warning.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import struct
-from stat import S_ISREG
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,9 @@ SCENE_KEYS = {  # scene-file object key -> attribute, per vocabulary (CLEVR's ma
 }
 # what PIL raises on bad image files
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
-_LOADED: dict[tuple[str, str, str], ImageSet] = {}  # image sets this process loaded, by (cache, store key, lexicon): each read (and its skips reported) once
+_LOADED: dict[
+    tuple[str, str, str], ImageSet
+] = {}  # image sets this process loaded, by (cache, store key, lexicon): each read (and its skips reported) once
 
 
 @dataclass
@@ -69,7 +72,9 @@ class _BadItems:
         if self.reasons:
             logger.warning(
                 "%s: skipped %d bad item(s) (data.skip_bad=true), e.g. %s",
-                self.source, len(self.reasons), "; ".join(self.reasons[:REPORT_REASONS]),
+                self.source,
+                len(self.reasons),
+                "; ".join(self.reasons[:REPORT_REASONS]),
             )
         if n_items == 0:
             skipped = f" ({len(self.reasons)} bad item(s) skipped)" if self.reasons else ""
@@ -92,7 +97,11 @@ def index_file(path: Path, pattern: str, what: str) -> Path:
     if path.is_file():
         return path
     found = sorted(p.name for p in path.parent.glob(pattern)) if path.parent.is_dir() else []
-    hint = f"found {', '.join(found)} there; choose the split accordingly (data.splits maps game splits to them)" if found else "check data.root and the split"
+    hint = (
+        f"found {', '.join(found)} there; choose the split accordingly (data.splits maps game splits to them)"
+        if found
+        else "check data.root and the split"
+    )
     raise DataError(f"{what} not found: {path}; {hint}")
 
 
@@ -102,7 +111,9 @@ def read_json(path: Path) -> Any:
         with path.open(encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix or re-download the file") from None
+        raise DataError(
+            f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}; fix or re-download the file"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
 
@@ -173,7 +184,9 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
         info = data.get("info") if isinstance(data.get("info"), dict) else {}
         vocab_name = cfg.vocab or info.get("vocabulary") or "clevr"
         if not isinstance(vocab_name, str) or vocab_name not in VOCABULARIES:
-            raise DataError(f"{source}: info.vocabulary {vocab_name!r} is not one of {', '.join(VOCABULARIES)}; set data.vocab")
+            raise DataError(
+                f"{source}: info.vocabulary {vocab_name!r} is not one of {', '.join(VOCABULARIES)}; set data.vocab"
+            )
         items = _clevr_items(entries, source, root / "images" / name, root, VOCABULARIES[vocab_name], vocab_name, bad)
     elif cfg.kind == "coco":
         items = _coco_items(read_json(source), source, root, name, bad)
@@ -182,15 +195,28 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     items, stats = _stat_key(items, bad)
     crop = cfg.kind != "clevr"  # CLEVR is squashed whole, so that every object and its third of the width stay in view
     index_stat = source.stat()
-    key = config_key(STORE_VERSION, cfg.kind, str(root.resolve()), name, cfg.image_size, crop, cfg.skip_bad, size, vocab_name,
-                     [index_stat.st_size, index_stat.st_mtime_ns] if source.is_file() else None, stats)
+    key = config_key(
+        STORE_VERSION,
+        cfg.kind,
+        str(root.resolve()),
+        name,
+        cfg.image_size,
+        crop,
+        cfg.skip_bad,
+        size,
+        vocab_name,
+        [index_stat.st_size, index_stat.st_mtime_ns] if source.is_file() else None,
+        stats,
+    )
     request = (str(cache), key, config_key(cfg.lexicon))  # the store key covers every other setting of the image set
     if request in _LOADED:
         return _LOADED[request]
     folder = cache / "images" / key
     opened = open_store(folder)
     if opened is None:
-        opened = build_store(folder, items, _decoder(cfg.image_size, crop), size, bad.add, f"decoding {cfg.kind} {name}")
+        opened = build_store(
+            folder, items, _decoder(cfg.image_size, crop), size, bad.add, f"decoding {cfg.kind} {name}"
+        )
     else:
         for reason in opened[1]["skipped"]:
             bad.add(reason)
@@ -201,8 +227,16 @@ def folder_images(cfg: DataConfig, split: str, size: int | None, cache: Path) ->
     captions = [item.captions for item in kept] if cfg.kind == "coco" else None
     lexicon = {attr: tuple(w.lower() for w in words) for attr, words in cfg.lexicon.items()}
     _LOADED[request] = ImageSet(
-        images, cfg.kind, name, f"{cfg.kind} {name} ({root})", key, scenes=scenes, captions=captions,
-        files=[item.file for item in kept], lexicon=lexicon, skipped=list(bad.reasons),
+        images,
+        cfg.kind,
+        name,
+        f"{cfg.kind} {name} ({root})",
+        key,
+        scenes=scenes,
+        captions=captions,
+        files=[item.file for item in kept],
+        lexicon=lexicon,
+        skipped=list(bad.reasons),
     )
     return _LOADED[request]
 
@@ -235,7 +269,9 @@ def _image_files(folder: Path) -> list[Path]:
     """Every image file under the folder (recursively), sorted by path; a DataError when there is none."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise DataError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}); point data.root (and the split) at a folder of images")
+        raise DataError(
+            f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}); point data.root (and the split) at a folder of images"
+        )
     return files
 
 
@@ -269,7 +305,9 @@ def _coco_files(images: list, path: Path, bad: _BadItems) -> dict[Any, str | Non
             bad.add(f"{path}: images[{i}] (id {image_id}) has no 'file_name'")
             files[image_id] = None
         elif not _within(entry["file_name"]):
-            bad.add(f"{path}: images[{i}] (id {image_id}) has file_name {entry['file_name']!r}, which leaves the dataset folder")
+            bad.add(
+                f"{path}: images[{i}] (id {image_id}) has file_name {entry['file_name']!r}, which leaves the dataset folder"
+            )
             files[image_id] = None
         else:
             files[image_id] = entry["file_name"]
@@ -282,7 +320,11 @@ def _coco_captions(annotations: list, files: dict[Any, str | None], path: Path, 
     for i, ann in enumerate(annotations):
         label = f"annotation {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotations[{i}]"
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if not isinstance(image_id, (int, str)) or not isinstance(ann.get("caption"), str) or not ann["caption"].strip():
+        if (
+            not isinstance(image_id, (int, str))
+            or not isinstance(ann.get("caption"), str)
+            or not ann["caption"].strip()
+        ):
             bad.add(f"{path}: {label} needs an 'image_id' and a non-empty 'caption' string")
         elif image_id not in files:
             bad.add(f"{path}: {label} points to image_id {image_id} which is not in images")
@@ -291,7 +333,9 @@ def _coco_captions(annotations: list, files: dict[Any, str | None], path: Path, 
     return captions
 
 
-def _clevr_items(entries: list, source: Path, image_dir: Path, root: Path, vocab: Vocabulary, vocab_name: str, bad: _BadItems) -> list[_Item]:
+def _clevr_items(
+    entries: list, source: Path, image_dir: Path, root: Path, vocab: Vocabulary, vocab_name: str, bad: _BadItems
+) -> list[_Item]:
     """Every valid scene whose image file exists, in file order (the referent is each scene's first object)."""
     items = []
     for i, entry in enumerate(entries):
@@ -303,7 +347,10 @@ def _clevr_items(entries: list, source: Path, image_dir: Path, root: Path, vocab
             continue
         path = image_dir / name
         keys = SCENE_KEYS[vocab_name]
-        objects = [{**{attr: obj[key] for key, attr in keys.items()}, "pixel_coords": obj["pixel_coords"]} for obj in entry["objects"]]
+        objects = [
+            {**{attr: obj[key] for key, attr in keys.items()}, "pixel_coords": obj["pixel_coords"]}
+            for obj in entry["objects"]
+        ]
         items.append(_Item(path, str(path.relative_to(root)), index=i, objects=objects))
     return items
 
@@ -332,12 +379,18 @@ def _clevr_problem(entry: Any, vocab: Vocabulary, keys: dict[str, str]) -> str |
             if obj[key] not in vocab.values[attr]:
                 return f"object {k} has {key} {obj[key]!r}, which is not one of {', '.join(vocab.values[attr])}"
         coords = obj.get("pixel_coords")
-        if not isinstance(coords, list) or len(coords) < 2 or not all(isinstance(c, (int, float)) and abs(c) <= FLOAT32_MAX for c in coords[:2]):
+        if (
+            not isinstance(coords, list)
+            or len(coords) < 2
+            or not all(isinstance(c, (int, float)) and abs(c) <= FLOAT32_MAX for c in coords[:2])
+        ):
             return f"object {k} has no 'pixel_coords' [x, y, depth] (finite numbers)"
     return None
 
 
-def _scene_batch(items: list[_Item], kept: list[dict[str, Any]], split: str, vocab: Vocabulary) -> SceneBatch:  # kept: the store's rows
+def _scene_batch(
+    items: list[_Item], kept: list[dict[str, Any]], split: str, vocab: Vocabulary
+) -> SceneBatch:  # kept: the store's rows
     """The scenes of the kept CLEVR items: attributes in the vocabulary, centres from pixel coordinates over the image
     size, position = the third of the width holding the centre."""
     k_max = max(len(item.objects) for item in items)

@@ -1,4 +1,5 @@
 """A set of same-sized images and what its data says about them: scene objects, reference captions, or only files."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,4 +61,6 @@ class ImageSet:
             return caption_scenes(self.scenes, cfg, per_scene, seed)
         if self.captions is not None:
             return self.captions
-        raise DataError(f"{self.name} has no captions (a plain folder of images); train on data with captions (synthetic, clevr, coco)")
+        raise DataError(
+            f"{self.name} has no captions (a plain folder of images); train on data with captions (synthetic, clevr, coco)"
+        )

@@ -1,4 +1,5 @@
 """A data config made concrete: the world it renders (synthetic data) and the cache its decoded images live in."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,9 @@ class DataSource:
 
     config: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)  # synthetic data: the world rendered
-    cache_dir: str | os.PathLike | None = None  # folders: where decoded images are kept (None: $LISTENER_SUB_CACHE or ~/.cache/listener-sub)
+    cache_dir: str | os.PathLike | None = (
+        None  # folders: where decoded images are kept (None: $LISTENER_SUB_CACHE or ~/.cache/listener-sub)
+    )
 
     @property
     def kind(self) -> str:
@@ -48,12 +51,17 @@ class DataSource:
         cfg = self.config
         if cfg.kind == "synthetic":
             if size is None:
-                raise UserError("the embedded world has no fixed size: set game.pool_size (scenes per pool) to a number")
-            world = self.world if cfg.image_size is None else dataclasses.replace(self.world, image_size=int(cfg.image_size))
+                raise UserError(
+                    "the embedded world has no fixed size: set game.pool_size (scenes per pool) to a number"
+                )
+            world = (
+                self.world
+                if cfg.image_size is None
+                else dataclasses.replace(self.world, image_size=int(cfg.image_size))
+            )
             return synthetic_images(world, cfg.split_name(split), int(size))
         return folder_images(cfg, split, size, cache_root(self.cache_dir))
 
-    def with_config(self, config: DataConfig) -> "DataSource":
+    def with_config(self, config: DataConfig) -> DataSource:
         """The same world and cache over other data."""
         return dataclasses.replace(self, config=config)
-

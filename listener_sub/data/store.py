@@ -5,6 +5,7 @@ writes the rows of a raw uint8 file; `StoredImages` reads rows by position (`os.
 costs only the rows a batch asks for. A store lives in the artifact cache under a key of everything that made
 it (the files' names, sizes and times, the image size), so a changed folder is decoded again.
 """
+
 from __future__ import annotations
 
 import json
@@ -113,7 +114,13 @@ def build_store(
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         with open(tmp / PIXELS, "wb") as out, ThreadPoolExecutor(DECODE_THREADS) as pool:
-            bar = tqdm(total=min(limit or len(items), len(items)), desc=desc, unit="image", disable=len(items) < PROGRESS_MIN, leave=False)
+            bar = tqdm(
+                total=min(limit or len(items), len(items)),
+                desc=desc,
+                unit="image",
+                disable=len(items) < PROGRESS_MIN,
+                leave=False,
+            )
             for start in range(0, len(items), DECODE_AHEAD):
                 if limit is not None and len(kept) >= limit:
                     break

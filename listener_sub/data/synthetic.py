@@ -1,4 +1,5 @@
 """The embedded world as an image set: scenes 0 .. size-1 of a split, rendered."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,9 @@ def synthetic_images(world: WorldConfig, split: str, size: int) -> ImageSet:
     except ValueError as err:
         raise UserError(f"bad world config: {err}") from err
     key = config_key("synthetic", world, RENDER_VERSION, split, size)
-    return ImageSet(render_scenes(scenes, world.image_size), "synthetic", split, f"synthetic {split}", key, scenes=scenes)
+    return ImageSet(
+        render_scenes(scenes, world.image_size), "synthetic", split, f"synthetic {split}", key, scenes=scenes
+    )
 
 
 def render_scenes(scenes: SceneBatch, image_size: int) -> np.ndarray:

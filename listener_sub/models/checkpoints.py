@@ -3,6 +3,7 @@
 Used to refuse a file that cannot work (not a checkpoint, truncated, another architecture, another width) with one
 line before any model is built.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,15 @@ def shape_problem(expected: Shapes, found: Shapes, tolerate: str | None = None) 
     """'K tensors missing, e.g. NAME; J of other shapes, e.g. NAME (found) (expected (...))', or None when every
     expected tensor is found with its shape (a name containing `tolerate` may differ in shape: it is resized on load)."""
     missing = sorted(set(expected) - set(found))
-    differ = sorted(k for k in set(expected) & set(found) if expected[k] != found[k] and not (tolerate and tolerate in k))
+    differ = sorted(
+        k for k in set(expected) & set(found) if expected[k] != found[k] and not (tolerate and tolerate in k)
+    )
     parts = [
         *([f"{len(missing)} tensors missing, e.g. {missing[0]}"] if missing else []),
-        *([f"{len(differ)} of other shapes, e.g. {differ[0]} {found[differ[0]]} (expected {expected[differ[0]]})"] if differ else []),
+        *(
+            [f"{len(differ)} of other shapes, e.g. {differ[0]} {found[differ[0]]} (expected {expected[differ[0]]})"]
+            if differ
+            else []
+        ),
     ]
     return "; ".join(parts) or None

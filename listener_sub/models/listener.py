@@ -3,6 +3,7 @@
 `create_listener(name, model, pretrained, perception)` loads any open_clip model name with a pretrained tag or a
 local checkpoint file. The game core (`listener_sub.game.listen`) turns a listener's features into P(image | caption).
 """
+
 from __future__ import annotations
 
 import functools
@@ -93,11 +94,11 @@ class Listener(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "Listener":
+    def train(self, mode: bool = True) -> Listener:
         """Listeners stay frozen in eval mode."""
         return super().train(False)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "Listener":
+    def _apply(self, fn: Any, recurse: bool = True) -> Listener:
         self.forget_texts()  # remembered features stay where the weights were
         return super()._apply(fn, recurse)
 
@@ -169,11 +170,15 @@ def create_listener(
     if model not in open_clip.list_models():
         raise UserError(f"unknown open_clip model {model!r} for listener {name}; see open_clip.list_models()")
     if pretrained and Path(pretrained).suffix and not Path(pretrained).exists():
-        raise UserError(f"listener {name}: checkpoint {pretrained} does not exist; train it with `listener-sub pretrain`")
+        raise UserError(
+            f"listener {name}: checkpoint {pretrained} does not exist; train it with `listener-sub pretrain`"
+        )
     try:
         clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device)
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refuses a pickle that would run code
-        raise UserError(f"listener {name}: {pretrained} is not plain weights and was refused unread ({error}); use a safetensors or weights-only checkpoint") from None
+        raise UserError(
+            f"listener {name}: {pretrained} is not plain weights and was refused unread ({error}); use a safetensors or weights-only checkpoint"
+        ) from None
     except RuntimeError as error:  # unknown tag, or weights that do not fit the model
         raise UserError(f"listener {name}: cannot load {model} with pretrained={pretrained}: {error}") from None
     return Listener(name, clip, open_clip.get_tokenizer(model), make_perception(perception), model).to(device)

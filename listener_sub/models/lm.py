@@ -1,9 +1,9 @@
 """The speaker's causal LM: the small GPT-2's config, scene descriptions that fill its prefix, and the loader."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,7 +15,12 @@ DESC_SEP = "|"  # ends the description of each object
 DESC_FILL = "_"  # pads a description to exactly prefix_len tokens
 DESC_ORDER = ("size", "color", "fill", "shape", "position")  # attribute order within an object's description
 LOCAL_PREFIXES = ("/", "./", "../", "~")  # a name starting with one of these is a local path, never a hub name
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")  # any one: a saved tokenizer
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+)  # any one: a saved tokenizer
 
 
 @dataclass
@@ -44,7 +49,9 @@ def describe(objects: list[dict[str, str]], prefix_len: int) -> str:
         more = object_words(obj)
         if len(words) + len(more) > prefix_len:
             if not words:
-                raise ValueError(f"describing one object takes {len(more)} tokens; set prefix_len >= {len(more)} (got {prefix_len})")
+                raise ValueError(
+                    f"describing one object takes {len(more)} tokens; set prefix_len >= {len(more)} (got {prefix_len})"
+                )
             break
         words += more
     return " ".join(words + [DESC_FILL] * (prefix_len - len(words)))
@@ -78,7 +85,9 @@ def check_lm(name_or_dir: str) -> PretrainedConfig:
 
     source, local = _source(name_or_dir)
     if local and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
-        raise UserError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))")
+        raise UserError(
+            f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))"
+        )
     try:
         return AutoConfig.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError) as err:

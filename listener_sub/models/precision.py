@@ -1,4 +1,5 @@
 """Mixed precision: on CUDA the frozen models (vision towers, the LM, the listeners) run under bf16 autocast."""
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext

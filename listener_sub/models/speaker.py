@@ -5,6 +5,7 @@ open_clip tower, read without changing the caller's CLIP); Perceiver adapters re
 pooled embedding (`adapter.uses_tokens`). Pixels go through the one model preprocessing
 (`listener_sub.images.model_input`): resized to the tower's size and normalised with its mean/std.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -171,7 +172,9 @@ def adapter_skeleton(path: str | Path) -> nn.Module:
     except (ValueError, KeyError, TypeError, OSError) as err:
         raise _unreadable(path, err) from err
     if problem:
-        raise DataError(f"adapter {path} does not hold the {kind} adapter {adapter_config_path(path).name} describes ({problem}); delete it and retrain the speaker")
+        raise DataError(
+            f"adapter {path} does not hold the {kind} adapter {adapter_config_path(path).name} describes ({problem}); delete it and retrain the speaker"
+        )
     return skeleton
 
 
@@ -199,7 +202,9 @@ class Speaker(nn.Module):
         if len(tokenizer) > self.lm.get_input_embeddings().num_embeddings:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the LM's vocabulary")
         self.cache_arg = cache_argument(lm)
-        self.vocab_size = len(tokenizer)  # the policy ranges over the tokens the tokenizer can decode (an LM may have more rows)
+        self.vocab_size = len(
+            tokenizer
+        )  # the policy ranges over the tokens the tokenizer can decode (an LM may have more rows)
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
@@ -281,7 +286,9 @@ class Speaker(nn.Module):
         attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
             logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (N, M + L, V)
-        logp = logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)  # (N, L, V): position M - 1 + t predicts token t
+        logp = (
+            logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)
+        )  # (N, L, V): position M - 1 + t predicts token t
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
 
@@ -395,7 +402,9 @@ class Speaker(nn.Module):
         try:
             adapter = self._checked(read_adapter(path))
         except ValueError as error:
-            raise DataError(f"adapter {path} does not fit this speaker: {error}; pass an adapter trained for this vision model and LM") from None
+            raise DataError(
+                f"adapter {path} does not fit this speaker: {error}; pass an adapter trained for this vision model and LM"
+            ) from None
         self.adapter = adapter.to(self.device).train(self.training)
         return self.adapter
 

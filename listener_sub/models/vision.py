@@ -6,6 +6,7 @@ the caller's CLIP is never switched to `output_tokens`. For a `ModifiedResNet` t
 feature map plus the attention pool's positional embeddings (so they carry position); the pooled embedding is
 the usual CLIP image embedding in both cases.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ class VisionTower(nn.Module):
         super().__init__()
         visual = getattr(model, "visual", model)
         if not isinstance(visual, (VisionTransformer, ModifiedResNet)):
-            raise ValueError(f"expected an open_clip CLIP, VisionTransformer or ModifiedResNet, got {type(visual).__name__}")
+            raise ValueError(
+                f"expected an open_clip CLIP, VisionTransformer or ModifiedResNet, got {type(visual).__name__}"
+            )
         self.visual = visual
         self.resnet = isinstance(visual, ModifiedResNet)
         self.image_size, mean, std = clip_preprocess(visual)  # (H, W)
@@ -58,7 +61,9 @@ class VisionTower(nn.Module):
         visual = self.visual
         if self.resnet:
             maps = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, h, w)
-            tokens = maps.flatten(2).transpose(1, 2) + visual.attnpool.positional_embedding[1:].to(maps.dtype)  # (B, h*w, C)
+            tokens = maps.flatten(2).transpose(1, 2) + visual.attnpool.positional_embedding[1:].to(
+                maps.dtype
+            )  # (B, h*w, C)
             return visual.attnpool(maps), tokens
         x = visual.transformer(visual._embeds(pixels))  # (B, 1 + T, width): the tower's own forward, tokens kept
         pooled, tokens = visual._pool(x)  # (B, width), (B, T, width)

@@ -1,11 +1,12 @@
 """Listener recipe: train small open_clip CLIPs contrastively on the world, and measure them per attribute."""
+
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,19 +14,20 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from listener_sub.images import model_input
-from listener_sub.optim import adamw
-from listener_sub.models.listener import register_model_configs
-from listener_sub.models.vision import clip_preprocess
-from listener_sub.perception import Perception, make_perception
 from listener_sub.data import ImageSet
 from listener_sub.data.imageset import Pixels
+from listener_sub.images import model_input
+from listener_sub.models.listener import register_model_configs
+from listener_sub.models.vision import clip_preprocess
+from listener_sub.optim import adamw
+from listener_sub.perception import Perception, make_perception
 from listener_sub.world import ATTRIBUTES, PRETRAIN_SPLIT, WorldConfig, render, sample_scenes
 from listener_sub.world.combos import WORLD_COMBOS, Combos
 from listener_sub.world.grammar import PREFIXES
 
 if TYPE_CHECKING:
     import open_clip
+
 
 class CaptionTokens:
     """Canonical captions keyed by (object combo, mention mask, prefix), each key mapped lazily to its distinct text.
@@ -52,7 +54,10 @@ class CaptionTokens:
         missing = np.unique(keys[self.key_text[keys] < 0])
         if len(missing):
             prefix, rest = missing % len(PREFIXES), missing // len(PREFIXES)
-            texts = [self.combos.caption(int(c), int(m), int(p)) for c, m, p in zip(rest // self.n_masks, rest % self.n_masks, prefix)]
+            texts = [
+                self.combos.caption(int(c), int(m), int(p))
+                for c, m, p in zip(rest // self.n_masks, rest % self.n_masks, prefix)
+            ]
             new = list(dict.fromkeys(t for t in texts if t not in self.text_ids))
             if new:
                 rows = self.tokenizer(new)  # (T_new, L)
@@ -70,7 +75,9 @@ class CaptionTokens:
         return self.token_rows(self.texts(self.keys(combos, masks, prefixes)))
 
 
-def perceive(images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def perceive(
+    images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`), laid out
     channels-last (the layout the CPU's convolutions run fastest in)."""
     with torch.no_grad():
@@ -87,7 +94,9 @@ def _mean_over(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp_min(1)
 
 
-def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+def multi_positive_clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, match: torch.Tensor
+) -> torch.Tensor:
     """Symmetric CLIP loss whose targets spread over every true pair: match (B_text, B_image) bool.
 
     A caption (row) or image (column) with no true partner in the batch is left out of its direction's mean.
@@ -103,7 +112,10 @@ def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.
 def multi_positive_clip_floor(match: torch.Tensor) -> torch.Tensor:
     """The least multi_positive_clip_loss can be for this match (a perfect listener's: log of the true partners)."""
     count_t, count_i = match.sum(1).float(), match.sum(0).float()
-    return (_mean_over(count_t.clamp_min(1).log(), (count_t > 0).float()) + _mean_over(count_i.clamp_min(1).log(), (count_i > 0).float())) / 2
+    return (
+        _mean_over(count_t.clamp_min(1).log(), (count_t > 0).float())
+        + _mean_over(count_i.clamp_min(1).log(), (count_i > 0).float())
+    ) / 2
 
 
 @dataclass
@@ -118,13 +130,13 @@ class ScenePool:
     count: np.ndarray  # (combos.count,) pool scenes of each combo
 
     @classmethod
-    def build(cls, world: WorldConfig, size: int, split: str = PRETRAIN_SPLIT, start: int = 0) -> "ScenePool":
+    def build(cls, world: WorldConfig, size: int, split: str = PRETRAIN_SPLIT, start: int = 0) -> ScenePool:
         """Sample and render `size` scenes of a split of the world."""
         scenes = sample_scenes(world, split, start, size)
         return cls.of(render(scenes, world.image_size), scenes.attrs[:, 0], WORLD_COMBOS)
 
     @classmethod
-    def of(cls, images: Pixels, attrs: np.ndarray, combos: Combos) -> "ScenePool":
+    def of(cls, images: Pixels, attrs: np.ndarray, combos: Combos) -> ScenePool:
         """Images and their referents' (N, A) attributes."""
         ids = combos.ids(attrs)
         order = np.argsort(ids, kind="stable")
@@ -173,7 +185,12 @@ class ScenePool:
 
 
 def sample_masks(
-    n: int, mention: Sequence[float], full_prob: float, rng: np.random.Generator, allowed: Sequence[str] = ATTRIBUTES, combos: Combos = WORLD_COMBOS
+    n: int,
+    mention: Sequence[float],
+    full_prob: float,
+    rng: np.random.Generator,
+    allowed: Sequence[str] = ATTRIBUTES,
+    combos: Combos = WORLD_COMBOS,
 ) -> np.ndarray:
     """(n,) non-empty mention masks over the allowed attributes: each named with its probability; some name all."""
     allowed_bits = np.array([a in allowed for a in combos.attributes])
@@ -186,14 +203,18 @@ def sample_masks(
 
 def value_slots(combos: Combos) -> tuple[np.ndarray, np.ndarray]:
     """(sum V,) the attribute of every value and (sum V,) its index within its attribute."""
-    return np.repeat(np.arange(len(combos.n_values)), combos.n_values), np.concatenate([np.arange(n) for n in combos.n_values])
+    return np.repeat(np.arange(len(combos.n_values)), combos.n_values), np.concatenate(
+        [np.arange(n) for n in combos.n_values]
+    )
 
 
 def uniform_change(combos: Combos) -> np.ndarray:
     """(A, V, V) P(new | old value) when any other value of the attribute is as likely (zero diagonal)."""
     n_values = combos.n_values
     valid = np.arange(n_values.max()) < n_values[:, None]  # (A, V) which value slots an attribute has
-    return (valid[:, :, None] & valid[:, None, :] & ~np.eye(n_values.max(), dtype=bool)) / np.maximum(n_values - 1, 1)[:, None, None]
+    return (valid[:, :, None] & valid[:, None, :] & ~np.eye(n_values.max(), dtype=bool)) / np.maximum(n_values - 1, 1)[
+        :, None, None
+    ]
 
 
 @torch.no_grad()
@@ -243,17 +264,25 @@ class ListenerRecipe:
     eps: float = 1e-6  # AdamW epsilon
     warmup: int = 20  # steps of linear warmup, then cosine decay to 0
     max_logit_scale: float = 100.0  # the CLIP temperature exp(logit_scale) is clamped to at most this
-    pool_size: int = 16384  # scenes of the world's pretraining split (every combination, the broad style) rendered for training
+    pool_size: int = (
+        16384  # scenes of the world's pretraining split (every combination, the broad style) rendered for training
+    )
     group_size: int = 8  # hard negatives: groups of a scene and variants that change one attribute
     group_fraction: float = 0.5  # share of each batch made of such groups
     mention: tuple[float, ...] = (0.3, 0.7, 0.5, 0.5, 0.5)  # P(a caption names the attribute), ATTRIBUTES order
     full_prob: float = 0.2  # share of captions that name every known attribute
     prefix_probs: tuple[float, ...] = (0.8, 0.1, 0.1)  # P(each caption prefix: "", "there is", "a picture of")
-    attribute_views: bool = True  # also caption each image once per known attribute ("a circle.", "a red object."), a loss each
+    attribute_views: bool = (
+        True  # also caption each image once per known attribute ("a circle.", "a red object."), a loss each
+    )
     focus: float = 0.9  # share of hard-negative variants aimed at what the listener confuses most (the rest uniform)
     confusion_temperature: float = 0.1  # sharpness of that aim: exp(cosine of one-word captions / temperature)
-    view_loss_rate: float = 0.1  # weight of the newest step in each attribute view's running excess loss (which attribute to aim at)
-    gray_share: float = 0.6  # share of each batch seen in grayscale with colour-free captions (without it shape lost to colour)
+    view_loss_rate: float = (
+        0.1  # weight of the newest step in each attribute view's running excess loss (which attribute to aim at)
+    )
+    gray_share: float = (
+        0.6  # share of each batch seen in grayscale with colour-free captions (without it shape lost to colour)
+    )
 
 
 def train_listener(
@@ -284,7 +313,9 @@ def train_listener(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_listener(model_name, make_perception(perception), world, recipe, seed, exclude, data, init, progress, position)
+        return _train_listener(
+            model_name, make_perception(perception), world, recipe, seed, exclude, data, init, progress, position
+        )
 
 
 def _train_listener(
@@ -300,7 +331,13 @@ def _train_listener(
     position: int | None,
 ) -> open_clip.CLIP:
     training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init)
-    bar = tqdm(range(recipe.steps), desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})", disable=not progress, leave=False, position=position)
+    bar = tqdm(
+        range(recipe.steps),
+        desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})",
+        disable=not progress,
+        leave=False,
+        position=position,
+    )
     for step in bar:
         loss, logit_scale = training.step()
         if step % 20 == 0 or step == recipe.steps - 1:
@@ -331,20 +368,28 @@ class ListenerTraining:
         r = self.recipe = recipe
         register_model_configs()
         self.rng = np.random.default_rng(seed)
-        self.model = open_clip.create_model(model_name, pretrained=init)  # random init unless init; sets model.visual.preprocess_cfg
+        self.model = open_clip.create_model(
+            model_name, pretrained=init
+        )  # random init unless init; sets model.visual.preprocess_cfg
         self.model.to(memory_format=torch.channels_last).train()  # convolution weights channels-last, as the images
         size, mean, std = clip_preprocess(self.model)
         tokenizer = open_clip.get_tokenizer(model_name)
         if data is not None and data.scenes is None:
             if exclude:
-                raise ValueError(f"knowledge.exclude={list(exclude)} needs training data with scenes; {data.name} has captions only")
-            self.batches: _SceneBatches | _CaptionBatches = _CaptionBatches(data, tokenizer, perception, r.batch_size, size, mean, std)
+                raise ValueError(
+                    f"knowledge.exclude={list(exclude)} needs training data with scenes; {data.name} has captions only"
+                )
+            self.batches: _SceneBatches | _CaptionBatches = _CaptionBatches(
+                data, tokenizer, perception, r.batch_size, size, mean, std
+            )
         else:
             if data is None:
                 pool = ScenePool.build(world, r.pool_size)
             else:
                 pool = ScenePool.of(data.images, data.attrs, Combos(data.scenes.vocab))
-            self.batches = _SceneBatches(pool, self.tokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std)
+            self.batches = _SceneBatches(
+                pool, self.tokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std
+            )
         self.opt = self.optimizer(_param_groups(self.model, r.weight_decay))
         steps, warmup = r.steps, r.warmup
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -377,18 +422,30 @@ class _SceneBatches:
     a grayscale share."""
 
     def __init__(
-        self, pool: ScenePool, tokens: CaptionTokens, perception: Perception, recipe: ListenerRecipe, exclude: Sequence[str], size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+        self,
+        pool: ScenePool,
+        tokens: CaptionTokens,
+        perception: Perception,
+        recipe: ListenerRecipe,
+        exclude: Sequence[str],
+        size: tuple[int, int],
+        mean: torch.Tensor,
+        std: torch.Tensor,
     ) -> None:
         attributes = pool.combos.attributes
         self.allowed = [a for a in attributes if a not in exclude]
         if not self.allowed or len(self.allowed) + len(set(exclude)) != len(attributes):
-            raise ValueError(f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(attributes)}")
+            raise ValueError(
+                f"knowledge.exclude={list(exclude)} must name some but not all of: {', '.join(attributes)}"
+            )
         self.pool, self.tokens, self.perception, self.r = pool, tokens, perception, recipe
         self.size, self.mean, self.std = size, mean, std
         self.prefix_p = np.asarray(recipe.prefix_probs, dtype=np.float64) / sum(recipe.prefix_probs)
         self.grayscale = make_perception("grayscale")
         self.known = np.array([a in self.allowed for a in attributes])
-        self.view_loss = self.known.astype(np.float64)  # (A,) running excess loss of each attribute's view; equal at the start
+        self.view_loss = self.known.astype(
+            np.float64
+        )  # (A,) running excess loss of each attribute's view; equal at the start
         self.uniform = uniform_change(pool.combos)
 
     def loss(self, model: open_clip.CLIP, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,14 +453,18 @@ class _SceneBatches:
         attributes, color_bit = combos.attributes, combos.mask_of(["color"])
         attribute_p = (1 - r.focus) * known / known.sum() + r.focus * self.view_loss / self.view_loss.sum()  # (A,)
         if r.attribute_views:
-            value_p = (1 - r.focus) * self.uniform + r.focus * value_confusion(model, self.tokens, r.confusion_temperature)
+            value_p = (1 - r.focus) * self.uniform + r.focus * value_confusion(
+                model, self.tokens, r.confusion_temperature
+            )
             idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng, attribute_p, value_p)  # (B,)
         else:
             idx = pool.batch(r.batch_size, r.group_size, r.group_fraction, rng)
         attrs = pool.attrs[idx]  # (B, A)
         gray = rng.random(r.batch_size) < r.gray_share  # (B,) images seen in grayscale; their own captions drop colour
         masks = sample_masks(r.batch_size, r.mention, r.full_prob, rng, self.allowed, combos)
-        colorless = np.where(masks & ~color_bit, masks & ~color_bit, combos.mask_of([a for a in self.allowed if a != "color"]))
+        colorless = np.where(
+            masks & ~color_bit, masks & ~color_bit, combos.mask_of([a for a in self.allowed if a != "color"])
+        )
         views = [np.where(gray, colorless, masks)]  # (B,) mention masks per view
         views += [np.full(r.batch_size, combos.mask_of([a])) for a in self.allowed] if r.attribute_views else []
         prefixes = rng.choice(len(self.prefix_p), size=(len(views), r.batch_size), p=self.prefix_p)
@@ -420,13 +481,17 @@ class _SceneBatches:
         losses, excess = [], []
         for view_masks, feats in zip(views, text_features.split(r.batch_size)):
             bits = torch.from_numpy((view_masks[:, None] >> np.arange(len(attributes))) & 1).bool()  # (B, A)
-            match = (same | ~bits[:, None, :]).all(-1) & ~(bits[:, None, attributes.index("color")] & unseen)  # (B, B) caption i true of image j
+            match = (same | ~bits[:, None, :]).all(-1) & ~(
+                bits[:, None, attributes.index("color")] & unseen
+            )  # (B, B) caption i true of image j
             losses.append(multi_positive_clip_loss(image_features, feats, logit_scale, match))
             with torch.no_grad():
                 floor = multi_positive_clip_floor(match)
             excess.append(float(losses[-1].detach() - floor))
         if r.attribute_views:
-            self.view_loss[known] = (1 - r.view_loss_rate) * self.view_loss[known] + r.view_loss_rate * np.maximum(excess[1:], 1e-3)
+            self.view_loss[known] = (1 - r.view_loss_rate) * self.view_loss[known] + r.view_loss_rate * np.maximum(
+                excess[1:], 1e-3
+            )
         return torch.stack(losses).mean(), logit_scale
 
 
@@ -434,18 +499,29 @@ class _CaptionBatches:
     """The CLIP loss on images with reference captions only: each image with one of its captions, the others negatives."""
 
     def __init__(
-        self, data: ImageSet, tokenizer: Callable[[list[str]], torch.Tensor], perception: Perception, batch_size: int, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+        self,
+        data: ImageSet,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        perception: Perception,
+        batch_size: int,
+        size: tuple[int, int],
+        mean: torch.Tensor,
+        std: torch.Tensor,
     ) -> None:
         self.captions = data.captions  # (N,) lists of reference captions
         self.data, self.tokenizer, self.perception, self.batch_size = data, tokenizer, perception, batch_size
         self.size, self.mean, self.std = size, mean, std
 
     def loss(self, model: open_clip.CLIP, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.sort(rng.choice(len(self.data), size=min(self.batch_size, len(self.data)), replace=False))  # (B,) distinct images
+        idx = np.sort(
+            rng.choice(len(self.data), size=min(self.batch_size, len(self.data)), replace=False)
+        )  # (B,) distinct images
         texts = [self.captions[i][rng.integers(len(self.captions[i]))] for i in idx]
         images = perceive(self.data.images[idx], self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
         image_features, text_features, logit_scale = model(images, self.tokenizer(texts))
-        match = torch.tensor([[text in self.captions[j] for j in idx] for text in texts])  # (B, B) caption i is one of image j's
+        match = torch.tensor(
+            [[text in self.captions[j] for j in idx] for text in texts]
+        )  # (B, B) caption i is one of image j's
         return multi_positive_clip_loss(image_features, text_features, logit_scale, match), logit_scale
 
 

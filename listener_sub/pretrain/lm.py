@@ -4,11 +4,12 @@ Each training sequence is [description of the scene: exactly M tokens] [caption]
 on the caption and EOS only, so the LM learns to read its M-token context -- the positions the
 speaker's soft prefix takes later.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -63,7 +64,13 @@ class LMRecipe:
 
 
 def build_corpus(
-    world: WorldConfig, captions: CaptionConfig, n_scenes: int, per_scene: int, prefix_len: int, seed: int, data: ImageSet | None = None
+    world: WorldConfig,
+    captions: CaptionConfig,
+    n_scenes: int,
+    per_scene: int,
+    prefix_len: int,
+    seed: int,
+    data: ImageSet | None = None,
 ) -> list[tuple[str, str]]:
     """(description, caption) pairs of the first n_scenes images, per_scene captions each.
 
@@ -102,8 +109,12 @@ def _word_tokenizer(vocab: dict[str, int]) -> Tokenizer:
     """Word-level tokenizer: lower-cased, whitespace-collapsed, '.' split off; decodes with single spaces."""
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Sequence(
-        [normalizers.Lowercase(), normalizers.Strip(), normalizers.Replace(Regex(r"\s+"), " "),
-         normalizers.Replace(" .", ".")]
+        [
+            normalizers.Lowercase(),
+            normalizers.Strip(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Replace(" .", "."),
+        ]
     )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Split(".", "isolated")]
@@ -137,7 +148,7 @@ class LMBatch:
     attention_mask: torch.Tensor  # (N, T) int64, 0 on padding
     labels: torch.Tensor  # (N, T) int64, IGNORE on the description and padding
 
-    def __getitem__(self, sel) -> "LMBatch":
+    def __getitem__(self, sel) -> LMBatch:
         """The selected rows, without the padding columns they all share."""
         mask = self.attention_mask[sel]
         t = int(mask.sum(1).max())
@@ -196,7 +207,9 @@ def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool 
     """AdamW on the mean caption-token NLL of random batches of `data` (warmup, cosine decay, clipping)."""
     steps = recipe.steps
     opt = adamw(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, max(int(recipe.warmup * steps), 1)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, steps, max(int(recipe.warmup * steps), 1))
+    )
     rng = np.random.default_rng(recipe.seed)
     model.train()
     bar = tqdm(range(steps), desc="training LM", unit="step", disable=not progress)
@@ -231,7 +244,9 @@ def train_lm(
     tokenizer = train_tokenizer([t for pair in pairs for t in pair], vocab)
     encoded = encode_pairs(pairs, tokenizer, cfg.prefix_len)
     if encoded.input_ids.shape[1] > cfg.n_positions:
-        raise UserError(f"the LM's training sequences take {encoded.input_ids.shape[1]} positions; set lm.model.n_positions >= that")
+        raise UserError(
+            f"the LM's training sequences take {encoded.input_ids.shape[1]} positions; set lm.model.n_positions >= that"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = make_model(cfg, tokenizer)
@@ -296,5 +311,7 @@ def evaluate_lm(
     with torch.random.fork_rng(devices=[]):  # sampling draws from torch's RNG: a forked one, seeded
         torch.manual_seed(seed)
         for prefix, temperature in (("", None), ("sample/", 1.0)):
-            metrics |= caption_metrics(continuations(model, tokenizer, descs, temperature), scenes, range(n_scenes), None, prefix)
+            metrics |= caption_metrics(
+                continuations(model, tokenizer, descs, temperature), scenes, range(n_scenes), None, prefix
+            )
     return metrics

@@ -1,4 +1,5 @@
 """Speaker recipe: supervised captioning of the adapter (vision tower and LM stay frozen)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from tqdm.auto import tqdm
 
 from listener_sub.models.speaker import Speaker, VisionFeatures
 from listener_sub.optim import adamw, warmup_cosine
-
 
 FEATURE_BYTES = 1 << 30  # the training images' vision features are kept in memory up to this size
 FEATURE_CHUNK = 512  # images per vision-tower pass when computing them
@@ -38,11 +38,17 @@ def vision_features(speaker: Speaker, images: np.ndarray) -> VisionFeatures | No
     per_image = (first.pooled.numel() + first.tokens.numel()) * first.pooled.element_size()
     if per_image * len(images) > FEATURE_BYTES:
         return None
-    return VisionFeatures.cat([speaker.encode(images[start : start + FEATURE_CHUNK]) for start in range(0, len(images), FEATURE_CHUNK)])
+    return VisionFeatures.cat(
+        [speaker.encode(images[start : start + FEATURE_CHUNK]) for start in range(0, len(images), FEATURE_CHUNK)]
+    )
 
 
 def train_captioner(
-    speaker: Speaker, images: np.ndarray, captions: list[list[str]], recipe: CaptionerRecipe = CaptionerRecipe(), progress: bool = True
+    speaker: Speaker,
+    images: np.ndarray,
+    captions: list[list[str]],
+    recipe: CaptionerRecipe = CaptionerRecipe(),
+    progress: bool = True,
 ) -> list[float]:
     """AdamW on the adapter: each step a random batch of images (N, H, W, 3) uint8, one random caption each."""
     if len(images) != len(captions) or not all(captions):
@@ -53,7 +59,9 @@ def train_captioner(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, recipe.steps, recipe.warmup, recipe.min_lr_factor)
     )
-    features = vision_features(speaker, images)  # the frozen tower's view of every image, once (None: too large to keep)
+    features = vision_features(
+        speaker, images
+    )  # the frozen tower's view of every image, once (None: too large to keep)
     speaker.train()
     losses = []
     bar = tqdm(range(recipe.steps), desc="speaker captioning", disable=not progress)

@@ -4,6 +4,7 @@ Up to three speakers caption every board: `base` (the captioning adapter, the RL
 latest checkpoint), both greedy, and, for data with scenes, `oracle` (per board the canonical caption of the attribute
 subset with the best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all of them on the same boards.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,9 @@ def _read(path: Path, parse: Callable[[str], Any]) -> Any:
     try:
         return parse(path.read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"{path} is unreadable ({str(error).splitlines()[0]}); pass the directory of an intact train run") from None
+        raise UserError(
+            f"{path} is unreadable ({str(error).splitlines()[0]}); pass the directory of an intact train run"
+        ) from None
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Path]:
@@ -100,11 +103,15 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Pat
     if checkpoint is None or not (checkpoint / ADAPTER).is_file():
         missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} + {STATE}")
     if missing:
-        raise UserError(f"run={run_dir} is missing {', '.join(missing)}; pass the directory of a finished listener-sub train run")
+        raise UserError(
+            f"run={run_dir} is missing {', '.join(missing)}; pass the directory of a finished listener-sub train run"
+        )
     summary = _read(run_dir / SUMMARY, json.loads)
     curves = _read(run_dir / METRICS, lambda text: [json.loads(line) for line in text.splitlines() if line.strip()])
     if not {"before", "after"} <= set(summary):
-        raise UserError(f"{run_dir / SUMMARY} has no before/after metrics; pass the directory of a finished listener-sub train run")
+        raise UserError(
+            f"{run_dir / SUMMARY} has no before/after metrics; pass the directory of a finished listener-sub train run"
+        )
     return summary, curves, checkpoint
 
 
@@ -127,7 +134,9 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
         rows.append(
             Play(
                 caption=caption,
-                truthful=None if scenes is None else truthful(caption, scenes.objects(int(item)), scenes.x(int(item)), scenes.vocab),
+                truthful=None
+                if scenes is None
+                else truthful(caption, scenes.objects(int(item)), scenes.x(int(item)), scenes.vocab),
                 probs={name: p[b] for name, p in probs.items()},
                 picks={name: int(c[b]) for name, c in picks.items()},
                 correct=right,
@@ -153,15 +162,21 @@ def reward_words(game: Game) -> str:
         return f"dixit: 1 when some but not all of {', '.join(reward.listeners)} pick the target"
 
     def terms(weights: Mapping[str, float]) -> str:
-        return " + ".join(f"{reward.score}({n})" if w == 1 else f"{w:g} {reward.score}({n})" for n, w in weights.items())
+        return " + ".join(
+            f"{reward.score}({n})" if w == 1 else f"{w:g} {reward.score}({n})" for n, w in weights.items()
+        )
 
     if not reward.subtracted:
         return terms(reward.intended)
     subtracted = terms(reward.subtracted)
-    return f"{terms(reward.intended)} - {reward.lam:g} x " + (f"({subtracted})" if len(reward.subtracted) > 1 else subtracted)
+    return f"{terms(reward.intended)} - {reward.lam:g} x " + (
+        f"({subtracted})" if len(reward.subtracted) > 1 else subtracted
+    )
 
 
-def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], overrides: list[str] | None = None) -> Report:
+def gather(
+    cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], overrides: list[str] | None = None
+) -> Report:
     """Play the run's base, trained and oracle speakers on n_boards boards of its evaluation split, drawn with its seed.
 
     The game is the run's own: its saved config with `overrides` on top (default: the command line's; `own`: the
@@ -181,7 +196,9 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     speaker = models.speaker()  # the captioning adapter: the base speaker and the RL reference
     captions = {"base": speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts}
     speaker.load_adapter(checkpoint / ADAPTER)
-    captions["trained"] = speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts
+    captions["trained"] = speaker.generate(
+        boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens
+    ).texts
     subsets: list[tuple[str, ...]] = [()] * len(boards)
     if has_oracle(boards):
         captions["oracle"], subsets = oracle_speaker(game, boards, generator)
@@ -209,7 +226,14 @@ def gather(cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], 
     if has_oracle(eval_boards):
         oracle = oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
         mention["oracle"] = {a: oracle.get(a, float("nan")) for a in attributes}
-    roles = {name: "intended" if name in game.reward.intended else "subtracted" if name in game.reward.subtracted else "player" for name in game.listeners}
+    roles = {
+        name: "intended"
+        if name in game.reward.intended
+        else "subtracted"
+        if name in game.reward.subtracted
+        else "player"
+        for name in game.listeners
+    }
     return Report(
         run=run_dir,
         checkpoint=checkpoint,

@@ -3,6 +3,7 @@
 Every string that comes from data (captions, descriptions, names, paths) goes through `html.escape`; the page's
 Content-Security-Policy allows no script and no fetch at all, and the won / lost filter is pure CSS.
 """
+
 from __future__ import annotations
 
 import base64
@@ -12,9 +13,9 @@ from html import escape
 import numpy as np
 from PIL import Image
 
-from listener_sub.report.tables import metric_rows
 from listener_sub.report.gather import BoardReport, Play, Report
 from listener_sub.report.plots import SPEAKER_COLORS, mention_chart, training_curves
+from listener_sub.report.tables import metric_rows
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 TILE = 72  # displayed pixels per board image
@@ -108,7 +109,8 @@ def header(report: Report) -> str:
     """Run, checkpoint, reward, listeners and board counts."""
     won = sum(board.won for board in report.boards)
     listeners = " · ".join(
-        f"<b>{escape(name)}</b> ({escape(report.perceptions[name])}, {escape(role)})" for name, role in report.roles.items()
+        f"<b>{escape(name)}</b> ({escape(report.perceptions[name])}, {escape(role)})"
+        for name, role in report.roles.items()
     )
     return f"""<header>
 <h1>listener-sub inspect</h1>
@@ -148,14 +150,15 @@ def summary_section(report: Report) -> str:
     mention = data_uri("image/svg+xml", mention_chart(report.mention, report.attributes, report.mention_boards))
     oracle = (
         f"; oracle: per board the canonical caption of the attribute subset with the best reward, on the same {report.mention_boards} boards"
-        if "oracle" in report.mention else ""
+        if "oracle" in report.mention
+        else ""
     )
     curves = data_uri("image/svg+xml", training_curves(report.curves, list(report.roles), report.attributes))
     return f"""<section id="summary">
 <h2>Summary</h2>
 <div class="summary-row">
 {metrics_table(report)}
-<figure><img alt="mention rate per attribute: {escape(', '.join(report.mention))}" src="{mention}">
+<figure><img alt="mention rate per attribute: {escape(", ".join(report.mention))}" src="{mention}">
 <figcaption>base and trained: greedy captions (summary.json){oracle}.</figcaption></figure>
 </div>
 <figure class="wide"><img alt="training curves" src="{curves}">
@@ -168,7 +171,8 @@ def views_table(report: Report, index: int, board: BoardReport) -> str:
     """The board's images as each listener sees them, the target framed, each speaker's pick marked."""
     n_images = len(next(iter(board.views.values())))
     head = "".join(
-        f'<th class="is-target">{i + 1} target</th>' if i == board.target else f"<th>{i + 1}</th>" for i in range(n_images)
+        f'<th class="is-target">{i + 1} target</th>' if i == board.target else f"<th>{i + 1}</th>"
+        for i in range(n_images)
     )
     rows = []
     for name, images in board.views.items():
@@ -181,7 +185,9 @@ def views_table(report: Report, index: int, board: BoardReport) -> str:
             )
             target = ' class="is-target"' if i == board.target else ""
             alt = f"board {index}, image {i + 1} as {name} sees it"
-            cells.append(f'<td{target}><img src="{png(image)}" width="{TILE}" height="{TILE}" alt="{escape(alt)}"><div class="marks">{marks}</div></td>')
+            cells.append(
+                f'<td{target}><img src="{png(image)}" width="{TILE}" height="{TILE}" alt="{escape(alt)}"><div class="marks">{marks}</div></td>'
+            )
         label = f'<th scope="row"><b>{escape(name)}</b>{escape(report.perceptions[name])}<br>{escape(report.roles[name])}</th>'
         rows.append(f"<tr>{label}{''.join(cells)}</tr>")
     cols = f'<col class="label">{"<col>" * n_images}'
@@ -217,7 +223,7 @@ def plays_table(report: Report, board: BoardReport) -> str:
     cols = '<col class="speaker"><col>' + '<col class="listener">' * len(report.roles) + '<col class="reward">'
     return (
         f'<table class="plays">{cols}<thead><tr><th>speaker</th><th>caption</th>{head}<th>reward</th></tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -240,7 +246,9 @@ def boards_section(report: Report) -> str:
         f'<label for="show-{key}">{key} ({count})</label>'
         for key, count in counts.items()
     )
-    marks = " ".join(f'<span class="mark" style="background:{SPEAKER_COLORS[s]}">{s[0].upper()}</span> {s}' for s in report.speakers)
+    marks = " ".join(
+        f'<span class="mark" style="background:{SPEAKER_COLORS[s]}">{s[0].upper()}</span> {s}' for s in report.speakers
+    )
     articles = "\n".join(board_article(report, i + 1, board) for i, board in enumerate(report.boards))
     return f"""<section id="boards">
 <h2>Boards</h2>

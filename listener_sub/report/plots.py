@@ -1,4 +1,5 @@
 """The report's plots as SVG bytes: mention rate per attribute, and training curves from metrics.jsonl."""
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,9 @@ def mention_chart(mention: Mapping[str, Mapping[str, float]], attributes: Sequen
     x = np.arange(len(attributes))
     for i, (speaker, rates) in enumerate(mention.items()):
         values = [rates[a] for a in attributes]
-        bars = ax.bar(x + (i - (len(mention) - 1) / 2) * width, values, width, label=speaker, color=SPEAKER_COLORS.get(speaker))
+        bars = ax.bar(
+            x + (i - (len(mention) - 1) / 2) * width, values, width, label=speaker, color=SPEAKER_COLORS.get(speaker)
+        )
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, attributes)
     ax.set_ylim(0, 1.15)
@@ -57,10 +60,24 @@ def _panel(ax: Axes, curves: Sequence[Mapping[str, float]], keys: Mapping[str, s
             window = max(1, len(values) // 20)
             ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.8)
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1 :], smooth, color=color, linewidth=1.6, label=label if len(keys) > 1 else "train (samples)")
+            ax.plot(
+                steps[window - 1 :],
+                smooth,
+                color=color,
+                linewidth=1.6,
+                label=label if len(keys) > 1 else "train (samples)",
+            )
         steps, values = _series(curves, f"eval/{key}")
         if len(values):
-            ax.plot(steps, values, "o--", color=color, markersize=4, linewidth=1, label=None if len(keys) > 1 else "eval (greedy, held out)")
+            ax.plot(
+                steps,
+                values,
+                "o--",
+                color=color,
+                markersize=4,
+                linewidth=1,
+                label=None if len(keys) > 1 else "eval (greedy, held out)",
+            )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=8)
@@ -69,7 +86,9 @@ def _panel(ax: Axes, curves: Sequence[Mapping[str, float]], keys: Mapping[str, s
     ax.legend(fontsize=7, frameon=False, ncol=1 if len(keys) < 3 else 2)
 
 
-def training_curves(curves: Sequence[Mapping[str, float]], listeners: Sequence[str], attributes: Sequence[str]) -> bytes:
+def training_curves(
+    curves: Sequence[Mapping[str, float]], listeners: Sequence[str], attributes: Sequence[str]
+) -> bytes:
     """Reward, gap, KL, accuracy per listener, mention rate per attribute and truthfulness (caption length for data
     without scenes) over training steps.
 
@@ -82,7 +101,9 @@ def training_curves(curves: Sequence[Mapping[str, float]], listeners: Sequence[s
         ({"kl": "kl"}, "KL to the captioning adapter"),
         ({name: f"acc/{name}" for name in listeners}, "accuracy per listener"),
         ({a: f"mention/{a}" for a in attributes}, "mention rate per attribute"),
-        ({"truthful": "truthful"}, "truthful") if any("train/truthful" in line for line in curves) else ({"length": "length"}, "caption length (words)"),
+        ({"truthful": "truthful"}, "truthful")
+        if any("train/truthful" in line for line in curves)
+        else ({"length": "length"}, "caption length (words)"),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.2), dpi=100)
     for ax, (keys, title) in zip(axes.flat, panels):

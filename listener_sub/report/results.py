@@ -4,6 +4,7 @@ A row is one setting run with several RL seeds (`<runs>/<row>/seed_<s>/`, each a
 with summary.json and eval_boards.npz); a transfer entry is a `listener-sub eval` of each of a row's runs on other data.
 Every number in the document is read from those files here; nothing is typed by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ class Run:
     boards: dict[str, np.ndarray]  # key -> (B,) values of the held-out boards
 
     @classmethod
-    def read(cls, path: Path) -> "Run":
+    def read(cls, path: Path) -> Run:
         summary = json.loads((path / SUMMARY).read_text())
         with np.load(path / EVAL_BOARDS) as data:
             boards = {key: data[key] for key in data.files}
@@ -115,20 +116,44 @@ class RowResult:
                 "the gain comes from untruthful captions"
             )
         elif gap > oracle:
-            text = f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
+            text = (
+                f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful captions ({truthful:.3f})"
+            )
         else:
-            text = f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})" if oracle > 0 else f"fixed-subset oracle {oracle:.3f}"
+            text = (
+                f"{gap / oracle:.2f}x the best fixed-subset oracle ({oracle:.3f}, {subset})"
+                if oracle > 0
+                else f"fixed-subset oracle {oracle:.3f}"
+            )
             text += f", truthful {truthful:.3f} < {TRUTHFUL_BAR}" if truthful < TRUTHFUL_BAR else ""
         if truthful < TRUTHFUL_BAR and truthful_setting is not None:
             kept = truthful_setting.stat("truthful")[0]
-            verdict = f"keeps truthful >= {TRUTHFUL_BAR}" if kept >= TRUTHFUL_BAR else f"does not reach truthful {TRUTHFUL_BAR} either"
+            verdict = (
+                f"keeps truthful >= {TRUTHFUL_BAR}"
+                if kept >= TRUTHFUL_BAR
+                else f"does not reach truthful {TRUTHFUL_BAR} either"
+            )
             text += f"; `{truthful_setting.name}` {verdict} ({kept:.3f}) with gap {truthful_setting.stat('gap')[0]:.3f}"
         return text
 
 
 EXPERIMENT_COLUMNS = (
-    "row", "seeds", "gap (mean +- std over seeds)", "gap 95% CI (boards)", "prob_gap", "prob_gap 95% CI", "gap before RL",
-    "intended acc", "subtracted acc", "mention/color", "mention/shape", "truthful", "grammatical", "kl", "sample/gap", "sample/truthful",
+    "row",
+    "seeds",
+    "gap (mean +- std over seeds)",
+    "gap 95% CI (boards)",
+    "prob_gap",
+    "prob_gap 95% CI",
+    "gap before RL",
+    "intended acc",
+    "subtracted acc",
+    "mention/color",
+    "mention/shape",
+    "truthful",
+    "grammatical",
+    "kl",
+    "sample/gap",
+    "sample/truthful",
 )
 
 
@@ -138,18 +163,39 @@ def experiment_table(rows: Sequence[RowResult]) -> list[str]:
     for row in rows:
         before = np.mean([run.summary["before"]["gap"] for run in row.runs])
         cells = [
-            f"`{row.name}`", str(len(row.runs)), _pm(*row.stat("gap")), _interval(row.interval("gap")), _pm(*row.stat("prob_gap")),
-            _interval(row.interval("prob_gap")), f"{before:.3f}", _listeners(row.runs, "intended"), _listeners(row.runs, "subtracted"),
-            _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")), _pm(*row.stat("grammatical")),
-            _pm(*row.stat("kl")), _pm(*row.stat("sample/gap")), _pm(*row.stat("sample/truthful")),
+            f"`{row.name}`",
+            str(len(row.runs)),
+            _pm(*row.stat("gap")),
+            _interval(row.interval("gap")),
+            _pm(*row.stat("prob_gap")),
+            _interval(row.interval("prob_gap")),
+            f"{before:.3f}",
+            _listeners(row.runs, "intended"),
+            _listeners(row.runs, "subtracted"),
+            _pm(*row.stat("mention/color")),
+            _pm(*row.stat("mention/shape")),
+            _pm(*row.stat("truthful")),
+            _pm(*row.stat("grammatical")),
+            _pm(*row.stat("kl")),
+            _pm(*row.stat("sample/gap")),
+            _pm(*row.stat("sample/truthful")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 CONSTRAINED_COLUMNS = (
-    "row", "seeds", "lam (final)", "bound on subtracted acc", "sample/subtracted acc", "subtracted acc", "intended acc", "gap",
-    "prob_gap", "truthful", "kl",
+    "row",
+    "seeds",
+    "lam (final)",
+    "bound on subtracted acc",
+    "sample/subtracted acc",
+    "subtracted acc",
+    "intended acc",
+    "gap",
+    "prob_gap",
+    "truthful",
+    "kl",
 )
 
 
@@ -165,16 +211,33 @@ def constrained_table(rows: Sequence[RowResult]) -> list[str]:
         greedy = seed_stats([{"x": np.mean([a[f"acc/{n}"] for n in names])} for a in afters], "x")
         lam = seed_stats([run.summary["multipliers"] for run in row.runs], "lam")
         cells = [
-            f"`{row.name}`", str(len(row.runs)), _pm(*lam), "-" if bound is None else f"{bound:.2f}", _pm(*sampled), _pm(*greedy),
-            _listeners(row.runs, "intended"), _pm(*row.stat("gap")), _pm(*row.stat("prob_gap")), _pm(*row.stat("truthful")), _pm(*row.stat("kl")),
+            f"`{row.name}`",
+            str(len(row.runs)),
+            _pm(*lam),
+            "-" if bound is None else f"{bound:.2f}",
+            _pm(*sampled),
+            _pm(*greedy),
+            _listeners(row.runs, "intended"),
+            _pm(*row.stat("gap")),
+            _pm(*row.stat("prob_gap")),
+            _pm(*row.stat("truthful")),
+            _pm(*row.stat("kl")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 ABLATION_COLUMNS = (
-    "row", "seeds", "truthful before RL (captioner)", "lm_nll before RL", "gap", "prob_gap", "mention/color",
-    "mention/shape", "truthful", "kl",
+    "row",
+    "seeds",
+    "truthful before RL (captioner)",
+    "lm_nll before RL",
+    "gap",
+    "prob_gap",
+    "mention/color",
+    "mention/shape",
+    "truthful",
+    "kl",
 )
 
 
@@ -184,16 +247,36 @@ def ablation_table(rows: Sequence[RowResult]) -> list[str]:
     for row in rows:
         befores = [run.summary["before"] for run in row.runs]
         cells = [
-            f"`{row.name}`", str(len(row.runs)), _pm(*seed_stats(befores, "truthful")), _pm(*seed_stats(befores, "lm_nll")), _pm(*row.stat("gap")),
-            _pm(*row.stat("prob_gap")), _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")), _pm(*row.stat("kl")),
+            f"`{row.name}`",
+            str(len(row.runs)),
+            _pm(*seed_stats(befores, "truthful")),
+            _pm(*seed_stats(befores, "lm_nll")),
+            _pm(*row.stat("gap")),
+            _pm(*row.stat("prob_gap")),
+            _pm(*row.stat("mention/color")),
+            _pm(*row.stat("mention/shape")),
+            _pm(*row.stat("truthful")),
+            _pm(*row.stat("kl")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 RERANK_COLUMNS = (
-    "speaker", "seeds", "captions scored per test board", "captions scored in training", "gap", "gap 95% CI (boards)", "prob_gap",
-    "mention/color", "mention/shape", "truthful", "grammatical", "kl (rerank: upper bound)", "training s", "evaluation s",
+    "speaker",
+    "seeds",
+    "captions scored per test board",
+    "captions scored in training",
+    "gap",
+    "gap 95% CI (boards)",
+    "prob_gap",
+    "mention/color",
+    "mention/shape",
+    "truthful",
+    "grammatical",
+    "kl (rerank: upper bound)",
+    "training s",
+    "evaluation s",
 )
 
 
@@ -212,9 +295,20 @@ def rerank_table(entries: Sequence[RowResult], rl_rows: Sequence[RowResult]) -> 
             per_board, trained, train_s = str(config["speaker"]["rerank"]["n"] if reranked else 1), "0", "0"
             eval_s = _pm(*seed_stats([run.summary for run in row.runs], "wall_s/eval"))
         cells = [
-            f"`{row.name}`" + (" (RL)" if is_rl else ""), str(len(row.runs)), per_board, trained, _pm(*row.stat("gap")), _interval(row.interval("gap")),
-            _pm(*row.stat("prob_gap")), _pm(*row.stat("mention/color")), _pm(*row.stat("mention/shape")), _pm(*row.stat("truthful")),
-            _pm(*row.stat("grammatical")), _pm(*row.stat("kl")), train_s, eval_s,
+            f"`{row.name}`" + (" (RL)" if is_rl else ""),
+            str(len(row.runs)),
+            per_board,
+            trained,
+            _pm(*row.stat("gap")),
+            _interval(row.interval("gap")),
+            _pm(*row.stat("prob_gap")),
+            _pm(*row.stat("mention/color")),
+            _pm(*row.stat("mention/shape")),
+            _pm(*row.stat("truthful")),
+            _pm(*row.stat("grammatical")),
+            _pm(*row.stat("kl")),
+            train_s,
+            eval_s,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -233,8 +327,18 @@ class TransferResult:
 
 
 TRANSFER_COLUMNS = (
-    "domain", "row", "seeds", "gap", "in-domain gap", "ratio (of the means)", "mention/color", "mention/shape",
-    "in-domain mention/shape", "truthful", "grammatical", "fixed oracle gap",
+    "domain",
+    "row",
+    "seeds",
+    "gap",
+    "in-domain gap",
+    "ratio (of the means)",
+    "mention/color",
+    "mention/shape",
+    "in-domain mention/shape",
+    "truthful",
+    "grammatical",
+    "fixed oracle gap",
 )
 
 
@@ -245,8 +349,17 @@ def transfer_table(results: Sequence[TransferResult]) -> list[str]:
         ratio = f"{gap[0] / home[0]:.2f}" if home[0] else "n/a (in-domain gap 0)"  # of the means over seeds
         oracle = np.mean([e["fixed_oracle_gap"] for e in t.evals])
         cells = [
-            t.name, f"`{t.row.name}`", str(len(t.evals)), _pm(*gap), _pm(*home), ratio, _pm(*t.stat("mention/color")),
-            _pm(*t.stat("mention/shape")), _pm(*t.row.stat("mention/shape")), _pm(*t.stat("truthful")), _pm(*t.stat("grammatical")),
+            t.name,
+            f"`{t.row.name}`",
+            str(len(t.evals)),
+            _pm(*gap),
+            _pm(*home),
+            ratio,
+            _pm(*t.stat("mention/color")),
+            _pm(*t.stat("mention/shape")),
+            _pm(*t.row.stat("mention/shape")),
+            _pm(*t.stat("truthful")),
+            _pm(*t.stat("grammatical")),
             f"{oracle:.3f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -271,8 +384,18 @@ def gap_plot(rows: Sequence[RowResult], path: Path) -> None:
         lo_hi = np.array([row.interval(key) for row in rows])  # (R, 2)
         ax.bar(x + offset, means, 0.38, color=color, label=key, yerr=np.abs(lo_hi.T - means), capsize=3)
         for i, row in enumerate(rows):
-            ax.scatter(np.full(len(row.runs), i + offset), [run.after[key] for run in row.runs], s=8, color="black", zorder=3)
-    ax.scatter(x, [row.oracle[0] for row in rows], marker="_", s=400, color="#2e9d5b", label="fixed-subset oracle gap", zorder=4)
+            ax.scatter(
+                np.full(len(row.runs), i + offset), [run.after[key] for run in row.runs], s=8, color="black", zorder=3
+            )
+    ax.scatter(
+        x,
+        [row.oracle[0] for row in rows],
+        marker="_",
+        s=400,
+        color="#2e9d5b",
+        label="fixed-subset oracle gap",
+        zorder=4,
+    )
     ax.axhline(0, color="#888", lw=0.8)
     ax.set_xticks(x, [row.name for row in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("after RL")
@@ -286,7 +409,12 @@ def mention_plot(rows: Sequence[RowResult], attributes: Sequence[str], path: Pat
     width = 0.8 / len(attributes)
     x = np.arange(len(rows))
     for i, attribute in enumerate(attributes):
-        ax.bar(x + (i - (len(attributes) - 1) / 2) * width, [row.stat(f"mention/{attribute}")[0] for row in rows], width, label=attribute)
+        ax.bar(
+            x + (i - (len(attributes) - 1) / 2) * width,
+            [row.stat(f"mention/{attribute}")[0] for row in rows],
+            width,
+            label=attribute,
+        )
     ax.set_xticks(x, [row.name for row in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("mention rate after RL")
@@ -298,10 +426,15 @@ def frontier_plot(rows: Sequence[RowResult], entries: Sequence[RowResult], path:
     """Gap against truthful (mean over seeds, std as error bars): RL rows as circles, the captioner decoded greedily or
     reranked as triangles; the truthful bar and the first row's fixed-subset oracle as lines."""
     fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
-    for group, marker, color, label in ((rows, "o", "#2b6cd4", "RL"), (entries, "^", "#d4572b", "captioner: greedy / rerank")):
+    for group, marker, color, label in (
+        (rows, "o", "#2b6cd4", "RL"),
+        (entries, "^", "#d4572b", "captioner: greedy / rerank"),
+    ):
         for i, row in enumerate(group):
             (x, dx), (y, dy) = row.stat("truthful"), row.stat("gap")
-            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt=marker, color=color, ms=5, capsize=2, label=label if i == 0 else None)
+            ax.errorbar(
+                x, y, xerr=dx, yerr=dy, fmt=marker, color=color, ms=5, capsize=2, label=label if i == 0 else None
+            )
             ax.annotate(row.name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.axvline(TRUTHFUL_BAR, color="#888", ls="--", lw=0.8)
     ax.axhline(rows[0].oracle[0], color="#2e9d5b", lw=0.8, label=f"fixed-subset oracle ({rows[0].oracle[1]})")
@@ -338,7 +471,10 @@ def write_results(
     entries = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in (reranks or {}).items()]
     by_name = {row.name: row for row in results}
     kept_by = {row.name: row for row in [*results, *entries]}  # what truthful_settings may name
-    moved = [TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths]) for name, row, paths in transfers]
+    moved = [
+        TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths])
+        for name, row, paths in transfers
+    ]
     stem = out.stem
     gap_png, mention_png = out.with_name(f"{stem}_gap.png"), out.with_name(f"{stem}_mentions.png")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +482,11 @@ def write_results(
     mention_plot(results, attributes, mention_png)
     boards = len(results[0].runs[0].boards["gap"])
     train_s = sum(run.summary.get("wall_s", 0.0) for row in results for run in row.runs)
-    pretrain_s = sum(sum(v for k, v in run.summary.items() if k.startswith("wall_s/pretrain/")) for row in results for run in row.runs)
+    pretrain_s = sum(
+        sum(v for k, v in run.summary.items() if k.startswith("wall_s/pretrain/"))
+        for row in results
+        for run in row.runs
+    )
     eval_s = sum(e.get("wall_s", 0.0) for t in moved for e in t.evals)
     n_runs = sum(len(row.runs) for row in results)
     lines = [
@@ -374,33 +514,45 @@ def write_results(
     ]
     if constrained:
         lines += [
-            "", "## Constrained subtraction vs fixed lam", "",
+            "",
+            "## Constrained subtraction vs fixed lam",
+            "",
             "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL (`trainer.constraint`);",
-            "the others keep lam fixed. lam is its value at the end of training.", "",
+            "the others keep lam fixed. lam is its value at the end of training.",
+            "",
             *constrained_table([by_name[name] for name in constrained]),
         ]
     if ablations:
         lines += [
-            "", "## Ablations", "",
+            "",
+            "## Ablations",
+            "",
             f"Each row changes one setting of `{ablations[0]}` (the first line; each row's overrides are in the table above). The",
             "columns before RL are the captioning speaker's greedy captions (with the adapter it was trained with): captioning",
-            "quality apart from RL.", "",
+            "quality apart from RL.",
+            "",
             *ablation_table([by_name[name] for name in ablations]),
         ]
     if entries:
         n_boards = len(entries[0].runs[0].boards["gap"])
         lines += [
-            "", "## Inference-time subtraction (rerank) vs RL", "",
+            "",
+            "## Inference-time subtraction (rerank) vs RL",
+            "",
             "The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked",
             "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, the one with the best",
             "listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), the decode-time",
             f"counterpart of RL's KL penalty), beside RL, on the same {n_boards} boards. Seeds: `speaker.rerank.seed` for the",
             "rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami",
             "et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,",
-            "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).", "",
+            "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).",
+            "",
             *rerank_table(entries, [by_name[name] for name in rerank_against]),
             "",
-            *[f"- `{entry.name}`: {entry.finding(kept_by.get(truthful_settings.get(entry.name, '')))}." for entry in entries],
+            *[
+                f"- `{entry.name}`: {entry.finding(kept_by.get(truthful_settings.get(entry.name, '')))}."
+                for entry in entries
+            ],
         ]
         frontier_rows = [by_name[name] for name in dict.fromkeys([*rerank_against, *ablations])]
         frontier_png = out.with_name(f"{stem}_frontier.png")

@@ -1,4 +1,5 @@
 """The before/after metrics table of train, eval and inspect: rows for the terminal (rich) and for the HTML report."""
+
 from __future__ import annotations
 
 from typing import Any

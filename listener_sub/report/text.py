@@ -1,4 +1,5 @@
 """The report's per-board information as a rich table for the terminal (captions as plain text, never markup)."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -26,7 +27,10 @@ def boards_table(report: Report) -> Table:
         for row, speaker in enumerate(report.speakers):
             play = board.plays[speaker]
             picks = [
-                Text(f"{play.picks[name] + 1} {'✓' if play.correct[name] else '✗'} {play.probs[name][play.picks[name]]:.2f}") for name in report.roles
+                Text(
+                    f"{play.picks[name] + 1} {'✓' if play.correct[name] else '✗'} {play.probs[name][play.picks[name]]:.2f}"
+                )
+                for name in report.roles
             ]
             first = row == 0
             table.add_row(

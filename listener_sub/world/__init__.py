@@ -1,9 +1,34 @@
 """The embedded world: procedurally rendered scenes, their captions, and a parser for captions."""
-from listener_sub.world.grammar import CaptionConfig, CaptionSpec, canonical_caption, caption_scenes, realize, sample_spec
+
+from listener_sub.world.grammar import (
+    CaptionConfig,
+    CaptionSpec,
+    canonical_caption,
+    caption_scenes,
+    realize,
+    sample_spec,
+)
 from listener_sub.world.parser import ParsedCaption, grammatical, parse, truthful
 from listener_sub.world.render import PALETTE, render
-from listener_sub.world.scene import PRETRAIN_SPLIT, SPLITS, STYLES, SceneBatch, Style, WorldConfig, allowed_combos, sample_scenes
-from listener_sub.world.vocab import ATTRIBUTES, CLEVR_VOCAB, VOCABULARIES, WORLD_VOCAB, Vocabulary, isoluminant_palette, luma
+from listener_sub.world.scene import (
+    PRETRAIN_SPLIT,
+    SPLITS,
+    STYLES,
+    SceneBatch,
+    Style,
+    WorldConfig,
+    allowed_combos,
+    sample_scenes,
+)
+from listener_sub.world.vocab import (
+    ATTRIBUTES,
+    CLEVR_VOCAB,
+    VOCABULARIES,
+    WORLD_VOCAB,
+    Vocabulary,
+    isoluminant_palette,
+    luma,
+)
 
 __all__ = [
     "ATTRIBUTES",

@@ -4,6 +4,7 @@ A `Combos` belongs to one vocabulary (the embedded world's, CLEVR's, ...). The o
 and listener pretraining all name "the attributes in this mask of this object" through `Combos.caption`, so they
 say exactly the same words.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,8 +21,12 @@ class Combos:
     def __init__(self, vocab: Vocabulary) -> None:
         self.vocab = vocab
         self.attributes = vocab.attributes
-        self.n_values = np.array([len(vocab.values[a]) for a in self.attributes], dtype=np.int64)  # (A,) values per attribute
-        self.radix = np.concatenate([np.cumprod(self.n_values[::-1])[::-1][1:], [1]]).astype(np.int64)  # (A,) place values
+        self.n_values = np.array(
+            [len(vocab.values[a]) for a in self.attributes], dtype=np.int64
+        )  # (A,) values per attribute
+        self.radix = np.concatenate([np.cumprod(self.n_values[::-1])[::-1][1:], [1]]).astype(
+            np.int64
+        )  # (A,) place values
         self.count = int(self.n_values.prod())  # attribute combinations of one object (540 in the embedded world)
         self.full_mask = (1 << len(self.attributes)) - 1  # bit a set: attribute a is mentioned
 

@@ -1,4 +1,5 @@
 """Caption grammar: which attributes a caption mentions, and how it is phrased."""
+
 from __future__ import annotations
 
 import zlib
@@ -90,7 +91,9 @@ def sample_spec(
     return CaptionSpec(({a: objects[0][a] for a in chosen},), None, prefix)
 
 
-def canonical_caption(obj: dict[str, str], attributes: tuple[str, ...] | list[str], vocab: Vocabulary = WORLD_VOCAB) -> str:
+def canonical_caption(
+    obj: dict[str, str], attributes: tuple[str, ...] | list[str], vocab: Vocabulary = WORLD_VOCAB
+) -> str:
     """The plain caption naming exactly `attributes` of one object (used by oracle speakers)."""
     return realize(CaptionSpec(({a: obj[a] for a in attributes},)), vocab)
 

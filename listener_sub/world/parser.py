@@ -1,4 +1,5 @@
 """Caption parser: mentions, grammaticality and truthfulness of any caption text."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -151,7 +152,9 @@ def _matches(phrase: dict[str, str], obj: dict[str, str]) -> bool:
     return all(obj.get(a) == v for a, v in phrase.items())
 
 
-def truthful(text: str, objects: list[dict[str, str]], x: list[float] | None = None, vocab: Vocabulary = WORLD_VOCAB) -> bool:
+def truthful(
+    text: str, objects: list[dict[str, str]], x: list[float] | None = None, vocab: Vocabulary = WORLD_VOCAB
+) -> bool:
     """Every value the caption mentions is true of the scene.
 
     objects[0] is the referent: a single noun phrase must match it; a relation needs objects[0] to

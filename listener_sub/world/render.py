@@ -1,4 +1,5 @@
 """Batched numpy renderer: signed distance fields with analytic anti-aliasing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,7 +66,7 @@ def render(scenes: SceneBatch, image_size: int = 64) -> np.ndarray:
     Each object is drawn inside a window around its centre (not over the whole image), which is
     what makes batched rendering fast.
     """
-    n, size = len(scenes), image_size
+    size = image_size
     img = np.repeat(backdrop(scenes.backdrop, size)[..., None], 3, axis=-1)  # (B, H, W, 3)
     win = min(size, 2 * int(np.ceil(EXTENT * scenes.radius.max(initial=0.0) * size + 2)))  # window side
     local = np.arange(win)

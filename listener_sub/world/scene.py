@@ -1,4 +1,5 @@
 """Scene sampling: attribute arrays for batches of scenes, deterministic from (seed, split, index)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,12 +39,18 @@ STYLES = {
     # What pretraining sees: any grey level but the object luma's band (where a grayscale view loses the object) and
     # the held-out styles' bands, waves of any direction, objects from 0.7x to 1.1x.
     "broad": Style(
-        background=(0, 255), object_scale=(0.7, 1.1), wave_amplitude=(0, 40), wave_cycles=(0.5, 4), avoid=((85, 115), (150, 190), (195, 225))
+        background=(0, 255),
+        object_scale=(0.7, 1.1),
+        wave_amplitude=(0, 40),
+        wave_cycles=(0.5, 4),
+        avoid=((85, 115), (150, 190), (195, 225)),
     ),
 }
 
 
-def _uniform_outside(rng: np.random.Generator, bounds: tuple[float, float], avoid: tuple[tuple[float, float], ...], n: int) -> np.ndarray:
+def _uniform_outside(
+    rng: np.random.Generator, bounds: tuple[float, float], avoid: tuple[tuple[float, float], ...], n: int
+) -> np.ndarray:
     """(n,) uniform draws from bounds minus the avoided intervals."""
     lo, hi = bounds
     edges = [lo]
@@ -114,11 +121,13 @@ class SceneBatch:
     def present(self) -> np.ndarray:
         return self.attrs[..., 0] >= 0  # (B, K)
 
-    def __getitem__(self, sel) -> "SceneBatch":
+    def __getitem__(self, sel) -> SceneBatch:
         sel = np.arange(len(self))[sel]
         sel = np.atleast_1d(sel)
         backdrop = None if self.backdrop is None else self.backdrop[sel]
-        return SceneBatch(self.attrs[sel], self.xy[sel], self.radius[sel], backdrop, self.split, self.index[sel], self.vocab)
+        return SceneBatch(
+            self.attrs[sel], self.xy[sel], self.radius[sel], backdrop, self.split, self.index[sel], self.vocab
+        )
 
     def objects(self, b: int) -> list[dict[str, str]]:
         """Attribute -> value word for each object of scene b (referent first)."""
@@ -171,7 +180,11 @@ def _sample_chunk(cfg: WorldConfig, split: str, chunk: int) -> tuple[np.ndarray,
     scale = rng.uniform(*style.object_scale, size=(n, 1)) * (CROWD_SCALE if k_max > 1 else 1.0)  # (n, 1)
     level = _uniform_outside(rng, style.background, style.avoid, n)
     amplitude = rng.uniform(*style.wave_amplitude, size=n)
-    cycles, angle, phase = rng.uniform(*style.wave_cycles, size=n), rng.uniform(0, 2 * np.pi, size=n), rng.uniform(0, 2 * np.pi, size=n)
+    cycles, angle, phase = (
+        rng.uniform(*style.wave_cycles, size=n),
+        rng.uniform(0, 2 * np.pi, size=n),
+        rng.uniform(0, 2 * np.pi, size=n),
+    )
     backdrop = np.stack([level, amplitude, cycles * np.cos(angle), cycles * np.sin(angle), phase], axis=1)  # (n, 5)
 
     radius = np.array([RELATIVE_RADIUS[s] for s in WORLD_VOCAB.values["size"]])[size] * scale  # (n, K)
@@ -189,7 +202,9 @@ def sample_scenes(cfg: WorldConfig, split: str, start: int, count: int) -> Scene
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if cfg.max_objects > WORLD_VOCAB.sizes()["position"]:
-        raise ValueError(f"max_objects={cfg.max_objects} exceeds the {WORLD_VOCAB.sizes()['position']} position regions")
+        raise ValueError(
+            f"max_objects={cfg.max_objects} exceeds the {WORLD_VOCAB.sizes()['position']} position regions"
+        )
     if not 1 <= cfg.min_objects <= cfg.max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {cfg.min_objects}, {cfg.max_objects}")
     index = np.arange(start, start + count, dtype=np.int64)
@@ -198,7 +213,12 @@ def sample_scenes(cfg: WorldConfig, split: str, start: int, count: int) -> Scene
         lo, hi = max(start - chunk * CHUNK, 0), min(start + count - chunk * CHUNK, CHUNK)
         parts.append([array[lo:hi] for array in _sample_chunk(cfg, split, chunk)])
     k = cfg.max_objects
-    empty = [np.zeros((0, k, len(ATTRIBUTES)), np.int64), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32), np.zeros((0, len(BACKDROP)), np.float32)]
+    empty = [
+        np.zeros((0, k, len(ATTRIBUTES)), np.int64),
+        np.zeros((0, k, 2), np.float32),
+        np.zeros((0, k), np.float32),
+        np.zeros((0, len(BACKDROP)), np.float32),
+    ]
     attrs, xy, radius, backdrop = [np.concatenate(arrays) for arrays in zip(*parts)] if parts else empty
     return SceneBatch(
         attrs=attrs,

@@ -1,9 +1,11 @@
 """Attribute vocabularies: which attributes a world has, their values, and caption word order."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
 
 @dataclass(frozen=True)
 class Vocabulary:
