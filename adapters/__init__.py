@@ -25,7 +25,8 @@ def register_adapter(cls: type[nn.Module], config_cls: type) -> None:
     missing = [f for f in ("d_vision", "d_lm", "n_latents") if f not in getattr(config_cls, "__dataclass_fields__", {})]
     if missing or not hasattr(cls, "kind") or not hasattr(cls, "uses_tokens"):
         raise ValueError(
-            f"an adapter needs class attributes kind and uses_tokens, and a config dataclass with d_vision, d_lm, n_latents (missing: {missing})"
+            "an adapter needs class attributes kind and uses_tokens, and a config dataclass with d_vision, d_lm, "
+            f"n_latents (missing: {missing})"
         )
     ADAPTERS[cls.kind] = (cls, config_cls)
 

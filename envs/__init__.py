@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 from listener_sub.envs.dixit_v0 import ENV_ID
+from listener_sub.envs.round import caption_action
 
 REGISTRY: dict[str, str] = {
     ENV_ID: "listener_sub.envs.dixit_v0"
@@ -16,7 +17,18 @@ REGISTRY: dict[str, str] = {
 
 
 def make_env(game: Any, tokenizer: Any, parallel: bool = False, **kwargs: Any) -> Any:
-    """The Dixit env over `game` (the speaker acts with token ids of `tokenizer`): wrapped AEC, or Parallel."""
+    """The Dixit env over `game` (the speaker acts with token ids of `tokenizer`): wrapped AEC, or Parallel.
+
+    game: a `Game` (its listeners are the listener agents, its reward the speaker's); tokenizer: the speaker's
+    (`speaker.tokenizer`); parallel: the Parallel env (two phases: the speaker, then every listener) instead of AEC.
+    kwargs: split (default `train`; `test` for held-out boards), max_tokens, render_mode (`ansi`, `rgb_array`,
+    `human`), data (`dixit_v0`). Positions count from 0; infos say each agent's phase.
+
+        players = listener_sub.default_players()
+        env = make_env(players.game, players.speaker.tokenizer, split="test")
+        env.reset(seed=0)
+        env.step(caption_action(players.speaker.tokenizer, "a red circle .", 16))  # the speaker's turn
+    """
     return make(ENV_ID, parallel, game=game, tokenizer=tokenizer, **kwargs)
 
 
@@ -28,4 +40,4 @@ def make(env_id: str = ENV_ID, parallel: bool = False, **kwargs: Any) -> Any:
     return module.parallel_env(**kwargs) if parallel else module.env(**kwargs)
 
 
-__all__ = ["ENV_ID", "REGISTRY", "make", "make_env"]
+__all__ = ["ENV_ID", "REGISTRY", "caption_action", "make", "make_env"]

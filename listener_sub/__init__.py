@@ -3,14 +3,14 @@
 The public API, open_clip style (plain arguments, `create_*` factories); names load on first use, so
 `import listener_sub` stays cheap:
 
-    listener = listener_sub.create_listener("gray", "ls-rn-tiny-64", "gray.pt", perception="grayscale")
-    speaker = listener_sub.create_speaker("ls-rn-tiny-64", "vision.pt", "path/to/lm", adapter="perceiver")
-    game = listener_sub.create_game(listener_sub.WorldConfig(), {"full": full, "gray": gray}, reward)
-    coco = listener_sub.DataSource(listener_sub.DataConfig(kind="coco", root="/data/coco", image_size=224))
-    game = listener_sub.create_game(coco, {"full": full, "gray": gray}, reward, pool_size=None)
-    env = listener_sub.make_env(game, speaker.tokenizer)
+    import listener_sub as ls
+    players = ls.default_players()  # the default experiment's game and captioning speaker, from the cache
+    boards = players.game.sample(32, numpy.random.default_rng(0), "test")
+    outcome = players.game.play(players.speaker.generate(boards.target_images, greedy=True).texts, boards)
+    run = ls.load_run("outputs/train/2026-12-03_10-00-00")  # a trained run: its game and trained speaker
+    gray = ls.create_listener("gray", "ViT-B-32", "openai", perception="grayscale")  # your own players
+    env = ls.make_env(players.game, players.speaker.tokenizer)  # PettingZoo AEC (parallel=True: Parallel)
 """
-
 from __future__ import annotations
 
 import importlib
@@ -24,31 +24,44 @@ _EXPORTS = {
     "Boards": "listener_sub.game",
     "CaptionConfig": "listener_sub.world",
     "DataConfig": "listener_sub.data",
-    "DataSource": "listener_sub.data",
     "DataError": "listener_sub.errors",
+    "DataSource": "listener_sub.data",
     "EvalConfig": "listener_sub.evaluation",
     "Game": "listener_sub.game",
+    "GameConfig": "listener_sub.game",
     "ImageSet": "listener_sub.data",
+    "LanguageModelConfig": "listener_sub.spec",
     "Listener": "listener_sub.models.listener",
+    "ListenerConfig": "listener_sub.spec",
+    "MissingArtifact": "listener_sub.cache",
     "Outcome": "listener_sub.game",
     "PERCEPTIONS": "listener_sub.perception",
     "Perception": "listener_sub.perception",
+    "Players": "listener_sub.assembly",
     "Pool": "listener_sub.game",
     "RLConfig": "listener_sub.rl",
     "RerankConfig": "listener_sub.rerank",
     "Reward": "listener_sub.rewards",
-    "RunSpec": "listener_sub.assembly",
+    "Run": "listener_sub.loading",
+    "RunSpec": "listener_sub.spec",
+    "Schedule": "listener_sub.optim",
     "Speaker": "listener_sub.models.speaker",
+    "SpeakerConfig": "listener_sub.spec",
     "Trainer": "listener_sub.rl",
     "UserError": "listener_sub.errors",
+    "VisionConfig": "listener_sub.spec",
     "WorldConfig": "listener_sub.world",
+    "caption_action": "listener_sub.envs",
     "create_adapter": "listener_sub.adapters",
     "create_game": "listener_sub.game",
     "create_listener": "listener_sub.models.listener",
     "create_speaker": "listener_sub.models.speaker",
+    "default_players": "listener_sub.loading",
     "evaluate_listener": "listener_sub.evaluation",
     "evaluate_speaker": "listener_sub.evaluation",
+    "find_adapter": "listener_sub.adapters.io",
     "listen": "listener_sub.game",
+    "load_run": "listener_sub.loading",
     "make_env": "listener_sub.envs",
     "make_perception": "listener_sub.perception",
     "oracle_gaps": "listener_sub.oracle",

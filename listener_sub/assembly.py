@@ -10,26 +10,26 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from listener_sub.cache import ArtifactCache
 from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.errors import UserError
-from listener_sub.files import config_key
+from listener_sub.files import config_key, to_plain
 from listener_sub.game import Game, check_images, create_game
 from listener_sub.models.listener import Listener, create_listener, register_model_configs
-from listener_sub.models.lm import LMConfig
 from listener_sub.models.speaker import Speaker, create_speaker
 from listener_sub.perception import Full, Perception
-from listener_sub.pretrain.listeners import ListenerRecipe, save_listener, train_listener
-from listener_sub.pretrain.lm import LMRecipe, train_lm
-from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
-from listener_sub.rewards import Reward
-from listener_sub.world import PRETRAIN_SPLIT, CaptionConfig, WorldConfig
+from listener_sub.pretrain.listeners import save_listener, train_listener
+from listener_sub.pretrain.lm import train_lm
+from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.spec import RunSpec
+from listener_sub.world import PRETRAIN_SPLIT
 
 CLIP_FILE = "open_clip.safetensors"  # a locally trained CLIP: its state dict, which open_clip loads by this suffix
 ADAPTER_FILE = "adapter.safetensors"  # the captioning adapter (its kind and config in adapter.json beside it)
@@ -44,67 +44,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
     return torch.device(name)
-
-
-@dataclass
-class ListenerSpec:
-    """One listener: an open_clip model, its weights (a tag or file; None: trained locally) and what it perceives."""
-
-    model: str
-    pretrained: str | None
-    perception: Perception
-    perception_config: Any = "full"  # what `perception` was built from: part of a locally trained CLIP's cache key
-    exclude: tuple[str, ...] = ()  # attributes whose words never appear in its training captions
-    seed: int = 0  # initialisation and data order when trained locally
-    finetune: bool = False  # with pretrained: fine-tune it on the pretraining data by the listener recipe (cached)
-
-    @property
-    def trained_locally(self) -> bool:
-        """Whether its CLIP comes out of the listener recipe (trained from scratch, or fine-tuned from `pretrained`)."""
-        return not self.pretrained or self.finetune
-
-
-@dataclass
-class SpeakerSpec:
-    """The speaker: its own CLIP's vision tower, an adapter and its captioning recipe (the LM is `LMSpec`)."""
-
-    vision_model: str
-    vision_pretrained: (
-        str | None
-    )  # tag or file; None: trained locally like a full-colour listener (the same artifact as one of the same seed)
-    vision_seed: int
-    adapter: dict[str, Any]  # kind + the adapter config's fields (d_vision, d_lm come from the models)
-    checkpoint: str | None  # the captioning adapter (safetensors); None: trained by `captioner` and cached
-    captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
-
-
-@dataclass
-class LMSpec:
-    """The speaker's LM: any HF causal LM name or local directory, or (name None) the small GPT-2 trained locally."""
-
-    name: str | None
-    model: LMConfig = field(default_factory=LMConfig)
-    recipe: LMRecipe = field(default_factory=LMRecipe)
-
-
-@dataclass
-class RunSpec:
-    """Everything that decides a run's models and game."""
-
-    world: WorldConfig
-    captions: CaptionConfig
-    data: DataConfig  # the game's images (RL boards from trainer.split, evaluation boards from evaluation.split)
-    listeners: dict[str, ListenerSpec]  # the players' listeners, by name
-    players: list[str]  # the listeners that play, the reward's first
-    reward: Reward
-    game: dict[str, Any]  # create_game settings: n_images, distractors, choice, pool_size
-    speaker: SpeakerSpec
-    lm: LMSpec
-    listener_recipe: ListenerRecipe = field(default_factory=ListenerRecipe)
-    pretrain_data: DataConfig | None = None  # what locally trained models learn from (its pretrain split); None: `data`
-    device: str = "auto"
-    seed: int = 0  # the speaker adapter's initialisation
-    clip_workers: int = 1  # missing CLIPs trained side by side in processes of one torch thread each
 
 
 class Assembly:
@@ -123,8 +62,9 @@ class Assembly:
         return DataSource(self.spec.data if config is None else config, self.spec.world, self.cache.root)
 
     def pretrain_images(self, size: int) -> ImageSet | None:
-        """The first `size` images of the pretraining data's pretraining split (a folder's train split), loaded once per size (every artifact's key
-        reads them); None for the embedded world (the recipes render its scenes themselves)."""
+        """The first `size` images of the pretraining data's pretraining split (a folder's train split), loaded once per
+        size (every artifact's key reads them); None for the embedded world (the recipes render its scenes
+        themselves)."""
         source = self.source(self.spec.pretrain_data)
         if source.kind == "synthetic":
             return None
@@ -140,9 +80,9 @@ class Assembly:
             source = self.source(config)
             if source.kind != "synthetic":
                 check_images(
-                    source.load(split, self.spec.game["pool_size"]),
-                    self.spec.game["n_images"],
-                    self.spec.game["distractors"],
+                    source.load(split, self.spec.game.pool_size),
+                    self.spec.game.n_images,
+                    self.spec.game.distractors,
                 )
 
     @staticmethod
@@ -150,48 +90,79 @@ class Assembly:
         """What a locally trained model's key adds for its data: nothing for the embedded world (keys as before)."""
         return [] if images is None else [images.key]
 
-    # ---------------------------------------------------------------- CLIPs
+    # ---------------------------------------------------------------- what is trained locally, and where it lives
 
-    def _clip_job(
-        self,
-        model: str,
-        perception: Perception,
-        perception_config: Any,
-        exclude: tuple[str, ...],
-        seed: int,
-        init: str | None = None,
-    ) -> tuple[str, dict]:
-        """The cache key of a locally trained (or fine-tuned, from `init`) CLIP and the train_listener arguments that make it."""
-        recipe = self.spec.listener_recipe
+    def _clip_artifact(
+        self, model: str, perception: Any, exclude: tuple[str, ...], seed: int, init: str | None = None
+    ) -> Artifact:
+        """A locally trained (or fine-tuned, from `init`) CLIP: its key covers every setting that makes it."""
+        recipe = self.spec.listener_train
         data = self.pretrain_images(recipe.pool_size)
         start = [] if init is None else [init, *_file_identity(init)]
-        key = f"{model}-{config_key(model, perception_config, list(exclude), seed, self.spec.world, recipe, *self._data_key(data), *start)}"
-        kwargs = dict(
-            model_name=model,
-            perception=perception,
-            world=self.spec.world,
-            recipe=recipe,
-            seed=seed,
-            exclude=exclude,
-            data=data,
-            init=init,
-        )
-        return key, kwargs
+        settings = (model, perception, list(exclude), seed, self.spec.world, recipe, *self._data_key(data), *start)
+        about = {"model": model, "perception": perception, "exclude": list(exclude), "seed": seed, "init": init}
+        return Artifact("listeners", f"{model}-{config_key(*settings)}", CLIP_FILE, about | _recipe_about(recipe, data))
 
-    def _listener_job(self, name: str) -> tuple[str, dict]:
+    def _listener_artifact(self, name: str) -> Artifact:
         ls = self.spec.listeners[name]
-        return self._clip_job(
-            ls.model, ls.perception, ls.perception_config, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None
-        )
+        return self._clip_artifact(ls.model, ls.perception, ls.exclude, ls.seed, ls.pretrained if ls.finetune else None)
 
-    def _vision_job(self) -> tuple[str, dict]:
+    def _vision_artifact(self) -> Artifact:
+        """The speaker's CLIP, trained like a full-colour listener (the same artifact as one of the same seed)."""
         sp = self.spec.speaker
-        return self._clip_job(sp.vision_model, Full(), "full", (), sp.vision_seed)
+        return self._clip_artifact(sp.vision.model, "full", (), sp.vision.seed)
 
-    def _clip(self, kind: str, job: tuple[str, dict]) -> str:
-        key, kwargs = job
+    def _lm_artifact(self) -> Artifact:
+        lm = self.spec.lm
+        data = self.pretrain_images(lm.train.n_scenes)
+        key = f"gpt2-{config_key(lm.model, lm.train, self.spec.world, self.spec.caption, *self._data_key(data))}"
+        return Artifact("lm", key, "model", {"model": to_plain(lm.model)} | _recipe_about(lm.train, data))
+
+    def _captioner_artifact(self, vision: str, lm_dir: str) -> Artifact:
+        sp = self.spec.speaker
+        data = self.pretrain_images(sp.captioner.scenes)
+        settings = (vision, lm_dir, sp.adapter, sp.captioner, self.spec.caption, *self._data_key(data))
+        about = {"vision": vision, "lm": lm_dir, "adapter": sp.adapter}
+        return Artifact("speaker", config_key(*settings), "adapter", about | _recipe_about(sp.captioner, data))
+
+    def files(self) -> dict[str, str]:
+        """Where each of the run's models is, by role (listeners.<name>, speaker.vision, lm, speaker.captioner): a given
+        tag, name or file as given; a locally trained one at its place in the cache, built or not.
+
+            files = Assembly(spec, ArtifactCache()).files()
+            full = create_listener("full", "ls-rn-tiny-64", files["listeners.full"])
+        """
+        files = {}
+        for name, ls in self.spec.listeners.items():
+            local = ls.trained_locally
+            files[f"listeners.{name}"] = self._path(self._listener_artifact(name)) if local else str(ls.pretrained)
+        sp = self.spec.speaker
+        files["speaker.vision"] = str(sp.vision.pretrained or self._path(self._vision_artifact()))
+        files["lm"] = str(self.spec.lm.name or self._path(self._lm_artifact()))
+        captioner = self._captioner_artifact(files["speaker.vision"], files["lm"])
+        files["speaker.captioner"] = str(sp.checkpoint or Path(self._path(captioner)) / ADAPTER_FILE)
+        return files
+
+    def _path(self, artifact: Artifact) -> str:
+        return str(self.cache.path(artifact.kind, artifact.key, artifact.name))
+
+    # ---------------------------------------------------------------- CLIPs
+
+    def _clip(self, artifact: Artifact, perception: Perception) -> str:
+        kwargs = _clip_kwargs(self, artifact, perception)
         build = lambda tmp: save_listener(train_listener(progress=self.progress, **kwargs), tmp)  # noqa: E731
-        return str(self.cache.get_or_build(kind, key, CLIP_FILE, build))
+        return str(self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about))
+
+    def _clips(self) -> list[tuple[Artifact, Perception]]:
+        """Every CLIP of the run trained locally, with the perception it is trained through."""
+        clips = [
+            (self._listener_artifact(name), self.spec.perceptions[name])
+            for name, ls in self.spec.listeners.items()
+            if ls.trained_locally
+        ]
+        if not self.spec.speaker.vision.pretrained:
+            clips.append((self._vision_artifact(), Full()))  # the full listener's own CLIP when their seeds agree
+        return clips
 
     def build_clips(self) -> None:
         """Train every missing CLIP of the run, `clip_workers` at a time in processes of one torch thread each.
@@ -199,51 +170,43 @@ class Assembly:
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
-        jobs = [
-            ("listeners", *self._listener_job(name))
-            for name in self.spec.players
-            if self.spec.listeners[name].trained_locally
-        ]
-        if not self.spec.speaker.vision_pretrained:
-            jobs.append(("listeners", *self._vision_job()))  # the full listener's own CLIP when their seeds agree
-        missing = {
-            key: (kind, kwargs) for kind, key, kwargs in jobs if not self.cache.has(kind, key, CLIP_FILE)
-        }  # one job per key
+        missing = {a.key: (a, p) for a, p in self._clips() if not self.cache.has(a.kind, a.key, a.name)}  # one a key
         workers = min(self.spec.clip_workers, len(missing))
-        if workers < 2:
-            return  # built one at a time, on first use
+        if workers < 2 or not self.cache.build:
+            return  # built one at a time on first use; a cache that may not build says what it lacks then
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = []
-            for position, (key, (kind, kwargs)) in enumerate(missing.items()):
-                path = self.cache.path(kind, key, CLIP_FILE)
-                futures.append(
-                    (kind, path, pool.submit(_train_clip, self.cache.root, kind, key, kwargs, self.progress, position))
-                )
-            for kind, path, future in futures:
+            for position, (artifact, perception) in enumerate(missing.values()):
+                kwargs = _clip_kwargs(self, artifact, perception)
+                job = (self.cache.root, artifact, kwargs, self.progress, position)
+                futures.append((artifact, pool.submit(_train_clip, *job)))
+            for artifact, future in futures:
                 seconds = future.result()
                 if seconds is not None:
-                    self.cache.record(kind, str(path), seconds)
+                    self.cache.record(artifact.kind, self._path(artifact), seconds)
 
     def listener_checkpoint(self, name: str) -> str:
         """The listener's CLIP checkpoint: `pretrained` as given, else trained (or fine-tuned) locally and cached."""
         ls = self.spec.listeners[name]
-        return self._clip("listeners", self._listener_job(name)) if ls.trained_locally else str(ls.pretrained)
+        if not ls.trained_locally:
+            return str(ls.pretrained)
+        return self._clip(self._listener_artifact(name), self.spec.perceptions[name])
 
     def listener(self, name: str) -> Listener:
         ls = self.spec.listeners[name]
-        return create_listener(name, ls.model, self.listener_checkpoint(name), ls.perception, self.device)
+        return create_listener(name, ls.model, self.listener_checkpoint(name), self.spec.perceptions[name], self.device)
 
     def vision_checkpoint(self) -> str:
         sp = self.spec.speaker
-        return str(sp.vision_pretrained) if sp.vision_pretrained else self._clip("listeners", self._vision_job())
+        return str(sp.vision.pretrained) if sp.vision.pretrained else self._clip(self._vision_artifact(), Full())
 
     # ---------------------------------------------------------------- the game
 
     def game(self) -> Game:
         """The run's game with its players loaded (or built)."""
         listeners = {name: self.listener(name) for name in self.spec.players}
-        return create_game(self.source(), listeners, self.spec.reward, **self.spec.game)
+        return create_game(self.source(), listeners, self.spec.reward, **self.spec.game.settings())
 
     # ---------------------------------------------------------------- LM
 
@@ -252,20 +215,21 @@ class Assembly:
         lm = self.spec.lm
         if lm.name:
             return str(lm.name)
-        data = self.pretrain_images(lm.recipe.n_scenes)
-        key = f"gpt2-{config_key(lm.model, lm.recipe, self.spec.world, self.spec.captions, *self._data_key(data))}"
-        build = lambda tmp: train_lm(lm.model, self.spec.world, self.spec.captions, tmp, lm.recipe, self.progress, data)  # noqa: E731
-        return str(self.cache.get_or_build("lm", key, "model", build))
+        artifact = self._lm_artifact()
+        data = self.pretrain_images(lm.train.n_scenes)
+        build = lambda tmp: train_lm(lm.model, self.spec.world, self.spec.caption, tmp, lm.train, self.progress, data)  # noqa: E731
+        return str(self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about))
 
     # ---------------------------------------------------------------- speaker
 
     def base_speaker(self) -> Speaker:
-        """Vision tower + LM + a fresh adapter (no captioning training), initialised from `seed`; global RNG untouched."""
+        """Vision tower + LM + a fresh adapter (no captioning training), initialised from `seed`; the global RNG is
+        left as it was."""
         sp = self.spec.speaker
         adapter = dict(sp.adapter)
         kind = adapter.pop("kind")
         return create_speaker(
-            sp.vision_model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter
+            sp.vision.model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter
         )
 
     def adapter_path(self) -> str:
@@ -276,28 +240,69 @@ class Assembly:
                 raise UserError(f"speaker.checkpoint {sp.checkpoint} does not exist; fix the path or set it to null")
             return str(sp.checkpoint)
         recipe = sp.captioner
-        data = self.pretrain_images(recipe.scenes)
-        key = config_key(
-            self.vision_checkpoint(), self.lm_dir(), sp.adapter, sp.captioner, self.spec.captions, *self._data_key(data)
-        )
+        artifact = self._captioner_artifact(self.vision_checkpoint(), self.lm_dir())
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = (
-                data if data is not None else self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
-            )
-            captions = images.caption_texts(self.spec.captions, recipe.per_scene, recipe.seed)
+            images = self.pretrain_images(recipe.scenes)
+            if images is None:  # the embedded world, rendered here
+                images = self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
+            captions = images.caption_texts(self.spec.caption, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()
             speaker.save_adapter(tmp / ADAPTER_FILE)
 
-        return str(self.cache.get_or_build("speaker", key, "adapter", build) / ADAPTER_FILE)
+        folder = self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about)
+        return str(folder / ADAPTER_FILE)
 
-    def speaker(self, adapter: str | Path | None = None) -> Speaker:
-        """The speaker with the captioning adapter, or with the adapter saved at `adapter` (a trained checkpoint)."""
+    def speaker(self) -> Speaker:
+        """The captioning speaker: vision tower + LM + the captioning adapter."""
         speaker = self.base_speaker()
-        speaker.load_adapter(adapter or self.adapter_path())
+        speaker.load_adapter(self.adapter_path())
         return speaker.to(self.device)
+
+    # ---------------------------------------------------------------- everything a face plays with
+
+    def players(
+        self, adapter: str | Path | None = None, boards: Iterable[tuple[DataConfig | None, str]] = ()
+    ) -> Players:
+        """The run's game and speaker, every model found in the cache or built (`ArtifactCache(build=False)`: a missing
+        one raises MissingArtifact instead).
+
+        boards: the (data, None: the game's; split) pairs boards will come from, loaded and checked first, so bad data
+        fails before any model is built. adapter: a trained adapter file the speaker plays with; the captioning
+        adapter stays the `reference`.
+
+            players = Assembly(spec, ArtifactCache()).players(boards=[(None, "test")])
+            outcome = players.game.play(players.speaker.generate(images).texts, boards)
+        """
+        self.load_data(boards)
+        self.build_clips()
+        game = self.game()
+        speaker = self.speaker()
+        reference = speaker.adapter
+        if adapter is not None:
+            speaker.load_adapter(adapter)
+        return Players(game, speaker, reference)
+
+
+@dataclass
+class Artifact:
+    """A model trained locally: where it lives in the cache (kind/key/name) and what it is (`about`, kept beside it)."""
+
+    kind: str  # listeners | lm | speaker
+    key: str  # a hash of every setting that makes it
+    name: str  # its file or folder in the key's directory
+    about: dict[str, Any]  # what it is: model, perception, seed, recipe, the data it learnt from
+
+
+@dataclass
+class Players:
+    """What every face plays with: the game (listeners, reward, data) and the speaker."""
+
+    game: Game
+    speaker: Speaker
+    reference: nn.Module  # the captioning adapter: the speaker before RL, and RL's reference policy
 
 
 def _file_identity(path: str) -> list[Any]:
@@ -309,16 +314,32 @@ def _file_identity(path: str) -> list[Any]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _train_clip(root: Path, kind: str, key: str, kwargs: dict, progress: bool, position: int) -> float | None:
-    """Train one CLIP into the cache at `root` on one torch thread (a worker process); returns its wall seconds, or None
-    when another process built it meanwhile."""
+def _recipe_about(recipe: Any, data: ImageSet | None) -> dict[str, Any]:
+    """What an artifact's record says of its recipe and the data it learnt from."""
+    return {"recipe": to_plain(recipe), "data": "the embedded world" if data is None else data.name}
+
+
+def _clip_kwargs(assembly: Assembly, artifact: Artifact, perception: Perception) -> dict[str, Any]:
+    """The train_listener arguments that make a CLIP artifact."""
+    about, recipe = artifact.about, assembly.spec.listener_train
+    return dict(
+        model_name=about["model"],
+        perception=perception,
+        world=assembly.spec.world,
+        recipe=recipe,
+        seed=about["seed"],
+        exclude=tuple(about["exclude"]),
+        data=assembly.pretrain_images(recipe.pool_size),
+        init=about["init"],
+    )
+
+
+def _train_clip(root: Path, artifact: Artifact, kwargs: dict, progress: bool, position: int) -> float | None:
+    """Train one CLIP into the cache at `root` on one torch thread (a worker process); returns its wall seconds, or
+    None when another process built it meanwhile."""
     torch.set_num_threads(1)
     register_model_configs()
     cache = ArtifactCache(root)
-    cache.get_or_build(
-        kind,
-        key,
-        CLIP_FILE,
-        lambda tmp: save_listener(train_listener(progress=progress, position=position, **kwargs), tmp),
-    )
-    return cache.wall_s.get(kind)
+    build = lambda tmp: save_listener(train_listener(progress=progress, position=position, **kwargs), tmp)  # noqa: E731
+    cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about)
+    return cache.wall_s.get(artifact.kind)

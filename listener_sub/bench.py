@@ -87,9 +87,9 @@ def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boa
 def naive_sample(
     speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far; token t
-    of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers). Returns tokens (B*k, L), pad after EOS,
-    and lengths (B*k,) up to and including EOS."""
+    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far;
+    token t of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers). Returns tokens (B*k, L), pad after
+    EOS, and lengths (B*k,) up to and including EOS."""
     prefix = prefix.repeat_interleave(k, dim=0)  # (N, M, d_lm)
     n = len(prefix)
     tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
@@ -184,8 +184,9 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def bench_rl(trainer: Trainer, steps: int, naive_steps: int) -> dict[str, float]:
-    """The optimized step (`steps` timed) against the naive one (`naive_steps` timed), each after one untimed warm-up and
-    one counted step, from the same checkpoint (weights, optimizer, random streams): the same boards, the same start.
+    """The optimized step (`steps` timed) against the naive one (`naive_steps` timed), each after one untimed warm-up
+    and one counted step, from the same checkpoint (weights, optimizer, random streams): the same boards, the same
+    start.
 
     Keys rl/<variant>/...: games_per_s (B*k sampled captions judged per second), s_per_step, s/<phase> (seconds per
     step), gflop_per_step, flop_utilisation (achieved FLOP/s over the matmul peak), peak_memory_gb; rl/speedup;

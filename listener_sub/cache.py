@@ -21,12 +21,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from listener_sub.errors import UserError
 from listener_sub.files import atomic_path, cache_root, write_json
 
 logger = logging.getLogger(__name__)
 RECORD_SUFFIX = ".record.json"  # beside an artifact: {relative file path: [size, sha256]}
 HASH_CHUNK = 1 << 20
+ABOUT = "about.json"  # in an artifact's key directory: what the artifact is
 
 
 def file_digests(path: Path) -> dict[str, list]:
@@ -42,11 +45,16 @@ def file_digests(path: Path) -> dict[str, list]:
     return digests
 
 
+class MissingArtifact(UserError):
+    """An artifact a cache that may not build (`ArtifactCache(build=False)`) does not hold."""
+
+
 class ArtifactCache:
     """Artifacts under `root/<kind>/<key>/<name>`; records what this process built and how long each kind took."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, build: bool = True) -> None:
         self.root = cache_root(root)
+        self.build = build  # False: a missing artifact raises MissingArtifact instead of being built
         self.built: list[str] = []  # artifacts built by this process (the rest came from the cache)
         self.wall_s: dict[str, float] = {}  # kind -> seconds spent building artifacts of that kind
 
@@ -69,12 +77,17 @@ class ArtifactCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def get_or_build(self, kind: str, key: str, name: str, builder: Callable[[Path], object]) -> Path:
+    def get_or_build(
+        self, kind: str, key: str, name: str, builder: Callable[[Path], object], about: dict[str, Any] | None = None
+    ) -> Path:
         """The artifact's path; when missing or damaged, `builder(tmp)` writes it at `tmp` and it is moved into place
-        atomically, under the lock, and its record is written beside it."""
+        atomically, under the lock, and its record is written beside it. `about` (what the artifact is: model,
+        perception, seed, recipe, ...) is kept as ABOUT in the key's directory, so a person can tell the cache apart."""
         path = self.path(kind, key, name)
         if path.exists() and self.intact(path):
-            return path
+            return self._described(path, about)
+        if not self.build:
+            raise MissingArtifact(f"the artifact cache {self.root} lacks {path.relative_to(self.root)}")
         with self.lock(kind, key):
             if path.exists() and not self.intact(path):  # still damaged, now that no other process is building it
                 logger.warning(
@@ -89,6 +102,13 @@ class ArtifactCache:
                     builder(tmp)
                 write_json(_record_path(path), file_digests(path))
                 self.record(kind, str(path), time.perf_counter() - start)
+        return self._described(path, about)
+
+    @staticmethod
+    def _described(path: Path, about: dict[str, Any] | None) -> Path:
+        """The artifact at `path`, with ABOUT written beside it when it lacks one."""
+        if about is not None and not (path.parent / ABOUT).exists():
+            write_json(path.parent / ABOUT, {"name": path.name, **about})
         return path
 
     def intact(self, path: Path) -> bool:

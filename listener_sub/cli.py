@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import functools
 import importlib
+import importlib.util
+import inspect
+import io
 import os
+import re
 import sys
-from collections.abc import Callable
+import textwrap
+import tokenize
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 COMMANDS = {
@@ -26,9 +35,16 @@ COMMANDS = {
         "the experiments x seeds sweep and zero-shot transfer, written up as docs/results.md",
     ),
 }
-USAGE = "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n" + "\n".join(
-    f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()
+USAGE = (
+    "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n"
+    + "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    + "\n\nlistener-sub COMMAND --help: the command's config groups and settings"
 )
+HELP_FLAGS = ("-h", "--help")
+FLAGS_WITH_VALUES = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c", "-p", "-i")
+MAIN_NODES = {"train": ("trainer",), "eval": ("evaluation", "speaker.rerank")}  # nodes whose settings --help lists
+HELP_WIDTH = 120  # columns of --help
+NOTE_COLUMN = 34  # where a setting's description starts
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -66,15 +82,37 @@ GROUP_ALIASES = {
 
 
 def group_overrides(overrides: list[str]) -> list[str]:
-    """`speaker.adapter=mlp` (and the older `speaker.adapter.kind=mlp`) as Hydra's group override `speaker/adapter=mlp`."""
+    """`speaker.adapter=mlp` (also spelled `speaker.adapter.kind=mlp`) as Hydra's group override
+    `speaker/adapter=mlp`."""
     out = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        named = (
-            sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()
-        )  # a choice's name, not a {node}
+        # a choice's name, not a {node}
+        named = sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()
         out.append(f"{GROUP_ALIASES[key]}={value}" if named else override)
     return out
+
+
+def refuse_new_settings(command: str) -> None:
+    """UserError on a `+KEY=VALUE` override that adds a top-level setting the command does not have (Hydra accepts
+    it, and the command would ignore it); adding to a node (`+listeners.x=...`), a config group, or a setting deleted
+    first (`~rows +rows={}`) stays allowed."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from listener_sub.errors import UserError
+
+    hydra = HydraConfig.get()
+    overrides = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+    replaced = {o.key_or_group for o in overrides if o.is_delete()}  # `~key +key=...` sets the key anew
+    for override in overrides:
+        key = override.key_or_group
+        known = key in hydra.runtime.choices or key in replaced or any(mark in key for mark in "./@")
+        if override.is_add() and not known:
+            raise UserError(
+                f"{override.input_line}: {command} has no setting {key!r}, so it would be ignored; "
+                f"`listener-sub {command} --help` lists its settings"
+            )
 
 
 def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
@@ -90,6 +128,7 @@ def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable
         @functools.wraps(task)
         def run(cfg: Any) -> Any:
             try:
+                refuse_new_settings(config_name)
                 return task(cfg)  # the task's metric, for Hydra's optimizing sweepers
             except _user_error_types() as error:
                 if cfg.get("debug", False):
@@ -102,10 +141,256 @@ def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable
     return decorate
 
 
+def field_notes(cls: type) -> dict[str, str]:
+    """Field name -> the comment written with the field in its dataclass's source: the comment on the field's own
+    line(s), else the comment lines right above it. Inherited fields too; a class without source gives none."""
+    return {name: note for klass in reversed(cls.__mro__) for name, note in _own_field_notes(klass).items()}
+
+
+@functools.cache
+def _own_field_notes(cls: type) -> dict[str, str]:
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # a class made at run time (make_dataclass) has no source
+        return {}
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    notes = {}
+    for statement in ast.parse(source).body[0].body:
+        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
+            continue
+        own = [comments[n] for n in range(statement.lineno, statement.end_lineno + 1) if n in comments]
+        above, n = [], statement.lineno - 1
+        while n in comments and lines[n - 1].lstrip().startswith("#"):
+            above.insert(0, comments[n])
+            n -= 1
+        if own or above:
+            notes[statement.target.id] = " ".join(own or above)
+    return notes
+
+
+YAML_KEY = re.compile(r"^(?P<indent> *)(?P<key>[\w.\-]+):(?P<rest>.*)$")  # `key: value  # note`, not a list item
+
+
+def yaml_notes(path: Path, package: str) -> dict[str, str]:
+    """Dotted key -> the comment after it, for each key of a config file (its keys under `package`, or under the
+    file's own `# @package` line)."""
+    notes: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []  # (indent, key) of the keys enclosing the current line
+    for line in path.read_text().splitlines():
+        header = re.match(r"#\s*@package\s+(\S+)", line)
+        if header:
+            package = "" if header[1] == "_global_" else header[1]
+        match = YAML_KEY.match(line)
+        if header or not match:
+            continue
+        indent = len(match["indent"])
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, match["key"])]
+        note = match["rest"].partition(" #")[2].strip()
+        if note:
+            notes[".".join(filter(None, [package, *(k for _, k in stack)]))] = note
+    return notes
+
+
+def _configs_dir() -> Path:
+    """The folder of the config yaml files (the listener_sub.configs package), found without importing it."""
+    return Path(importlib.util.find_spec("listener_sub.configs").origin).parent
+
+
+def _config_files(command: str, choices: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    """(file, package) of each config file the command's config was composed from: its own, the plain configs its
+    defaults name (base) and the chosen option of every group."""
+    import yaml
+
+    root = _configs_dir()
+    primary = root / f"{command}.yaml"
+    yield primary, ""
+    for entry in yaml.safe_load(primary.read_text()).get("defaults", []):
+        if isinstance(entry, str) and (root / f"{entry}.yaml").is_file():
+            yield root / f"{entry}.yaml", ""
+    for key, option in choices.items():
+        group, _, package = key.partition("@")
+        if option is not None and not group.startswith("hydra/") and (root / group / f"{option}.yaml").is_file():
+            yield root / group / f"{option}.yaml", package or group.replace("/", ".")
+
+
+def _node_class(node: Any) -> type | None:
+    """The dataclass whose fields a config node holds: its schema's, its `_target_`'s or its adapter kind's."""
+    from omegaconf import OmegaConf
+
+    from listener_sub.adapters import ADAPTERS
+
+    kind = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(kind):
+        return kind
+    if "_target_" in node:
+        from hydra.utils import get_class
+
+        target = get_class(node._target_)
+        return target if dataclasses.is_dataclass(target) else None
+    return ADAPTERS[node.kind][1] if node.get("kind") in ADAPTERS else None
+
+
+def _shown(value: Any) -> str:
+    """A config value as one short override-style text."""
+    if isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_shown(v) for v in value) + "]"
+    elif value is None or isinstance(value, bool):
+        text = {None: "null", True: "true", False: "false"}[value]
+    else:
+        text = str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def _setting_lines(node: Any, prefix: str, notes: dict[str, str], keys: list[str] | None = None) -> list[str]:
+    """`key=value  description` for each leaf of a node (of its `keys`, when given): a child node with a dataclass of
+    its own, or of plain values only, is opened; any other value is one line. Descriptions: the dataclass's field
+    comments, else the config files' comments (a plain node's own comment on a line of its own)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cls = _node_class(node)
+    own = field_notes(cls) if cls else {}
+    lines = []
+    for key in node if keys is None else keys:
+        path, child = f"{prefix}{key}", node._get_node(key)
+        note = own.get(key) or notes.get(path, "")
+        if isinstance(child, DictConfig) and not child._is_none() and (_node_class(child) or _flat(child)):
+            lines += [_wrapped(f"  {path}.*", note)] if note and not _node_class(child) else []
+            lines += _setting_lines(child, f"{path}.", notes)
+            continue
+        value = OmegaConf.to_container(child, resolve=False) if isinstance(child, DictConfig) else child._value()
+        lines.append(_wrapped(f"  {path}={_shown(value)}", note))
+    return lines
+
+
+def _wrapped(head: str, note: str) -> str:
+    """A help line: `head`, its note from NOTE_COLUMN on, wrapped to HELP_WIDTH under the note's column."""
+    lines = textwrap.wrap(
+        f"{head:<{NOTE_COLUMN}} {note}".rstrip(),
+        HELP_WIDTH,
+        subsequent_indent=" " * (NOTE_COLUMN + 1),
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines) or head
+
+
+def _flat(node: Any) -> bool:
+    """Whether a config node holds plain values only (bench's `render: {images: 4096}`)."""
+    from omegaconf import OmegaConf
+
+    return len(node) > 0 and not any(OmegaConf.is_config(node._get_node(key)) for key in node)
+
+
+def _node_paths(cfg: Any, nodes: list[str]) -> list[str]:
+    """The names `--help NODE` takes: each node, and each of the named nodes under one (listeners.full)."""
+    return [
+        path
+        for key in nodes
+        for path in ([key] if _node_class(cfg[key]) else [key, *(f"{key}.{name}" for name in cfg[key])])
+    ]
+
+
+def _is_node(value: Any) -> bool:
+    """Whether a top-level entry is a node of settings (a schema's, or named nodes of one: `listeners`), not a plain
+    setting of the command."""
+    from omegaconf import DictConfig
+
+    return isinstance(value, DictConfig) and (
+        _node_class(value) is not None
+        or (len(value) > 0 and all(isinstance(v, DictConfig) and _node_class(v) for v in value.values()))
+    )
+
+
+def command_help(command: str, overrides: list[str], node_path: str | None) -> str:
+    """`listener-sub COMMAND --help [NODE]`: the command's docstring, its config groups and their options, and its
+    main settings with their descriptions (with NODE: that node's settings)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from listener_sub.errors import UserError
+
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        cfg = compose(command, overrides=overrides, return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        choices = {k: v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items() if k[:6] != "hydra/"}
+        options = {group: loader.get_group_options(group) for group in sorted({k.partition("@")[0] for k in choices})}
+    notes: dict[str, str] = {}
+    for path, package in _config_files(command, choices):
+        notes.update(yaml_notes(path, package))
+    settings = [k for k in cfg if k not in ("hydra", "command")]
+    nodes = [k for k in settings if _is_node(cfg._get_node(k))]
+    if node_path is not None:
+        node = OmegaConf.select(cfg, node_path)
+        if node_path.partition(".")[0] in ("hydra", "command") or not OmegaConf.is_dict(node):
+            raise UserError(f"--help {node_path}: no such node; name one of: {', '.join(_node_paths(cfg, nodes))}")
+        return "\n".join([f"{node_path} (listener-sub {command}):", *_setting_lines(node, f"{node_path}.", notes)])
+
+    module = importlib.util.find_spec(COMMANDS[command][0]).origin
+    lines = [ast.get_docstring(ast.parse(Path(module).read_text())) or COMMANDS[command][1], ""]
+    groups, root = [], _configs_dir()
+    for group, found in options.items():
+        used = {key: choice for key, choice in sorted(choices.items()) if key.partition("@")[0] == group}
+        names = sorted(o for o in {*found, *used.values()} - {None} if not _schema_entry(root, group, o))
+        marked = ", ".join(f"{o}*" if o in used.values() and len(used) == 1 else o for o in names)
+        where = "" if len(used) == 1 else "  (" + ", ".join(f"{k}={v}" for k, v in used.items()) + ")"
+        if names:
+            groups += textwrap.wrap(f"  {group:<16} {marked}{where}", HELP_WIDTH, subsequent_indent=" " * 19)
+    if groups:
+        lines += ["config groups (GROUP=OPTION; * the current choice):", *groups, ""]
+    lines.append("settings (KEY=VALUE; the current value):")
+    lines += _setting_lines(cfg, "", notes, [k for k in settings if k not in nodes])
+    for path in MAIN_NODES.get(command, ()):
+        lines += _setting_lines(OmegaConf.select(cfg, path), f"{path}.", notes)
+    others = [path for path in _node_paths(cfg, nodes) if path not in MAIN_NODES.get(command, ())]
+    more = (
+        f"`listener-sub {command} --help NODE` lists the settings of NODE, one of: {', '.join(others)}; "
+        if others
+        else ""
+    )
+    lines += [""] + textwrap.wrap(
+        f"{more}`--cfg job` prints the whole config; -m runs a sweep (key=a,b); --hydra-help is Hydra's own help.",
+        HELP_WIDTH,
+    )
+    return "\n".join(lines)
+
+
+def _schema_entry(root: Path, group: str, option: str) -> bool:
+    """Whether a group's option is a schema the yaml files extend (`base_*`, or a `default` in the ConfigStore alone),
+    not a choice."""
+    return option.startswith("base_") or (option == "default" and not (root / group / "default.yaml").is_file())
+
+
+def _help_request(args: list[str]) -> tuple[list[str], str | None] | None:
+    """(the overrides the help composes the config with, the node named after --help or None) when the command line
+    asks for help, else None. `--config-dir DIR` becomes the search path it stands for; Hydra's other flags (and the
+    value each takes) say nothing about the config and are left out."""
+    where = next((i for i, a in enumerate(args) if a in HELP_FLAGS), None)
+    if where is None:
+        return None
+    rest = args[where + 1 :]
+    node = rest[0] if rest and "=" not in rest[0] and not rest[0].startswith(("-", "~", "+")) else None
+    others = args[:where] + rest[1 if node else 0 :]
+    overrides, flag = [], None
+    for arg in others:
+        name, has_value, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd") or (name == "--config-dir" and has_value):
+            overrides.append(f"hydra.searchpath=[file://{Path(value if has_value else arg).resolve()}]")
+        elif not arg.startswith("-") and flag not in FLAGS_WITH_VALUES:
+            overrides.append(arg)
+        flag = arg
+    return overrides, node
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch to a command's Hydra app; user errors end with exit status 2 and one line."""
+    """Dispatch to a command's Hydra app (or print its help); user errors end with exit status 2 and one line."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(USAGE)
         sys.exit(0 if argv else 2)
     command, overrides = argv[0], argv[1:]
@@ -117,9 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     debug = any(o.lower() in ("debug=true", "debug=1", "++debug=true") for o in overrides)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we report below
     sys.argv = [f"listener-sub-{command}", *group_overrides(overrides)]
-    app = importlib.import_module(COMMANDS[command][0]).main
+    wants_help = _help_request(overrides)
     try:
-        app()
+        if wants_help is not None:
+            print(command_help(command, group_overrides(wants_help[0]), wants_help[1]))
+            return
+        importlib.import_module(COMMANDS[command][0]).main()
     except _user_error_types() as error:
         if debug:
             raise

@@ -29,7 +29,8 @@ EVAL_CHUNK = 250  # boards captioned and judged at once in evaluation
 
 @dataclass
 class EvalConfig:
-    """The held-out boards every evaluation of a run uses (train, eval, pretrain summaries, rollout oracles, inspect)."""
+    """The held-out boards every evaluation of a run uses (train, eval, pretrain summaries, rollout oracles,
+    inspect)."""
 
     boards: int = 1000  # boards per evaluation (the same boards each time)
     seed: int = 123  # draws the boards, the sampled evaluation captions and sampled picks
@@ -85,7 +86,8 @@ def evaluate_speaker(
 ) -> dict[str, float]:
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain; with
     `boards_file`, each board's own value of the per-board metrics ((B,) arrays under the same keys: acc/<listener>,
-    gap, prob_gap, reward, kl, lm_nll, greedy and `sample/`) is also saved there as .npz (rank 0), for intervals over boards.
+    gap, prob_gap, reward, kl, lm_nll, greedy and `sample/`) is also saved there as .npz (rank 0), for intervals over
+    boards.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
     acc/<listener> (every listener of the game), gap, prob_gap (the same difference of the listeners' probabilities of
@@ -94,85 +96,79 @@ def evaluate_speaker(
     captions of sum_t log pi - log pi_ref, the k1 estimate of KL(pi || reference) for samples; 0 without
     a reference adapter) and lm_nll (`lm_nll`). With `decode` (speaker.decode=rerank) the plain keys come from best-of-n
     captions instead (`listener_sub.rerank`; their own draws from decode.seed), and their kl adds the best-of-n bound
-    log n - (n - 1) / n to the estimate for the sampling policy: an upper bound. Deterministic given `seed`; no training state is touched. Under
+    log n - (n - 1) / n to the estimate for the sampling policy: an upper bound. Deterministic given `seed`; no
+    training state is touched. Under
     torchrun each rank plays its share of the boards (with the random numbers the whole set draws) and every rank
     returns the metrics of all of them.
     """
     pool = boards.checked_pool()
     generator = torch.Generator(device=speaker.device).manual_seed(seed)
     mine = ranks.shard(len(boards))
+    rerank_draws = None
     if decode is not None:  # every board's reranking numbers, drawn for the whole set like the evaluation's own
         rerank_generator = torch.Generator(device=speaker.device).manual_seed(decode.seed)
-        rerank_draws = uniforms(
-            len(boards),
-            draws_per_board(decode.n, max_new_tokens, len(game.listeners)),
-            rerank_generator,
-            speaker.device,
-        )
+        width = draws_per_board(decode.n, max_new_tokens, len(game.listeners))
+        rerank_draws = uniforms(len(boards), width, rerank_generator, speaker.device)  # (B, width)
     metrics: dict[str, float] = {}
     per_board: dict[str, np.ndarray] = {}  # each board's values, for boards_file
     for prefix, greedy in (("", True), ("sample/", False)):
-        draws = uniforms(
-            len(boards), max_new_tokens + len(game.listeners), generator, speaker.device
-        )  # (B, tokens + listeners) every board's
+        # (B, tokens + listeners) every board's random numbers, this rank's share played below
+        draws = uniforms(len(boards), max_new_tokens + len(game.listeners), generator, speaker.device)
         texts: list[str] = []
         rows: dict[str, list[torch.Tensor]] = {}
         for start in range(mine.start, mine.stop, chunk):
-            part, part_draws = (
-                boards[start : min(start + chunk, mine.stop)],
-                draws[start : min(start + chunk, mine.stop)],
+            part = slice(start, min(start + chunk, mine.stop))
+            reranking = (decode, rerank_draws[part]) if greedy and decode is not None else None
+            part_texts, values = _play(
+                speaker, game, boards[part], draws[part], reference, greedy, max_new_tokens, reranking
             )
-            features = speaker.encode(part.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
-            reranked = greedy and decode is not None
-            if reranked:
-                gen = rerank(
-                    speaker,
-                    game,
-                    part,
-                    features,
-                    rerank_draws[start : min(start + chunk, mine.stop)],
-                    decode.n,
-                    max_new_tokens,
-                    decode.beta,
-                )
-            else:
-                gen = speaker.sample(
-                    speaker.adapt(features),
-                    greedy=greedy,
-                    max_new_tokens=max_new_tokens,
-                    draws=part_draws[:, :max_new_tokens],
-                )
-            outcome = game.play(gen.texts, part, draws=part_draws[:, max_new_tokens:])
-            kl = torch.zeros(len(part), device=speaker.device)
-            if reference is not None:
-                ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
-                kl = (gen.token_log_probs - ref_logp).sum(1)
-            if reranked:
-                kl = kl + best_of_n_kl(decode.n)
-            texts += gen.texts
-            values = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
-            values |= {
-                "gap": outcome.gap.float(),
-                "prob_gap": outcome.prob_gap.float(),
-                "reward": outcome.reward.float(),
-            }
-            values |= {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
+            texts += part_texts
             for key, value in values.items():
                 rows.setdefault(key, []).append(value.double().cpu())
         shares = [
             share for share in ranks.gather({"texts": texts, "rows": rows}) if share["texts"]
-        ]  # ranks with boards, in order
+        ]  # ranks with boards
         texts = [text for share in shares for text in share["texts"]]
-        every = {
-            key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]
-        }  # (B,) each
-        metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}
+        every = {key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]}
+        metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}  # every (B,)
         metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
     if boards_file is not None and ranks.main:
         with atomic_path(boards_file) as tmp, open(tmp, "wb") as out:
             np.savez(out, **per_board)
     return metrics
+
+
+def _play(
+    speaker: Speaker,
+    game: Game,
+    boards: Boards,
+    draws: torch.Tensor,
+    reference: nn.Module | None,
+    greedy: bool,
+    max_new_tokens: int,
+    reranking: tuple[RerankConfig, torch.Tensor] | None,
+) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """One chunk of boards played by the speaker's captions (greedy, sampled with `draws` (b, tokens + listeners), or
+    reranked best-of-n with the reranking settings and their draws): the captions and each board's values ((b,)
+    each)."""
+    features = speaker.encode(boards.target_images)  # the targets (b, H, W, 3) through the frozen tower, once
+    if reranking is not None:
+        decode, rerank_draws = reranking
+        gen = rerank(speaker, game, boards, features, rerank_draws, decode.n, max_new_tokens, decode.beta)
+    else:
+        prefix = speaker.adapt(features)  # (b, M, d_lm)
+        gen = speaker.sample(prefix, greedy=greedy, max_new_tokens=max_new_tokens, draws=draws[:, :max_new_tokens])
+    outcome = game.play(gen.texts, boards, draws=draws[:, max_new_tokens:])
+    kl = torch.zeros(len(boards), device=speaker.device)
+    if reference is not None:
+        ref_logp, _ = speaker.log_probs(speaker.adapt(features, reference), gen.tokens, gen.lengths)  # (b, L)
+        kl = (gen.token_log_probs - ref_logp).sum(1)
+    if reranking is not None:
+        kl = kl + best_of_n_kl(reranking[0].n)
+    values = {f"acc/{name}": right.float() for name, right in outcome.correct.items()}
+    values |= {"gap": outcome.gap.float(), "prob_gap": outcome.prob_gap.float(), "reward": outcome.reward.float()}
+    return gen.texts, values | {"kl": kl, "lm_nll": lm_nll(speaker, gen.tokens, gen.lengths)}
 
 
 def listener_conditions(attributes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -190,8 +186,8 @@ def evaluate_listener(
     """Accuracy on boards of distinct random pool images for captions naming given attributes, and tie-aware ceilings.
 
     Data with scenes, keys acc_<cond> and ceiling_<cond> for cond in full_caption, no_color, only/<attribute>, and
-    acc_color_only; the captions are the oracle speakers' canonical ones. Data with reference captions (COCO): acc_caption,
-    each target's first caption. Scored by `listen`; min(n_boards, len(pool) // board_size) boards.
+    acc_color_only; the captions are the oracle speakers' canonical ones. Data with reference captions (COCO):
+    acc_caption, each target's first caption. Scored by `listen`; min(n_boards, len(pool) // board_size) boards.
     """
     rng = np.random.default_rng(seed)
     n = min(n_boards, len(pool) // board_size)

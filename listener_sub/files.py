@@ -29,26 +29,29 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     return Path(base) / "listener-sub"
 
 
-def to_plain(obj: Any) -> Any:
-    """JSON-able form of configs: dataclasses, omegaconf containers, tuples, paths."""
+def to_plain(obj: Any, keyed: bool = False) -> Any:
+    """JSON-able form of configs: dataclasses, omegaconf containers, tuples, paths. keyed: a dataclass with a
+    `key_fields()` method stands as what that returns (the settings its cache key reads)."""
+    if keyed and hasattr(obj, "key_fields") and not isinstance(obj, type):
+        return to_plain(obj.key_fields(), keyed)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name), keyed) for f in dataclasses.fields(obj)}
     if hasattr(obj, "_metadata") and hasattr(obj, "_content"):  # omegaconf DictConfig / ListConfig
         from omegaconf import OmegaConf
 
-        return to_plain(OmegaConf.to_container(obj, resolve=True))
+        return to_plain(OmegaConf.to_container(obj, resolve=True), keyed)
     if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): to_plain(v, keyed) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
+        return [to_plain(v, keyed) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
 
 
 def config_key(*parts: Any) -> str:
-    """A short stable hash of configs (dataclasses, dicts, omegaconf, scalars)."""
-    blob = json.dumps(to_plain(list(parts)), sort_keys=True, separators=(",", ":"))
+    """A short stable hash of configs (dataclasses, dicts, omegaconf, scalars; `to_plain(keyed=True)`)."""
+    blob = json.dumps(to_plain(list(parts), keyed=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -7,22 +7,21 @@ can disagree about the rules or the scores.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from listener_sub.data import DataConfig, DataSource, ImageSet
 from listener_sub.data.imageset import Pixels
 from listener_sub.data.synthetic import synthetic_images
 from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError, UserError
-from listener_sub.files import atomic_path, config_key
+from listener_sub.features import PoolFeatures
+from listener_sub.files import config_key
 from listener_sub.rewards import Reward, listener_rewards
 from listener_sub.world import SceneBatch, WorldConfig
 
@@ -31,24 +30,23 @@ if TYPE_CHECKING:  # annotations only: importing open_clip costs seconds
 
 DISTRACTORS = ("random", "hard", "differ_one")  # how a board's distractors relate to its target
 CHOICES = ("argmax", "sample")  # how a listener turns P(image | caption) into a pick
-FEATURE_PIXELS = (
-    512 * 64 * 64
-)  # image pixels per listener forward pass when filling a pool's features (512 images at 64 px)
-PROGRESS_MIN = 8192  # pools from this size show a progress bar while their features are computed
 
 
 @dataclass(eq=False)
 class Pool:
-    """The images of one split that boards index into (an ImageSet); each listener's image features computed once.
+    """The images of one split that boards index into (an ImageSet), and each listener's features of them.
 
-    Features live in memory, filled lazily for the images boards use; `warm` computes a listener's features of the whole
-    pool in a fixed order and, given a `cache` directory, keeps them on disk keyed by (the listener's weights and
-    perception, the images), so the next run reads them instead.
+    Features are computed once per listener (`PoolFeatures`): lazily for the images boards use, or by `warm` for the
+    whole pool in a fixed order, kept on disk in a `cache` directory keyed by (the listener's weights and perception,
+    the images), so the next run reads them instead.
     """
 
     data: ImageSet
     cache: Path | None = None  # directory of on-disk feature tables (None: memory only)
-    _features: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+    _features: PoolFeatures = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._features = PoolFeatures(self.data, self.cache)
 
     @classmethod
     def build(cls, world: WorldConfig, split: str, size: int) -> Pool:
@@ -77,80 +75,17 @@ class Pool:
         """(P, A) attribute value indices of each scene's referent (object 0)."""
         return self.data.attrs
 
-    def _table(self, listener: Listener) -> tuple[torch.Tensor | None, np.ndarray]:
-        if listener not in self._features:
-            self._features[listener] = (None, np.zeros(len(self), dtype=bool))
-        return self._features[listener]
-
-    def _fill(self, listener: Listener, missing: np.ndarray, progress: bool = False) -> None:
-        """Encode the images `missing` (sorted, distinct) into the listener's table, FEATURE_PIXELS of image at a time (the
-        transient memory of a pass does not grow with the pool or the image size)."""
-        table, filled = self._table(listener)
-        per_pass = max(1, FEATURE_PIXELS // int(np.prod(self.images.shape[1:3])))
-        chunks = range(0, len(missing), per_pass)
-        bar = tqdm(
-            chunks,
-            desc=f"features: {listener.name} on {self.data.name}",
-            unit="chunk",
-            disable=not progress,
-            leave=False,
-        )
-        for start in bar:
-            rows = missing[start : start + per_pass]
-            new = listener.encode_images(self.images[rows])  # (n, D)
-            if table is None:
-                table = new.new_zeros(len(self), new.shape[-1])  # (P, D)
-                self._features[listener] = (table, filled)
-            table[torch.from_numpy(rows).to(table.device)] = new
-            filled[rows] = True
-
-    @torch.no_grad()
     def features(self, listener: Listener, items: np.ndarray) -> torch.Tensor:
         """(*items.shape, D) unit-norm image features as `listener` sees pool images (through its perception)."""
-        _, filled = self._table(listener)
-        missing = np.unique(items[~filled[items]])
-        if len(missing):
-            self._fill(listener, missing)
-        table, _ = self._table(listener)
-        return table[torch.from_numpy(np.asarray(items)).to(table.device)]
+        return self._features.lookup(listener, items)
 
-    @torch.no_grad()
     def warm(self, listener: Listener) -> None:
         """Every image's features for the listener, in a fixed order (read from the disk cache when it holds them)."""
-        table, filled = self._table(listener)
-        if filled.all():
-            return
-        path = self._cache_path(listener)
-        stored = _load_table(path) if path is not None else None  # (P, D)
-        if stored is not None and stored.shape[0] == len(self) and (table is None or stored.shape[1] == table.shape[1]):
-            self._features[listener] = (torch.from_numpy(stored).to(listener.device), np.ones(len(self), dtype=bool))
-            return
-        self._fill(listener, np.flatnonzero(~filled), progress=len(self) >= PROGRESS_MIN)
-        if path is not None:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as out:
-                    np.save(out, self._table(listener)[0].cpu().numpy())
-
-    def _cache_path(self, listener: Listener) -> Path | None:
-        """Where the listener's features of this pool are kept on disk (None: no cache, or a listener without a fingerprint)."""
-        if self.cache is None:
-            return None
-        fingerprint = getattr(listener, "fingerprint", None)
-        if fingerprint is None:
-            return None
-        return Path(self.cache) / "features" / f"{config_key(fingerprint, self.data.key)}.npy"
+        self._features.warm(listener)
 
     def describe(self, item: int) -> str:
         """Pool image `item` in words (its referent, else its first reference caption, else its file)."""
         return self.data.describe(item)
-
-
-def _load_table(path: Path) -> np.ndarray | None:
-    """A feature table saved by `Pool.warm`, or None when there is none or it is unreadable (it is computed again)."""
-    try:
-        return np.load(path, allow_pickle=False) if path.is_file() else None
-    except (OSError, ValueError, EOFError):
-        return None
 
 
 @dataclass
@@ -219,7 +154,8 @@ def _eligible(target_attrs: np.ndarray, attrs: np.ndarray, distractors: str) -> 
 def _sample_related(
     attrs: np.ndarray, n_boards: int, n_images: int, rng: np.random.Generator, distractors: str
 ) -> np.ndarray:
-    """(B, N) pool indices, column 0 the target, the rest distinct distractors drawn uniformly from the eligible ones."""
+    """(B, N) pool indices, column 0 the target, the rest distinct distractors drawn uniformly from the eligible
+    ones."""
     targets = rng.integers(0, len(attrs), size=n_boards)  # (B,)
     eligible = _eligible(attrs[targets], attrs, distractors)  # (B, P)
     short = eligible.sum(1) < n_images - 1
@@ -268,7 +204,8 @@ def sample_boards(
         raise ValueError(f"`{distractors}` distractors need the pool of {pool_size} scenes (pool=...)")
     elif pool.scenes is None:
         raise ValueError(
-            f"`{distractors}` distractors need images with scene attributes; {pool.data.name} has none (use game.distractors=random)"
+            f"`{distractors}` distractors need images with scene attributes; {pool.data.name} has none "
+            "(use game.distractors=random)"
         )
     else:
         items = _sample_related(pool.attrs, n_boards, n_images, rng, distractors)
@@ -284,8 +221,8 @@ def choose(
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`) by inverse CDF with the
-    (...) `uniform` numbers (drawn from `generator` when not given)."""
+    """(..., N) probabilities -> (...) int64 picks: the most probable image, or a draw (`sample`) by inverse CDF with
+    the (...) `uniform` numbers (drawn from `generator` when not given)."""
     if choice == "argmax":
         return probs.argmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])  # (M, N)
@@ -319,7 +256,8 @@ def listen(listeners: Mapping[str, Listener], captions: Sequence[str], boards: B
 
 
 def choice_probs(listener: Listener, text: torch.Tensor, board: torch.Tensor) -> torch.Tensor:
-    """(B, N) P(image | caption) = softmax over the board of logit scale x cosine: text (B, D), board (B, N, D) unit-norm."""
+    """(B, N) P(image | caption) = softmax over the board of logit scale x cosine: text (B, D), board (B, N, D)
+    unit-norm."""
     return (listener.logit_scale * torch.einsum("bd,bnd->bn", text, board)).softmax(-1)
 
 
@@ -341,10 +279,10 @@ class Outcome:
 
 
 def check_game(
-    players: Sequence[str], reward: Reward, n_images: int, distractors: str, choice: str, pool_size: int | None
+    players: Sequence[str], reward: Reward | None, n_images: int, distractors: str, choice: str, pool_size: int | None
 ) -> None:
-    """Raise ValueError on game settings that cannot work."""
-    missing = [name for name in reward.listeners if name not in players]
+    """Raise ValueError on game settings that cannot work (with a reward: one that reads listeners who do not play)."""
+    missing = [name for name in reward.listeners if name not in players] if reward is not None else []
     if missing:
         raise ValueError(f"the reward reads listener(s) {missing}, which are not among the players {list(players)}")
     if distractors not in DISTRACTORS:
@@ -359,18 +297,27 @@ def check_images(images: ImageSet, n_images: int, distractors: str) -> None:
     """A DataError unless the image set holds a board; a UserError when the distractor policy needs scenes it lacks."""
     if len(images) < n_images:
         raise DataError(
-            f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={n_images}; add images or lower game.n_images"
+            f"{images.name} has {len(images)} usable image(s), fewer than one board of game.n_images={n_images}; "
+            "add images or lower game.n_images"
         )
     if distractors != "random" and images.scenes is None:
         raise UserError(
-            f"game.distractors={distractors} needs images with scene attributes; {images.name} has none (use game.distractors=random)"
+            f"game.distractors={distractors} needs images with scene attributes; {images.name} has none "
+            "(use game.distractors=random)"
         )
 
 
 class Game:
     """The listener-subtraction reference game over pools of images, one pool per (data, split).
 
-    Listeners may include players the reward does not read (a control listener); they choose all the same.
+    Listeners may include players the reward does not read (a control listener); they choose all the same. Build one
+    with `create_game` (data: a DataSource or a WorldConfig; listeners: name -> Listener; reward: a Reward; the
+    settings of `GameConfig`), or take the default experiment's from `listener_sub.default_players()`.
+
+        game = listener_sub.default_players().game
+        boards = game.sample(32, numpy.random.default_rng(0), "test")  # 32 boards of 4 held-out images
+        outcome = game.play(captions, boards)  # (B,) captions -> each listener's probs and picks, the (B,) rewards
+        print(outcome.gap.mean(), {name: c.float().mean() for name, c in outcome.correct.items()})
     """
 
     def __init__(
@@ -450,26 +397,46 @@ class Game:
         generator: torch.Generator | None = None,
         draws: torch.Tensor | None = None,
     ) -> Outcome:
-        """One round on every board: listeners hear the captions (B,), pick by the choice rule (`choose`), rewards follow."""
+        """One round on every board: listeners hear the captions (B,), pick by the choice rule (`choose`), rewards
+        follow."""
         probs = self.listen(captions, boards)
         return self.judge(probs, self.choose(probs, generator, draws), boards)
+
+
+@dataclass
+class GameConfig:
+    """How the game is played (the `game` config node); `create_game` takes the same settings as arguments."""
+
+    n_images: int = 4  # images on a board: the target and n_images - 1 distractors
+    # random | hard (share an attribute with the target) | differ_one (differ in exactly one attribute)
+    distractors: str = "random"
+    choice: str = "argmax"  # how a listener turns P(image | caption) into its pick: argmax | sample
+    pool_size: Optional[int] = 4096  # images per pool (the first of a split; null: every image of a folder)
+    listeners: Optional[list[str]] = None  # the listeners that play; null: the reward's (intended first)
+
+    def __post_init__(self) -> None:
+        check_game(self.listeners or [], None, self.n_images, self.distractors, self.choice, self.pool_size)
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of `create_game` (every field but `listeners`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "listeners"}
 
 
 def create_game(
     data: DataSource | WorldConfig,
     listeners: Mapping[str, Listener],
     reward: Reward,
-    n_images: int = 4,
-    distractors: str = "random",
-    choice: str = "argmax",
-    pool_size: int | None = 4096,
+    n_images: int = GameConfig.n_images,
+    distractors: str = GameConfig.distractors,
+    choice: str = GameConfig.choice,
+    pool_size: int | None = GameConfig.pool_size,
 ) -> Game:
-    """The listener-subtraction game over a dataset's images (a WorldConfig: the embedded world's scenes).
+    """The listener-subtraction game over a dataset's images (a WorldConfig: the embedded world's scenes); the settings
+    are `GameConfig`'s.
 
-    n_images: target + n_images - 1 distractors per board. distractors: random | hard (shares an attribute with
-    the target) | differ_one (differs in exactly one); the last two need data with scene attributes. choice: argmax |
-    sample, how a listener turns P(image | caption) into its pick. pool_size: images per pool (the first of a split;
-    the embedded world renders that many scenes; null: every image of a folder).
+        game = create_game(WorldConfig(), {"full": full, "gray": gray}, Reward({"full": 1.0}, {"gray": 1.0}))
+        boards = game.sample(32, numpy.random.default_rng(0), "test")
+        outcome = game.play(captions, boards)  # picks, P(target), each listener's accuracy, the reward
     """
     source = DataSource(world=data) if isinstance(data, WorldConfig) else data
     return Game(source, listeners, reward, n_images, distractors, choice, pool_size)

@@ -40,8 +40,8 @@ def caption_metrics(
 ) -> dict[str, float]:
     """Language metrics of captions, caption i about image items[i] (its scene in `scenes`, when there are scenes).
 
-    With scenes: mention/<attribute> (what the caption's parse names), truthful, grammatical. Without: mention/<attribute>
-    from `lexicon`. Always: length (words), distinct_1, distinct_2.
+    With scenes: mention/<attribute> (what the caption's parse names), truthful, grammatical. Without:
+    mention/<attribute> from `lexicon`. Always: length (words), distinct_1, distinct_2.
     """
     if scenes is not None:
         vocab = scenes.vocab

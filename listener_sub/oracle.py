@@ -47,7 +47,8 @@ def oracle_captions(boards: Boards) -> tuple[list[str], np.ndarray]:
 def subset_scores(
     game: Game, boards: Boards, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS)), played by the game."""
+    """(S, B) reward and (S, B) gap of each subset's canonical caption on each board (S = len(SUBSETS)), played by
+    the game."""
     texts, index = oracle_captions(boards)
     rewards, gaps = [], []
     for start in range(0, len(boards), BOARD_CHUNK):
@@ -64,7 +65,8 @@ def subset_scores(
 
 
 def best_subsets(rewards: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-    """(B,) per board the index into SUBSETS with the highest reward, ties broken by the higher gap (then the smaller subset)."""
+    """(B,) per board the index into SUBSETS with the highest reward, ties broken by the higher gap (then the smaller
+    subset)."""
     best_reward = rewards.max(0).values  # (B,)
     return gaps.double().masked_fill(rewards < best_reward, float("-inf")).argmax(0)
 

@@ -149,7 +149,8 @@ PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Gray
 
 
 def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:
-    """A built-in perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0}); a Perception as is.
+    """A built-in perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0}); a Perception as
+    is.
 
     Perceptions of your own are Perception subclasses, built from a config node by `_target_`.
     """

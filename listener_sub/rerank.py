@@ -22,12 +22,12 @@ RERANK_CAPTIONS = 4096  # sampled captions played at once (boards per pass: this
 
 @dataclass
 class RerankConfig:
-    """Best-of-n decoding (speaker.decode=rerank): n temperature-1 samples per board, the best by the game's reward kept."""
+    """Best-of-n decoding (speaker.decode=rerank): n temperature-1 samples per board, the best by the game's reward
+    kept."""
 
     n: int = 16  # captions sampled and scored per board
-    beta: float = (
-        0.0  # the score is reward + beta * log pi(caption): > 0 favours captions the speaker itself finds likely
-    )
+    # the score is reward + beta * log pi(caption): > 0 favours captions the speaker itself finds likely
+    beta: float = 0.0
     seed: int = 0  # draws the samples and the listeners' sampled picks (apart from the evaluation's own draws)
 
     def __post_init__(self) -> None:
@@ -58,9 +58,9 @@ def rerank(
     max_new_tokens: int,
     beta: float = 0.0,
 ) -> Generation:
-    """(b,) captions, one per board: of n sampled from the speaker's prefix of the target features, the one with the best
-    score, the game's reward + beta * log pi(caption). draws: (b, `draws_per_board`) uniform numbers, a board's own, so
-    its caption does not depend on which boards share a pass."""
+    """(b,) captions, one per board: of n sampled from the speaker's prefix of the target features, the one with the
+    best score, the game's reward + beta * log pi(caption). draws: (b, `draws_per_board`) uniform numbers, a board's
+    own, so its caption does not depend on which boards share a pass."""
     chosen: list[Generation] = []
     step = max(1, RERANK_CAPTIONS // n)
     n_tokens = n * max_new_tokens

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 SCORES = ("acc", "prob", "logprob", "dixit")
-PROB_FLOOR = (
-    1e-12  # logprob scores use log(max(p, PROB_FLOOR)), so a listener sure of a distractor costs ~27.6, not inf
-)
+# logprob scores use log(max(p, PROB_FLOOR)), so a listener sure of a distractor costs ~27.6, not inf
+PROB_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
@@ -20,12 +19,21 @@ class Reward:
     score: `acc` (1 when the listener picked the target), `prob` (its probability of the target),
     `logprob` (the log of it), or `dixit` (1 when at least one but not all of the reward's listeners
     picked the target; weights and lam do not apply).
+
+    intended / subtracted: listener name -> weight; lam: how much the subtracted listeners' scores count against
+    (0: no subtraction). Called with each listener's (B,) P(target) and (B,) picked-the-target, it returns (B,)
+    rewards; `gap` is the intended listeners' mean score minus the subtracted ones'.
+
+        reward = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, lam=1.0, score="prob")
+        probs, picked = {"full": torch.tensor([0.9]), "gray": torch.tensor([0.2])}, {"full": True, "gray": False}
+        reward(probs, {name: torch.tensor([p]) for name, p in picked.items()})  # tensor([0.7000]): 0.9 - 0.2
+        game = create_game(WorldConfig(), {"full": full, "gray": gray}, reward)
     """
 
     intended: Mapping[str, float]  # listener name -> weight w_i
     subtracted: Mapping[str, float] = field(default_factory=dict)  # listener name -> weight w_j
-    lam: float = 1.0
-    score: str = "prob"
+    lam: float = 1.0  # weight of the subtracted listeners' scores against the intended ones' (0: no subtraction)
+    score: str = "prob"  # acc | prob | logprob | dixit: what a listener's pick is worth
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
@@ -69,8 +77,8 @@ class Reward:
         return total - self.lam * penalty
 
     def gap(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(...) mean score of the intended listeners minus that of the subtracted ones (the intended mean alone when there
-        are none): with `correct`, the accuracy gap; with target probabilities, the probability gap."""
+        """(...) mean score of the intended listeners minus that of the subtracted ones (the intended mean alone when
+        there are none): with `correct`, the accuracy gap; with target probabilities, the probability gap."""
         intended = torch.stack([scores[name].float() for name in self.intended]).mean(0)
         if not self.subtracted:
             return intended

@@ -1,4 +1,5 @@
-"""Headless Chromium driven over the DevTools protocol: load a page, collect console errors and dialogs, run checks, screenshot.
+"""Headless Chromium driven over the DevTools protocol: load a page, collect console errors and dialogs, run checks,
+screenshot.
 
 Test helper; also a script: `python tests/browser.py PAGE.html OUT.png [WIDTH]` writes a full-page screenshot.
 """

@@ -9,7 +9,8 @@ import torch
 
 
 def open_clip_checkpoint(path: Path, model: str = "ViT-B-32", seed: int = 0) -> Path:
-    """A randomly initialised open_clip model saved as the {"state_dict": ...} checkpoint open_clip loads from a file."""
+    """A randomly initialised open_clip model saved as the {"state_dict": ...} checkpoint open_clip loads from a
+    file."""
     import open_clip
 
     from listener_sub.models.listener import register_model_configs

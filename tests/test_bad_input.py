@@ -23,11 +23,11 @@ from transformers import GPT2Config
 
 from listener_sub import cli
 from listener_sub.adapters import create_adapter
+from listener_sub.adapters.io import write_adapter
 from listener_sub.files import write_json
 from listener_sub.models.listener import register_model_configs
-from listener_sub.models.speaker import write_adapter
 from listener_sub.pretrain.listeners import save_listener
-from listener_sub.rl import ADAPTER, STATE
+from listener_sub.runs import ADAPTER, STATE
 
 RN = "ls-rn-tiny-64"  # the default listeners' and speaker's CLIP
 
@@ -122,7 +122,8 @@ TABLE = [
     (
         "train",
         ["speaker.adapter=transformer"],
-        r"In 'speaker/default': Could not find 'speaker/adapter/transformer' Available options in 'speaker/adapter': mlp perceiver",
+        r"In 'speaker/default': Could not find 'speaker/adapter/transformer' "
+        r"Available options in 'speaker/adapter': mlp perceiver",
         None,
     ),
     (
@@ -188,7 +189,8 @@ TABLE = [
     (
         "train",
         ["speaker.adapter.kind=transformer"],
-        r"In 'speaker/default': Could not find 'speaker/adapter/transformer' Available options in 'speaker/adapter': mlp perceiver",
+        r"In 'speaker/default': Could not find 'speaker/adapter/transformer' "
+        r"Available options in 'speaker/adapter': mlp perceiver",
         None,
     ),
     ("train", ["game.distractors=easy"], r"game: unknown distractors 'easy'", None),
@@ -214,7 +216,8 @@ TABLE = [
     (
         "train",
         ["lm.name=no-such-org/no-such-lm"],
-        r"cannot load the LM 'no-such-org/no-such-lm' \(We couldn't connect .*\); pass a directory written by save_pretrained",
+        r"cannot load the LM 'no-such-org/no-such-lm' \(We couldn't connect .*\); "
+        r"pass a directory written by save_pretrained",
         None,
     ),
     (
@@ -226,7 +229,8 @@ TABLE = [
     (
         "train",
         ["listeners.gray.pretrained={tmp}/cut.safetensors"],
-        rf"listeners\.gray\.pretrained: .*cut\.safetensors is not a readable checkpoint: truncated: \d+ bytes of \d+; pass a checkpoint of listeners\.gray\.model={RN}",
+        r"listeners\.gray\.pretrained: .*cut\.safetensors is not a readable checkpoint: truncated: \d+ bytes of \d+; "
+        rf"pass a checkpoint of listeners\.gray\.model={RN}",
         clip_files,
     ),
     (
@@ -244,14 +248,16 @@ TABLE = [
     (
         "train",
         ["listeners.gray.pretrained={tmp}/vit.pt"],
-        rf"listeners\.gray\.pretrained: .*vit\.pt is not a {RN} checkpoint \(\d+ tensors missing, e\.g\. .*\); pass a checkpoint of listeners\.gray\.model={RN}",
+        rf"listeners\.gray\.pretrained: .*vit\.pt is not a {RN} checkpoint \(\d+ tensors missing, e\.g\. .*\); "
+        rf"pass a checkpoint of listeners\.gray\.model={RN}",
         clip_files,
     ),
     # LM directories
     (
         "train",
         ["lm.name=/no/such/lm"],
-        r"LM directory /no/such/lm does not exist; run `listener-sub pretrain stage=lm` or point the LM setting at a directory written by save_pretrained",
+        r"LM directory /no/such/lm does not exist; run `listener-sub pretrain stage=lm` or point the LM setting "
+        r"at a directory written by save_pretrained",
         None,
     ),
     (
@@ -296,7 +302,8 @@ TABLE = [
     (
         "train",
         ["+data@evaluation.data=folder", "evaluation.data.root={tmp}/two"],
-        r"folder \. \(.*two\) has 2 usable image\(s\), fewer than one board of game\.n_images=4; add images or lower game\.n_images",
+        r"folder \. \(.*two\) has 2 usable image\(s\), fewer than one board of game\.n_images=4; "
+        r"add images or lower game\.n_images",
         folders,
     ),
     (
@@ -308,7 +315,8 @@ TABLE = [
     (
         "train",
         ["+data@evaluation.data=coco", "evaluation.data.root={tmp}/coco", "evaluation.split=train2017"],
-        r".*captions_train2017\.json: malformed JSON at line 2, column 14: Unterminated string starting at; fix or re-download the file$",
+        r".*captions_train2017\.json: malformed JSON at line 2, column 14: "
+        r"Unterminated string starting at; fix or re-download the file$",
         folders,
     ),
     (
@@ -322,7 +330,8 @@ TABLE = [
     (
         "eval",
         ["checkpoint={tmp}/not_a_run"],
-        r"checkpoint=.*not_a_run holds no adapter; pass a checkpoint dir \(RUN/checkpoints/step_N\), a train run dir or an adapter adapter\.safetensors file",
+        r"checkpoint=.*not_a_run holds no adapter; pass a train run dir, a checkpoint dir \(RUN/checkpoints/step_N\) "
+        r"or an adapter file \(adapter\.safetensors\)",
         runs,
     ),
     ("eval", ["checkpoint=/no/such/run"], r"checkpoint=/no/such/run holds no adapter", None),
@@ -335,13 +344,17 @@ TABLE = [
     (
         "eval",
         ["checkpoint={tmp}/other_lm.safetensors"],
-        r"checkpoint: the perceiver adapter .*other_lm\.safetensors maps width 256 -> 32, but speaker\.vision\.model=ls-rn-tiny-64 gives 256 and the locally trained LM \(lm\.model\.n_embd\) takes 64; use it with the vision model and LM it was trained for",
+        r"checkpoint: the perceiver adapter .*other_lm\.safetensors maps width 256 -> 32, "
+        r"but speaker\.vision\.model=ls-rn-tiny-64 gives 256 "
+        r"and the locally trained LM \(lm\.model\.n_embd\) takes 64; "
+        r"use it with the vision model and LM it was trained for",
         adapters,
     ),
     (
         "eval",
         ["checkpoint={tmp}/fits.safetensors", "speaker.vision.model=ls-vit-tiny-64"],
-        r"checkpoint: the perceiver adapter .*fits\.safetensors maps width 256 -> 64, but speaker\.vision\.model=ls-vit-tiny-64 gives 64",
+        r"checkpoint: the perceiver adapter .*fits\.safetensors maps width 256 -> 64, "
+        r"but speaker\.vision\.model=ls-vit-tiny-64 gives 64",
         adapters,
     ),
     (
@@ -353,7 +366,8 @@ TABLE = [
     (
         "eval",
         ["checkpoint={tmp}/swapped.safetensors"],
-        r"checkpoint: adapter .*swapped\.safetensors does not hold the perceiver adapter swapped\.json describes \(\d+ of other shapes, e\.g\. .*\)",
+        r"checkpoint: adapter .*swapped\.safetensors does not hold the perceiver adapter swapped\.json describes "
+        r"\(\d+ of other shapes, e\.g\. .*\)",
         adapters,
     ),
     (
@@ -378,7 +392,8 @@ TABLE = [
     (
         "inspect",
         ["run={tmp}/half_run"],
-        r"run=.*half_run is missing summary\.json, checkpoints/step_N/adapter\.safetensors \+ trainer\.json; pass the directory of a finished listener-sub train run",
+        r"run=.*half_run is missing summary\.json, checkpoints/step_N/adapter\.safetensors \+ trainer\.json; "
+        r"pass the directory of a finished listener-sub train run",
         runs,
     ),
     (
@@ -400,6 +415,27 @@ TABLE = [
         r"speaker\.checkpoint: the perceiver adapter .*other_lm\.safetensors maps width 256 -> 32",
         adapters,
     ),
+    ("rollout", ["checkpoint={tmp}/not_a_run"], r"checkpoint=.*not_a_run holds no adapter", runs),
+    ("rollout", ["run={tmp}/not_a_run"], r"run=.*not_a_run is not a train run \(no \.hydra/config\.yaml in it\)", runs),
+    (
+        "eval",
+        ["speaker.checkpoint={tmp}/run"],
+        r"speaker\.checkpoint=.*run names the captioning adapter, but this is a train run's: play the trained speaker "
+        r"with checkpoint=",
+        runs,
+    ),
+    (
+        "eval",
+        ["checkpoint={tmp}/run", "experiment=control"],
+        r"experiment=control: a train run's game is its saved config, where config groups are already resolved",
+        runs,
+    ),
+    (
+        "rollout",
+        ["+speaker_checkpoint={tmp}/run"],
+        r"\+speaker_checkpoint=.*: rollout has no setting 'speaker_checkpoint', so it would be ignored",
+        runs,
+    ),
     ("rollout", ["episodes=0"], r"episodes=0; play at least one", None),
     ("rollout", ["render=video"], r"unknown render=video; choose one of: null, ansi, rgb_array", None),
     # resume
@@ -418,14 +454,15 @@ TABLE = [
     (
         "train",
         ["resume=true", "hydra.run.dir={tmp}/run"],
-        r"resume=true with settings that change the run: trainer\.lr \(0\.01 -> 0\.0003\); drop those overrides, or add resume_force=true",
+        r"resume=true with settings that change the run: trainer\.lr \(0\.01 -> 0\.0003\); "
+        r"drop those overrides, or add resume_force=true",
         runs,
     ),
     # evaluation's decoding
     (
         "eval",
         ["checkpoint=captioner", "speaker.decode=beam"],
-        r"speaker\.decode=beam: unknown decoding; choose one of: greedy, rerank",
+        r"speaker: decode=beam: unknown decoding; choose one of: greedy, rerank",
         None,
     ),
     (
@@ -437,7 +474,8 @@ TABLE = [
     (
         "train",
         ["speaker.decode=rerank"],
-        r"speaker\.decode=rerank chooses evaluation captions; train with speaker\.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker\.decode=rerank`",
+        r"speaker\.decode=rerank chooses evaluation captions; train with speaker\.decode=greedy, "
+        r"then rerank with `listener-sub eval checkpoint=RUN speaker\.decode=rerank`",
         None,
     ),
     # other commands

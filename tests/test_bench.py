@@ -130,7 +130,8 @@ def test_bench_command_writes_rl_results(tmp_path):
 
 
 def test_the_naive_clip_step_trains_as_the_optimized_one():
-    """Encoding each caption key (not each distinct text) and AdamW's per-parameter loop change the speed, not the training."""
+    """Encoding each caption key (not each distinct text) and AdamW's per-parameter loop change the speed, not the
+    training."""
     recipe = ListenerRecipe(pool_size=256, batch_size=16)
     losses = []
     for kind in (ListenerTraining, NaiveListenerTraining):

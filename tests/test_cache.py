@@ -60,7 +60,7 @@ def test_a_damaged_artifact_is_detected_by_its_record_and_rebuilt_with_one_warni
     (path / "model.bin").write_text("weightz")  # same size, other bytes
     assert not ArtifactCache(tmp_path).intact(path)
     (path / "model.bin").write_text("weights")
-    (path.parent / f"model{RECORD_SUFFIX}").unlink()  # an artifact from before records: trusted and recorded
+    (path.parent / f"model{RECORD_SUFFIX}").unlink()  # an artifact without a record: trusted and recorded
     assert ArtifactCache(tmp_path).intact(path) and (path.parent / f"model{RECORD_SUFFIX}").exists()
 
 

@@ -1,5 +1,6 @@
 """The command line: Hydra apps, run directories, one-line user errors with exit status 2."""
 
+import io
 import json
 import subprocess
 import sys
@@ -24,6 +25,54 @@ def test_preview_writes_a_grid_of_every_perception(tmp_path):
     assert (out / ".hydra" / "config.yaml").exists()
     # the shifted split's light background shows in the picture
     assert (np.abs(image.astype(int) - 170).max(-1) <= 2).mean() > 0.2
+    # what it printed (the captions' table, the file written) is in its run's log too, as plain text
+    log = (out / "preview.log").read_text()
+    assert f"wrote {out / 'preview.png'}" in result.stdout and f"wrote {out / 'preview.png'}" in log
+    captions = [line for line in log.splitlines() if line.startswith("│   ")]
+    assert len(captions) == 3 and all(line in result.stdout for line in captions)
+
+
+def test_a_table_printed_into_a_pipe_keeps_each_metric_name_on_one_line():
+    from listener_sub.report.tables import console, metrics_table
+
+    metrics = {"gap": 0.5, "acc/full": 0.8, "mention/color": 1.0, "sample/gap": 0.3, "sample/acc/full": 0.7}
+    summary = {
+        "fixed_oracle_gap": 0.52,
+        "fixed_oracle_subset": ["color"],
+        "oracle_gap": 0.6,
+        "transfer": {"ratio": 0.9, "in_domain_gap": 0.5},
+    }
+    out = io.StringIO()  # not a terminal: rich alone would assume 80 columns and wrap the long names
+    console(out).print(metrics_table("listener-sub eval outputs/eval/2026-12-03", {"before": metrics}, summary))
+    lines = out.getvalue().splitlines()
+    for name in (
+        "fixed_oracle_gap (color)",
+        "transfer ratio (gap / in-domain 0.500)",
+        "sample/before",
+        "mention/color",
+    ):
+        assert any(name in line for line in lines), (name, out.getvalue())
+
+
+def test_help_is_short_and_says_what_each_setting_does():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) < 80
+    groups = {line.split()[0] for line in lines if line.startswith("  ") and "=" not in line.split()[0]}
+    assert {"experiment", "models", "data", "speaker/adapter", "listener"} <= groups
+    assert "base_" not in result.stdout  # the schemas the yaml files extend are not choices
+    (steps,) = [line for line in lines if line.startswith("  trainer.steps=400 ")]
+    assert "optimizer steps in all" in steps  # RLConfig's own comment on the field
+    (resume,) = [line for line in lines if line.startswith("  resume=false ")]
+    assert "continue the run" in resume  # the command's yaml comment
+    node = run_cli("train", "listeners.gray.seed=5", "--help", "listeners.gray")
+    assert node.returncode == 0, node.stderr
+    assert "listeners.gray.seed=5" in node.stdout and "listeners.gray.perception=grayscale" in node.stdout
+    missing = run_cli("export", "-h")  # a required setting that is not set yet does not stop the help
+    assert missing.returncode == 0 and "  out=???  " in missing.stdout
+    bad = run_cli("train", "--help", "nosuch")
+    assert bad.returncode == 2 and "no such node; name one of: game" in bad.stderr
 
 
 def test_bench_writes_render_throughput(tmp_path):

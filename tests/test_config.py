@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 
 from listener_sub.cli import group_overrides
 from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
-from listener_sub.configs.schema import ListenerConfig, LMNodeConfig, SpeakerConfig
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.models.listener import register_model_configs
@@ -19,6 +18,7 @@ from listener_sub.perception import Grayscale
 from listener_sub.pretrain.listeners import ListenerRecipe, save_listener
 from listener_sub.rewards import Reward
 from listener_sub.rl import RLConfig
+from listener_sub.spec import LanguageModelConfig, ListenerConfig, SpeakerConfig
 from listener_sub.world import CaptionConfig, WorldConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -26,7 +26,7 @@ SCHEMA_OF = {  # yaml file -> the dataclass whose defaults it extends
     "world/default.yaml": WorldConfig,
     "trainer/default.yaml": RLConfig,
     "listener/full.yaml": ListenerConfig,
-    "lm/tiny_gpt2.yaml": LMNodeConfig,
+    "lm/tiny_gpt2.yaml": LanguageModelConfig,
     "speaker/default.yaml": SpeakerConfig,
 }
 
@@ -73,7 +73,7 @@ def test_the_composed_defaults_are_the_dataclasses():
         "mlp_ratio": 4.0,
         "dropout": 0.0,
     }
-    assert spec.lm.model.prefix_len == 8 and asdict(spec.lm.recipe)["seed"] == cfg.seed
+    assert spec.lm.model.prefix_len == 8 and asdict(spec.lm.train)["seed"] == cfg.seed
     assert spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "prob")
 
 
@@ -88,7 +88,7 @@ def test_experiments_compose():
 def test_experiments_beyond_one_subtracted_listener_compose():
     limited = run_spec(compose_cfg("train", "experiment=knowledge_limited"))
     assert limited.reward.subtracted == {"no_shape": 1.0} and limited.listeners["no_shape"].exclude == ("shape",)
-    assert limited.listeners["no_shape"].perception_config == limited.listeners["full"].perception_config
+    assert limited.listeners["no_shape"].perception == limited.listeners["full"].perception
     assert limited.listeners["no_shape"].seed not in {
         spec.seed for name, spec in limited.listeners.items() if name != "no_shape"
     }
@@ -145,14 +145,14 @@ def test_a_perception_and_a_reward_of_your_own_plug_in_by_target(tmp_path, monke
             "reward._target_=my_game.Doubled",
         )
     )
-    sepia = spec.listeners["gray"].perception
+    sepia = spec.perceptions["gray"]
     assert type(sepia).__name__ == "Sepia" and sepia.strength == 0.5
-    assert spec.listeners["gray"].perception_config == {
+    assert spec.listeners["gray"].perception == {
         "_target_": "my_game.Sepia",
         "strength": 0.5,
     }  # in the CLIP's cache key
     assert type(spec.reward).__name__ == "Doubled" and spec.reward.subtracted == {"gray": 1.0}
-    assert isinstance(run_spec(compose_cfg("train")).listeners["gray"].perception, Grayscale)
+    assert isinstance(run_spec(compose_cfg("train")).perceptions["gray"], Grayscale)
 
 
 def test_model_names_are_checked_without_importing_open_clip_yet_agree_with_it():
@@ -169,7 +169,7 @@ def test_model_names_are_checked_without_importing_open_clip_yet_agree_with_it()
 
 
 def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
-    from listener_sub.commands.common import from_run
+    from listener_sub.loading import from_run
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("reward: {lam: 1.0, score: prob}\ncommand: train\nthreads: null\n")

@@ -16,7 +16,7 @@ from PIL import Image
 
 import listener_sub.data.folders as folders
 import listener_sub.data.synthetic as synthetic
-from listener_sub.data import DataConfig, DataSource, StoredImages
+from listener_sub.data import KINDS, DataConfig, DataSource, StoredImages
 from listener_sub.data.export import export_world
 from listener_sub.errors import DataError, UserError
 from listener_sub.game import create_game
@@ -307,6 +307,12 @@ def test_plain_folder_errors(tmp_path):
         DataConfig(kind="imagenet")
 
 
+def test_every_folder_kind_has_one_reader():
+    assert set(folders.READERS) == set(KINDS) - {"synthetic"}
+    with pytest.raises(DataError, match="data.kind=synthetic is not a folder dataset"):
+        folders.split_source("synthetic", Path("."), "test")
+
+
 def test_a_folder_smaller_than_a_board_and_hard_distractors_without_scenes_are_errors(tmp_path):
     plain_folder(tmp_path, 3)
     game = create_game(
@@ -439,8 +445,8 @@ def replaced(node, path, value):
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_a_mangled_coco_or_clevr_file_is_a_data_error_or_usable_data(tmp_path_factory, data):
-    """A COCO captions file or CLEVR scenes file with any one node replaced by arbitrary JSON (or random bytes): the loader
-    gives a DataError or images it can serve -- never another exception."""
+    """A COCO captions file or CLEVR scenes file with any one node replaced by arbitrary JSON (or random bytes): the
+    loader gives a DataError or images it can serve -- never another exception."""
     kind = data.draw(st.sampled_from(["coco", "clevr"]))
     root = tmp_path_factory.mktemp(kind)
     (coco if kind == "coco" else clevr)(root)
@@ -484,7 +490,8 @@ def test_an_index_file_never_points_outside_the_dataset_folder(tmp_path):
     scenes.write_text(json.dumps(document))
     with pytest.raises(
         DataError,
-        match=r"scene 0 \(\.\./\.\./\.\./CLEVR_val_000000\.png\) has image_filename .*, which leaves the dataset folder",
+        match=r"scene 0 \(\.\./\.\./\.\./CLEVR_val_000000\.png\) has image_filename .*, "
+        r"which leaves the dataset folder",
     ):
         load("clevr", tmp_path / "clevr", "val")
     folders._LOADED.clear()

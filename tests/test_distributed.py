@@ -1,4 +1,5 @@
-"""Data-parallel RL on torchrun's process group: two gloo ranks on the CPU train like one process with twice the boards."""
+"""Data-parallel RL on torchrun's process group: two gloo ranks on the CPU train like one process with twice the
+boards."""
 
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def test_two_ranks_train_like_one_process_with_twice_the_boards(captioner, tmp_p
         [(trained[name] - start[name]).flatten() for name in start]
     )  # what one process of 2B boards learnt
     difference = torch.cat([(weights[0][name] - trained[name]).flatten() for name in start])
-    # the same update up to float rounding (summing in another order; Adam amplifies it where a gradient is ~0): measured
-    # 2e-3 of the update's norm, where each rank stepping on its own boards alone would be of the order of the update itself
+    # the same update up to float rounding (summing in another order; Adam amplifies it where a gradient is ~0):
+    # measured 2e-3 of the update's norm, where each rank stepping on its own boards alone would be of the order of the
+    # update itself
     assert difference.norm() < 1e-2 * change.norm()
 
     logged = [line for line in read_jsonl(run / "metrics.jsonl") if "train/reward" in line]  # rank 0's log
@@ -90,8 +92,8 @@ def test_two_ranks_train_like_one_process_with_twice_the_boards(captioner, tmp_p
 
 @pytest.mark.slow
 def test_train_command_under_torchrun_then_resumed(tmp_path):
-    """`torchrun --nproc_per_node=2 -m listener_sub train`: rank 0 builds the cache, logs both ranks' boards, checkpoints
-    once; a resumed run under torchrun continues from the checkpoint."""
+    """`torchrun --nproc_per_node=2 -m listener_sub train`: rank 0 builds the cache, logs both ranks' boards,
+    checkpoints once; a resumed run under torchrun continues from the checkpoint."""
     run, cache = tmp_path / "run", tmp_path / "cache"
     torchrun = [
         sys.executable,

@@ -1,7 +1,9 @@
 """The recipes of docs/design.md ("Extending"), each run as written there: a listener, an adapter, an LM of your own.
 
-(A perception and a reward of your own: tests/test_config.py::test_a_perception_and_a_reward_of_your_own_plug_in_by_target.)
-Also: factories and evaluation leave every global RNG as it was, and the speaker's tower leaves the caller's CLIP as it was.
+(A perception and a reward of your own:
+tests/test_config.py::test_a_perception_and_a_reward_of_your_own_plug_in_by_target.)
+Also: factories and evaluation leave every global RNG as it was, and the speaker's tower leaves the caller's CLIP as it
+was.
 """
 
 import random
@@ -15,6 +17,7 @@ from test_speaker import make_speaker, tiny_lm
 from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
 from listener_sub.adapters import ADAPTERS
+from listener_sub.adapters.io import read_adapter
 from listener_sub.assembly import Assembly
 from listener_sub.cache import ArtifactCache
 from listener_sub.cli import group_overrides
@@ -22,7 +25,7 @@ from listener_sub.commands.common import run_spec
 from listener_sub.evaluation import EvalConfig, evaluate_listener, evaluate_speaker, held_out_boards
 from listener_sub.game import Pool
 from listener_sub.models.listener import register_model_configs
-from listener_sub.models.speaker import Speaker, read_adapter
+from listener_sub.models.speaker import Speaker
 from listener_sub.models.vision import VisionTower
 from listener_sub.pretrain.listeners import ListenerRecipe, train_listener
 from listener_sub.world import WorldConfig
@@ -42,11 +45,16 @@ def test_a_listener_of_your_own():
     ))  # fmt: skip
     assert spec.players == ["full", "lowres"]
     lowres = spec.listeners["lowres"]
-    assert (lowres.model, lowres.seed, lowres.perception.factor, lowres.pretrained) == ("ls-vit-tiny-64", 7, 4, None)
+    assert (lowres.model, lowres.seed, spec.perceptions["lowres"].factor, lowres.pretrained) == (
+        "ls-vit-tiny-64",
+        7,
+        4,
+        None,
+    )
     from_group = run_spec(
         compose_train("+listener@listeners.gray2=gray", "listeners.gray2.seed=9", "game.listeners=[full,gray,gray2]")
     )
-    assert from_group.listeners["gray2"].perception.name == "grayscale" and from_group.listeners["gray2"].seed == 9
+    assert from_group.perceptions["gray2"].name == "grayscale" and from_group.listeners["gray2"].seed == 9
 
 
 ADAPTER_MODULE = '''
@@ -81,9 +89,8 @@ class LinearPrefix(nn.Module):
 def test_an_adapter_of_your_own(tmp_path, monkeypatch):
     (tmp_path / "my_adapter.py").write_text(ADAPTER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    option = (
-        tmp_path / "my_configs" / "speaker" / "adapter" / "linear_prefix.yaml"
-    )  # `--config-dir my_configs` on the command line
+    # `--config-dir my_configs` on the command line
+    option = tmp_path / "my_configs" / "speaker" / "adapter" / "linear_prefix.yaml"
     option.parent.mkdir(parents=True)
     option.write_text("kind: my_adapter.LinearPrefix  # your adapter class, by its import path\nn_latents: 6\n")
     try:

@@ -4,24 +4,15 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from tiny_game import COLORBLIND, one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
+from tiny_game import CAPTIONS, COLORBLIND, one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
 from listener_sub.commands.common import run_spec
 from listener_sub.errors import UserError
-from listener_sub.game import Boards, Pool, choose, decode_tokens, listen, sample_boards
+from listener_sub.game import Boards, GameConfig, Pool, choose, decode_tokens, listen, sample_boards
 from listener_sub.models.listener import Listener
 from listener_sub.perception import make_perception
 from listener_sub.rewards import Reward
 from listener_sub.world import WorldConfig
-
-CAPTIONS = [
-    "a red object.",
-    "a small square.",
-    "a striped circle on the left.",
-    "a blue object.",
-    "a large green diamond.",
-    "a cross.",
-]
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +188,7 @@ def compose_rollout(*overrides):
 def test_the_game_of_a_config_is_checked_before_anything_is_built():
     spec = run_spec(compose_rollout("game.distractors=hard", "reward.score=acc"))
     assert spec.players == ["full", "gray"] and spec.reward == Reward({"full": 1.0}, {"gray": 1.0}, 1.0, "acc")
-    assert spec.game == {"n_images": 4, "distractors": "hard", "choice": "argmax", "pool_size": 4096}
+    assert spec.game == GameConfig(n_images=4, distractors="hard", choice="argmax", pool_size=4096)
     assert run_spec(compose_rollout("game.listeners=[full,gray,full_b]")).players == ["full", "gray", "full_b"]
     for override, message in [
         ("game.distractors=easy", "unknown distractors"),

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "game core",
         (
             "listener_sub.game",
+            "listener_sub.features",
             "listener_sub.rewards",
             "listener_sub.oracle",
             "listener_sub.evaluation",
@@ -37,8 +38,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "listener_sub.rerank",
         ),
     ),
-    ("algorithms", ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim")),
-    ("assembly", ("listener_sub.assembly", "listener_sub.cache")),
+    ("algorithms", ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim", "listener_sub.runs")),
+    ("assembly", ("listener_sub.assembly", "listener_sub.cache", "listener_sub.spec")),
     (
         "faces",
         (
@@ -47,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "listener_sub.report",
             "listener_sub.configs",
             "listener_sub.cli",
+            "listener_sub.loading",
             "listener_sub.__main__",
             "listener_sub.preview",
             "listener_sub.bench",

@@ -146,6 +146,20 @@ def test_gpt2_default_config_loads_as_speaker_lm(tokenizer, tmp_path):
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], 50257)
 
 
+def test_loading_and_saving_draw_no_progress_bar(tokenizer, tmp_path, capsys):
+    """transformers draws a bar on every load and save; the LM's are silent, and its bar setting is left as it was."""
+    from transformers.utils import logging as hf_logging
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer))).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    capsys.readouterr()
+    load_lm(str(tmp_path))
+    assert "Loading weights" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    train_lm(TINY, WorldConfig(), CaptionConfig(), tmp_path / "trained", LMRecipe(steps=1, n_scenes=8), progress=False)
+    assert "Writing" not in capsys.readouterr().err
+
+
 def test_tokenizer_without_pad_gets_eos_as_pad(tokenizer, tmp_path):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer))).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)

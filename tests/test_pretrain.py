@@ -1,6 +1,9 @@
-"""The assembly of a run's models: trained once into the artifact cache, reused, real-format checkpoints load as models."""
+"""The assembly of a run's models: trained once into the artifact cache, reused, real-format checkpoints load as
+models."""
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -15,6 +18,7 @@ from listener_sub.commands.pretrain import pretrain_summary
 from listener_sub.errors import UserError
 from listener_sub.game import Boards, Pool, listen
 from listener_sub.models.listener import create_listener
+from listener_sub.pretrain.listeners import ListenerRecipe, train_listener
 from listener_sub.rl import Trainer
 from listener_sub.world import WorldConfig, render, sample_scenes
 
@@ -66,7 +70,10 @@ def test_artifacts_build_once_then_reuse(tmp_path):
 
 
 def test_summary_has_the_promised_keys(tmp_path):
-    summary = pretrain_summary(config(tmp_path), "all")
+    summary, files = pretrain_summary(config(tmp_path), "all")
+    assert set(files) == {"listeners.full", "listeners.gray", "speaker.vision", "lm", "speaker.captioner"}
+    assert all(Path(path).exists() for path in files.values())  # built, and named by role
+    assert json.loads((Path(files["lm"]).parent / "about.json").read_text())["recipe"]["steps"] == 5  # what it is
     for name in ("full", "gray"):
         assert {"acc_full_caption", "acc_color_only", "acc_no_color"} <= {
             k.split("/", 2)[2] for k in summary if k.startswith(f"listener/{name}/")
@@ -155,3 +162,13 @@ def test_missing_clips_are_trained_side_by_side_then_reused(tmp_path):
     again = assembly(cfg)
     again.build_clips()
     assert again.cache.built == []
+
+
+def test_a_clip_trained_into_a_log_writes_plain_progress_lines(capsys):
+    """Into a file (not a terminal) a CLIP's progress is whole lines, never a bar's carriage returns: the bars of CLIPs
+    trained side by side would interleave in a log."""
+    recipe = ListenerRecipe(steps=10, batch_size=16, pool_size=64)
+    train_listener("ls-vit-tiny-64", "grayscale", WorldConfig(), recipe, seed=3, progress=True, position=1)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("CLIP seed 3 (grayscale): step ")]
+    assert "\r" not in err and len(lines) == 10 and lines[-1].startswith("CLIP seed 3 (grayscale): step 10/10, loss ")

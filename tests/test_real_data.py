@@ -25,6 +25,7 @@ from listener_sub.data.export import export_world
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import Pool, create_game
 from listener_sub.models.lm import load_lm
+from listener_sub.optim import Schedule
 from listener_sub.oracle import oracle_gaps
 from listener_sub.rl import RLConfig, Trainer
 from listener_sub.world import WorldConfig
@@ -60,7 +61,7 @@ def test_an_exported_folder_plays_the_same_game_as_the_world(tmp_path):
     for name, source in sources.items():
         game = create_game(source, listeners, COLORBLIND, distractors="hard", pool_size=POOL)
         trainer = Trainer(
-            RLConfig(steps=3, boards=8, k=2, warmup=1, eval_every=0, save_every=0, progress=False),
+            RLConfig(steps=3, boards=8, k=2, schedule=Schedule(1, 1.0), eval_every=0, save_every=0, progress=False),
             make_speaker(word_tokenizer()),
             game,
             tmp_path / name,
@@ -109,7 +110,7 @@ def test_models_pretrain_on_a_clevr_folder_in_its_own_vocabulary(tmp_path):
         "evaluation.boards=8",
         "listeners.gray.knowledge.exclude=[shape]",
     )
-    found = pretrain_summary(cfg, "all")
+    found, _ = pretrain_summary(cfg, "all")
     for name in ("full", "gray"):
         assert (
             0 <= found[f"listener/{name}/acc_only/fill"] <= 1 and 0 < found[f"listener/{name}/ceiling_only/shape"] <= 1
@@ -136,7 +137,7 @@ def test_models_pretrain_on_captions_only(tmp_path):
         "game.pool_size=null",
         "evaluation.boards=8",
     )
-    found = pretrain_summary(cfg, "all")
+    found, _ = pretrain_summary(cfg, "all")
     assert 0 <= found["listener/full/acc_caption"] <= 1 and "listener/full/acc_only/color" not in found
     assert (
         0 <= found["speaker/mention/color"] <= 1
@@ -220,7 +221,8 @@ def train_run(root: Path, preset: list[str]) -> dict:
 
 
 def run_every_command(root: Path, preset: list[str]) -> None:
-    """train (a few steps), eval (in-domain and zero-shot on a plain folder), rollout and inspect of the run, from the CLI."""
+    """train (a few steps), eval (in-domain and zero-shot on a plain folder), rollout and inspect of the run, from the
+    CLI."""
     run, found = root / "run", train_run(root, preset)
     evaluated = cli("eval", f"checkpoint={run}", f"hydra.run.dir={root / 'eval'}")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -237,9 +239,7 @@ def run_every_command(root: Path, preset: list[str]) -> None:
     assert moved["ratio"] == (pytest.approx(moved["gap"] / moved["in_domain_gap"]) if moved["in_domain_gap"] else None)
     assert transfer["config"]["data"]["kind"] == "coco" and transfer["config"]["evaluation"]["data"]["kind"] == "folder"
 
-    played = cli(
-        "rollout", f"speaker.checkpoint={run}", "episodes=2", "render=rgb_array", f"hydra.run.dir={root / 'rollout'}"
-    )
+    played = cli("rollout", f"checkpoint={run}", "episodes=2", "render=rgb_array", f"hydra.run.dir={root / 'rollout'}")
     assert played.returncode == 0, played.stderr
     records = [json.loads(line) for line in (root / "rollout" / "rollouts.jsonl").read_text().splitlines()]
     assert len(records) == 2 and len(list((root / "rollout" / "frames").glob("*.png"))) == 2
@@ -274,8 +274,8 @@ def test_the_real_size_preset_runs_every_command(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["clevr", "coco", "folder", "world_to_folder"])
 def test_every_folder_kind_runs_through_every_command(tmp_path, kind):
-    """Tiny models pretrained on the folder itself (clevr, coco) or on the embedded world (a plain folder has no captions);
-    world_to_folder: RL on the embedded world, every evaluation on a plain folder (evaluation.data)."""
+    """Tiny models pretrained on the folder itself (clevr, coco) or on the embedded world (a plain folder has no
+    captions); world_to_folder: RL on the embedded world, every evaluation on a plain folder (evaluation.data)."""
     root = f"data.root={tmp_path / 'data'}"
     if kind == "clevr":
         clevr_folder(tmp_path / "data", 48)
@@ -312,7 +312,7 @@ def test_every_folder_kind_runs_through_every_command(tmp_path, kind):
         assert found["data"] == {"train": "synthetic train", "evaluation": f"folder . ({tmp_path / 'data'})"}
     for command, args in (
         ("eval", [f"checkpoint={run}"]),
-        ("rollout", [f"speaker.checkpoint={run}", "episodes=2"]),
+        ("rollout", [f"checkpoint={run}", "episodes=2"]),
         ("inspect", [f"run={run}", "boards=2"]),
     ):
         done = cli(command, *args, f"hydra.run.dir={tmp_path / command}")
@@ -332,7 +332,8 @@ def test_every_folder_kind_runs_through_every_command(tmp_path, kind):
         ),
         (
             ["data=folder"],
-            r"listeners.full, listeners.gray, speaker.vision, lm, speaker.captioner would be trained locally on data \(folder\), which has no captions",
+            r"listeners.full, listeners.gray, speaker.vision, lm, speaker.captioner would be trained locally on data "
+            r"\(folder\), which has no captions",
         ),
         (
             ["data=coco", "listeners.gray.knowledge.exclude=[color]"],
@@ -341,13 +342,14 @@ def test_every_folder_kind_runs_through_every_command(tmp_path, kind):
         (["game.pool_size=null"], r"the embedded world needs a number of scenes"),
         (
             ["data=coco", "evaluation.split=dev"],
-            r"COCO captions file not found: .*captions_dev\.json; found captions_train2017\.json, captions_val2017\.json",
+            r"COCO captions file not found: .*captions_dev\.json; "
+            r"found captions_train2017\.json, captions_val2017\.json",
         ),
         (
             ["+data@evaluation.data=folder", "evaluation.data.root=/no/such/folder"],
             r"data root /no/such/folder is not a directory",
         ),
-        (["listeners.full.finetune=true"], r"listeners.full.finetune=true needs listeners.full.pretrained"),
+        (["listeners.full.finetune=true"], r"listeners\.full: finetune=true needs pretrained \(a tag or checkpoint"),
         (["data=clevr"], r"data.root is not set"),
     ],
 )

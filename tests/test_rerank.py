@@ -32,7 +32,8 @@ def test_rerank_keeps_the_sample_the_game_rewards_most(played):
     game, speaker, boards, draws = played
     features = speaker.encode(boards.target_images)
     chosen = rerank(speaker, game, boards, features, draws, N, T)
-    # the same n samples by hand: board b's sample j drew its tokens with draws[b, j*T:(j+1)*T], its picks after all tokens
+    # the same n samples by hand: board b's sample j drew its tokens with draws[b, j*T:(j+1)*T], its picks after all
+    # tokens
     samples = speaker.sample(speaker.adapt(features), k=N, max_new_tokens=T, draws=draws[:, : N * T].reshape(-1, T))
     rewards = game.play(
         samples.texts, boards.repeat(N), draws=draws[:, N * T :].reshape(len(boards) * N, -1)

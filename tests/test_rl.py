@@ -13,18 +13,21 @@ import numpy as np
 import pytest
 import test_pretrain
 import torch
+from folders import plain_folder
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from test_speaker import make_speaker
 from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 from torch import nn
 
+from listener_sub.adapters.io import read_adapter
 from listener_sub.commands.common import build_reward, run_spec, trainer_config
-from listener_sub.errors import TrainingDiverged, UserError
+from listener_sub.errors import DataError, TrainingDiverged, UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.game import Game, Pool, create_game
+from listener_sub.loading import load_run
 from listener_sub.models.listener import register_model_configs
-from listener_sub.models.speaker import read_adapter
+from listener_sub.optim import Schedule
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.rewards import Reward
 from listener_sub.rl import (
@@ -35,9 +38,8 @@ from listener_sub.rl import (
     TargetInputs,
     Trainer,
     check_constraint,
-    latest_checkpoint,
-    read_state,
 )
+from listener_sub.runs import latest_checkpoint, read_state
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, parse
 
 POOL = 8  # train-split scenes the tiny game's boards are drawn from
@@ -98,13 +100,18 @@ def attribute_game() -> Game:
 
 @pytest.fixture(scope="module")
 def captioner(game, tmp_path_factory):
-    """A tiny speaker captioned to say either 'a <colour> object.' or 'a <shape>.' of each pool image; its adapter file."""
+    """A tiny speaker captioned to say either 'a <colour> object.' or 'a <shape>.' of each pool image; its adapter
+    file."""
     register_model_configs()
     pool = game.pool("train")
     captions = [[canonical_caption(pool.scenes.objects(i)[0], (a,)) for a in ("color", "shape")] for i in range(POOL)]
     speaker = make_speaker(word_tokenizer())
     train_captioner(
-        speaker, pool.images, captions, CaptionerRecipe(steps=150, batch_size=POOL, lr=3e-3, warmup=10), progress=False
+        speaker,
+        pool.images,
+        captions,
+        CaptionerRecipe(steps=150, batch_size=POOL, lr=3e-3, schedule=Schedule(10, 0.1)),
+        progress=False,
     )
     path = tmp_path_factory.mktemp("captioner") / "adapter.safetensors"
     speaker.save_adapter(path)
@@ -119,7 +126,9 @@ def speaker_from(captioner):
 
 
 def rl_config(**overrides) -> RLConfig:
-    settings = dict(steps=4, boards=16, k=4, lr=1e-3, warmup=2, eval_every=0, save_every=0, progress=False)
+    settings = dict(
+        steps=4, boards=16, k=4, lr=1e-3, schedule=Schedule(2, 1.0), eval_every=0, save_every=0, progress=False
+    )
     return RLConfig(**(settings | overrides))
 
 
@@ -251,7 +260,8 @@ def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop_the
     poison(stopped, {2, 3}, monkeypatch)
     with pytest.raises(
         TrainingDiverged,
-        match=r"2 RL steps in a row \(up to step 3\) had a non-finite loss or gradient; the last checkpoint .*step_000002",
+        match=r"2 RL steps in a row \(up to step 3\) had a non-finite loss or gradient; the last checkpoint "
+        r".*step_000002",
     ):
         stopped.fit()
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
@@ -285,8 +295,9 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_legacy_pickle_still_resumes(
 
 def test_resume_is_bit_identical_with_clip_listeners_that_remember_captions(captioner, tmp_path):
     """CLIP listeners that remember the text features of captions they have read (and forget them at each checkpoint):
-    N steps straight and N/2 + N/2 give identical adapters when both runs checkpoint at N/2, as an interrupted run resumes
-    from a checkpoint the straight run also wrote (a text encoder's floats may depend on what else is in its pass)."""
+    N steps straight and N/2 + N/2 give identical adapters when both runs checkpoint at N/2, as an interrupted run
+    resumes from a checkpoint the straight run also wrote (a text encoder's floats may depend on what else is in its
+    pass)."""
     adapters = []
     for name, parts in (("straight", [4]), ("split", [2, 4])):
         for i, steps in enumerate(parts):
@@ -423,6 +434,9 @@ def test_train_and_eval_commands(tmp_path, warm_cache):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     assert "before" in result.stdout and "fixed_oracle_gap" in result.stdout
+    environment = summary["environment"]
+    assert environment["world_size"] == 1 and environment["torch"] == torch.__version__.split("+")[0]
+    assert {"listener_sub", "transformers", "open_clip", "git_commit", "python"} <= set(environment)
 
     evaluated = command("eval", f"hydra.run.dir={tmp_path / 'eval'}", f"checkpoint={run}")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -457,6 +471,31 @@ def test_train_and_eval_commands(tmp_path, warm_cache):
     assert four["checkpoint"].endswith(
         "step_000001/adapter.safetensors"
     )  # (refused overrides and resumes: test_bad_input.py)
+
+    # the game (run=), the speaker (checkpoint=) and the data are named apart
+    base = command("eval", f"hydra.run.dir={tmp_path / 'base'}", f"run={run}", "checkpoint=captioner")
+    assert base.returncode == 0, base.stderr
+    assert json.loads((tmp_path / "base" / "summary.json").read_text())["after"] == pytest.approx(
+        summary["before"], abs=1e-6
+    )  # the captioning speaker in the run's game: the run's metrics before RL
+    loaded = load_run(run, ["evaluation.boards=4"])
+    assert loaded.adapter == run / "checkpoints" / "step_000002" / "adapter.safetensors"
+    assert loaded.config.evaluation.boards == 4 and loaded.players.game.reward.lam == 0.5
+    trained = read_adapter(loaded.adapter).state_dict()
+    assert all(torch.equal(t.cpu(), trained[k]) for k, t in loaded.players.speaker.adapter.state_dict().items())
+
+
+def test_eval_on_other_images_never_trains_a_model(tmp_path, warm_cache):
+    """data=... names the boards' images: the game's listeners, LM and captioner stay those of its own data."""
+    plain_folder(tmp_path / "plain", 12)
+    models = {path for path in warm_cache.glob("*/*") if path.parent.name in ("listeners", "lm", "speaker")}
+    plain = ["data=folder", f"data.root={tmp_path / 'plain'}", "data.image_size=64"]
+    result = command("eval", f"hydra.run.dir={tmp_path / 'eval'}", "checkpoint=captioner", *plain)
+    assert result.returncode == 0, result.stderr
+    found = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert found["config"]["data"]["kind"] == "synthetic" and found["config"]["evaluation"]["data"]["kind"] == "folder"
+    assert found["data"]["evaluation"].startswith("folder") and "acc/full" in found["after"]
+    assert {path for path in warm_cache.glob("*/*") if path.parent.name in ("listeners", "lm", "speaker")} == models
 
 
 def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapter_and_summary(tmp_path, warm_cache):
@@ -525,8 +564,8 @@ def test_eval_of_the_captioner_greedy_and_reranked(tmp_path, warm_cache):
 
 @pytest.mark.slow
 def test_compiled_adapter_gives_the_eager_prefix_and_gradient(game, captioner, tmp_path):
-    """trainer.compile=true: the step runs the adapter through torch.compile; its prefix and gradient are the eager ones,
-    and training runs."""
+    """trainer.compile=true: the step runs the adapter through torch.compile; its prefix and gradient are the eager
+    ones, and training runs."""
     trainer = Trainer(rl_config(steps=2, compile=True), speaker_from(captioner), game, tmp_path, held_out(4))
     speaker = trainer.speaker
     features, _ = trainer.target_inputs(game.sample(8, np.random.default_rng(0)))
@@ -557,8 +596,8 @@ def test_multipliers_move_by_projected_dual_ascent():
 
 
 def test_constrained_subtraction_learns_lam_and_resumes_it(captioner, tmp_path):
-    """A bound of 0 on the subtracted listener's accuracy: lam rises by lam_lr * its accuracy each step, from reward.lam;
-    the game plays the learnt lam; a resumed run continues with it, bit for bit."""
+    """A bound of 0 on the subtracted listener's accuracy: lam rises by lam_lr * its accuracy each step, from
+    reward.lam; the game plays the learnt lam; a resumed run continues with it, bit for bit."""
     constrained = dict(constraint=ConstraintConfig(subtracted_acc=0.0, lam_lr=0.5))
     straight = Trainer(
         rl_config(steps=4, **constrained), speaker_from(captioner), attribute_game(), tmp_path / "straight", held_out(8)
@@ -634,3 +673,18 @@ def test_resident_memory_stays_flat_over_a_long_run(tmp_path):
     late = max(mib for step, mib in samples if step >= 300)
     print(f"resident MiB at steps 200-300: {warm:.0f}, at most after: {late:.0f} (+{100 * (late / warm - 1):.1f}%)")
     assert late < 1.10 * warm
+
+
+def test_any_path_the_command_line_takes_loads_the_same_adapter(game, captioner, tmp_path):
+    """A run, one of its checkpoints, the adapter file and the JSON beside it all name the trained adapter, for
+    Speaker.load_adapter as for checkpoint= on the command line."""
+    Trainer(rl_config(steps=2, save_every=1), speaker_from(captioner), game, tmp_path / "run", held_out(8)).fit()
+    latest = tmp_path / "run" / "checkpoints" / "step_000002"
+    expected = read_adapter(latest / "adapter.safetensors").state_dict()
+    first = read_adapter(tmp_path / "run" / "checkpoints" / "step_000001" / "adapter.safetensors").state_dict()
+    assert any(not torch.equal(first[k], expected[k]) for k in expected)  # the run's checkpoints differ
+    for path in (tmp_path / "run", latest, latest / "adapter.safetensors", latest / "adapter.json"):
+        loaded = speaker_from(captioner).load_adapter(path).state_dict()
+        assert all(torch.equal(loaded[k].cpu(), expected[k]) for k in expected), path
+    with pytest.raises(DataError, match="holds no adapter; pass a train run dir"):
+        speaker_from(captioner).load_adapter(tmp_path)

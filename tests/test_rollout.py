@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from listener_sub.commands.common import run_spec
-from listener_sub.commands.rollout import check
+from listener_sub.commands.rollout import check, transcript_line
 from listener_sub.envs.render import TARGET_COLOR
 from listener_sub.errors import UserError
 
@@ -51,7 +51,11 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path, warm_cache):
             assert r["rewards"][agent] == float(v["correct"])
         full, gray = listeners["listener_0"]["probs"][r["target"]], listeners["listener_1"]["probs"][r["target"]]
         assert r["rewards"]["speaker_0"] == pytest.approx(full - gray, abs=1e-5)  # score=prob, lam=1
-    assert f"ep   4 target {records[4]['target']}" in result.stdout
+    last = records[4]
+    assert f"ep   4 target {last['target']}" in result.stdout
+    for v in last["listeners"].values():  # positions from 0, as in rollouts.jsonl; P(target)
+        verdict = "right" if v["correct"] else "wrong"
+        assert f"{v['name']} picks {v['choice']} {verdict} p(target)={v['probs'][last['target']]:.2f}" in result.stdout
 
     frames = sorted((tmp_path / "frames").glob("*.png"))
     assert [f.name for f in frames] == [f"episode_{i:04d}.png" for i in range(5)]
@@ -81,3 +85,20 @@ def test_bad_settings_are_user_errors(override, message):
     with pytest.raises(UserError, match=re.escape(message)):
         check(cfg)
         run_spec(cfg, [cfg.split])
+
+
+def test_transcript_line_counts_positions_from_0_and_reports_p_target():
+    record = {
+        "episode": 4,
+        "target": 2,
+        "caption": "a red circle .",
+        "listeners": {
+            "listener_0": {"name": "full", "choice": 2, "correct": True, "probs": [0.05, 0.1, 0.81, 0.04]},
+            "listener_1": {"name": "gray", "choice": 1, "correct": False, "probs": [0.1, 0.7, 0.2, 0.0]},
+        },
+        "rewards": {"speaker_0": 0.61, "listener_0": 1.0, "listener_1": 0.0},
+    }
+    line = transcript_line(record)
+    assert line.startswith("ep   4 target 2 'a red circle .'")
+    assert "| full picks 2 right p(target)=0.81 | gray picks 1 wrong p(target)=0.20 | reward +0.610" in line
+    assert "0.70" not in line  # the probability of gray's pick is not what the line reports

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
+from tiny_game import CAPTIONS, one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
 import listener_sub.evaluation as evaluation
 from listener_sub.envs import dixit_v0
@@ -20,14 +20,6 @@ from listener_sub.report.gather import plays
 from listener_sub.world import ATTRIBUTES, WorldConfig
 from listener_sub.world.combos import WORLD_COMBOS
 
-CAPTIONS = [
-    "a red object.",
-    "a small square.",
-    "a striped circle on the left.",
-    "a blue object.",
-    "a large green diamond.",
-    "a cross.",
-]
 PACKAGE = Path(__file__).resolve().parent.parent / "listener_sub"
 
 
@@ -103,7 +95,7 @@ def test_env_policies_round_and_report_score_through_the_game(game):
             policy = ListenerPolicy(round_, agent)
             probs = policy.probs(round_.observe(agent))
             assert_same({name: probs[None]}, {name: reference[name]})
-            round_.pick(agent, policy(round_.observe(agent)))
+            round_.pick({agent: policy(round_.observe(agent))})
         outcome = round_.finish()
         assert_same(outcome.probs, reference)
         assert {round_.listeners[a]: p for a, p in round_.picks.items()} == {

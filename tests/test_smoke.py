@@ -62,7 +62,8 @@ DATA_FOLDERS = {  # data source -> (write a tiny folder of it at root, its data.
 
 
 def data_options(root: Path) -> dict[str, tuple[str, dict]]:
-    """Every data source but the embedded world (the default, run by every other option) as an option, its folder written."""
+    """Every data source but the embedded world (the default, run by every other option) as an option, its folder
+    written."""
     found: dict[str, tuple[str, dict]] = {}
     for kind in group("data"):
         if kind == "synthetic":

@@ -13,9 +13,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import listener_sub.models
 from listener_sub.adapters import create_adapter
+from listener_sub.adapters.io import write_adapter
 from listener_sub.errors import DataError
 from listener_sub.models.listener import register_model_configs
-from listener_sub.models.speaker import Speaker, sample_token, write_adapter
+from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.optim import Schedule
 from listener_sub.pretrain.speaker import CaptionerRecipe, train_captioner
 from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig, canonical_caption, render, sample_scenes
 from listener_sub.world.grammar import END, POSITION_PHRASES, PREFIXES, RELATIONS
@@ -249,7 +251,7 @@ def test_save_load_adapter_round_trip(tokenizer, images, tmp_path, kind):
         ours = speaker.generate(images, k=2, generator=torch.Generator().manual_seed(3), **settings)
         theirs = other.generate(images, k=2, generator=torch.Generator().manual_seed(3), **settings)
         assert torch.equal(ours.tokens, theirs.tokens) and ours.texts == theirs.texts
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="missing.safetensors holds no adapter"):
         other.load_adapter(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="width"):
         Speaker(speaker.visual, speaker.lm, tokenizer, create_adapter(kind, d_vision=32, d_lm=64))
@@ -270,7 +272,11 @@ def test_captioning_training_conditions_the_lm_on_the_image(tokenizer, images):
     start = time.perf_counter()
     per_image = [[c] for c in captions]
     losses = train_captioner(
-        speaker, images, per_image, CaptionerRecipe(steps=300, batch_size=4, lr=3e-3, warmup=20), progress=False
+        speaker,
+        images,
+        per_image,
+        CaptionerRecipe(steps=300, batch_size=4, lr=3e-3, schedule=Schedule(20, 0.1)),
+        progress=False,
     )
     elapsed = time.perf_counter() - start
     print(f"captioner: loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.4f} in {elapsed:.1f}s")

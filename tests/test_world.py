@@ -159,7 +159,8 @@ def test_pretraining_sees_every_combination_in_the_broad_style():
 
 
 def test_a_style_changes_pixels_not_scenes():
-    """Drawing a split in another style keeps its objects (attributes, positions); the waves style is a sine backdrop."""
+    """Drawing a split in another style keeps its objects (attributes, positions); the waves style is a sine
+    backdrop."""
     cfg, waves = WorldConfig(), WorldConfig(styles={"shifted": "waves"})
     a, b = sample_scenes(cfg, "shifted", 0, 100), sample_scenes(waves, "shifted", 0, 100)
     assert np.array_equal(a.attrs, b.attrs) and np.array_equal(a.present, b.present)

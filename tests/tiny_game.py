@@ -19,6 +19,16 @@ from listener_sub.world import WorldConfig
 
 COLORBLIND = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, lam=1.0, score="prob")
 
+# captions the game tests score: colour-only, shape-only and fuller ones
+CAPTIONS = [
+    "a red object.",
+    "a small square.",
+    "a striped circle on the left.",
+    "a blue object.",
+    "a large green diamond.",
+    "a cross.",
+]
+
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the world's caption words, with [PAD] and [EOS] (the speaker LM's vocabulary)."""

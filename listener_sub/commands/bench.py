@@ -15,17 +15,17 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
-from listener_sub.assembly import Assembly, RunSpec, pick_device
+from listener_sub.assembly import RunSpec, pick_device
 from listener_sub.bench import bench_clip, bench_render, bench_rl, real_size_players
-from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.files import write_json
+from listener_sub.loading import players
+from listener_sub.report.tables import show
 from listener_sub.rl import Trainer
 from listener_sub.world import WorldConfig
 
@@ -37,9 +37,8 @@ def rl_trainer(cfg: DictConfig, spec: RunSpec, run_dir: Path) -> Trainer:
     """The trainer whose step is measured: the default experiment's (tiny) or random real-size players (real)."""
     rl_cfg = dataclasses.replace(trainer_config(cfg), progress=False)
     if cfg.preset == "tiny":
-        models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
-        models.build_clips()
-        return Trainer(rl_cfg, models.speaker(), models.game(), run_dir, eval_config(cfg))
+        played = players(cfg, spec)
+        return Trainer(rl_cfg, played.speaker, played.game, run_dir, eval_config(cfg))
     game, speaker = real_size_players(
         spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed
     )
@@ -58,14 +57,15 @@ def check(cfg: DictConfig) -> list[str]:
     for part in ("rl", "clip"):
         if cfg[part].steps < 1 or cfg[part].naive_steps < 1:
             raise UserError(
-                f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; time at least one step of each"
+                f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; "
+                "time at least one step of each"
             )
     return parts
 
 
 def clip_bench(cfg: DictConfig, spec: RunSpec) -> dict[str, float]:
     """The listener CLIP's pretraining step of the preset: the default listener model and recipe, or ViT-B-32."""
-    recipe = dataclasses.replace(spec.listener_recipe, pool_size=int(cfg.clip.pool_size))
+    recipe = dataclasses.replace(spec.listener_train, pool_size=int(cfg.clip.pool_size))
     model = spec.listeners["full"].model if cfg.preset == "tiny" else "ViT-B-32"
     if cfg.preset == "real":
         recipe = dataclasses.replace(recipe, batch_size=int(cfg.real.clip_batch))
@@ -92,6 +92,5 @@ def main(cfg: DictConfig) -> None:
     table.add_column("value", justify="right")
     for key, value in results.items():
         table.add_row(key, f"{value:,.4g}" if abs(value) < 1 else f"{value:,.1f}")
-    Console().print(table)
     write_json(run_dir / "bench.json", {"results": results, "config": cfg})
-    print(json.dumps(results))
+    show(table, json.dumps(results))

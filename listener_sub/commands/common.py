@@ -1,6 +1,5 @@
 """What the commands share: a composed config checked and turned into the library's dataclasses before anything is
-built, a train run's saved config with the command line's overrides on top, and the adapter a checkpoint= names.
-"""
+built."""
 
 from __future__ import annotations
 
@@ -10,41 +9,33 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from listener_sub.adapters import ADAPTERS, register_adapter
-from listener_sub.assembly import ListenerSpec, LMSpec, RunSpec, SpeakerSpec, pick_device
-from listener_sub.configs.schema import (
-    ADAPTER_SIZES_FROM_MODELS,
-    GameConfig,
-    ListenerConfig,
-    LMNodeConfig,
-    SpeakerConfig,
-)
+from listener_sub.adapters.io import adapter_skeleton
+from listener_sub.assembly import pick_device
+from listener_sub.configs.schema import ADAPTER_SIZES_FROM_MODELS
 from listener_sub.data import DataConfig, DataSource
 from listener_sub.errors import DataError, UserError
 from listener_sub.evaluation import EvalConfig
-from listener_sub.game import check_game
+from listener_sub.game import GameConfig, check_game
 from listener_sub.models.listener import checkpoint_problem, known_models
 from listener_sub.models.lm import DESC_ORDER, check_lm, lm_width
-from listener_sub.models.speaker import adapter_skeleton, meta_vision_tower
+from listener_sub.models.speaker import meta_vision_tower
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
-from listener_sub.rerank import DECODES, RerankConfig
-from listener_sub.rl import ADAPTER, RLConfig, latest_checkpoint
+from listener_sub.rerank import RerankConfig
+from listener_sub.rl import RLConfig
+from listener_sub.runs import adapter_file
+from listener_sub.spec import LanguageModelConfig, ListenerConfig, RunSpec, SpeakerConfig
 from listener_sub.world import CaptionConfig, WorldConfig
-
-RUN_CONFIG = Path(".hydra") / "config.yaml"  # a run's composed config, written by Hydra
-EVAL_DATA = "data"  # on a run's saved config, data=... names other data to evaluate on (the run's evaluation.data)
 
 
 def typed(cls: type, node: Any, key: str) -> Any:
-    """A config node as an instance of its dataclass (defaults filled in, types and ranges checked, tuples as tuples)."""
+    """A config node as an instance of its dataclass (defaults filled in, types and ranges checked, tuples as
+    tuples)."""
     try:
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain(node)))
         for f in dataclasses.fields(obj):
@@ -68,7 +59,8 @@ def without(node: Any, key: str) -> dict[str, Any]:
 
 
 def build_perception(node: Any, key: str) -> tuple[Perception, Any]:
-    """(the perception, the plain config it came from): a built-in by name or {name: ...}, or any Perception by `_target_`."""
+    """(the perception, the plain config it came from): a built-in by name or {name: ...}, or any Perception by
+    `_target_`."""
     spec = plain(node)
     if isinstance(spec, dict) and "_target_" in spec:
         try:
@@ -82,7 +74,8 @@ def build_perception(node: Any, key: str) -> tuple[Perception, Any]:
         return make_perception(spec), spec
     except ValueError as error:
         raise UserError(
-            f"{key}: {error}; or plug in your own with {key}._target_=your_module.YourPerception (built-ins: {', '.join(PERCEPTIONS)})"
+            f"{key}: {error}; or plug in your own with {key}._target_=your_module.YourPerception "
+            f"(built-ins: {', '.join(PERCEPTIONS)})"
         ) from None
 
 
@@ -95,7 +88,8 @@ def build_reward(node: Any) -> Any:
     for attribute in ("listeners", "intended", "subtracted", "gap"):
         if not hasattr(reward, attribute):
             raise UserError(
-                f"reward: {type(reward).__name__} has no `{attribute}`; a reward class needs listeners, intended, subtracted, __call__ and gap"
+                f"reward: {type(reward).__name__} has no `{attribute}`; a reward class needs listeners, intended, "
+                "subtracted, __call__ and gap"
             )
     return reward
 
@@ -110,7 +104,8 @@ def adapter_settings(node: Any) -> dict[str, Any]:
             register_adapter(cls, cls.config_class)
         except (ImportError, AttributeError, ValueError) as error:
             raise UserError(
-                f"speaker.adapter.kind: cannot use {kind} as an adapter ({error}); it needs kind, uses_tokens and config_class"
+                f"speaker.adapter.kind: cannot use {kind} as an adapter ({error}); it needs kind, uses_tokens and "
+                "config_class"
             ) from None
         kind = cls.kind
     if kind not in ADAPTERS:
@@ -123,7 +118,8 @@ def adapter_settings(node: Any) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(valid))
     if unknown:
         raise UserError(
-            f"speaker.adapter: the {kind} adapter has no setting(s) {', '.join(unknown)} (its settings: {', '.join(valid)}); "
+            f"speaker.adapter: the {kind} adapter has no setting(s) {', '.join(unknown)} "
+            f"(its settings: {', '.join(valid)}); "
             f"switch adapters with speaker/adapter={'|'.join(ADAPTERS)}"
         )
     typed(ADAPTERS[kind][1], settings, "speaker.adapter")
@@ -148,12 +144,14 @@ def check_open_clip(models: Iterable[tuple[str, str, str | None]]) -> None:
     for key, model, pretrained in models:
         if model not in known and not model.startswith("hf-hub:"):
             raise UserError(
-                f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() (e.g. ViT-B-32, ls-rn-tiny-64)"
+                f"{key}.model: unknown open_clip model {model!r}; use one of open_clip.list_models() "
+                "(e.g. ViT-B-32, ls-rn-tiny-64)"
             )
         if pretrained and ("/" in pretrained or Path(pretrained).suffix):
             if not Path(pretrained).expanduser().exists():
                 raise UserError(
-                    f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint file"
+                    f"{key}.pretrained: {pretrained} does not exist; pass an open_clip tag or an existing checkpoint "
+                    "file"
                 )
             problem = None if model.startswith("hf-hub:") else checkpoint_problem(model, pretrained)
             if problem:
@@ -166,73 +164,55 @@ def data_config(node: Any, key: str) -> DataConfig | None:
 
 
 def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
-    """The run's RunSpec, every setting checked first: a bad choice is one UserError naming the key, before any model is built.
+    """The run's RunSpec, every setting checked first: a bad choice is one UserError naming the key, before any model
+    is built.
 
     splits: the game data's splits the command draws boards from besides the evaluation's (train: trainer.split).
     """
     reward = build_reward(cfg.reward)
+    game = typed(GameConfig, cfg.game, "game")
     names = players(cfg, reward)
-    game = {k: v for k, v in dataclasses.asdict(typed(GameConfig, cfg.game, "game")).items() if k != "listeners"}
     try:
-        check_game(names, reward, **game)
+        check_game(names, reward, **game.settings())
     except ValueError as error:
         raise UserError(f"game: {error} (fix the game.* or reward.* settings)") from None
-    listeners = {}
+    listeners, perceptions = {}, {}
     for name in names:
-        lc = typed(ListenerConfig, without(cfg.listeners[name], "perception"), f"listeners.{name}")
-        perception, perception_config = build_perception(
-            cfg.listeners[name].get("perception", "full"), f"listeners.{name}.perception"
+        key = f"listeners.{name}"
+        perceptions[name], perception = build_perception(
+            cfg.listeners[name].get("perception", "full"), f"{key}.perception"
         )
-        if lc.finetune and not lc.pretrained:
-            raise UserError(
-                f"listeners.{name}.finetune=true needs listeners.{name}.pretrained (a tag or checkpoint to start from)"
-            )
-        listeners[name] = ListenerSpec(
-            lc.model, lc.pretrained, perception, perception_config, tuple(lc.knowledge.exclude), lc.seed, lc.finetune
-        )
-    sc = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
-    speaker = SpeakerSpec(
-        sc.vision.model,
-        sc.vision.pretrained,
-        sc.vision.seed,
-        adapter_settings(cfg.speaker.adapter),
-        sc.checkpoint,
-        sc.captioner,
-    )
+        listeners[name] = typed(ListenerConfig, without(cfg.listeners[name], "perception"), key)
+        listeners[name].perception = perception
+    speaker = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
+    speaker.adapter = adapter_settings(cfg.speaker.adapter)
     if speaker.checkpoint:
         if not Path(speaker.checkpoint).expanduser().exists():
             raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
         speaker.checkpoint = str(adapter_file(speaker.checkpoint, "speaker.checkpoint"))
-    lc = typed(LMNodeConfig, cfg.lm, "lm")
-    lm = LMSpec(lc.name, lc.model, lc.train)
+    lm = typed(LanguageModelConfig, cfg.lm, "lm")
     if lm.name:
         check_lm(str(lm.name))
-    elif (
-        lm.model.prefix_len < len(DESC_ORDER) + 1
-    ):  # the LM trained here reads one object's words and a separator at least
+    elif lm.model.prefix_len < len(DESC_ORDER) + 1:  # the LM trained here reads one object's words and a separator
         raise UserError(
-            f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's description "
-            f"(up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
+            f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's "
+            f"description (up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
         )
     device = str(cfg.get("device", "auto"))
     pick_device(device)
-    check_open_clip(
-        [
-            *((f"listeners.{n}", s.model, s.pretrained) for n, s in listeners.items()),
-            ("speaker.vision", speaker.vision_model, speaker.vision_pretrained),
-        ]
-    )
+    clips = [(f"listeners.{n}", c.model, c.pretrained) for n, c in listeners.items()]
+    check_open_clip([*clips, ("speaker.vision", speaker.vision.model, speaker.vision.pretrained)])
     spec = RunSpec(
         world=typed(WorldConfig, cfg.world, "world"),
-        captions=typed(CaptionConfig, cfg.caption, "caption"),
-        data=data_config(cfg.get("data", {}), "data"),  # runs saved before data existed played the embedded world
+        caption=typed(CaptionConfig, cfg.caption, "caption"),
+        data=data_config(cfg.get("data", {}), "data"),  # a run config without `data` played the embedded world
         listeners=listeners,
-        players=names,
+        perceptions=perceptions,
         reward=reward,
         game=game,
         speaker=speaker,
         lm=lm,
-        listener_recipe=typed(ListenerRecipe, cfg.listener_train, "listener_train"),
+        listener_train=typed(ListenerRecipe, cfg.listener_train, "listener_train"),
         pretrain_data=data_config(cfg.get("pretrain_data"), "pretrain_data"),
         device=device,
         seed=int(cfg.seed),
@@ -251,17 +231,18 @@ def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
         adapter = adapter_skeleton(path)
     except DataError as error:
         raise UserError(f"{key}: {error}") from None
-    if spec.speaker.vision_model.startswith(
+    if spec.speaker.vision.model.startswith(
         "hf-hub:"
     ):  # its config is on the hub: the speaker checks the adapter on load
         return
-    d_vision = meta_vision_tower(spec.speaker.vision_model).width_for(adapter.uses_tokens)
+    d_vision = meta_vision_tower(spec.speaker.vision.model).width_for(adapter.uses_tokens)
     d_lm = lm_width(str(spec.lm.name)) if spec.lm.name else spec.lm.model.n_embd
     if (adapter.config.d_vision, adapter.config.d_lm) != (d_vision, d_lm):
         lm = f"lm.name={spec.lm.name}" if spec.lm.name else "the locally trained LM (lm.model.n_embd)"
         raise UserError(
-            f"{key}: the {adapter.kind} adapter {path} maps width {adapter.config.d_vision} -> {adapter.config.d_lm}, but "
-            f"speaker.vision.model={spec.speaker.vision_model} gives {d_vision} and {lm} takes {d_lm}; use it with the "
+            f"{key}: the {adapter.kind} adapter {path} maps width {adapter.config.d_vision} -> "
+            f"{adapter.config.d_lm}, but "
+            f"speaker.vision.model={spec.speaker.vision.model} gives {d_vision} and {lm} takes {d_lm}; use it with the "
             "vision model and LM it was trained for, or pass an adapter trained for these"
         )
 
@@ -280,16 +261,18 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
     )
     for source, split, key in boards:
         source.check_split(split)
-        if spec.game["distractors"] != "random" and not source.has_attributes:
+        if spec.game.distractors != "random" and not source.has_attributes:
             raise UserError(
-                f"game.distractors={spec.game['distractors']} needs data with scene attributes (synthetic, clevr); {key} is {source.kind}: use game.distractors=random"
+                f"game.distractors={spec.game.distractors} needs data with scene attributes (synthetic, clevr); "
+                f"{key} is {source.kind}: use game.distractors=random"
             )
-        if source.kind == "synthetic" and spec.game["pool_size"] is None:
+        if source.kind == "synthetic" and spec.game.pool_size is None:
             raise UserError(
-                "game.pool_size=null means every image of a folder; the embedded world needs a number of scenes (e.g. game.pool_size=4096)"
+                "game.pool_size=null means every image of a folder; the embedded world needs a number of scenes "
+                "(e.g. game.pool_size=4096)"
             )
     trained = [f"listeners.{n}" for n in spec.players if spec.listeners[n].trained_locally]
-    trained += ["speaker.vision"] if not spec.speaker.vision_pretrained else []
+    trained += ["speaker.vision"] if not spec.speaker.vision.pretrained else []
     trained += ["lm"] if not spec.lm.name else []
     trained += ["speaker.captioner"] if not spec.speaker.checkpoint else []
     pretraining = DataSource(spec.pretrain_data or spec.data, spec.world)
@@ -306,7 +289,8 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
     ]
     if limited and not pretraining.has_attributes:
         raise UserError(
-            f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes (synthetic, clevr); {key} is {pretraining.kind}"
+            f"{', '.join(limited)}: knowledge.exclude needs pretraining data with scene attributes "
+            f"(synthetic, clevr); {key} is {pretraining.kind}"
         )
 
 
@@ -315,7 +299,8 @@ def trainer_config(cfg: DictConfig) -> RLConfig:
 
 
 def eval_config(cfg: DictConfig) -> EvalConfig:
-    """The evaluation node (its data, when set, checked as a DataConfig); whether its split exists is `run_spec`'s check."""
+    """The evaluation node (its data, when set, checked as a DataConfig); whether its split exists is `run_spec`'s
+    check."""
     settings = typed(EvalConfig, without(cfg.evaluation, "data"), "evaluation")
     if settings.boards < 1:
         raise UserError(f"evaluation.boards={settings.boards}; evaluate on at least one board")
@@ -323,90 +308,7 @@ def eval_config(cfg: DictConfig) -> EvalConfig:
     return settings
 
 
-def decode_config(cfg: DictConfig) -> RerankConfig | None:
-    """How evaluation captions are chosen: None for greedy decoding, the best-of-n settings for speaker.decode=rerank."""
-    decode = str(cfg.speaker.get("decode", "greedy"))
-    if decode not in DECODES:
-        raise UserError(f"speaker.decode={decode}: unknown decoding; choose one of: {', '.join(DECODES)}")
-    return typed(RerankConfig, cfg.speaker.get("rerank", {}), "speaker.rerank") if decode == "rerank" else None
-
-
-# ---------------------------------------------------------------- train runs and their checkpoints
-
-
-def run_of(path: str | Path) -> Path | None:
-    """The train run directory a path lies in (the run itself, a checkpoint, or an adapter file of one), or None."""
-    path = Path(path).expanduser().resolve()
-    for candidate in [path, *path.parents][:4]:
-        if (candidate / RUN_CONFIG).is_file():
-            return candidate
-    return None
-
-
-def adapter_file(checkpoint: str | Path, key: str = "checkpoint") -> Path:
-    """The adapter weights a checkpoint= value points at: a file, a checkpoint directory or a run (its latest)."""
-    path = Path(checkpoint).expanduser()
-    if path.is_file():
-        return path
-    if (path / ADAPTER).is_file():
-        return path / ADAPTER
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise UserError(
-            f"{key}={checkpoint} holds no adapter; pass a checkpoint dir (RUN/checkpoints/step_N), a train run dir or an adapter {ADAPTER} file"
-        )
-    return latest / ADAPTER
-
-
-def from_run(cfg: DictConfig, run_dir: Path, own: Iterable[str], overrides: list[str] | None = None) -> DictConfig:
-    """The run's saved config with `overrides` (default: this command's command-line overrides) on top; the
-    command's own keys (`own`) taken from `cfg`.
-
-    A config-group override cannot apply to a saved config (its groups are resolved): set the values instead. The one
-    exception is `data=...` (with data.* settings): other data to evaluate on, which becomes the run's evaluation.data
-    (`cfg.data`, composed by this command), while the run's own data, and so its models, stay as they were.
-    """
-    try:
-        saved = OmegaConf.load(run_dir / RUN_CONFIG)
-    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
-        raise UserError(
-            f"{run_dir / RUN_CONFIG} is unreadable ({str(error).splitlines()[0]}); pass an intact train run"
-        ) from None
-    own = set(own)
-    overrides = list(HydraConfig.get().overrides.task) if overrides is None else overrides
-    OmegaConf.set_struct(saved, True)
-    other_data = False
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.key_or_group
-        if key in own or key.split(".")[0] in own:
-            continue
-        if key.split(".")[0] == EVAL_DATA:
-            other_data = True
-            continue
-        if "/" in key or "@" in key:
-            raise UserError(
-                f"{override.input_line}: the run's saved config has no config groups; set the values this group would change instead"
-            )
-        try:
-            if override.is_delete():
-                parent, _, leaf = key.rpartition(".")
-                node = OmegaConf.select(saved, parent) if parent else saved
-                if not OmegaConf.is_dict(node) or leaf not in node:
-                    raise KeyError(key)
-                with open_dict(node):
-                    del node[leaf]
-            else:
-                OmegaConf.update(
-                    saved, key, override.value(), merge=True, force_add=override.is_add() or override.is_force_add()
-                )
-        except (OmegaConfBaseException, KeyError) as error:
-            raise UserError(
-                f"{override.input_line}: {' '.join(str(error).split())} (the run's config has no such key)"
-            ) from None
-    OmegaConf.set_struct(saved, False)
-    for key in own:
-        if key in cfg:
-            saved[key] = cfg[key]
-    if other_data:
-        saved.evaluation.data = cfg[EVAL_DATA]
-    return saved
+def decode_config(spec: RunSpec) -> RerankConfig | None:
+    """How evaluation captions are chosen: None for greedy decoding, the best-of-n settings for
+    speaker.decode=rerank."""
+    return spec.speaker.rerank if spec.speaker.decode == "rerank" else None

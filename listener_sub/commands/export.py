@@ -14,6 +14,7 @@ from listener_sub.cli import hydra_command
 from listener_sub.commands.common import data_config, typed
 from listener_sub.data.export import export_world
 from listener_sub.errors import UserError
+from listener_sub.report.tables import show
 from listener_sub.world import SPLITS, WorldConfig
 
 
@@ -34,4 +35,4 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out).expanduser()
     for split in splits:
         path = export_world(world, split, int(cfg.scenes), out)
-        print(f"wrote {cfg.scenes} {split} scenes: {path} and {out / 'images' / split}/")
+        show(f"wrote {cfg.scenes} {split} scenes: {path} and {out / 'images' / split}/")

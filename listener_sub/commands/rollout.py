@@ -1,8 +1,9 @@
-"""`listener-sub rollout episodes=N [speaker.checkpoint=PATH] [render=rgb_array]`: episodes played by the real models.
+"""`listener-sub rollout episodes=N [run=RUN] [checkpoint=PATH|captioner] [render=rgb_array]`: PettingZoo episodes
+played by the real models.
 
-speaker.checkpoint: an adapter file, or a train run / checkpoint of one -- then the episodes are played in that
-run's own game (its saved config, this command's overrides on top) by its trained speaker.
-Writes rollouts.jsonl (one object per episode), rollout_summary.json (mean reward, accuracies, gap,
+The game, the speaker and the data are named as for `listener-sub eval`: run= (a train run's game), checkpoint= (the
+trained adapter that speaks; unset, the run's latest, or the captioning adapter without a run), data= (the images the
+boards come from). Writes rollouts.jsonl (one object per episode), rollout_summary.json (mean reward, accuracies, gap,
 episodes/s, the oracle gaps) and, with render=rgb_array, frames/episode_NNNN.png.
 """
 
@@ -19,23 +20,25 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from PIL import Image
 
-from listener_sub.assembly import Assembly
-from listener_sub.cache import ArtifactCache
 from listener_sub.cli import hydra_command
-from listener_sub.commands.common import adapter_file, check_adapter, eval_config, from_run, run_of, run_spec
+from listener_sub.commands.common import eval_config, run_spec
 from listener_sub.data import DataSource
 from listener_sub.envs import dixit_v0
 from listener_sub.envs.policies import model_policies, play_episode
+from listener_sub.envs.render import pick_words
 from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.files import write_json
+from listener_sub.loading import game_and_speaker, game_config, players
 from listener_sub.oracle import has_oracle, oracle_gaps
+from listener_sub.report.tables import show
 from listener_sub.rewards import Reward
 
 RENDER_MODES = (None, "ansi", "rgb_array")
 OWN_KEYS = (
     "command",
-    "speaker.checkpoint",
+    "run",
+    "checkpoint",
     "episodes",
     "split",
     "env",
@@ -51,13 +54,18 @@ ENVS = {"aec": dixit_v0.env, "parallel": dixit_v0.parallel_env}
 
 
 def transcript_line(record: dict[str, Any]) -> str:
-    """One line per episode: target, caption, each listener's pick and target probability, the speaker's reward."""
+    """One line per episode: target position, caption, each listener's pick (`pick_words`: position from 0, right /
+    wrong, P(target)), the speaker's reward.
+
+        transcript_line(record)  # "ep   4 target 2 'a red circle .' | full picks 2 right p(target)=0.81 | ..."
+    """
     target = record["target"]
     picks = " | ".join(
-        f"{v['name']}->{v['choice']} p={v['probs'][target]:.2f} {'right' if v['correct'] else 'wrong'}"
+        f"{v['name']} picks {pick_words(v['choice'], v['correct'], v['probs'][target])}"
         for v in record["listeners"].values()
     )
-    return f"ep {record['episode']:>3} target {target} {record['caption']!r:<40} {picks} | reward {record['rewards']['speaker_0']:+.3f}"
+    reward = record["rewards"]["speaker_0"]
+    return f"ep {record['episode']:>3} target {target} {record['caption']!r:<40} | {picks} | reward {reward:+.3f}"
 
 
 def summarize(records: list[dict[str, Any]], listeners: dict[str, str], reward: Reward) -> dict[str, float]:
@@ -86,23 +94,17 @@ def main(cfg: DictConfig) -> None:
     """Play cfg.episodes episodes with the speaker and the game's listeners; log transcripts and oracle gaps."""
     check(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    trained = None
-    if cfg.speaker.checkpoint and run_of(cfg.speaker.checkpoint) is not None:  # a train run's speaker, in its own game
-        trained = adapter_file(cfg.speaker.checkpoint, "speaker.checkpoint")
-        cfg = from_run(cfg, run_of(trained), OWN_KEYS)
+    run, trained = game_and_speaker(cfg.run, cfg.checkpoint)
+    cfg = game_config(cfg, OWN_KEYS, run)
     eval_cfg = eval_config(cfg)
     spec = run_spec(
         cfg, [] if eval_cfg.data else [cfg.split]
     )  # episodes play the evaluation data when it is set, else the game's
-    if trained is not None:
-        check_adapter(trained, spec, "speaker.checkpoint")
     if eval_cfg.data:
         DataSource(eval_cfg.data, spec.world).check_split(cfg.split)
-    models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
-    models.load_data([(eval_cfg.data, cfg.split), (eval_cfg.data, eval_cfg.split)])
-    models.build_clips()
-    game = models.game()
-    speaker = models.speaker(trained)
+    boards = [(eval_cfg.data, cfg.split), (eval_cfg.data, eval_cfg.split)]
+    played = players(cfg, spec, boards, trained)
+    game, speaker = played.game, played.speaker
     env = ENVS[cfg.env](
         game=game,
         tokenizer=speaker.tokenizer,
@@ -124,23 +126,26 @@ def main(cfg: DictConfig) -> None:
             play_s += time.perf_counter() - start
             out.write(json.dumps(record) + "\n")
             records.append(record)
-            print(transcript_line(record))
+            show(transcript_line(record))
             if cfg.render == "rgb_array":
                 Image.fromarray(env.render()).save(frames / f"episode_{episode:04d}.png")
             elif cfg.render == "ansi":
-                print(env.render() + "\n")
+                show(env.render() + "\n")
     played = summarize(records, env.unwrapped.round.listeners, game.reward)
     summary: dict[str, Any] = {"episodes": cfg.episodes, "episodes_per_s": cfg.episodes / play_s, **played}
-    print(
+    summary |= {"speaker": str(trained or "captioner"), "run": str(run) if run else None}
+    show(
+        f"speaker: {trained or 'the captioning adapter'} in {f'the game of {run}' if run else 'the composed game'}",
         f"{cfg.episodes} episodes, {summary['episodes_per_s']:.1f} episodes/s: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in played.items())
+        + ", ".join(f"{k} {v:.3f}" for k, v in played.items()),
     )
     boards = held_out_boards(game, eval_cfg) if cfg.oracle else None
     if boards is not None and has_oracle(boards):
         summary |= oracle_gaps(game, boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
-        print(
+        show(
             f"oracle on {eval_cfg.boards} {eval_cfg.split} boards (seed {eval_cfg.seed}): fixed_oracle_gap "
-            f"{summary['fixed_oracle_gap']:.3f} ({'+'.join(summary['fixed_oracle_subset'])}), oracle_gap {summary['oracle_gap']:.3f}"
+            f"{summary['fixed_oracle_gap']:.3f} ({'+'.join(summary['fixed_oracle_subset'])}), "
+            f"oracle_gap {summary['oracle_gap']:.3f}"
         )
     write_json(run_dir / "rollout_summary.json", summary)
-    print(f"wrote {run_dir / 'rollouts.jsonl'} and rollout_summary.json")
+    show(f"wrote {run_dir / 'rollouts.jsonl'} and rollout_summary.json")

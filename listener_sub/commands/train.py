@@ -1,10 +1,11 @@
-"""`listener-sub train [experiment=NAME] [trainer.steps=N] [resume=true hydra.run.dir=DIR]`: RL with listener subtraction.
-Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node=P -m listener_sub train ...` (trainer.boards per rank).
+"""`listener-sub train [experiment=NAME] [trainer.steps=N] [resume=true hydra.run.dir=DIR]`: RL with listener
+subtraction. Data-parallel on several GPUs or nodes: `torchrun --nproc_per_node=P -m listener_sub train ...`
+(trainer.boards per rank).
 
 Checks the whole config, builds (or finds) the pretrained listeners and captioning speaker, trains the speaker's
-adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / after metrics, oracle gaps where
-the data has scenes, the data, wall times, config), metrics.jsonl, TensorBoard events and checkpoints/ into the run directory; prints a before/after
-table and returns the gap after training (for Hydra's optimizing sweepers).
+adapter with REINFORCE (`listener_sub.rl`), and writes summary.json (before / after metrics, oracle gaps where the data
+has scenes, the data, wall times, the environment, config), metrics.jsonl, TensorBoard events and checkpoints/ into
+the run directory; prints a before/after table and returns the gap after training (for Hydra's optimizing sweepers).
 """
 
 from __future__ import annotations
@@ -16,21 +17,20 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-from rich.console import Console
+from omegaconf import DictConfig, OmegaConf
 
-from listener_sub.assembly import Assembly, pick_device
-from listener_sub.cache import ArtifactCache
+from listener_sub.assembly import pick_device
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import decode_config, eval_config, run_spec, trainer_config
 from listener_sub.distributed import join, leave
 from listener_sub.errors import UserError
 from listener_sub.files import to_plain, write_json
+from listener_sub.loading import assembly, current_spelling
 from listener_sub.oracle import has_oracle, oracle_gaps
-from listener_sub.report.tables import metrics_table
-from listener_sub.rl import Trainer, check_constraint, start_from
+from listener_sub.report.tables import metrics_table, show
+from listener_sub.rl import Trainer, check_constraint
+from listener_sub.runs import START_SETTINGS, SUMMARY, environment, start_from
 
-RUN_CONFIG = "run_config.json"  # the settings a run started with, beside its checkpoints
 RESUME_FREE = (  # settings a resumed run may change: how long, how often, where and how fast -- not what it learns
     "resume",
     "resume_force",
@@ -38,7 +38,6 @@ RESUME_FREE = (  # settings a resumed run may change: how long, how often, where
     "device",
     "cache_dir",
     "clip_workers",
-    "compile",
     "trainer.steps",
     "trainer.progress",
     "trainer.eval_every",
@@ -59,19 +58,22 @@ def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to resume a run with settings that change it (unless resume_force=true), naming each differing key."""
-    saved = run_dir / RUN_CONFIG
+    saved = run_dir / START_SETTINGS
     if not saved.exists():
         print(
             f"train: {saved} is missing (a run from before resume checks): this run's settings are not compared",
             flush=True,
         )
         return
-    before, now = leaves(json.loads(saved.read_text())), leaves(to_plain(cfg))
-    differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in RESUME_FREE)
+    started = current_spelling(OmegaConf.create(json.loads(saved.read_text())))
+    before, now = leaves(OmegaConf.to_container(started)), leaves(to_plain(cfg))
+    # every setting the run started with (one it started without, which this version adds, plays its current value)
+    differ = sorted(k for k in before if before[k] != now.get(k, "(unset)") and k not in RESUME_FREE)
     if differ and not cfg.resume_force:
-        changes = ", ".join(f"{k} ({before.get(k, '(unset)')} -> {now.get(k, '(unset)')})" for k in differ)
+        changes = ", ".join(f"{k} ({before[k]} -> {now.get(k, '(unset)')})" for k in differ)
         raise UserError(
-            f"resume=true with settings that change the run: {changes}; drop those overrides, or add resume_force=true to continue with them"
+            f"resume=true with settings that change the run: {changes}; drop those overrides, or add "
+            "resume_force=true to continue with them"
         )
 
 
@@ -81,9 +83,10 @@ def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     rl_cfg = trainer_config(cfg)
     eval_cfg, spec = eval_config(cfg), run_spec(cfg, [rl_cfg.split])  # every setting checked first
-    if decode_config(cfg) is not None:
+    if decode_config(spec) is not None:
         raise UserError(
-            "speaker.decode=rerank chooses evaluation captions; train with speaker.decode=greedy, then rerank with `listener-sub eval checkpoint=RUN speaker.decode=rerank`"
+            "speaker.decode=rerank chooses evaluation captions; train with speaker.decode=greedy, then rerank with "
+            "`listener-sub eval checkpoint=RUN speaker.decode=rerank`"
         )
     try:
         check_constraint(rl_cfg.constraint, spec.reward)
@@ -95,21 +98,18 @@ def main(cfg: DictConfig) -> float:
     if cfg.resume:
         check_resume(run_dir, cfg)
     elif ranks.main:
-        write_json(run_dir / RUN_CONFIG, cfg)
+        write_json(run_dir / START_SETTINGS, cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    cache = ArtifactCache(cfg.get("cache_dir"))
+    models = assembly(cfg, spec)
     with ranks.main_first():  # rank 0 builds what the cache lacks, the other ranks then read it
-        models = Assembly(spec, cache)
-        models.load_data([(None, rl_cfg.split), (eval_cfg.data, eval_cfg.split)])
-        models.build_clips()
-        game, speaker = models.game(), models.speaker()
+        played = models.players(boards=[(None, rl_cfg.split), (eval_cfg.data, eval_cfg.split)])
     pretrain_s = time.perf_counter() - start
-    trainer = Trainer(rl_cfg, speaker, game, run_dir, eval_cfg, ranks)
+    trainer = Trainer(rl_cfg, played.speaker, played.game, run_dir, eval_cfg, ranks)
     result = trainer.fit(resume=cfg.resume)
     leave()
     if ranks.main:  # rank 0 reports the run
-        write_summary(run_dir, cfg, trainer, result, cache.wall_s, time.perf_counter() - start, pretrain_s)
+        write_summary(run_dir, cfg, trainer, result, models.cache.wall_s, time.perf_counter() - start, pretrain_s)
     return float(result["after"]["gap"])
 
 
@@ -122,7 +122,8 @@ def write_summary(
     wall_s: float,
     pretrain_s: float,
 ) -> None:
-    """summary.json (metrics before / after, oracle gaps where the data has scenes, the data, wall times, config) and the table."""
+    """summary.json (metrics before / after, oracle gaps where the data has scenes, the data, wall times, the
+    environment, config) and the table."""
     game, boards, eval_cfg = trainer.game, trainer.eval_boards, trainer.eval_cfg
     oracle_start = time.perf_counter()
     oracle = (
@@ -143,14 +144,12 @@ def write_summary(
     summary |= {
         "multipliers": trainer.multipliers.state_dict()
     }  # the final lam and beta (learnt under trainer.constraint)
-    summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step, "config": cfg}
-    write_json(run_dir / "summary.json", summary)
-    Console().print(
-        metrics_table(
-            f"listener-sub train ({trainer.step} steps)", {"before": result["before"], "after": result["after"]}, oracle
-        )
-    )
-    print(
-        f"wall: {summary['wall_s']:.0f} s (pretrain {pretrain_s:.0f} s, RL {trainer.wall_s['rl']:.0f} s, eval {eval_s:.0f} s); "
-        f"wrote {run_dir / 'summary.json'}"
+    summary |= {"wall_s/rl": trainer.wall_s["rl"], "wall_s/eval": eval_s, "steps": trainer.step}
+    summary |= {"environment": environment(trainer.ranks.world), "config": cfg}
+    write_json(run_dir / SUMMARY, summary)
+    title = f"listener-sub train ({trainer.step} steps)"
+    show(
+        metrics_table(title, {"before": result["before"], "after": result["after"]}, oracle),
+        f"wall: {summary['wall_s']:.0f} s (pretrain {pretrain_s:.0f} s, RL {trainer.wall_s['rl']:.0f} s, "
+        f"eval {eval_s:.0f} s); wrote {run_dir / SUMMARY}",
     )

@@ -42,15 +42,12 @@ class DataConfig:
     kind: str = "synthetic"  # synthetic | clevr | coco | folder
     root: Optional[str] = None  # the dataset folder (clevr, coco, folder)
     splits: dict[str, str] = field(default_factory=dict)  # game split -> this dataset's split, e.g. {test: val2017}
-    image_size: Optional[int] = (
-        None  # pool images are resized to this square side; null: as they are (synthetic: world.image_size)
-    )
-    skip_bad: bool = (
-        False  # true: skip missing, unreadable or malformed items, counted and reported once; false: stop at the first
-    )
-    vocab: Optional[str] = (
-        None  # clevr: the attribute words (clevr | world); null: the scene file's info.vocabulary, else clevr
-    )
+    # pool images are resized to this square side; null: as they are (synthetic: world.image_size)
+    image_size: Optional[int] = None
+    # true: skip missing, unreadable or malformed items, counted and reported once; false: stop at the first
+    skip_bad: bool = False
+    # clevr: the attribute words (clevr | world); null: the scene file's info.vocabulary, else clevr
+    vocab: Optional[str] = None
     lexicon: dict[str, list[str]] = field(
         default_factory=lambda: {"color": list(COLOR_WORDS)}
     )  # data without scenes: words per attribute for mention/<attribute>
@@ -84,7 +81,8 @@ class DataConfig:
         return self.kind != "folder"
 
     def split_name(self, split: str) -> str:
-        """The dataset's own name for a game split (a folder's pretraining split is the one its train split names, unless mapped)."""
+        """The dataset's own name for a game split (a folder's pretraining split is the one its train split names,
+        unless mapped)."""
         if split == PRETRAIN_SPLIT and self.kind != "synthetic":
             return self.splits.get(split, self.splits.get("train", "train"))
         return self.splits.get(split, split)

@@ -1,6 +1,7 @@
 """The embedded world written as a CLEVR-format folder: the same scenes and pixels, readable by data=clevr.
 
-    out/scenes/CLEVR_<split>_scenes.json   {"info": {"vocabulary": "world", ...}, "scenes": [{"image_filename", "objects"}]}
+    out/scenes/CLEVR_<split>_scenes.json
+        {"info": {"vocabulary": "world", ...}, "scenes": [{"image_filename", "objects"}]}
     out/images/<split>/CLEVR_<split>_NNNNNN.png
 
 Each object carries its colour, shape, size and fill (the world's words) and its centre in pixels
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from listener_sub.data.folders import SCENE_KEYS
+from listener_sub.data.clevr import SCENE_KEYS
 from listener_sub.data.synthetic import synthetic_images
 from listener_sub.files import atomic_path, to_plain
 from listener_sub.world import WorldConfig

@@ -62,5 +62,6 @@ class ImageSet:
         if self.captions is not None:
             return self.captions
         raise DataError(
-            f"{self.name} has no captions (a plain folder of images); train on data with captions (synthetic, clevr, coco)"
+            f"{self.name} has no captions (a plain folder of images); "
+            "train on data with captions (synthetic, clevr, coco)"
         )

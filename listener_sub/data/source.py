@@ -21,9 +21,8 @@ class DataSource:
 
     config: DataConfig = field(default_factory=DataConfig)
     world: WorldConfig = field(default_factory=WorldConfig)  # synthetic data: the world rendered
-    cache_dir: str | os.PathLike | None = (
-        None  # folders: where decoded images are kept (None: $LISTENER_SUB_CACHE or ~/.cache/listener-sub)
-    )
+    # folders: where decoded images are kept (None: $LISTENER_SUB_CACHE or ~/.cache/listener-sub)
+    cache_dir: str | os.PathLike | None = None
 
     @property
     def kind(self) -> str:

@@ -129,7 +129,10 @@ def build_store(
                     if limit is not None and len(kept) >= limit:
                         break
                     if image is not None and shape is not None and image.shape != shape:
-                        problem = f"{facts.get('file', 'an image')} is {image.shape[1]}x{image.shape[0]}, the others {shape[1]}x{shape[0]}; set data.image_size to resize them all"
+                        problem = (
+                            f"{facts.get('file', 'an image')} is {image.shape[1]}x{image.shape[0]}, "
+                            f"the others {shape[1]}x{shape[0]}; set data.image_size to resize them all"
+                        )
                     if problem is not None:
                         on_bad(problem)
                         skipped.append(problem)

@@ -52,7 +52,8 @@ def module_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
 
 def shape_problem(expected: Shapes, found: Shapes, tolerate: str | None = None) -> str | None:
     """'K tensors missing, e.g. NAME; J of other shapes, e.g. NAME (found) (expected (...))', or None when every
-    expected tensor is found with its shape (a name containing `tolerate` may differ in shape: it is resized on load)."""
+    expected tensor is found with its shape (a name containing `tolerate` may differ in shape: it is resized on
+    load)."""
     missing = sorted(set(expected) - set(found))
     differ = sorted(
         k for k in set(expected) & set(found) if expected[k] != found[k] and not (tolerate and tolerate in k)

@@ -45,7 +45,7 @@ def known_models() -> list[str]:
 
 def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> list[str]:
     """Register a directory (or file) of open_clip model-config JSONs once; returns the names it holds."""
-    import open_clip  # imported on use: open_clip takes seconds to import, and a config is checked before any model is needed
+    import open_clip  # imported on use: it takes seconds, and a config is checked before any model is needed
 
     path = Path(path).resolve()
     if path not in _registered:
@@ -81,7 +81,8 @@ def checkpoint_problem(model: str, path: str | Path) -> str | None:
 
 
 class Listener(nn.Module):
-    """A frozen CLIP + its tokenizer + a perception: unit-norm features of what it sees and reads, and its logit scale."""
+    """A frozen CLIP + its tokenizer + a perception: unit-norm features of what it sees and reads, and its logit
+    scale."""
 
     def __init__(self, name: str, clip: nn.Module, tokenizer: Any, perception: Perception, model_name: str = ""):
         super().__init__()
@@ -136,14 +137,16 @@ class Listener(nn.Module):
 
     @torch.no_grad()
     def read(self, captions: Sequence[str]) -> torch.Tensor:
-        """(B, D) unit-norm text features of the captions, tokenized and encoded in one pass as given (nothing remembered)."""
+        """(B, D) unit-norm text features of the captions, tokenized and encoded in one pass as given (nothing
+        remembered)."""
         tokens = self.tokenizer(list(captions)).to(self.device)  # (B, L)
         with autocast(self.device):
             return F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A hash of what decides the listener's image features: its model, weights and perception (class and settings)."""
+        """A hash of what decides the listener's image features: its model, weights and perception (class and
+        settings)."""
         digest = hashlib.sha256(f"{self.model_name}|{perception_key(self.perception)}".encode())
         for name, tensor in sorted(self.clip.state_dict().items()):
             digest.update(name.encode())
@@ -163,7 +166,18 @@ def create_listener(
     perception: str | Mapping[str, Any] | Perception = "full",
     device: str | torch.device = "cpu",
 ) -> Listener:
-    """A listener from any open_clip model name + pretrained tag or local checkpoint file, seeing through `perception`."""
+    """A frozen CLIP listener from any open_clip model name + pretrained tag or local checkpoint file, seeing every
+    image through `perception`.
+
+    name: what the game and the reward call it. model: an open_clip model name (`open_clip.list_models()`, with this
+    package's small configs registered, e.g. `ls-rn-tiny-64`). pretrained: an open_clip tag (`openai`), a checkpoint
+    file, or None (random weights). perception: a built-in name (`full`, `grayscale`, `blur`, `lowres`, `crop`), a
+    spec (`{"name": "blur", "sigma": 1.5}`) or a `Perception`. device: where the model lives.
+
+        gray = create_listener("gray", "ViT-B-32", "openai", perception="grayscale")
+        files = Assembly(spec, ArtifactCache()).files()  # a locally trained one: where its file is
+        full = create_listener("full", "ls-rn-tiny-64", files["listeners.full"])
+    """
     import open_clip
 
     register_model_configs()
@@ -177,7 +191,8 @@ def create_listener(
         clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device)
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refuses a pickle that would run code
         raise UserError(
-            f"listener {name}: {pretrained} is not plain weights and was refused unread ({error}); use a safetensors or weights-only checkpoint"
+            f"listener {name}: {pretrained} is not plain weights and was refused unread ({error}); "
+            "use a safetensors or weights-only checkpoint"
         ) from None
     except RuntimeError as error:  # unknown tag, or weights that do not fit the model
         raise UserError(f"listener {name}: cannot load {model} with pretrained={pretrained}: {error}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +65,8 @@ def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, Pre
 
     source, local = _source(name_or_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
+        with without_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     except (OSError, ValueError) as err:
         raise _unloadable(name_or_dir, err) from None
@@ -78,6 +81,26 @@ def load_lm(name_or_dir: str, device: str = "cpu") -> tuple[PreTrainedModel, Pre
     return model.to(device).eval(), tokenizer
 
 
+@contextmanager
+def without_transformers_bars() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards": drawn on every load and save of
+    even a tiny LM) off inside; the hub's download bars and every logged warning stay as they were."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    bars, downloads = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # turns the hub's bars off too: they are turned back on below
+    if downloads:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        if not downloads:
+            disable_progress_bars()
+
+
 def check_lm(name_or_dir: str) -> PretrainedConfig:
     """The LM's config, read (a local directory, which must also hold tokenizer files) or fetched (a hub name: its
     config.json only, or the copy in the Hugging Face cache); UserError when there is none. Loads no weights."""
@@ -86,7 +109,8 @@ def check_lm(name_or_dir: str) -> PretrainedConfig:
     source, local = _source(name_or_dir)
     if local and not any((Path(source) / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(
-            f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model (tokenizer.save_pretrained(dir))"
+            f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer beside the model (tokenizer.save_pretrained(dir))"
         )
     try:
         return AutoConfig.from_pretrained(source, local_files_only=local)

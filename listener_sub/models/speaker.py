@@ -8,24 +8,20 @@ pooled embedding (`adapter.uses_tokens`). Pixels go through the one model prepro
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from listener_sub.adapters import adapter_class, create_adapter
+from listener_sub.adapters.io import find_adapter, read_adapter, write_adapter
 from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
-from listener_sub.files import atomic_path
 from listener_sub.images import Images
-from listener_sub.models.checkpoints import checkpoint_shapes, module_shapes, shape_problem
 from listener_sub.models.listener import clip_skeleton, register_model_configs
 from listener_sub.models.lm import load_lm
 from listener_sub.models.precision import autocast
@@ -118,66 +114,6 @@ def cache_argument(lm: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
-def adapter_config_path(path: str | Path) -> Path:
-    """The JSON of an adapter's kind and config, beside its safetensors file."""
-    return Path(path).with_suffix(".json")
-
-
-def write_adapter(adapter: nn.Module, path: str | Path) -> None:
-    """Save an adapter's weights (safetensors at `path`) and its kind + config (JSON beside it), atomically."""
-    meta = {"kind": adapter.kind, "config": dataclasses.asdict(adapter.config)}
-    with atomic_path(adapter_config_path(path)) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    weights = {name: t.detach().contiguous().cpu() for name, t in adapter.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(weights, str(tmp))
-
-
-def _unreadable(path: str | Path, error: Exception) -> DataError:
-    return DataError(f"adapter {path} is unreadable ({error}); delete it and retrain the speaker")
-
-
-def read_adapter_meta(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """The kind and config of the adapter saved at `path` (from the JSON beside it); DataError when either file is
-    missing or the JSON is unreadable."""
-    path, meta_path = Path(path), adapter_config_path(path)
-    if not path.is_file() or not meta_path.is_file():
-        raise DataError(f"adapter {path} (and {meta_path.name} beside it) not found; train the speaker or fix the path")
-    try:
-        meta = json.loads(meta_path.read_text())
-        return str(meta["kind"]), dict(meta["config"])
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        raise _unreadable(path, err) from err
-
-
-def read_adapter(path: str | Path) -> nn.Module:
-    """Rebuild an adapter saved by `write_adapter` (on the CPU)."""
-    kind, config = read_adapter_meta(path)
-    try:
-        adapter = create_adapter(kind, **config)
-        adapter.load_state_dict(load_file(str(path)))
-    except (ValueError, KeyError, RuntimeError, OSError) as err:
-        raise _unreadable(path, err) from err
-    return adapter
-
-
-def adapter_skeleton(path: str | Path) -> nn.Module:
-    """The adapter saved at `path`, built on the meta device from its JSON once the weights file is seen to hold its
-    tensors (names and shapes from the file's header; no weights are read); DataError otherwise."""
-    kind, config = read_adapter_meta(path)
-    try:
-        with torch.device("meta"):
-            skeleton = create_adapter(kind, **config)
-        problem = shape_problem(module_shapes(skeleton), checkpoint_shapes(Path(path)))
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        raise _unreadable(path, err) from err
-    if problem:
-        raise DataError(
-            f"adapter {path} does not hold the {kind} adapter {adapter_config_path(path).name} describes ({problem}); delete it and retrain the speaker"
-        )
-    return skeleton
-
-
 def meta_vision_tower(model: str) -> VisionTower:
     """open_clip model `model`'s image tower on the meta device: its widths (what an adapter reads) from a dry run, no
     weights."""
@@ -212,7 +148,8 @@ class Speaker(nn.Module):
     def build(
         cls, vision: nn.Module, lm: nn.Module, tokenizer: Any, kind: str = "perceiver", **adapter_cfg: Any
     ) -> Speaker:
-        """A speaker with a fresh adapter of `kind` (initialised from torch's global RNG); d_vision and d_lm come from the models."""
+        """A speaker with a fresh adapter of `kind` (initialised from torch's global RNG); d_vision and d_lm come from
+        the models."""
         tower = vision if isinstance(vision, VisionTower) else VisionTower(vision)
         d_vision = tower.width_for(adapter_class(kind).uses_tokens)
         d_lm = lm.get_input_embeddings().embedding_dim
@@ -286,9 +223,8 @@ class Speaker(nn.Module):
         attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
             logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (N, M + L, V)
-        logp = (
-            logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)
-        )  # (N, L, V): position M - 1 + t predicts token t
+        # (N, L, V): position M - 1 + t predicts token t
+        logp = logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
 
@@ -302,8 +238,8 @@ class Speaker(nn.Module):
         return tokens.to(self.device), lengths.to(self.device)
 
     def caption_loss(self, images: Images | VisionFeatures, captions: list[str]) -> torch.Tensor:
-        """Token-mean teacher-forced cross-entropy of caption + EOS given the image's prefix (no loss on prefix/pad); the
-        images may come as their vision features (`encode`)."""
+        """Token-mean teacher-forced cross-entropy of caption + EOS given the image's prefix (no loss on prefix/pad);
+        the images may come as their vision features (`encode`)."""
         tokens, lengths = self.encode_captions(captions)
         features = images if isinstance(images, VisionFeatures) else self.encode(images)
         prefix = self.adapt(features)  # (B, M, d_lm)
@@ -319,9 +255,9 @@ class Speaker(nn.Module):
         """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j; token t of row i drawn with
         draws[i, t] (None: greedy): tokens (B*k, L), lengths (B*k,), token log-probs (B*k, L).
 
-        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token. On the
-        CPU decoding stops when every caption has ended; on a GPU it runs all max_new_tokens steps (pad after EOS), so
-        that no token waits for the host to learn whether all have ended.
+        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token. On
+        the CPU decoding stops when every caption has ended; on a GPU it runs all max_new_tokens steps (pad after EOS),
+        so that no token waits for the host to learn whether all have ended.
         """
         B, M, _ = prefix.shape
         N = B * k
@@ -397,13 +333,19 @@ class Speaker(nn.Module):
         write_adapter(self.adapter, path)
 
     def load_adapter(self, path: str | Path) -> nn.Module:
-        """Replace the adapter by the one saved at `path` (kind and config from its JSON); returns it. DataError when it
-        does not fit this speaker's vision tower and LM."""
+        """Replace the adapter by the one saved at `path` -- an adapter file, a checkpoint dir or a train run (its
+        latest checkpoint; `find_adapter`) -- and return it. DataError when it does not fit this speaker's vision tower
+        and LM.
+
+            speaker.load_adapter("outputs/train/2026-12-03_10-00-00")  # the run's trained adapter
+        """
+        path = find_adapter(path)
         try:
             adapter = self._checked(read_adapter(path))
         except ValueError as error:
             raise DataError(
-                f"adapter {path} does not fit this speaker: {error}; pass an adapter trained for this vision model and LM"
+                f"adapter {path} does not fit this speaker: {error}; "
+                "pass an adapter trained for this vision model and LM"
             ) from None
         self.adapter = adapter.to(self.device).train(self.training)
         return self.adapter
@@ -420,8 +362,13 @@ def create_speaker(
     **adapter_cfg: Any,
 ) -> Speaker:
     """A speaker: an open_clip model's image tower (name + pretrained tag or file), an HF causal LM (name or
-    save_pretrained directory) and an adapter of kind `adapter` -- fresh, initialised from `seed` on a forked
-    RNG (the global one is left as it was), or the one saved at `adapter_checkpoint`."""
+    save_pretrained directory) and an adapter of kind `adapter` ("perceiver" | "mlp", its config fields as
+    `adapter_cfg`) -- fresh, initialised from `seed` on a forked RNG (the global one is left as it was), or the one
+    saved at `adapter_checkpoint` (an adapter file, a checkpoint dir or a train run).
+
+        speaker = create_speaker("ViT-B-32", "openai", "gpt2", "perceiver", "runs/colorblind", device="cuda")
+        captions = speaker.generate(images, greedy=True).texts  # images: (B, H, W, 3) uint8
+    """
     import open_clip  # imported on use: it takes seconds
 
     register_model_configs()

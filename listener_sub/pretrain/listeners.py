@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from listener_sub.data.imageset import Pixels
 from listener_sub.images import model_input
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.vision import clip_preprocess
-from listener_sub.optim import adamw
+from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
 from listener_sub.perception import Perception, make_perception
 from listener_sub.world import ATTRIBUTES, PRETRAIN_SPLIT, WorldConfig, render, sample_scenes
 from listener_sub.world.combos import WORLD_COMBOS, Combos
@@ -27,6 +28,8 @@ from listener_sub.world.grammar import PREFIXES
 
 if TYPE_CHECKING:
     import open_clip
+
+PLAIN_LINES = 10  # progress lines of a CLIP's training when stderr is not a terminal: one per tenth of its steps
 
 
 class CaptionTokens:
@@ -78,8 +81,8 @@ class CaptionTokens:
 def perceive(
     images: np.ndarray, perception: nn.Module, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`), laid out
-    channels-last (the layout the CPU's convolutions run fastest in)."""
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) as the listener sees them, in the model's input (`model_input`), laid
+    out channels-last (the layout the CPU's convolutions run fastest in)."""
     with torch.no_grad():
         return model_input(images, size, mean, std, perception).contiguous(memory_format=torch.channels_last)
 
@@ -158,7 +161,8 @@ class ScenePool:
         attribute_p: np.ndarray | None = None,
         value_p: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(size,) pool indices: hard-negative groups (a base scene and variants differing in one attribute) + random scenes.
+        """(size,) pool indices: hard-negative groups (a base scene and variants differing in one attribute) + random
+        scenes.
 
         attribute_p: (A,) how often each attribute is the one a variant changes (uniform when None).
         value_p: (A, V, V) P(new value | old value) of a changed attribute, zero diagonal (uniform when None).
@@ -256,33 +260,35 @@ class ListenerRecipe:
     The loss is a multi-positive CLIP loss over captions of random attribute subsets, with hard-negative groups.
     """
 
-    steps: int = 1000  # optimizer steps (on the broad pretraining split, 600 left shape words half learnt: 0.33 of a 0.74 ceiling)
+    # optimizer steps (on the broad pretraining split, 600 left shape words half learnt: 0.33 of a 0.74 ceiling)
+    steps: int = 1000
     batch_size: int = 128  # images per step
     lr: float = 3e-3  # AdamW peak learning rate
     weight_decay: float = 0.05  # AdamW weight decay on matrices (no gains, biases, embeddings or logit scale)
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     eps: float = 1e-6  # AdamW epsilon
-    warmup: int = 20  # steps of linear warmup, then cosine decay to 0
+    schedule: Schedule = field(default_factory=lambda: Schedule(warmup=20, overlap=True))  # warmup, cosine decay to 0
     max_logit_scale: float = 100.0  # the CLIP temperature exp(logit_scale) is clamped to at most this
-    pool_size: int = (
-        16384  # scenes of the world's pretraining split (every combination, the broad style) rendered for training
-    )
+    # scenes of the world's pretraining split (every combination, the broad style) rendered for training
+    pool_size: int = 16384
     group_size: int = 8  # hard negatives: groups of a scene and variants that change one attribute
     group_fraction: float = 0.5  # share of each batch made of such groups
     mention: tuple[float, ...] = (0.3, 0.7, 0.5, 0.5, 0.5)  # P(a caption names the attribute), ATTRIBUTES order
     full_prob: float = 0.2  # share of captions that name every known attribute
     prefix_probs: tuple[float, ...] = (0.8, 0.1, 0.1)  # P(each caption prefix: "", "there is", "a picture of")
-    attribute_views: bool = (
-        True  # also caption each image once per known attribute ("a circle.", "a red object."), a loss each
-    )
+    # also caption each image once per known attribute ("a circle.", "a red object."), a loss each
+    attribute_views: bool = True
     focus: float = 0.9  # share of hard-negative variants aimed at what the listener confuses most (the rest uniform)
     confusion_temperature: float = 0.1  # sharpness of that aim: exp(cosine of one-word captions / temperature)
-    view_loss_rate: float = (
-        0.1  # weight of the newest step in each attribute view's running excess loss (which attribute to aim at)
-    )
-    gray_share: float = (
-        0.6  # share of each batch seen in grayscale with colour-free captions (without it shape lost to colour)
-    )
+    # weight of the newest step in each attribute view's running excess loss (which attribute to aim at)
+    view_loss_rate: float = 0.1
+    # share of each batch seen in grayscale with colour-free captions (without it shape lost to colour)
+    gray_share: float = 0.6
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings a CLIP's cache key reads (`optim.key_fields`)."""
+        warmup = self.schedule.warmup
+        return key_fields(self, {"warmup": warmup}, Schedule(warmup=warmup, overlap=True))
 
 
 def train_listener(
@@ -300,10 +306,10 @@ def train_listener(
 ) -> open_clip.CLIP:
     """Train a listener CLIP contrastively through its perception (multi-positive CLIP loss).
 
-    data: what it learns from: None, the embedded world's pretraining scenes (recipe.pool_size, rendered); images with scenes
-    (CLEVR), the same recipe in their vocabulary; images with reference captions only (COCO), the CLIP loss on those
-    captions (no attribute views, hard negatives or grayscale share: they need scenes). init: an open_clip pretrained tag
-    or checkpoint file to fine-tune (None: random initialisation).
+    data: what it learns from: None, the embedded world's pretraining scenes (recipe.pool_size, rendered); images with
+    scenes (CLEVR), the same recipe in their vocabulary; images with reference captions only (COCO), the CLIP loss on
+    those captions (no attribute views, hard negatives or grayscale share: they need scenes). init: an open_clip
+    pretrained tag or checkpoint file to fine-tune (None: random initialisation).
     exclude: attributes whose words never appear in the training captions (the listener's knowledge; data with scenes).
     With attribute views, hard-negative variants change the attribute whose view has the largest running excess
     loss (over a perfect listener's) and the new value in proportion to exp(cosine(old value's caption, new
@@ -331,17 +337,18 @@ def _train_listener(
     position: int | None,
 ) -> open_clip.CLIP:
     training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init)
-    bar = tqdm(
-        range(recipe.steps),
-        desc=f"CLIP seed {seed} ({perception.name or type(perception).__name__})",
-        disable=not progress,
-        leave=False,
-        position=position,
-    )
+    label = f"CLIP seed {seed} ({perception.name or type(perception).__name__})"
+    terminal = sys.stderr.isatty()  # a log file gets plain lines: bars of CLIPs trained side by side would interleave
+    bar = tqdm(range(recipe.steps), desc=label, disable=not (progress and terminal), leave=False, position=position)
+    every = max(1, recipe.steps // PLAIN_LINES)
     for step in bar:
         loss, logit_scale = training.step()
         if step % 20 == 0 or step == recipe.steps - 1:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
+        if progress and not terminal and ((step + 1) % every == 0 or step == recipe.steps - 1):
+            line = f"{label}: step {step + 1}/{recipe.steps}, loss {loss.item():.3f}, scale {logit_scale.item():.1f}\n"
+            sys.stderr.write(line)  # one write: lines of processes side by side stay whole
+            sys.stderr.flush()
     training.model.eval()
     return training.model
 
@@ -391,10 +398,7 @@ class ListenerTraining:
                 pool, self.tokens(tokenizer, pool.combos), perception, r, exclude, size, mean, std
             )
         self.opt = self.optimizer(_param_groups(self.model, r.weight_decay))
-        steps, warmup = r.steps, r.warmup
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-        )
+        self.sched = lr_scheduler(self.opt, r.schedule, r.steps)
         self.max_logit_scale = math.log(r.max_logit_scale)
 
     def tokens(self, tokenizer: Callable[[list[str]], torch.Tensor], combos: Combos) -> CaptionTokens:
@@ -496,7 +500,8 @@ class _SceneBatches:
 
 
 class _CaptionBatches:
-    """The CLIP loss on images with reference captions only: each image with one of its captions, the others negatives."""
+    """The CLIP loss on images with reference captions only: each image with one of its captions, the others
+    negatives."""
 
     def __init__(
         self,

@@ -7,9 +7,9 @@ speaker's soft prefix takes later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from listener_sub.data import ImageSet
 from listener_sub.errors import UserError
 from listener_sub.files import atomic_path
 from listener_sub.metrics import caption_metrics
-from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe
-from listener_sub.optim import adamw, warmup_cosine
+from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe, without_transformers_bars
+from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
 from listener_sub.world import (
     ATTRIBUTES,
     PRETRAIN_SPLIT,
@@ -51,13 +51,18 @@ class LMRecipe:
     steps: int = 1000  # optimizer steps
     batch_size: int = 64  # sequences per step
     lr: float = 1e-2  # AdamW peak learning rate
-    warmup: float = 0.05  # fraction of steps with a linear warmup, then cosine decay to 0
+    schedule: Schedule = field(default_factory=lambda: Schedule(warmup=50))  # linear warmup, then cosine decay to 0
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
     n_scenes: int = 2000  # scenes of the world's pretraining split in the corpus
     per_scene: int = 5  # captions per scene
     seed: int = 0  # corpus captions, initialisation and batch order
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings the LM's cache key reads (`optim.key_fields`): the warmup as a fraction of the steps."""
+        warmup = self.schedule.warmup
+        return key_fields(self, {"warmup": warmup / self.steps}, Schedule(warmup=warmup))
 
 
 # ---------------------------------------------------------------- corpus
@@ -74,9 +79,10 @@ def build_corpus(
 ) -> list[tuple[str, str]]:
     """(description, caption) pairs of the first n_scenes images, per_scene captions each.
 
-    data None: scenes of the world's pretraining split (every combination); data with scenes: its scenes, described and captioned in its
-    vocabulary; data with reference captions only: up to per_scene of each image's captions after a description of
-    filler only (there is no scene to describe, so the LM learns captions without reading its context).
+    data None: scenes of the world's pretraining split (every combination); data with scenes: its scenes, described
+    and captioned in its vocabulary; data with reference captions only: up to per_scene of each image's captions
+    after a description of filler only (there is no scene to describe, so the LM learns captions without reading its
+    context).
     """
     if data is None:
         scenes = sample_scenes(world, PRETRAIN_SPLIT, 0, n_scenes)
@@ -207,9 +213,7 @@ def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool 
     """AdamW on the mean caption-token NLL of random batches of `data` (warmup, cosine decay, clipping)."""
     steps = recipe.steps
     opt = adamw(model.parameters(), lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, steps, max(int(recipe.warmup * steps), 1))
-    )
+    sched = lr_scheduler(opt, recipe.schedule, steps)
     rng = np.random.default_rng(recipe.seed)
     model.train()
     bar = tqdm(range(steps), desc="training LM", unit="step", disable=not progress)
@@ -252,7 +256,7 @@ def train_lm(
         model = make_model(cfg, tokenizer)
         fit(model, encoded, recipe, progress)
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, without_transformers_bars():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out_dir

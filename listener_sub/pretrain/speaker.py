@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from listener_sub.models.speaker import Speaker, VisionFeatures
-from listener_sub.optim import adamw, warmup_cosine
+from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
 
 FEATURE_BYTES = 1 << 30  # the training images' vision features are kept in memory up to this size
 FEATURE_CHUNK = 512  # images per vision-tower pass when computing them
@@ -22,13 +23,18 @@ class CaptionerRecipe:
     steps: int = 1200  # optimizer steps (600 left sampled captions 0.875 truthful)
     batch_size: int = 64  # images per step, one random caption each
     lr: float = 2e-3  # AdamW peak learning rate
-    warmup: int = 50  # steps of linear warmup, then cosine decay
-    min_lr_factor: float = 0.1  # the cosine decay ends at this fraction of the peak rate
+    # linear warmup, then a cosine decay to a tenth of the peak rate
+    schedule: Schedule = field(default_factory=lambda: Schedule(warmup=50, floor=0.1))
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
     scenes: int = 8000  # images of the pretraining split (the embedded world's: every combination, the broad style)
     per_scene: int = 5  # captions per scene
     seed: int = 0  # batch order and caption choice
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings the captioning adapter's cache key reads (`optim.key_fields`)."""
+        s = self.schedule
+        return key_fields(self, {"warmup": s.warmup, "min_lr_factor": s.floor}, Schedule(s.warmup, s.floor))
 
 
 def vision_features(speaker: Speaker, images: np.ndarray) -> VisionFeatures | None:
@@ -56,9 +62,7 @@ def train_captioner(
     rng = np.random.default_rng(recipe.seed)
     params = list(speaker.adapter.parameters())
     optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, recipe.steps, recipe.warmup, recipe.min_lr_factor)
-    )
+    schedule = lr_scheduler(optimizer, recipe.schedule, recipe.steps)
     features = vision_features(
         speaker, images
     )  # the frozen tower's view of every image, once (None: too large to keep)

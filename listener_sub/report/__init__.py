@@ -1,1 +1,2 @@
-"""Qualitative inspection of a train run: per-board data (`gather`), a self-contained HTML page (`page`), a terminal table (`text`)."""
+"""The report of runs: per-board data of a train run (`gather`), a self-contained HTML page (`page`), terminal tables
+(`text`, `tables`), plots (`plots`) and the results document (`results`)."""

@@ -2,7 +2,8 @@
 
 Up to three speakers caption every board: `base` (the captioning adapter, the RL reference), `trained` (the run's
 latest checkpoint), both greedy, and, for data with scenes, `oracle` (per board the canonical caption of the attribute
-subset with the best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all of them on the same boards.
+subset with the best reward, `listener_sub.oracle.oracle_speaker`). The game's listeners judge all of them on the same
+boards.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from listener_sub.assembly import Assembly
-from listener_sub.cache import ArtifactCache
-from listener_sub.commands.common import RUN_CONFIG, check_adapter, eval_config, from_run, run_spec, trainer_config
+from listener_sub.commands.common import eval_config, run_spec, trainer_config
 from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.images import perceived
+from listener_sub.loading import from_run, players
 from listener_sub.metrics import caption_metrics
 from listener_sub.oracle import has_oracle, oracle_speaker
 from listener_sub.perception import Perception
-from listener_sub.rl import ADAPTER, CHECKPOINTS, STATE, latest_checkpoint
+from listener_sub.runs import ADAPTER, CHECKPOINTS, CONFIG, STATE, adapter_file, latest_checkpoint
 from listener_sub.world import truthful
 
 SUMMARY = "summary.json"
@@ -98,7 +98,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Pat
     """A train run's summary, metrics lines and latest checkpoint; UserError naming every missing file."""
     if not run_dir.is_dir():
         raise UserError(f"run={run_dir} is not a directory; pass the directory of a listener-sub train run")
-    missing = [str(name) for name in (RUN_CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
+    missing = [str(name) for name in (CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None or not (checkpoint / ADAPTER).is_file():
         missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} + {STATE}")
@@ -175,39 +175,69 @@ def reward_words(game: Game) -> str:
 
 
 def gather(
-    cfg: DictConfig, run_dir: Path, n_boards: int, own: tuple[str, ...], overrides: list[str] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    n_boards: int,
+    own: tuple[str, ...],
+    overrides: list[str] | None = None,
+    checkpoint: str | None = None,
 ) -> Report:
     """Play the run's base, trained and oracle speakers on n_boards boards of its evaluation split, drawn with its seed.
 
     The game is the run's own: its saved config with `overrides` on top (default: the command line's; `own`: the
-    command's keys, not the run's).
+    command's keys, not the run's). The trained speaker is `checkpoint` (a checkpoint dir or adapter file), by default
+    the run's latest checkpoint.
     """
-    summary, curves, checkpoint = read_run(run_dir)
+    summary, curves, latest = read_run(run_dir)
+    adapter = adapter_file(checkpoint, "checkpoint") if checkpoint else latest / ADAPTER
     cfg = from_run(cfg, run_dir, own, overrides)
     rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
-    check_adapter(checkpoint / ADAPTER, spec, "run")
-    models = Assembly(spec, ArtifactCache(cfg.get("cache_dir")))
-    models.load_data([(eval_cfg.data, eval_cfg.split)])
-    models.build_clips()
-    game = models.game()
-    split, seed = eval_cfg.split, eval_cfg.seed
-    generator = torch.Generator(device="cpu").manual_seed(seed)  # listener picks when game.choice=sample
-    boards = game.sample(n_boards, np.random.default_rng(seed), split, eval_cfg.data)
-    speaker = models.speaker()  # the captioning adapter: the base speaker and the RL reference
-    captions = {"base": speaker.generate(boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens).texts}
-    speaker.load_adapter(checkpoint / ADAPTER)
-    captions["trained"] = speaker.generate(
-        boards.target_images, greedy=True, max_new_tokens=rl_cfg.max_new_tokens
-    ).texts
+    played = players(cfg, spec, [(eval_cfg.data, eval_cfg.split)], adapter)
+    game, speaker = played.game, played.speaker
+    generator = torch.Generator(device="cpu").manual_seed(eval_cfg.seed)  # listener picks when game.choice=sample
+    boards = game.sample(n_boards, np.random.default_rng(eval_cfg.seed), eval_cfg.split, eval_cfg.data)
+    settings = {"greedy": True, "max_new_tokens": rl_cfg.max_new_tokens}
+    captions = {  # the base speaker is the captioning adapter, RL's reference
+        "base": speaker.sample(speaker.prefix(boards.target_images, played.reference), 1, **settings).texts,
+        "trained": speaker.generate(boards.target_images, **settings).texts,
+    }
     subsets: list[tuple[str, ...]] = [()] * len(boards)
     if has_oracle(boards):
         captions["oracle"], subsets = oracle_speaker(game, boards, generator)
-    rows = {name: plays(texts, game.play(texts, boards, generator), game, boards) for name, texts in captions.items()}
+    eval_boards = held_out_boards(game, eval_cfg)  # the boards summary.json's before / after were measured on
+    attributes = tuple(key.split("/", 1)[1] for key in summary["before"] if key.startswith("mention/"))
+    return Report(
+        run=run_dir,
+        checkpoint=adapter.parent,
+        data=boards.checked_pool().data.name,
+        speakers=tuple(captions),
+        split=eval_cfg.split,
+        seed=eval_cfg.seed,
+        roles={name: role(game, name) for name in game.listeners},
+        perceptions={name: perception_name(listener.perception) for name, listener in game.listeners.items()},
+        reward=reward_words(game),
+        summary=summary,
+        curves=curves,
+        attributes=attributes,
+        mention=mention_rates(summary, attributes, game, eval_boards, eval_cfg.seed),
+        mention_boards=len(eval_boards),
+        boards=board_reports(game, boards, captions, subsets, generator),
+    )
 
+
+def board_reports(
+    game: Game,
+    boards: Boards,
+    captions: dict[str, list[str]],
+    subsets: list[tuple[str, ...]],
+    generator: torch.Generator,
+) -> list[BoardReport]:
+    """Each board as each listener perceives it, and what every speaker said on it and how it was played."""
+    rows = {name: plays(texts, game.play(texts, boards, generator), game, boards) for name, texts in captions.items()}
     images = boards.images  # (B, N, H, W, 3)
     views = {name: perceived(listener.perception, images) for name, listener in game.listeners.items()}
     pool = boards.checked_pool()
-    board_reports = [
+    return [
         BoardReport(
             target=int(boards.target[b]),
             description=pool.describe(int(item)),
@@ -217,37 +247,25 @@ def gather(
         )
         for b, item in enumerate(boards.target_items)
     ]
-    eval_boards = held_out_boards(game, eval_cfg)  # the boards summary.json's before / after were measured on
-    attributes = tuple(key.split("/", 1)[1] for key in summary["before"] if key.startswith("mention/"))
+
+
+def mention_rates(
+    summary: dict[str, Any], attributes: tuple[str, ...], game: Game, eval_boards: Boards, seed: int
+) -> dict[str, dict[str, float]]:
+    """Each speaker's mention rate per attribute on the run's evaluation boards: base and trained from summary.json,
+    the oracle's played here (data with scenes)."""
     mention = {
         "base": {a: summary["before"][f"mention/{a}"] for a in attributes},
         "trained": {a: summary["after"].get(f"mention/{a}", float("nan")) for a in attributes},
     }
     if has_oracle(eval_boards):
-        oracle = oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(eval_cfg.seed))
+        oracle = oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(seed))
         mention["oracle"] = {a: oracle.get(a, float("nan")) for a in attributes}
-    roles = {
-        name: "intended"
-        if name in game.reward.intended
-        else "subtracted"
-        if name in game.reward.subtracted
-        else "player"
-        for name in game.listeners
-    }
-    return Report(
-        run=run_dir,
-        checkpoint=checkpoint,
-        data=pool.data.name,
-        speakers=tuple(captions),
-        split=split,
-        seed=seed,
-        roles=roles,
-        perceptions={name: perception_name(listener.perception) for name, listener in game.listeners.items()},
-        reward=reward_words(game),
-        summary=summary,
-        curves=curves,
-        attributes=attributes,
-        mention=mention,
-        mention_boards=len(eval_boards),
-        boards=board_reports,
-    )
+    return mention
+
+
+def role(game: Game, name: str) -> str:
+    """A listener's part in the game's reward: intended, subtracted, or a player the reward does not read."""
+    if name in game.reward.intended:
+        return "intended"
+    return "subtracted" if name in game.reward.subtracted else "player"

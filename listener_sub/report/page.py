@@ -48,13 +48,15 @@ table.metrics td { text-align: right; font-variant-numeric: tabular-nums; }
 table.metrics th { text-align: left; font-weight: normal; }
 table.metrics thead th, table.metrics tfoot th { font-weight: 600; }
 .filter { position: absolute; opacity: 0; }
-.filter + label { display: inline-block; padding: 3px 12px; margin: 0 4px 10px 0; border: 1px solid #b9c0c8; border-radius: 14px; cursor: pointer; background: #fff; }
+.filter + label { display: inline-block; padding: 3px 12px; margin: 0 4px 10px 0; border: 1px solid #b9c0c8; \
+border-radius: 14px; cursor: pointer; background: #fff; }
 .filter:checked + label { background: #1d2228; color: #fff; border-color: #1d2228; }
 .filter:focus-visible + label { outline: 2px solid #2b6cd4; }
 #show-won:checked ~ .boards .board:not(.won) { display: none; }
 #show-lost:checked ~ .boards .board.won { display: none; }
 .legend { font-size: 12px; color: #5b6470; margin: 0 0 10px; }
-.board { background: #fff; border: 1px solid #dde1e6; border-left: 5px solid #c9372c; border-radius: 6px; padding: 8px 12px 10px; margin-bottom: 12px; }
+.board { background: #fff; border: 1px solid #dde1e6; border-left: 5px solid #c9372c; border-radius: 6px; \
+padding: 8px 12px 10px; margin-bottom: 12px; }
 .board.won { border-left-color: #2e9d5b; }
 .board h3 { font-size: 15px; margin: 0 0 6px; }
 .board .target { font-weight: normal; color: #5b6470; font-size: 13px; }
@@ -71,14 +73,17 @@ table.views img { display: block; image-rendering: pixelated; border: 3px solid 
 table.views td.is-target img { border-color: #2e9d5b; }
 th.is-target { color: #2e9d5b !important; font-weight: 600 !important; }
 .marks { height: 16px; display: flex; gap: 2px; justify-content: center; }
-.mark { display: inline-block; font-size: 10px; line-height: 14px; width: 14px; text-align: center; border-radius: 3px; color: #fff; font-weight: 600; }
+.mark { display: inline-block; font-size: 10px; line-height: 14px; width: 14px; text-align: center; \
+border-radius: 3px; color: #fff; font-weight: 600; }
 table.plays { border-collapse: collapse; flex: 1 1 560px; table-layout: fixed; font-size: 13px; }
 table.plays col.speaker { width: 72px; }
 table.plays col.listener { width: 142px; }
 table.plays col.reward { width: 64px; }
-table.plays th, table.plays td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eef0f3; vertical-align: top; }
+table.plays th, table.plays td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eef0f3; \
+vertical-align: top; }
 table.plays thead th { font-size: 11px; color: #5b6470; font-weight: normal; }
-table.plays td.caption { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; word-break: break-word; }
+table.plays td.caption { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; \
+word-break: break-word; }
 table.plays td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.good { background: #e6f4ec; }
 td.bad { background: #fbe9e7; }
@@ -119,7 +124,8 @@ def header(report: Report) -> str:
 <dt>trained speaker</dt><dd><code>{escape(str(report.checkpoint))}</code></dd>
 <dt>reward</dt><dd>{escape(report.reward)}</dd>
 <dt>listeners</dt><dd>{listeners}</dd>
-<dt>boards</dt><dd><span id="board-count">{len(report.boards)}</span> boards of {escape(report.data)} (seed {report.seed}):
+<dt>boards</dt><dd><span id="board-count">{len(report.boards)}</span> \
+boards of {escape(report.data)} (seed {report.seed}):
 the trained speaker won {won}, lost {len(report.boards) - won}</dd>
 </dl>
 </header>"""
@@ -140,7 +146,8 @@ def metrics_table(report: Report) -> str:
     if "oracle_gap" in summary:
         foot += f"<tr><th>oracle_gap</th><td>{number(summary['oracle_gap'])}</td></tr>"
     return (
-        f'<table class="metrics"><caption>summary.json: {report.mention_boards} held-out boards, before and after training'
+        f'<table class="metrics"><caption>summary.json: {report.mention_boards} held-out boards, '
+        "before and after training"
         f"</caption><thead><tr><th>metric</th>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>"
     )
 
@@ -149,7 +156,8 @@ def summary_section(report: Report) -> str:
     """The metric table, the mention chart and the training curves."""
     mention = data_uri("image/svg+xml", mention_chart(report.mention, report.attributes, report.mention_boards))
     oracle = (
-        f"; oracle: per board the canonical caption of the attribute subset with the best reward, on the same {report.mention_boards} boards"
+        "; oracle: per board the canonical caption of the attribute subset with the best reward, "
+        f"on the same {report.mention_boards} boards"
         if "oracle" in report.mention
         else ""
     )
@@ -171,38 +179,40 @@ def views_table(report: Report, index: int, board: BoardReport) -> str:
     """The board's images as each listener sees them, the target framed, each speaker's pick marked."""
     n_images = len(next(iter(board.views.values())))
     head = "".join(
-        f'<th class="is-target">{i + 1} target</th>' if i == board.target else f"<th>{i + 1}</th>"
-        for i in range(n_images)
+        f'<th class="is-target">{i} target</th>' if i == board.target else f"<th>{i}</th>" for i in range(n_images)
     )
     rows = []
     for name, images in board.views.items():
         cells = []
         for i, image in enumerate(images):
             marks = "".join(
-                f'<span class="mark" style="background:{SPEAKER_COLORS[speaker]}" title="{speaker}: {escape(name)} picks this">{speaker[0].upper()}</span>'
+                f'<span class="mark" style="background:{SPEAKER_COLORS[speaker]}" '
+                f'title="{speaker}: {escape(name)} picks this">{speaker[0].upper()}</span>'
                 for speaker, play in board.plays.items()
                 if play.picks[name] == i
             )
             target = ' class="is-target"' if i == board.target else ""
-            alt = f"board {index}, image {i + 1} as {name} sees it"
+            alt = f"board {index}, position {i} as {name} sees it"
             cells.append(
-                f'<td{target}><img src="{png(image)}" width="{TILE}" height="{TILE}" alt="{escape(alt)}"><div class="marks">{marks}</div></td>'
+                f'<td{target}><img src="{png(image)}" width="{TILE}" height="{TILE}" alt="{escape(alt)}">'
+                f'<div class="marks">{marks}</div></td>'
             )
-        label = f'<th scope="row"><b>{escape(name)}</b>{escape(report.perceptions[name])}<br>{escape(report.roles[name])}</th>'
+        label = (
+            f'<th scope="row"><b>{escape(name)}</b>{escape(report.perceptions[name])}'
+            f"<br>{escape(report.roles[name])}</th>"
+        )
         rows.append(f"<tr>{label}{''.join(cells)}</tr>")
     cols = f'<col class="label">{"<col>" * n_images}'
     return f'<table class="views">{cols}<thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def pick_cell(report: Report, name: str, play: Play, target: int) -> str:
-    """A listener's pick under a caption: position, right/wrong, its probability; green when it helps the speaker."""
+    """A listener's pick under a caption: position (from 0), ✓ right / ✗ wrong, its P(target | caption), as the env's
+    transcripts read it; green when it helps the speaker."""
     pick, probs = play.picks[name], play.probs[name]
     helps = play.correct[name] if report.roles[name] == "intended" else not play.correct[name]
     style = "" if report.roles[name] == "player" else f' class="{"good" if helps else "bad"}"'
-    text = f"{pick + 1} {'✓' if play.correct[name] else '✗'} p={probs[pick]:.2f}"
-    if not play.correct[name]:
-        text += f'<span class="note">target p={probs[target]:.2f}</span>'
-    return f"<td{style}>{text}</td>"
+    return f"<td{style}>{pick} {'✓' if play.correct[name] else '✗'} p(target)={probs[target]:.2f}</td>"
 
 
 def plays_table(report: Report, board: BoardReport) -> str:
@@ -217,7 +227,8 @@ def plays_table(report: Report, board: BoardReport) -> str:
         picks = "".join(pick_cell(report, name, play, board.target) for name in report.roles)
         won = ' class="row-won"' if play.won else ""
         rows.append(
-            f'<tr{won}><th title="{escape(SPEAKER_HELP[speaker])}">{speaker}</th><td class="caption">{escape(play.caption)}{notes}</td>'
+            f'<tr{won}><th title="{escape(SPEAKER_HELP[speaker])}">{speaker}</th>'
+            f'<td class="caption">{escape(play.caption)}{notes}</td>'
             f'{picks}<td class="num">{number(play.reward, signed=True)}</td></tr>'
         )
     cols = '<col class="speaker"><col>' + '<col class="listener">' * len(report.roles) + '<col class="reward">'
@@ -231,7 +242,7 @@ def board_article(report: Report, index: int, board: BoardReport) -> str:
     """One board: the views and the three speakers' plays."""
     state = "won" if board.won else "lost"
     return f"""<article class="board {state}" id="board-{index}">
-<h3>Board {index} <span class="badge">{state}</span> <span class="target">target: image {board.target + 1},
+<h3>Board {index} <span class="badge">{state}</span> <span class="target">target: position {board.target},
 {escape(board.description)}</span></h3>
 <div class="board-body">{views_table(report, index, board)}{plays_table(report, board)}</div>
 </article>"""
@@ -254,10 +265,11 @@ def boards_section(report: Report) -> str:
 <h2>Boards</h2>
 {filters}
 <p class="legend">won: the trained speaker's caption made every intended listener pick the target and every subtracted
-listener miss it. Each row of images is the board as that listener perceives it; the target is framed green; letters
-mark the image each speaker's caption made that listener pick ({marks}). Pick cells: image, ✓ right / ✗ wrong, the
-listener's probability of its pick; green when it is what the speaker wants (intended right, subtracted wrong). A green bar
-marks each speaker whose caption won the board.</p>
+listener miss it. Each row of images is the board as that listener perceives it, by position from 0 (the env's
+actions, rollouts.jsonl); the target is framed green; letters mark the image each speaker's caption made that listener
+pick ({marks}). Pick cells: position, ✓ right / ✗ wrong, the listener's P(target | caption) (as rollout's transcripts);
+green when it is what the speaker wants (intended right, subtracted wrong). A green bar marks each speaker whose caption
+won the board.</p>
 <div class="boards">
 {articles}
 </div>

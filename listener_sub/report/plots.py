@@ -1,4 +1,5 @@
-"""The report's plots as SVG bytes: mention rate per attribute, and training curves from metrics.jsonl."""
+"""The report's plots as SVG bytes (mention rate per attribute, training curves from metrics.jsonl), and labels of
+scattered points placed where they overlap neither each other nor the points (`place_labels`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,94 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 SPEAKER_COLORS = {"base": "#8a8f98", "trained": "#2b6cd4", "oracle": "#2e9d5b"}
 SERIES_COLORS = ["#2b6cd4", "#d4572b", "#2e9d5b", "#9b4fc9", "#c99a00", "#00a0b0"]
+LABEL_ANGLES = np.deg2rad(
+    [30, -30, 90, -90, 150, -150, 0, 180, 60, -60, 120, -120]
+)  # label directions, preferred first
+LABEL_RINGS = 24  # distances tried around a point before a label is dropped
+MARKER_PX = 5.0  # half the side of the square each point keeps free of names, in pixels at the figure's dpi
+BAR_PX = 3.0  # half the thickness of the strip each error bar (and its caps) keeps free of names, in pixels
+
+
+def place_labels(
+    ax: Axes,
+    xy: np.ndarray,
+    names: Sequence[str | None],
+    err: np.ndarray | None = None,
+    fontsize: float = 6.0,
+    avoid: Sequence[Bbox] = (),
+) -> None:
+    """Name the points `xy` ((N, 2) data coordinates) of `ax`, no name on another, on a point, on a point's error
+    bars (`err`: (N, 2) half-lengths in x and y, data units) or on the `avoid` boxes (pixels: a legend's extent).
+    A point whose name is None is kept free of names but not named.
+
+    Each name takes the nearest free spot on rings of growing distance around its point (points in crowded places
+    first, so they get the near spots); a name away from its point is joined to it by a thin line, and one with no
+    free spot in reach is left off rather than drawn over another. The axes' limits and the figure's layout must be
+    final: spots are measured in pixels.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    xy = np.asarray(xy, dtype=float)
+    anchors = ax.transData.transform(xy)  # (N, 2) pixels
+    blocked = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in anchors]
+    if err is not None:
+        for (x, y), (px, py), (dx, dy) in zip(xy, anchors, np.asarray(err, dtype=float)):
+            (x0, y0), (x1, y1) = ax.transData.transform([(x - dx, y - dy), (x + dx, y + dy)])
+            blocked += [(x0, py - BAR_PX, x1, py + BAR_PX), (px - BAR_PX, y0, px + BAR_PX, y1)]
+    blocked += [(b.x0, b.y0, b.x1, b.y1) for b in avoid]
+    frame = ax.get_window_extent(renderer)
+    near = (np.linalg.norm(anchors[:, None] - anchors[None], axis=-1) < 60).sum(1)  # neighbours within 60 px
+    named = [i for i, name in enumerate(names) if name is not None]
+    sizes = {i: _text_size(ax, names[i], fontsize) for i in named}
+    step = max((h for _, h in sizes.values()), default=1.0)
+    for i in sorted(named, key=lambda i: (-near[i], i)):
+        (w, h), (x, y) = sizes[i], anchors[i]
+        spots = (
+            (
+                x + np.cos(a) * (MARKER_PX + 1 + ring * step + w / 2),
+                y + np.sin(a) * (MARKER_PX + 1 + ring * step + h / 2),
+            )
+            for ring in range(LABEL_RINGS)
+            for a in LABEL_ANGLES
+        )
+        spot = next((c for c in spots if _free(c, w, h, blocked, frame)), None)
+        if spot is None:
+            continue
+        (cx, cy), points = spot, 72 / fig.dpi
+        blocked.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        touching = abs(cx - x) <= w / 2 + MARKER_PX + 1 and abs(cy - y) <= h / 2 + MARKER_PX + 1
+        ax.annotate(
+            names[i],
+            xy[i],
+            xytext=((cx - x) * points, (cy - y) * points),
+            textcoords="offset points",
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            arrowprops=None
+            if touching
+            else {"arrowstyle": "-", "lw": 0.5, "color": "#777", "shrinkA": 1, "shrinkB": 2},
+        )
+
+
+def _text_size(ax: Axes, text: str, fontsize: float) -> tuple[float, float]:
+    """The pixels (width, height) a text takes in `ax`, with a pixel of room around it."""
+    artist = ax.text(0, 0, text, fontsize=fontsize)
+    box = artist.get_window_extent(ax.figure.canvas.get_renderer())
+    artist.remove()
+    return box.width + 2, box.height + 2
+
+
+def _free(centre: tuple[float, float], w: float, h: float, blocked: list[tuple[float, ...]], frame: Bbox) -> bool:
+    """Whether a w x h box at `centre` lies inside `frame` and overlaps none of the `blocked` boxes (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = centre[0] - w / 2, centre[1] - h / 2, centre[0] + w / 2, centre[1] + h / 2
+    if x0 < frame.x0 or y0 < frame.y0 or x1 > frame.x1 or y1 > frame.y1:
+        return False
+    return all(x1 <= b[0] or x0 >= b[2] or y1 <= b[1] or y0 >= b[3] for b in blocked)
 
 
 def svg(fig: Figure) -> bytes:

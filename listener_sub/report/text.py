@@ -9,11 +9,14 @@ from listener_sub.report.gather import Report
 
 
 def boards_table(report: Report) -> Table:
-    """One row per board and speaker: caption, each listener's pick and probability, reward, won / lost."""
+    """One row per board and speaker: caption, each listener's pick (position from 0) and P(target), reward, won /
+    lost."""
     won = sum(board.won for board in report.boards)
     table = Table(
-        title=f"{len(report.boards)} boards of {report.data} (seed {report.seed}): trained won {won}, lost {len(report.boards) - won}",
-        caption="pick: image (1-based), ✓ right / ✗ wrong, the listener's probability of its pick; won: intended right, subtracted wrong",
+        title=f"{len(report.boards)} boards of {report.data} (seed {report.seed}): "
+        f"trained won {won}, lost {len(report.boards) - won}",
+        caption="pick: position (from 0, as the env and rollout count), ✓ right / ✗ wrong, the listener's "
+        "P(target | caption); won: intended right, subtracted wrong",
     )
     table.add_column("board", justify="right")
     table.add_column("target")
@@ -28,14 +31,15 @@ def boards_table(report: Report) -> Table:
             play = board.plays[speaker]
             picks = [
                 Text(
-                    f"{play.picks[name] + 1} {'✓' if play.correct[name] else '✗'} {play.probs[name][play.picks[name]]:.2f}"
+                    f"{play.picks[name]} {'✓' if play.correct[name] else '✗'} "
+                    f"p(target)={play.probs[name][board.target]:.2f}"
                 )
                 for name in report.roles
             ]
             first = row == 0
             table.add_row(
                 str(index) if first else "",
-                Text(f"{board.target + 1}: {board.description}") if first else Text(""),
+                Text(f"{board.target}: {board.description}") if first else Text(""),
                 speaker,
                 Text(play.caption + (" (untruthful)" if play.truthful is False else "")),
                 *picks,

@@ -104,7 +104,8 @@ def split_stream(split: str) -> int:
 
 
 def caption_scenes(scenes: SceneBatch, cfg: CaptionConfig, per_scene: int, seed: int = 0) -> list[list[str]]:
-    """per_scene captions for each scene, in the scenes' vocabulary; scene i of a split always gets the same captions."""
+    """per_scene captions for each scene, in the scenes' vocabulary; scene i of a split always gets the same
+    captions."""
     captions = []
     stream = split_stream(scenes.split)
     for b, index in enumerate(scenes.index):

@@ -160,7 +160,8 @@ def _stream(cfg: WorldConfig, split: str, chunk: int) -> np.random.Generator:
 
 
 def _sample_chunk(cfg: WorldConfig, split: str, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All CHUNK scenes of one random stream: attrs (CHUNK, K, A), xy (CHUNK, K, 2), radius (CHUNK, K), backdrop (CHUNK, 5)."""
+    """All CHUNK scenes of one random stream: attrs (CHUNK, K, A), xy (CHUNK, K, 2), radius (CHUNK, K), backdrop
+    (CHUNK, 5)."""
     rng = _stream(cfg, split, chunk)
     n, k_max = CHUNK, cfg.max_objects
     sizes = WORLD_VOCAB.sizes()
