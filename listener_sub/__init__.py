@@ -11,6 +11,7 @@ The public API, open_clip style (plain arguments, `create_*` factories); names l
     gray = ls.create_listener("gray", "ViT-B-32", "openai", perception="grayscale")  # your own players
     env = ls.make_env(players.game, players.speaker.tokenizer)  # PettingZoo AEC (parallel=True: Parallel)
 """
+
 from __future__ import annotations
 
 import importlib

@@ -87,7 +87,8 @@ class Assembly:
 
     @staticmethod
     def _data_key(images: ImageSet | None) -> list[str]:
-        """What a locally trained model's key adds for its data: nothing for the embedded world (keys as before)."""
+        """What a locally trained model's key adds for its data: nothing for the embedded world, so its models' keys
+        are those of its settings alone."""
         return [] if images is None else [images.key]
 
     # ---------------------------------------------------------------- what is trained locally, and where it lives

@@ -112,7 +112,7 @@ class ArtifactCache:
         return path
 
     def intact(self, path: Path) -> bool:
-        """Whether the artifact matches its record. One without a record (written before records were kept, or by a
+        """Whether the artifact matches its record. One without a record (from a cache that kept none, or by a
         process killed between the artifact's rename and its record) was complete when renamed: it is recorded now."""
         record = _record_path(path)
         if not record.exists():

@@ -45,3 +45,34 @@ def warm_cache(tiny_models, monkeypatch) -> Path:
     """This test's commands use the session's cache of tiny models ($LISTENER_SUB_CACHE, inherited by subprocesses)."""
     monkeypatch.setenv("LISTENER_SUB_CACHE", str(tiny_models))
     return tiny_models
+
+
+@pytest.fixture
+def default_models(tiny_models, tmp_path_factory, monkeypatch) -> Path:
+    """A fresh cache ($LISTENER_SUB_CACHE, inherited by subprocesses) holding the default experiment's models at the
+    default config's places: the session's tiny models (`tiny_models`, built with test_pretrain.TINY), linked there.
+    What composes the default experiment (`listener_sub.default_players()`, `dixit_v0.env()`) finds every model and
+    trains none."""
+    from hydra import compose, initialize_config_module
+    from test_pretrain import TINY
+
+    from listener_sub.commands.common import run_spec
+    from listener_sub.loading import assembly
+
+    def files(cache: Path, *overrides: str) -> dict[str, str]:
+        with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+            cfg = compose("rollout", overrides=[*overrides, f"cache_dir={cache}"])
+        return assembly(cfg, run_spec(cfg)).files()
+
+    root = tmp_path_factory.mktemp("default_models")
+    tiny, default = files(tiny_models, *TINY), files(root)
+    assert tiny.keys() == default.keys()
+    for role, path in default.items():
+        source, target = Path(tiny[role]), Path(path)
+        if role == "speaker.captioner":
+            source, target = source.parent, target.parent  # the adapter's folder (weights + JSON)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(source, target_is_directory=source.is_dir())
+    monkeypatch.setenv("LISTENER_SUB_CACHE", str(root))
+    return root

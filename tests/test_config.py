@@ -179,7 +179,7 @@ def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
     for bad, message in [
         (["~reward.nope"], "no such key"),
         (["reward.lamb=1"], "lamb"),
-        (["experiment/x=y"], "no config groups"),
+        (["experiment/x=y"], "where config groups are already resolved"),
     ]:
         with pytest.raises(UserError, match=message):
             from_run(own, tmp_path, ["command"], bad)

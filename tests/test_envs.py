@@ -8,12 +8,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, render_test, seed_test
 from pettingzoo.utils.conversions import aec_wrapper_fn
+from PIL import Image
 from tiny_game import one_thread, tiny_game, tiny_listeners, tiny_speaker, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
-from listener_sub.envs import ENV_ID, dixit_v0, make
+from listener_sub.cache import MissingArtifact
+from listener_sub.envs import ENV_ID, caption_action, dixit_v0, make
 from listener_sub.envs.policies import model_policies
-from listener_sub.envs.render import TARGET_COLOR
+from listener_sub.envs.render import MARGIN, PICK_COLORS, RING, TARGET_COLOR, layout
 from listener_sub.envs.round import SPEAKER
+from listener_sub.rewards import Reward
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_agents_spaces_and_observations(factories, game, tokenizer):
     env.step(spoken)
     assert np.array_equal(env.observe("listener_0")["caption"], spoken) and round_.caption == "a red object ."
     with pytest.raises(ValueError, match="picks one integer position"):
-        env.unwrapped.round.pick("listener_0", 7)
+        env.unwrapped.round.pick({"listener_0": 7})
 
 
 SPOKEN = [1] * 16  # token ids of a caption (the tiny tokenizer's id 1, 16 times)
@@ -133,7 +136,7 @@ def test_no_step_after_the_episode_ends_or_before_it_begins(factories):
     with pytest.raises(ValueError, match="the only valid action is None"):  # PettingZoo's dead step
         aec.step(1)
     with pytest.raises(ValueError, match="this round is over"):
-        aec.round.pick("listener_0", 1)
+        aec.round.pick({"listener_0": 1})
 
 
 def play_aec(env, policies, seed):
@@ -184,19 +187,48 @@ def test_env_and_core_agree_on_boards_and_rewards(factories, game, speaker):
         assert parallel_rewards == pytest.approx(rewards, abs=1e-6) and parallel_record == record
 
 
-def test_renders_show_board_target_caption_and_picks(factories, speaker):
+def test_ansi_transcript_reads_positions_from_0_and_p_target(factories, speaker):
+    env = factories[0](render_mode="ansi")
+    _, record = play_aec(env, model_policies(env.unwrapped.round, speaker), seed=5)
+    text = env.render()
+    target, gray = record["target"], record["listeners"]["listener_1"]
+    assert repr(record["caption"]) in text and f"target at {target}" in text and "rewards: speaker_0" in text
+    verdict = "right" if gray["correct"] else "wrong"
+    assert f"listener_1 (gray): picks {gray['choice']} {verdict} p(target)={gray['probs'][target]:.2f}" in text
+
+
+def test_frame_shows_each_listeners_view_target_and_picks_outside_the_images(factories, speaker):
     env = factories[0](render_mode="rgb_array")
-    policies = model_policies(env.unwrapped.round, speaker)
-    _, record = play_aec(env, policies, seed=5)
+    round_ = env.unwrapped.round
+    _, record = play_aec(env, model_policies(round_, speaker), seed=5)
     picture = env.render()
+    Image.fromarray(picture).save("/tmp/frame.png")  # to look at
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
-    assert (np.abs(picture.astype(int) - TARGET_COLOR).sum(-1) == 0).sum() > 4 * 3 * 64 * 3  # the target's frame
-    text = dixit_v0._render(env.unwrapped.round, "ansi")
-    assert repr(record["caption"]) in text and f"target at {record['target']}" in text
-    assert (
-        f"listener_1 (gray): picks {record['listeners']['listener_1']['choice']}" in text
-        and "rewards: speaker_0" in text
-    )
+    at = layout(round_)
+    target = record["target"]
+    assert [text for text, _ in at.header][0] == f'speaker_0 says "{record["caption"]}"'
+    assert any(text.startswith(f"target: position {target},") for text, _ in at.header)
+    for row, (agent, name) in enumerate(round_.listeners.items()):
+        label = [text for text, _ in at.labels[row]]
+        assert label[:2] == [f"{agent}: {name}", f"sees {round_.game.listeners[name].perception.name}"]
+        pick = record["listeners"][agent]["choice"]
+        for i, seen in enumerate(round_.view(agent)):
+            x0, y0, x1, y1 = at.box(row, i)
+            scale = (x1 - x0) // seen.shape[1]
+            # the listener's own view, scaled up, with nothing drawn on it
+            assert np.array_equal(picture[y0:y1, x0:x1], seen.repeat(scale, 0).repeat(scale, 1))
+            middle = (y0 + y1) // 2
+            border = picture[middle, x0 - RING : x0]  # left of the image: the pick's border
+            assert np.all(border == PICK_COLORS[row]) == (i == pick), (agent, i)
+            frame = picture[middle, x0 - MARGIN + 2 : x0 - RING]  # further left: the target's frame
+            assert np.all(frame == TARGET_COLOR) == (i == target), (agent, i)
+
+    def shown(row):
+        x0, y0, x1, y1 = at.box(row, 0)
+        return picture[y0:y1, x0:x1].astype(int)
+
+    gray = shown(1)  # listener_1 perceives in grayscale, listener_0 in full colour
+    assert np.all(gray.max(-1) - gray.min(-1) <= 1) and np.any(shown(0).max(-1) - shown(0).min(-1) > 30)
 
 
 def test_registry(game, tokenizer):
@@ -243,3 +275,135 @@ def test_any_action_is_played_or_refused_with_a_value_error(factories, tokenizer
         assert env.round.outcome is None and env.agents  # refused: the round waits for valid picks
     else:
         assert isinstance(pick, int) and not isinstance(pick, bool) and 0 <= pick < 4 and all(done.values())
+
+
+@pytest.mark.parametrize("text", ["a red object .", "circle", "a small blue striped square on the left ."])
+def test_caption_action_round_trips_through_either_env(factories, tokenizer, text):
+    action = caption_action(tokenizer, text, 16)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert action.shape == (16,) and action.dtype == np.int64
+    assert action.tolist() == ids + [tokenizer.eos_token_id] + [tokenizer.pad_token_id] * (15 - len(ids))
+    aec = factories[0]()
+    aec.reset(seed=0)
+    aec.step(action)
+    assert aec.unwrapped.round.caption == text and aec.infos[SPEAKER]["caption"] == text
+    assert np.array_equal(aec.observe("listener_0")["caption"], action)
+    parallel = factories[1]()
+    parallel.reset(seed=0)
+    _, _, _, _, infos = parallel.step({SPEAKER: action})
+    assert infos[SPEAKER]["caption"] == text
+
+
+def test_caption_action_fills_the_action_or_refuses(tokenizer, speaker, game):
+    full = " ".join(["red"] * 16)
+    action = caption_action(tokenizer, full, 16)  # 16 ids and no room for EOS: the whole action is the caption
+    assert tokenizer.eos_token_id not in action.tolist()
+    round_ = dixit_v0.raw_env(game=game, tokenizer=tokenizer).round
+    round_.reset(seed=0)
+    round_.speak(action)
+    assert round_.caption == full
+    with pytest.raises(ValueError, match="17 token ids, more than the action's max_tokens=16"):
+        caption_action(tokenizer, full + " red", 16)
+    caption = speaker.generate(round_.boards.target_images, greedy=True).texts[0]  # the speaker's own caption
+    round_.reset(seed=0)
+    round_.speak(caption_action(tokenizer, caption, 16))
+    assert round_.caption == caption
+
+
+def test_infos_say_who_acts_and_off_phase_actions_are_not_read(factories, tokenizer):
+    spoken, other = caption_action(tokenizer, "a red object .", 16), caption_action(tokenizer, "a blue one .", 16)
+    listeners = ["listener_0", "listener_1", "listener_2"]
+    plain = factories[1]()
+    plain.reset(seed=3)
+    plain.step({SPEAKER: spoken})
+    *_, expected_infos = plain.step(dict.fromkeys(listeners, 1))
+    expected_rewards = plain.round.rewards()
+
+    env = factories[1]()
+    _, infos = env.reset(seed=3)
+    assert {a: (i["phase"], i["acts"]) for a, i in infos.items()} == {
+        SPEAKER: ("speak", True),
+        **{a: ("speak", False) for a in listeners},
+    }
+    *_, infos = env.step({SPEAKER: spoken} | dict.fromkeys(listeners, 2))  # listeners' picks: not their phase
+    assert env.round.picks == {} and [a for a, i in infos.items() if i["acts"]] == listeners == env.acting_agents
+    assert all(i["phase"] == "pick" for i in infos.values())
+    *_, infos = env.step({SPEAKER: other} | dict.fromkeys(listeners, 1))  # a second caption: not the speaker's phase
+    assert np.array_equal(env.round.tokens, spoken) and env.round.caption == "a red object ."
+    assert env.round.rewards() == expected_rewards and infos == expected_infos
+    assert all(i == {**i, "phase": "done", "acts": False} for i in infos.values()) and env.acting_agents == []
+
+    garbage = factories[1]()  # an off-phase action is not even checked
+    garbage.reset(seed=3)
+    garbage.step({SPEAKER: spoken, "listener_0": "nonsense"})
+    garbage.step({SPEAKER: None} | dict.fromkeys(listeners, 1))
+    assert garbage.round.rewards() == expected_rewards
+
+    aec = factories[0]()
+    aec.reset(seed=3)
+    for agent in aec.agent_iter():  # the agent AEC selects is one the round reads
+        _, _, done, _, info = aec.last()
+        phase = "done" if done else "speak" if agent == SPEAKER else "pick"
+        assert (info["phase"], info["acts"]) == (phase, not done)
+        aec.step(None if done else spoken if agent == SPEAKER else 1)
+    assert aec.unwrapped.round.rewards() == expected_rewards
+
+
+def play_picks(game, tokenizer, picks: dict[str, int]) -> tuple[dict[str, float], list[float], list[float], int]:
+    """A parallel episode of `game` (seed 3) with a fixed caption and these picks (listener agent -> position, or
+    'target' / 'miss'): the rewards, full's and gray's P(image | caption), the target."""
+    env = dixit_v0.parallel_env(game=game, tokenizer=tokenizer, split="test")
+    env.reset(seed=3)
+    env.step({SPEAKER: caption_action(tokenizer, "a red object .", 16)})
+    target = env.round.boards.target[0]
+    positions = {a: int(target if p == "target" else (target + 1) % 4) for a, p in picks.items()}
+    *_, rewards, _, _, infos = env.step(positions)
+    return rewards, infos["listener_0"]["probs"], infos["listener_1"]["probs"], int(target)
+
+
+def test_speaker_reward_follows_picks_with_acc_and_not_with_prob(game, tokenizer):
+    """listener_0 is full (intended), listener_1 gray (subtracted), listener_2 full_b (a control, not in the reward)."""
+    rules = {score: Reward({"full": 1.0}, {"gray": 1.0}, score=score) for score in ("acc", "prob", "logprob", "dixit")}
+    games = {score: tiny_game(game.listeners, reward) for score, reward in rules.items()}
+    right = {"listener_0": "target", "listener_1": "miss", "listener_2": "target"}
+    for score, g in games.items():
+        base, full, gray, target = play_picks(g, tokenizer, right)
+        assert base["listener_0"] == 1.0 and base["listener_1"] == 0.0  # a listener's own reward: its pick
+        flipped, *_ = play_picks(g, tokenizer, right | {"listener_0": "miss"})
+        control, *_ = play_picks(g, tokenizer, right | {"listener_2": "miss"})
+        assert control[SPEAKER] == base[SPEAKER] and flipped["listener_0"] == 0.0
+        if score == "acc":
+            assert (base[SPEAKER], flipped[SPEAKER]) == (1.0, 0.0)
+        elif score == "dixit":
+            assert (base[SPEAKER], flipped[SPEAKER]) == (1.0, 0.0)  # one of the reward's two listeners right, then none
+        else:  # the models' P(target), whatever the agents pick
+            expected = full[target] - gray[target] if score == "prob" else np.log(full[target]) - np.log(gray[target])
+            assert flipped[SPEAKER] == base[SPEAKER] == pytest.approx(expected, abs=1e-5)
+
+
+def test_default_split_is_train_and_rollout_plays_test(game, tokenizer):
+    env = make(ENV_ID, game=game, tokenizer=tokenizer, render_mode="ansi")
+    env.reset(seed=0)
+    assert env.unwrapped.round.split == "train" and "(synthetic train)" in env.render()
+    assert dixit_v0.parallel_env(game=game, tokenizer=tokenizer).round.split == "train"
+    assert "The default split is `train`" in dixit_v0.__doc__
+    assert all("default `train`" in cls.__doc__ for cls in (dixit_v0.raw_env, dixit_v0.parallel_raw_env))
+    assert '`split="test"`, the split `listener-sub rollout` plays' in dixit_v0.__doc__
+
+
+def test_the_first_line_a_pettingzoo_user_types_plays_the_cached_default(default_models):
+    """dixit_v0.env() / parallel_env() with no arguments: the default experiment's game and captioning speaker from the
+    cache. The session's tiny models stand in for the default ones at the default's places in a fresh cache."""
+    api_test(dixit_v0.env(), num_cycles=5)
+    parallel_api_test(dixit_v0.parallel_env(), num_cycles=5)
+    seed_test(dixit_v0.env, num_cycles=5)
+    parallel_seed_test(dixit_v0.parallel_env, num_cycles=5)
+    render_test(dixit_v0.env)
+    env = dixit_v0.env()
+    assert env.unwrapped.round.listeners == {"listener_0": "full", "listener_1": "gray"}  # experiment=colorblind
+
+
+def test_the_default_env_never_trains_a_model(isolated_cache):
+    with pytest.raises(MissingArtifact, match="lacks .*; build them once with `listener-sub pretrain`"):
+        dixit_v0.parallel_env()
+    assert not any(path.is_file() for path in isolated_cache.rglob("*"))  # nothing was built or written

@@ -1,4 +1,5 @@
-"""`listener-sub inspect`: the report of a tiny train run, HTML escaping, the text table, and the page in headless Chromium."""
+"""`listener-sub inspect`: the report of a tiny train run, HTML escaping, the text table, the board picture
+(format=png), and the page in headless Chromium."""
 
 import copy
 import io
@@ -19,8 +20,10 @@ from test_rl import TINY
 from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
 from listener_sub.commands.inspect import OWN_KEYS
+from listener_sub.report.figure import CHIPS, Layout
 from listener_sub.report.gather import gather
 from listener_sub.report.page import render_html
+from listener_sub.report.plots import SPEAKER_COLORS
 from listener_sub.report.text import boards_table
 
 BOARDS = 3
@@ -36,7 +39,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_models):
-    """A finished tiny train run (2 RL steps, a checkpoint each); its models in the session's cache, named in its config."""
+    """A finished tiny train run (2 RL steps, a checkpoint each); its models in the session's cache, named in its
+    config."""
     root = tmp_path_factory.mktemp("inspect")
     result = cli(
         "train",
@@ -199,3 +203,44 @@ def test_text_format_command_prints_the_boards(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{BOARDS} boards of synthetic test" in result.stdout and "fixed_oracle_gap" in result.stdout
     assert not (tmp_path / "report.html").exists()
+
+
+def test_png_format_draws_the_first_board_as_each_listener_sees_it(run_dir, report, tmp_path):
+    """board.png: the picture's size is its layout's; in each listener's row, each image is that listener's view of the
+    board (the gray listener's without colour); under each listener's pick after each caption, that speaker's mark."""
+    result = cli("inspect", f"run={run_dir}", f"boards={BOARDS}", "format=png", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "board.png"
+    assert f"wrote {path}" in result.stdout and not (tmp_path / "report.html").exists()
+    board = report.boards[0]  # the same run, boards and seed: the command's first board
+    layout = Layout(len(board.views), len(board.views["full"]))
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == layout.size
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    for row, (name, views) in enumerate(board.views.items()):
+        shown = []
+        for position, view in enumerate(views):
+            x0, y0, x1, y1 = layout.box(row, position)
+            cell = pixels[y0:y1, x0:x1].astype(np.uint8)
+            seen = np.asarray(Image.fromarray(cell).resize(view.shape[1::-1], Image.Resampling.BOX)).astype(int)
+            assert np.abs(seen - view).mean() < 3, (name, position)
+            shown.append(cell.astype(int))
+            for speaker in ("base", "trained"):
+                if board.plays[speaker].picks[name] == position:
+                    under = pixels[y1 : y1 + CHIPS, x0:x1]
+                    mark = np.array(Image.new("RGB", (1, 1), SPEAKER_COLORS[speaker]).getpixel((0, 0)))
+                    assert (np.abs(under - mark).max(-1) < 4).sum() > 50, (name, speaker, position)
+        spread = max(int((cell.max(-1) - cell.min(-1)).max()) for cell in shown)  # colour in the row's images
+        assert spread <= 2 if report.perceptions[name] == "grayscale" else spread > 40, (name, spread)
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["format=svg"], "format=svg is not one of: html, text, png"),
+        (["format=text", "out=board.txt"], "out=board.txt: format=text prints to the terminal"),
+    ],
+)
+def test_a_format_it_cannot_write_is_one_line_and_exit_2(args, line, tmp_path):
+    result = cli("inspect", f"run={tmp_path}", *args, f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode == 2 and line in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -15,12 +15,16 @@ from listener_sub.report.results import (
     ABLATION_COLUMNS,
     CONSTRAINED_COLUMNS,
     EXPERIMENT_COLUMNS,
+    HEADLINE_END,
+    HEADLINE_ROWS,
+    HEADLINE_START,
     RERANK_COLUMNS,
     TRANSFER_COLUMNS,
     bootstrap_interval,
+    headline,
     write_results,
 )
-from listener_sub.rl import EVAL_BOARDS
+from listener_sub.runs import EVAL_BOARDS
 
 BOARDS = 400
 
@@ -155,7 +159,8 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
     assert "`honest`: " in text and "x the best fixed-subset oracle (0.550, color)" in text
     honest_gap = np.mean([summary["after"]["gap"] for summary, _ in made["honest"]])
     assert (
-        "`liar`: beats the best fixed-subset oracle (0.300, color) with truthful 0.600 < 0.95: the gain comes from untruthful captions; "
+        "`liar`: beats the best fixed-subset oracle (0.300, color) with truthful 0.600 < 0.95: "
+        "the gain comes from untruthful captions; "
         f"`honest` keeps truthful >= 0.95 (0.990) with gap {honest_gap:.3f}."
     ) in text
 
@@ -203,6 +208,75 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
         assert image.shape[1] >= 600 and image.std() > 10  # a drawn chart, not a blank page
 
 
+def test_the_readme_headline_is_read_from_the_documents_table_and_findings(tmp_path):
+    """`headline` reads every cell from the document write_results wrote; `listener-sub results readme=R` puts it
+    between R's markers, runs nothing else, and refuses a README without them (exit 2, one line)."""
+    rows = {}
+    for i, name in enumerate(HEADLINE_ROWS):
+        rows[name] = [tmp_path / "runs" / name / f"seed_{s}" for s in range(2)]
+        for s, path in enumerate(rows[name]):
+            fake_run(path, 10 * i + s, 0.1 * (i % 5), 0.99 if i % 2 else 0.8, 0.45)
+    out = tmp_path / "docs" / "results.md"
+    written = "Written by `listener-sub results jobs=2` (full variant, 2026-01-01): every number below is read."
+    write_results(out, rows, [], ["# Results", "", written], resamples=100)
+    document = out.read_text()
+    block = headline(document)
+    for name in HEADLINE_ROWS:
+        (cells,) = table_rows(document, f"`{name}`")
+        finding = next(line for line in document.splitlines() if line.startswith(f"- `{name}`: "))
+        share = finding.split(": ", 1)[1].split("x the best")[0]
+        line = next(line for line in block.splitlines() if line.startswith(f"| `{name}` |"))
+        assert [c.strip() for c in line.strip("|").split("|")] == [
+            f"`{name}`",
+            f"{cells[6]} -> {cells[2]}",
+            "0.450 (color)",
+            "beats it" if finding.split(": ", 1)[1].startswith("beats") else f"{share}x",
+            cells[7],
+            cells[8],
+            cells[11],
+        ]
+    assert "mean +- std over 2 RL seeds" in block and "`listener-sub results jobs=2`, full variant, 2026-01-01" in block
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{HEADLINE_START}\nold table\n{HEADLINE_END}\nend\n")
+    done = listener_sub(f"readme={readme}", f"out={out}", f"runs={tmp_path / 'no_runs'}")
+    assert done.returncode == 0, done.stderr
+    assert readme.read_text() == f"intro\n{HEADLINE_START}\n{block}\n{HEADLINE_END}\nend\n"
+    assert not (tmp_path / "no_runs").exists()
+    readme.write_text("no markers\n")
+    refused = listener_sub(f"readme={readme}", f"out={out}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert HEADLINE_START in refused.stderr and readme.read_text() == "no markers\n"
+
+
+def test_names_of_crowded_points_overlap_neither_each_other_nor_the_points():
+    """The frontier plot's rows near truthful 1 crowd together: each name finds a spot of its own."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from listener_sub.report.plots import place_labels
+
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([0.97 + 0.02 * rng.random((12, 2)), [[0.3, 0.6], [0.5, 0.2]]])  # (14, 2): 12 in a cluster
+    names = [f"colorblind_setting_{i}" for i in range(len(xy))]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.scatter(*xy.T)
+    ax.set_xlim(0.2, 1.02)
+    ax.set_ylim(0.1, 1.1)
+    fig.canvas.draw()
+    place_labels(ax, xy, names[:-1] + [None])  # the last point is kept free but not named
+    renderer = fig.canvas.get_renderer()
+    for text in ax.texts:
+        text.update_positions(renderer)
+    boxes = [Text.get_window_extent(text, renderer) for text in ax.texts]  # the names, without their leader lines
+    assert sorted(text.get_text() for text in ax.texts) == sorted(names[:-1])
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :])
+        assert not any(box.contains(*point) for point in ax.transData.transform(xy))
+        assert ax.get_window_extent(renderer).contains(box.x0, box.y0)
+    plt.close(fig)
+
+
 def listener_sub(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
@@ -210,7 +284,8 @@ def listener_sub(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow  # about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, then the command again
+# about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, then the command again
+@pytest.mark.slow
 def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_runs(tmp_path):
     tiny = ",".join(f"'{o}'" for o in TINY)
     args = [
@@ -230,7 +305,8 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         "~rerank",
         "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
         "rerank_against=[colorblind]",
-        "truthful_settings={}",
+        "~truthful_settings",  # a dict override merges into the default's entries: removed, then set empty
+        "+truthful_settings={}",
     ]
     first = listener_sub(*args, "jobs=2")  # two runs side by side, each output in its log
     assert first.returncode == 0, first.stderr[-3000:]
@@ -252,10 +328,8 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         for s in (0, 1)
     ]
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
-    assert (
-        cells[3]
-        == f"{np.mean([s['after']['gap'] for s in shifted]):.3f} +- {np.std([s['after']['gap'] for s in shifted], ddof=1):.3f}"
-    )
+    gaps = [s["after"]["gap"] for s in shifted]
+    assert cells[3] == f"{np.mean(gaps):.3f} +- {np.std(gaps, ddof=1):.3f}"
     assert "quick variant" in text and "jobs=2" in text
     assert (
         str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()

@@ -284,7 +284,7 @@ def test_a_checkpoint_is_safetensors_and_json_and_a_legacy_pickle_still_resumes(
     assert isinstance(state["rng"]["python"], tuple) and isinstance(
         next(iter(state["optimizer"]["state"])), int
     )  # types kept
-    torch.save(state, checkpoint / "trainer.pt")  # as checkpoints were written before
+    torch.save(state, checkpoint / "trainer.pt")  # the first checkpoint format: the state as a pickle
     (checkpoint / "trainer.json").unlink()
     (checkpoint / "trainer.safetensors").unlink()
     resumed = Trainer(rl_config(steps=2), speaker_from(captioner), game, tmp_path / "legacy", held_out(8))

@@ -1,4 +1,5 @@
-"""`listener-sub results [quick=true] [jobs=2] [out=docs/results.md] [runs=DIR]`: every run behind the results document, then it.
+"""`listener-sub results [quick=true] [jobs=2] [out=docs/results.md] [runs=DIR]`: every run behind the results
+document, then it.
 
 Each row (`rows.<name>`: train overrides) runs once per RL seed (`trainer.seed`) as a Hydra multirun of `listener-sub
 train` into <runs>/<row>/seed_<s>/; each rerank entry (`rerank.<name>`: eval overrides) evaluates the captioning speaker
@@ -9,7 +10,12 @@ held-out data, the world's `shifted` split or a folder the command exports first
 and reused, so an interrupted sweep continues where it stopped.
 `jobs` child commands run at once, each with cores // jobs torch threads and its output in a .log beside its runs. Then
 the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
-`quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline in minutes.
+`quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline
+in minutes.
+
+`listener-sub results readme=README.md` runs nothing: it rewrites the README's headline block (between
+`<!-- results:headline -->` and `<!-- /results:headline -->`) from the document at `out`
+(`listener_sub.report.results.headline`), so the README's table is always the document's.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from omegaconf import DictConfig
 
 from listener_sub.cli import hydra_command
 from listener_sub.errors import UserError
-from listener_sub.report.results import finished, write_results
+from listener_sub.report.results import finished, replace_headline, write_results
+from listener_sub.report.tables import show
 
 EXPORT_SCENES = 4096  # scenes of an exported transfer folder (the game's pool)
 
@@ -53,7 +60,7 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
 
     def run(job: Job) -> tuple[Job, int]:
         start = time.perf_counter()
-        print(f"results: {job.name}: started\n", end="", flush=True)  # one write: lines of jobs side by side stay whole
+        show(f"results: {job.name}: started")
         command = [sys.executable, "-m", "listener_sub", *job.args]
         if parallel == 1:
             code = subprocess.run(command, env=env).returncode
@@ -61,11 +68,8 @@ def run_jobs(jobs: list[Job], parallel: int) -> None:
             job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "w") as log:
                 code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        print(
-            f"results: {job.name}: {'finished' if code == 0 else f'FAILED (exit {code})'} in {time.perf_counter() - start:.0f} s\n",
-            end="",
-            flush=True,
-        )
+        outcome = "finished" if code == 0 else f"FAILED (exit {code})"
+        show(f"results: {job.name}: {outcome} in {time.perf_counter() - start:.0f} s")
         return job, code
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -97,7 +101,7 @@ def row_jobs(
         root = runs / name
         missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
         if missing:
-            print(f"results: {name}: training seeds {missing} into {root}", flush=True)
+            show(f"results: {name}: training seeds {missing} into {root}")
             jobs.append(
                 Job(
                     name,
@@ -112,13 +116,14 @@ def row_jobs(
 def rerank_jobs(
     cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
 ) -> tuple[dict[str, list[Path]], list[Job]]:
-    """Every rerank entry's evaluation directories (one per seed, as speaker.rerank.seed) and the multiruns of the missing ones."""
+    """Every rerank entry's evaluation directories (one per seed, as speaker.rerank.seed) and the multiruns of the
+    missing ones."""
     entries, jobs = {}, []
     for name, overrides in cfg.rerank.items():
         root = runs / "rerank" / name
         missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
         if missing:
-            print(f"results: rerank {name}: evaluating seeds {missing} into {root}", flush=True)
+            show(f"results: rerank {name}: evaluating seeds {missing} into {root}")
             args = [
                 "eval",
                 "-m",
@@ -187,18 +192,40 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
     unknown = [name for pair in cfg.truthful_settings.items() for name in pair if name not in named]
     if unknown:
         raise UserError(
-            f"truthful_settings names {unknown}, which are neither rows nor rerank entries; choose from: {', '.join(named)}"
+            f"truthful_settings names {unknown}, which are neither rows nor rerank entries; "
+            f"choose from: {', '.join(named)}"
         )
     if cfg.transfer and not cfg.transfer_rows:
         raise UserError(
-            "transfer names domains but transfer_rows is empty; name the rows to evaluate there (transfer_rows=[colorblind])"
+            "transfer names domains but transfer_rows is empty; "
+            "name the rows to evaluate there (transfer_rows=[colorblind])"
         )
+
+
+def write_readme(readme: Path, document: Path) -> None:
+    """Rewrite the headline block of `readme` from the results document; UserError naming what is missing."""
+    try:
+        text, results = readme.read_text(encoding="utf-8"), document.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserError(
+            f"{error.filename} is unreadable ({error.strerror}); pass readme=README.md out=docs/results.md"
+        ) from None
+    try:
+        updated = replace_headline(text, results)
+    except ValueError as error:
+        raise UserError(f"readme={readme}, out={document}: {error}") from None
+    readme.write_text(updated, encoding="utf-8")
+    show(f"results: wrote the headline block of {readme} from {document}")
 
 
 @hydra_command("results")
 def main(cfg: DictConfig) -> None:
-    """Run (or find) every run of the sweep, then write the document and its plots."""
+    """Run (or find) every run of the sweep, then write the document and its plots; with readme=, only rewrite the
+    README's headline block from the document."""
     start = time.perf_counter()
+    if cfg.readme:
+        write_readme(Path(cfg.readme).expanduser(), Path(cfg.out).expanduser())
+        return
     seeds = [int(s) for s in (cfg.quick_seeds if cfg.quick else cfg.seeds)]
     check_sweep(cfg, seeds)
     runs = Path(cfg.runs).expanduser() / ("quick" if cfg.quick else "full")
@@ -217,7 +244,8 @@ def main(cfg: DictConfig) -> None:
         "",
         f"Written by `listener-sub results{' quick=true' if cfg.quick else ''} jobs={cfg.jobs}` ({variant} variant, "
         f"{datetime.now(timezone.utc):%Y-%m-%d}): every number below is read from the run directories under `{runs}`. "
-        f"This generation took {wall:.0f} s with {cfg.jobs} run(s) at a time on {os.cpu_count()} cores, runs found finished "
+        f"This generation took {wall:.0f} s with {cfg.jobs} run(s) at a time on {os.cpu_count()} cores, "
+        "runs found finished "
         "included (each run's own wall time is in its summary.json).",
         "",
         "Settings of every run: the embedded default (`listener-sub train` with the row's overrides)"
@@ -243,4 +271,4 @@ def main(cfg: DictConfig) -> None:
         truthful_settings=dict(cfg.truthful_settings),
         **sections,
     )
-    print(f"results: wrote {cfg.out} in {time.perf_counter() - start:.0f} s")
+    show(f"results: wrote {cfg.out} in {time.perf_counter() - start:.0f} s")

@@ -61,7 +61,8 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     saved = run_dir / START_SETTINGS
     if not saved.exists():
         print(
-            f"train: {saved} is missing (a run from before resume checks): this run's settings are not compared",
+            f"train: {saved} is missing (the run recorded no settings to compare): this run's settings are not "
+            "compared",
             flush=True,
         )
         return

@@ -20,9 +20,11 @@ import numpy as np  # noqa: E402
 
 from listener_sub.files import atomic_path  # noqa: E402
 from listener_sub.report.gather import SUMMARY  # noqa: E402
-from listener_sub.rl import EVAL_BOARDS  # noqa: E402
+from listener_sub.report.plots import place_labels  # noqa: E402
+from listener_sub.runs import EVAL_BOARDS  # noqa: E402
 
 TRUTHFUL_BAR = 0.95  # a speaker that beats the fixed oracle below this truthfulness is flagged
+ZOOM_TRUTHFUL = 0.9  # the frontier plot's second panel: the points at least this truthful, where the bar is
 
 
 @dataclass
@@ -106,14 +108,15 @@ class RowResult:
         return float(first["fixed_oracle_gap"]), "+".join(first["fixed_oracle_subset"])
 
     def finding(self, truthful_setting: RowResult | None = None) -> str:
-        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged; with captions
-        below the truthful bar, the setting named to keep them truthful (`truthful_setting`, another row) is shown beside."""
+        """What the document must say of the row: a gap past the oracle with untruthful captions is flagged; with
+        captions below the truthful bar, the setting named to keep them truthful (`truthful_setting`, another row) is
+        shown beside."""
         gap, truthful = self.stat("gap")[0], self.stat("truthful")[0]
         oracle, subset = self.oracle
         if gap > oracle and truthful < TRUTHFUL_BAR:
             text = (
-                f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) with truthful {truthful:.3f} < {TRUTHFUL_BAR}: "
-                "the gain comes from untruthful captions"
+                f"beats the best fixed-subset oracle ({oracle:.3f}, {subset}) "
+                f"with truthful {truthful:.3f} < {TRUTHFUL_BAR}: the gain comes from untruthful captions"
             )
         elif gap > oracle:
             text = (
@@ -242,7 +245,8 @@ ABLATION_COLUMNS = (
 
 
 def ablation_table(rows: Sequence[RowResult]) -> list[str]:
-    """Markdown lines: one row per setting, with the captioning speaker's own quality (its greedy captions before RL)."""
+    """Markdown lines: one row per setting, with the captioning speaker's own quality (its greedy captions before
+    RL)."""
     lines = ["| " + " | ".join(ABLATION_COLUMNS) + " |", "|" + " --- |" * len(ABLATION_COLUMNS)]
     for row in rows:
         befores = [run.summary["before"] for run in row.runs]
@@ -424,23 +428,52 @@ def mention_plot(rows: Sequence[RowResult], attributes: Sequence[str], path: Pat
 
 def frontier_plot(rows: Sequence[RowResult], entries: Sequence[RowResult], path: Path) -> None:
     """Gap against truthful (mean over seeds, std as error bars): RL rows as circles, the captioner decoded greedily or
-    reranked as triangles; the truthful bar and the first row's fixed-subset oracle as lines."""
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
-    for group, marker, color, label in (
-        (rows, "o", "#2b6cd4", "RL"),
-        (entries, "^", "#d4572b", "captioner: greedy / rerank"),
-    ):
-        for i, row in enumerate(group):
+    reranked as triangles; the truthful bar and the first row's fixed-subset oracle as lines.
+
+    Points at least ZOOM_TRUTHFUL truthful crowd together on the whole range; when others lie below it, a second
+    panel shows them alone at their own scale (shaded in the first, which names only the others). Every name is
+    placed clear of the other names and points (`place_labels`).
+    """
+    points = [
+        (row, marker, color, label)
+        for group, marker, color, label in (
+            (rows, "o", "#2b6cd4", "RL"),
+            (entries, "^", "#d4572b", "captioner: greedy / rerank"),
+        )
+        for row in group
+    ]
+    xy = np.array([(row.stat("truthful")[0], row.stat("gap")[0]) for row, *_ in points])  # (P, 2)
+    near_bar = xy[:, 0] >= ZOOM_TRUTHFUL
+    zoom = bool(near_bar.any() and not near_bar.all())
+    panels = [np.ones(len(points), bool), near_bar] if zoom else [np.ones(len(points), bool)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.6), dpi=120, squeeze=False)
+    for ax, shown in zip(axes[0], panels):
+        for index in np.flatnonzero(shown):
+            row, marker, color, label = points[index]
             (x, dx), (y, dy) = row.stat("truthful"), row.stat("gap")
-            ax.errorbar(
-                x, y, xerr=dx, yerr=dy, fmt=marker, color=color, ms=5, capsize=2, label=label if i == 0 else None
-            )
-            ax.annotate(row.name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.axvline(TRUTHFUL_BAR, color="#888", ls="--", lw=0.8)
-    ax.axhline(rows[0].oracle[0], color="#2e9d5b", lw=0.8, label=f"fixed-subset oracle ({rows[0].oracle[1]})")
-    ax.set_xlabel("truthful (greedy or kept captions)")
-    ax.set_ylabel("gap")
-    ax.legend(fontsize=7, frameon=False)
+            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt=marker, color=color, ms=5, capsize=2, label=label)
+        ax.axvline(TRUTHFUL_BAR, color="#888", ls="--", lw=0.8, label=f"truthful bar ({TRUTHFUL_BAR})")
+        ax.axhline(rows[0].oracle[0], color="#2e9d5b", lw=0.8, label=f"fixed-subset oracle ({rows[0].oracle[1]})")
+        ax.set_xlabel("truthful (greedy or kept captions)")
+        ax.set_ylabel("gap")
+        ax.margins(0.12)
+    if zoom:
+        lo, hi = min(TRUTHFUL_BAR, xy[near_bar, 0].min()) - 0.005, max(1.0, xy[near_bar, 0].max()) + 0.005
+        axes[0, 1].set_xlim(lo, hi)
+        axes[0, 1].set_title(f"truthful >= {ZOOM_TRUTHFUL}", fontsize=9)
+        axes[0, 0].axvspan(lo, hi, color="#000", alpha=0.06, lw=0, zorder=0)
+        axes[0, 0].set_title("all (the shaded ones are named on the right)", fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per label: every point carries its group's
+    legend = axes[0, 0].legend(unique.values(), unique.keys(), fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.canvas.draw()  # the limits, the layout and the legend's place are final: labels are placed in pixels
+    err = np.array([(row.stat("truthful")[1], row.stat("gap")[1]) for row, *_ in points])  # (P, 2)
+    for ax, shown in zip(axes[0], panels):
+        named = shown & ~near_bar if zoom and ax is axes[0, 0] else shown
+        names = [row.name if named[i] else None for i, (row, *_) in enumerate(points) if shown[i]]
+        avoid = [legend.get_window_extent()] if ax is axes[0, 0] else []
+        place_labels(ax, xy[shown], names, err[shown], avoid=avoid)
     save_png(fig, path)
 
 
@@ -492,16 +525,28 @@ def write_results(
     lines = [
         *header,
         "",
-        f"The {n_runs} train runs took {train_s:.0f} s in all by their own clocks (of which {pretrain_s:.0f} s of worker time built",
-        f"missing models), the {sum(len(t.evals) for t in moved)} transfer evaluations {eval_s:.0f} s (`wall_s` of each summary.json).",
+        (
+            f"The {n_runs} train runs took {train_s:.0f} s in all by their own clocks "
+            f"(of which {pretrain_s:.0f} s of worker time built"
+        ),
+        (
+            f"missing models), the {sum(len(t.evals) for t in moved)} transfer evaluations {eval_s:.0f} s "
+            "(`wall_s` of each summary.json)."
+        ),
         "",
         "## Experiments",
         "",
     ]
     lines += [
-        f"After RL, greedy captions on the {boards} held-out evaluation boards (the same boards for every row and seed);",
+        (
+            f"After RL, greedy captions on the {boards} held-out evaluation boards "
+            "(the same boards for every row and seed);"
+        ),
         "mean +- standard deviation over the RL seeds; the 95% interval is a bootstrap over boards of the seeds' mean",
-        f"({resamples} resamples). `prob_gap` is the intended listeners' mean probability of the target minus the subtracted",
+        (
+            f"({resamples} resamples). `prob_gap` is the intended listeners' mean probability of the target minus "
+            "the subtracted"
+        ),
         "listeners' (continuous, so its interval is tighter than the accuracy gap's).",
         "",
         *experiment_table(results),
@@ -517,7 +562,10 @@ def write_results(
             "",
             "## Constrained subtraction vs fixed lam",
             "",
-            "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL (`trainer.constraint`);",
+            (
+                "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL "
+                "(`trainer.constraint`);"
+            ),
             "the others keep lam fixed. lam is its value at the end of training.",
             "",
             *constrained_table([by_name[name] for name in constrained]),
@@ -527,8 +575,14 @@ def write_results(
             "",
             "## Ablations",
             "",
-            f"Each row changes one setting of `{ablations[0]}` (the first line; each row's overrides are in the table above). The",
-            "columns before RL are the captioning speaker's greedy captions (with the adapter it was trained with): captioning",
+            (
+                f"Each row changes one setting of `{ablations[0]}` "
+                "(the first line; each row's overrides are in the table above). The"
+            ),
+            (
+                "columns before RL are the captioning speaker's greedy captions "
+                "(with the adapter it was trained with): captioning"
+            ),
             "quality apart from RL.",
             "",
             *ablation_table([by_name[name] for name in ablations]),
@@ -540,12 +594,30 @@ def write_results(
             "## Inference-time subtraction (rerank) vs RL",
             "",
             "The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked",
-            "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, the one with the best",
-            "listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), the decode-time",
-            f"counterpart of RL's KL penalty), beside RL, on the same {n_boards} boards. Seeds: `speaker.rerank.seed` for the",
-            "rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami",
-            "et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,",
-            "evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board).",
+            (
+                "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, "
+                "the one with the best"
+            ),
+            (
+                "listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), "
+                "the decode-time"
+            ),
+            (
+                f"counterpart of RL's KL penalty), beside RL, on the same {n_boards} boards. "
+                "Seeds: `speaker.rerank.seed` for the"
+            ),
+            (
+                "rerank entries, `trainer.seed` for RL. "
+                "A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami"
+            ),
+            (
+                "et al., 2024). Cost: captions the listeners scored per test board and in training; "
+                "training s is RL's `wall_s/rl`,"
+            ),
+            (
+                "evaluation s the whole evaluation of an entry "
+                "(its greedy or reranked pass, and one sampled caption per board)."
+            ),
             "",
             *rerank_table(entries, [by_name[name] for name in rerank_against]),
             "",
@@ -561,8 +633,14 @@ def write_results(
     if moved:
         lines += ["", "## Zero-shot transfer", ""]
         lines += [
-            "Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style",
-            "and combinations; the models were pretrained on the broad `pretrain` split. mention/shape beside its in-domain",
+            (
+                "Each run of the row evaluated, without further training, on held-out data: "
+                "RL saw only the `train` split's style"
+            ),
+            (
+                "and combinations; the models were pretrained on the broad `pretrain` split. "
+                "mention/shape beside its in-domain"
+            ),
             "value: whether the speaker still leaves shape out there.",
             "",
             *transfer_table(moved),
@@ -570,3 +648,114 @@ def write_results(
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return results
+
+
+HEADLINE_ROWS = (
+    "colorblind",
+    "no_subtraction",
+    "control",
+    "knowledge_limited",
+    "two_subtracted",
+    "two_subtracted_dixit",
+    "colorblind_constrained",
+)  # the README's table: the paper's experiments and constrained subtraction
+ORACLE_WORDS = "the best fixed-subset oracle ("  # how a finding names the oracle: "(0.522, color)"
+HEADLINE_START, HEADLINE_END = "<!-- results:headline -->", "<!-- /results:headline -->"
+
+
+def _section_table(lines: Sequence[str], heading: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The first table under `## heading`: its header cells, and row name (the first cell, without backticks) ->
+    its cells."""
+    start = lines.index(f"## {heading}")
+    rows: dict[str, list[str]] = {}
+    header: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if not line.startswith("|"):
+            if header:
+                break
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not header:
+            header = cells
+        elif set(cells[0]) != {"-", " "} and cells[0] != "---":
+            rows[cells[0].strip("`")] = cells
+    return header, rows
+
+
+def _findings(lines: Sequence[str], heading: str) -> dict[str, str]:
+    """Row name -> its finding line (`- `name`: text.`) under `## heading`."""
+    start = lines.index(f"## {heading}")
+    found = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- `") and "`: " in line:
+            name, text = line[3:].split("`: ", 1)
+            found[name] = text.rstrip(".")
+    return found
+
+
+def headline(document: str, rows: Sequence[str] = HEADLINE_ROWS) -> str:
+    """The README's headline: a short markdown table of `rows`, every cell read from the results document's
+    Experiments table and findings (`docs/results.md`, as `write_results` writes it); nothing is computed here.
+
+        block = headline(Path("docs/results.md").read_text())
+    """
+    lines = document.splitlines()
+    header, table = _section_table(lines, "Experiments")
+    findings = _findings(lines, "Experiments")
+    column = {name: i for i, name in enumerate(header)}
+    missing = [name for name in rows if name not in table or name not in findings]
+    if missing:
+        raise ValueError(f"the results document has no row {missing} in its Experiments table and findings")
+    source = next((line for line in lines if line.startswith("Written by ")), "")
+    command = source.split("`")[1] if source.count("`") >= 2 else "listener-sub results"
+    when = source.split("(", 1)[1].split(")", 1)[0] if "(" in source else ""
+    seeds = {table[name][column["seeds"]] for name in rows}
+    per_row = len(seeds) > 1  # rows of different seed counts say theirs in the cell
+    out = [
+        "| experiment | gap before -> after RL | best fixed-subset oracle | share of it | intended acc "
+        "| subtracted acc | truthful |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in rows:
+        cells, finding = table[name], findings[name]
+        oracle_at = finding.find(ORACLE_WORDS)
+        if oracle_at < 0:
+            raise ValueError(f"the finding of {name} names no fixed-subset oracle: {finding}")
+        gap, subset = finding[oracle_at + len(ORACLE_WORDS) :].split(")", 1)[0].split(", ", 1)
+        share = "beats it" if finding.startswith("beats") else finding.split("x the best", 1)[0] + "x"
+        after = cells[column["gap (mean +- std over seeds)"]]
+        after += f" ({cells[column['seeds']]} seeds)" if per_row else ""
+        row = [
+            f"`{name}`",
+            f"{cells[column['gap before RL']]} -> {after}",
+            f"{gap} ({subset})",
+            share,
+            cells[column["intended acc"]],
+            cells[column["subtracted acc"]],
+            cells[column["truthful"]],
+        ]
+        out.append("| " + " | ".join(row) + " |")
+    boards = next((line.split(" held-out")[0].rsplit(" ", 1)[1] for line in lines if "held-out evaluation" in line), "")
+    over = "the RL seeds" if per_row else f"{seeds.pop()} RL seeds"
+    return "\n".join(
+        [
+            *out,
+            "",
+            f"Greedy captions on the {boards} held-out boards, mean +- std over {over}; read from "
+            f"[`docs/results.md`](docs/results.md) (written by `{command}`, {when}) by "
+            "`listener-sub results readme=README.md`.",
+        ]
+    )
+
+
+def replace_headline(readme: str, document: str) -> str:
+    """The README text with its block between HEADLINE_START and HEADLINE_END replaced by `headline(document)`."""
+    if readme.count(HEADLINE_START) != 1 or readme.count(HEADLINE_END) != 1:
+        raise ValueError(f"the README needs one {HEADLINE_START} ... {HEADLINE_END} block")
+    before, rest = readme.split(HEADLINE_START)
+    _, after = rest.split(HEADLINE_END)
+    return f"{before}{HEADLINE_START}\n{headline(document)}\n{HEADLINE_END}{after}"
