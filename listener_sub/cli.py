@@ -42,7 +42,11 @@ USAGE = (
 )
 HELP_FLAGS = ("-h", "--help")
 FLAGS_WITH_VALUES = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c", "-p", "-i")
-MAIN_NODES = {"train": ("trainer",), "eval": ("evaluation", "speaker.rerank")}  # nodes whose settings --help lists
+MAIN_NODES = {
+    "train": ("trainer",),
+    "eval": ("evaluation", "speaker.rerank"),
+    "inspect": ("evaluation",),
+}  # nodes --help lists
 HELP_WIDTH = 120  # columns of --help
 NOTE_COLUMN = 34  # where a setting's description starts
 

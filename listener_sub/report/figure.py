@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -88,107 +89,107 @@ def _shorten(caption: str) -> str:
     return textwrap.shorten(caption, CAPTION_CHARS, placeholder=" ...") or repr(caption)
 
 
+class _Canvas:
+    """A figure addressed in pixels from its top left."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+
+    def text(self, x: float, y: float, s: str, **kwargs: Any) -> None:
+        """Text at pixel (x, y) (its baseline's left end unless kwargs align it otherwise)."""
+        self.fig.text(x / self.width, 1 - y / self.height, s, fontsize=kwargs.pop("size", FONT), **kwargs)
+
+    def image(self, box: tuple[int, int, int, int], image: np.ndarray) -> None:
+        x0, _, _, y1 = box
+        ax = self.fig.add_axes((x0 / self.width, 1 - y1 / self.height, TILE / self.width, TILE / self.height))
+        ax.imshow(np.asarray(image), interpolation="nearest")
+        ax.set_axis_off()
+
+    def frame(self, box: tuple[int, int, int, int]) -> None:
+        """The target's frame, centred FRAME / 2 + 1 pixels outside the image: no frame pixel lands on it."""
+        x0, _, _, y1 = box
+        w, h = self.width, self.height
+        corner = ((x0 - FRAME / 2 - 1) / w, 1 - (y1 + FRAME / 2 + 1) / h)
+        side = TILE + FRAME + 2
+        rectangle = Rectangle(corner, side / w, side / h, transform=self.fig.transFigure, fill=False)
+        rectangle.set(edgecolor=TARGET_COLOR, linewidth=FRAME * 72 / DPI)
+        self.fig.add_artist(rectangle)
+
+
 def board_figure(report: Report, index: int = 0, speakers: tuple[str, ...] = SPEAKERS) -> Figure:
     """The picture of `report.boards[index]`: each listener's view of it, the target framed, the speakers' captions
     and each listener's pick and P(target) after each caption."""
     board: BoardReport = report.boards[index]
     speakers = tuple(s for s in speakers if s in board.plays)
-    names = list(board.views)
     n_images = len(next(iter(board.views.values())))
-    layout = Layout(len(names), n_images, len(speakers))
-    width, height = layout.size
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+    layout = Layout(len(board.views), n_images, len(speakers))
+    canvas = _Canvas(*layout.size)
+    _header(canvas, layout, report, board, speakers, n_images)
+    for row, name in enumerate(board.views):
+        _listener_row(canvas, layout, report, board, speakers, row, name)
+    legend_chars = int((canvas.width - 2 * PAD) / (SMALL * DPI / 72 * 0.55))  # an average character's width
+    for j, line in enumerate(textwrap.wrap(LEGEND, legend_chars)[:LEGEND_LINES]):
+        y = canvas.height - PAD - (LEGEND_LINES - 1 - j) * LINE * 0.8
+        canvas.text(PAD, y, line, color=MUTED, size=SMALL)
+    return canvas.fig
 
-    def text(x: float, y: float, s: str, **kwargs) -> None:
-        """Text at pixel (x, y) from the top left (its baseline's left end unless kwargs align it otherwise)."""
-        fig.text(x / width, 1 - y / height, s, fontsize=kwargs.pop("size", FONT), **kwargs)
 
-    text(
-        PAD,
-        PAD + LINE * 0.7,
-        f"{report.data} board (seed {report.seed}), target at position {board.target}: {_shorten(board.description)}",
-        color=INK,
-        weight="bold",
-    )
+def _header(
+    canvas: _Canvas, layout: Layout, report: Report, board: BoardReport, speakers: tuple[str, ...], n_images: int
+) -> None:
+    """The board in words, each speaker's caption and verdict, and the positions above the images."""
+    title = f"{report.data} board (seed {report.seed}), target at position {board.target}: "
+    canvas.text(PAD, PAD + LINE * 0.7, title + _shorten(board.description), color=INK, weight="bold")
     for i, speaker in enumerate(speakers):
         play = board.plays[speaker]
         verdict = "won" if play.won else "lost"
-        text(
-            PAD,
-            PAD + LINE * (1.7 + i),
-            f"{speaker}: \u201c{_shorten(play.caption)}\u201d  (reward {play.reward:+.2f}, {verdict})",
-            color=SPEAKER_COLORS.get(speaker, INK),
-            weight="bold",
-        )
+        line = f"{speaker}: \u201c{_shorten(play.caption)}\u201d  (reward {play.reward:+.2f}, {verdict})"
+        canvas.text(PAD, PAD + LINE * (1.7 + i), line, color=SPEAKER_COLORS.get(speaker, INK), weight="bold")
     for position in range(n_images):
         x0, y0, x1, _ = layout.box(0, position)
         is_target = position == board.target
-        text(
-            (x0 + x1) / 2,
-            y0 - 8,
-            f"{position} (target)" if is_target else str(position),
-            color=TARGET_COLOR if is_target else MUTED,
-            weight="bold" if is_target else "normal",
-            ha="center",
+        label = f"{position} (target)" if is_target else str(position)
+        style = {"color": TARGET_COLOR, "weight": "bold"} if is_target else {"color": MUTED, "weight": "normal"}
+        canvas.text((x0 + x1) / 2, y0 - 8, label, ha="center", **style)
+
+
+def _listener_row(
+    canvas: _Canvas,
+    layout: Layout,
+    report: Report,
+    board: BoardReport,
+    speakers: tuple[str, ...],
+    row: int,
+    name: str,
+) -> None:
+    """One listener's row: its name and role, the board as it perceives it with each speaker's pick marked under the
+    image it picked, and after each speaker's caption its pick and P(target)."""
+    _, y0, _, _ = layout.box(row, 0)
+    canvas.text(PAD, y0 + LINE * 0.8, name, color=INK, weight="bold")
+    role = report.roles.get(name, "")
+    for j, line in enumerate(textwrap.wrap(f"{report.perceptions.get(name, '')}, {role}", 22)[:3]):
+        canvas.text(PAD, y0 + LINE * (1.8 + 0.85 * j), line, color=MUTED, size=SMALL)
+    for position, image in enumerate(board.views[name]):
+        box = layout.box(row, position)
+        canvas.image(box, image)
+        if position == board.target:
+            canvas.frame(box)
+        pickers = [s for s in speakers if board.plays[s].picks[name] == position]
+        for k, speaker in enumerate(pickers):
+            chip = dict(boxstyle="round,pad=0.25", facecolor=SPEAKER_COLORS.get(speaker, INK), edgecolor="none")
+            x, y = box[0] + 4 + k * (TILE // 2), box[3] + CHIPS - 6
+            canvas.text(x, y, speaker, color="white", size=SMALL, weight="bold", bbox=chip)
+    picks_x = PAD + LABEL + len(board.views[name]) * (TILE + GAP) + GAP
+    for i, speaker in enumerate(speakers):
+        play = board.plays[speaker]
+        pick, right = play.picks[name], play.correct[name]
+        verdict = f"{speaker}: picks {pick}, {'right' if right else 'wrong'}"
+        canvas.text(
+            picks_x, y0 + LINE * (1.2 + 1.3 * i), verdict, color=SPEAKER_COLORS.get(speaker, INK), weight="bold"
         )
-    for row, name in enumerate(names):
-        x0, y0, _, y1 = layout.box(row, 0)
-        text(PAD, y0 + LINE * 0.8, name, color=INK, weight="bold")
-        role = report.roles.get(name, "")
-        for j, line in enumerate(textwrap.wrap(f"{report.perceptions.get(name, '')}, {role}", 22)[:3]):
-            text(PAD, y0 + LINE * (1.8 + 0.85 * j), line, color=MUTED, size=SMALL)
-        for position, image in enumerate(board.views[name]):
-            bx0, by0, bx1, by1 = layout.box(row, position)
-            ax = fig.add_axes((bx0 / width, 1 - by1 / height, TILE / width, TILE / height))
-            ax.imshow(np.asarray(image), interpolation="nearest")
-            ax.set_axis_off()
-            if position == board.target:
-                fig.add_artist(
-                    Rectangle(  # centred FRAME / 2 + 1 pixels outside the image: no frame pixel lands on it
-                        ((bx0 - FRAME / 2 - 1) / width, 1 - (by1 + FRAME / 2 + 1) / height),
-                        (TILE + FRAME + 2) / width,
-                        (TILE + FRAME + 2) / height,
-                        transform=fig.transFigure,
-                        fill=False,
-                        edgecolor=TARGET_COLOR,
-                        linewidth=FRAME * 72 / DPI,
-                    )
-                )
-            pickers = [s for s in speakers if board.plays[s].picks[name] == position]
-            for k, speaker in enumerate(pickers):
-                text(
-                    bx0 + 4 + k * (TILE // 2),
-                    by1 + CHIPS - 6,
-                    speaker,
-                    color="white",
-                    size=SMALL,
-                    weight="bold",
-                    bbox=dict(boxstyle="round,pad=0.25", facecolor=SPEAKER_COLORS.get(speaker, INK), edgecolor="none"),
-                )
-        picks_x = PAD + LABEL + n_images * (TILE + GAP) + GAP
-        for i, speaker in enumerate(speakers):
-            play = board.plays[speaker]
-            pick, right = play.picks[name], play.correct[name]
-            p_target = play.probs[name][board.target]
-            text(
-                picks_x,
-                y0 + LINE * (1.2 + 1.3 * i),
-                f"{speaker}: picks {pick}, {'right' if right else 'wrong'}",
-                color=SPEAKER_COLORS.get(speaker, INK),
-                weight="bold",
-            )
-            text(
-                picks_x,
-                y0 + LINE * (1.85 + 1.3 * i),
-                f"P(target) = {p_target:.2f}",
-                color=RIGHT if right else WRONG,
-                size=SMALL,
-            )
-        del y1
-    legend_chars = int((width - 2 * PAD) / (SMALL * DPI / 72 * 0.55))  # an average character's width
-    for j, line in enumerate(textwrap.wrap(LEGEND, legend_chars)[:LEGEND_LINES]):
-        text(PAD, height - PAD - (LEGEND_LINES - 1 - j) * LINE * 0.8, line, color=MUTED, size=SMALL)
-    return fig
+        p_target = f"P(target) = {play.probs[name][board.target]:.2f}"
+        canvas.text(picks_x, y0 + LINE * (1.85 + 1.3 * i), p_target, color=RIGHT if right else WRONG, size=SMALL)
 
 
 def write_board_png(report: Report, path: Path, index: int = 0) -> Path:

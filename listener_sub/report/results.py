@@ -8,7 +8,7 @@ Every number in the document is read from those files here; nothing is typed by 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,11 @@ def board_interval(runs: Sequence[Run], key: str, resamples: int) -> tuple[float
     run of a row plays the same held-out boards)."""
     stacked = np.stack([run.boards[key] for run in runs])  # (S, B)
     return bootstrap_interval(stacked.mean(0), resamples)
+
+
+def _stats(row: RowResult, *keys: str) -> list[str]:
+    """mean +- std over the row's seeds of each metric."""
+    return [_pm(*row.stat(key)) for key in keys]
 
 
 def _pm(mean: float, std: float) -> str:
@@ -175,12 +180,7 @@ def experiment_table(rows: Sequence[RowResult]) -> list[str]:
             f"{before:.3f}",
             _listeners(row.runs, "intended"),
             _listeners(row.runs, "subtracted"),
-            _pm(*row.stat("mention/color")),
-            _pm(*row.stat("mention/shape")),
-            _pm(*row.stat("truthful")),
-            _pm(*row.stat("grammatical")),
-            _pm(*row.stat("kl")),
-            _pm(*row.stat("sample/gap")),
+            *_stats(row, "mention/color", "mention/shape", "truthful", "grammatical", "kl", "sample/gap"),
             _pm(*row.stat("sample/truthful")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -255,12 +255,7 @@ def ablation_table(rows: Sequence[RowResult]) -> list[str]:
             str(len(row.runs)),
             _pm(*seed_stats(befores, "truthful")),
             _pm(*seed_stats(befores, "lm_nll")),
-            _pm(*row.stat("gap")),
-            _pm(*row.stat("prob_gap")),
-            _pm(*row.stat("mention/color")),
-            _pm(*row.stat("mention/shape")),
-            _pm(*row.stat("truthful")),
-            _pm(*row.stat("kl")),
+            *_stats(row, "gap", "prob_gap", "mention/color", "mention/shape", "truthful", "kl"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -504,16 +499,36 @@ def write_results(
     entries = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in (reranks or {}).items()]
     by_name = {row.name: row for row in results}
     kept_by = {row.name: row for row in [*results, *entries]}  # what truthful_settings may name
+
+    def finding(row: RowResult) -> str:
+        return f"- `{row.name}`: {row.finding(kept_by.get(truthful_settings.get(row.name, '')))}."
+
     moved = [
         TransferResult(name, by_name[row], [json.loads((p / SUMMARY).read_text()) for p in paths])
         for name, row, paths in transfers
     ]
-    stem = out.stem
-    gap_png, mention_png = out.with_name(f"{stem}_gap.png"), out.with_name(f"{stem}_mentions.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    gap_plot(results, gap_png)
-    mention_plot(results, attributes, mention_png)
-    boards = len(results[0].runs[0].boards["gap"])
+    lines = [*header, "", *_wall_times(results, moved), "", "## Experiments", ""]
+    lines += _experiments(results, attributes, resamples, out, finding)
+    if constrained:
+        lines += _constrained([by_name[name] for name in constrained])
+    if ablations:
+        lines += _ablations([by_name[name] for name in ablations])
+    if entries:
+        lines += _reranks(entries, [by_name[name] for name in rerank_against], finding)
+        frontier_rows = [by_name[name] for name in dict.fromkeys([*rerank_against, *ablations])]
+        frontier_png = out.with_name(f"{out.stem}_frontier.png")
+        frontier_plot(frontier_rows, entries, frontier_png)
+        lines += ["", f"![gap against truthful, RL and rerank]({frontier_png.name})"]
+    if moved:
+        lines += _transfers(moved)
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return results
+
+
+def _wall_times(results: list[RowResult], moved: list[TransferResult]) -> list[str]:
+    """What the sweep's runs cost by their own clocks."""
     train_s = sum(run.summary.get("wall_s", 0.0) for row in results for run in row.runs)
     pretrain_s = sum(
         sum(v for k, v in run.summary.items() if k.startswith("wall_s/pretrain/"))
@@ -522,9 +537,7 @@ def write_results(
     )
     eval_s = sum(e.get("wall_s", 0.0) for t in moved for e in t.evals)
     n_runs = sum(len(row.runs) for row in results)
-    lines = [
-        *header,
-        "",
+    return [
         (
             f"The {n_runs} train runs took {train_s:.0f} s in all by their own clocks "
             f"(of which {pretrain_s:.0f} s of worker time built"
@@ -533,11 +546,22 @@ def write_results(
             f"missing models), the {sum(len(t.evals) for t in moved)} transfer evaluations {eval_s:.0f} s "
             "(`wall_s` of each summary.json)."
         ),
-        "",
-        "## Experiments",
-        "",
     ]
-    lines += [
+
+
+def _experiments(
+    results: list[RowResult],
+    attributes: Sequence[str],
+    resamples: int,
+    out: Path,
+    finding: Callable[[RowResult], str],
+) -> list[str]:
+    """The experiments' table, each row's finding, and the gap and mention plots (written beside `out`)."""
+    gap_png, mention_png = out.with_name(f"{out.stem}_gap.png"), out.with_name(f"{out.stem}_mentions.png")
+    gap_plot(results, gap_png)
+    mention_plot(results, attributes, mention_png)
+    boards = len(results[0].runs[0].boards["gap"])
+    return [
         (
             f"After RL, greedy captions on the {boards} held-out evaluation boards "
             "(the same boards for every row and seed);"
@@ -551,103 +575,60 @@ def write_results(
         "",
         *experiment_table(results),
         "",
-        *[f"- `{row.name}`: {row.finding(kept_by.get(truthful_settings.get(row.name, '')))}." for row in results],
+        *[finding(row) for row in results],
         "",
         f"![gap per row]({gap_png.name})",
         "",
         f"![attributes named]({mention_png.name})",
     ]
-    if constrained:
-        lines += [
-            "",
-            "## Constrained subtraction vs fixed lam",
-            "",
-            (
-                "A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL "
-                "(`trainer.constraint`);"
-            ),
-            "the others keep lam fixed. lam is its value at the end of training.",
-            "",
-            *constrained_table([by_name[name] for name in constrained]),
-        ]
-    if ablations:
-        lines += [
-            "",
-            "## Ablations",
-            "",
-            (
-                f"Each row changes one setting of `{ablations[0]}` "
-                "(the first line; each row's overrides are in the table above). The"
-            ),
-            (
-                "columns before RL are the captioning speaker's greedy captions "
-                "(with the adapter it was trained with): captioning"
-            ),
-            "quality apart from RL.",
-            "",
-            *ablation_table([by_name[name] for name in ablations]),
-        ]
-    if entries:
-        n_boards = len(entries[0].runs[0].boards["gap"])
-        lines += [
-            "",
-            "## Inference-time subtraction (rerank) vs RL",
-            "",
-            "The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked",
-            (
-                "(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, "
-                "the one with the best"
-            ),
-            (
-                "listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), "
-                "the decode-time"
-            ),
-            (
-                f"counterpart of RL's KL penalty), beside RL, on the same {n_boards} boards. "
-                "Seeds: `speaker.rerank.seed` for the"
-            ),
-            (
-                "rerank entries, `trainer.seed` for RL. "
-                "A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami"
-            ),
-            (
-                "et al., 2024). Cost: captions the listeners scored per test board and in training; "
-                "training s is RL's `wall_s/rl`,"
-            ),
-            (
-                "evaluation s the whole evaluation of an entry "
-                "(its greedy or reranked pass, and one sampled caption per board)."
-            ),
-            "",
-            *rerank_table(entries, [by_name[name] for name in rerank_against]),
-            "",
-            *[
-                f"- `{entry.name}`: {entry.finding(kept_by.get(truthful_settings.get(entry.name, '')))}."
-                for entry in entries
-            ],
-        ]
-        frontier_rows = [by_name[name] for name in dict.fromkeys([*rerank_against, *ablations])]
-        frontier_png = out.with_name(f"{stem}_frontier.png")
-        frontier_plot(frontier_rows, entries, frontier_png)
-        lines += ["", f"![gap against truthful, RL and rerank]({frontier_png.name})"]
-    if moved:
-        lines += ["", "## Zero-shot transfer", ""]
-        lines += [
-            (
-                "Each run of the row evaluated, without further training, on held-out data: "
-                "RL saw only the `train` split's style"
-            ),
-            (
-                "and combinations; the models were pretrained on the broad `pretrain` split. "
-                "mention/shape beside its in-domain"
-            ),
-            "value: whether the speaker still leaves shape out there.",
-            "",
-            *transfer_table(moved),
-        ]
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return results
+
+
+CONSTRAINED_PROSE = """\
+A row with a bound on the subtracted listeners' accuracy learns lam by dual ascent during RL (`trainer.constraint`);
+the others keep lam fixed. lam is its value at the end of training."""
+ABLATIONS_PROSE = """\
+Each row changes one setting of `{reference}` (the first line; each row's overrides are in the table above). The
+columns before RL are the captioning speaker's greedy captions (with the adapter it was trained with): captioning
+quality apart from RL."""
+RERANK_PROSE = """\
+The captioning speaker without any RL (`listener-sub eval checkpoint=captioner`), greedy or reranked
+(`speaker.decode=rerank speaker.rerank.n=N`: per board N captions sampled at temperature 1, the one with the best
+listener-subtraction reward kept; with `speaker.rerank.beta=b` the best reward + b * log pi(caption), the decode-time
+counterpart of RL's KL penalty), beside RL, on the same {boards} boards. Seeds: `speaker.rerank.seed` for the
+rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami
+et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,
+evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board)."""
+TRANSFER_PROSE = """\
+Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style
+and combinations; the models were pretrained on the broad `pretrain` split. mention/shape beside its in-domain
+value: whether the speaker still leaves shape out there."""
+
+
+def _section(title: str, prose: str, *body: list[str]) -> list[str]:
+    """A section of the document: its heading, its prose (kept at its own line breaks), then each body part after a
+    blank line."""
+    lines = ["", f"## {title}", "", *prose.splitlines()]
+    for part in body:
+        lines += ["", *part]
+    return lines
+
+
+def _constrained(rows: list[RowResult]) -> list[str]:
+    return _section("Constrained subtraction vs fixed lam", CONSTRAINED_PROSE, constrained_table(rows))
+
+
+def _ablations(rows: list[RowResult]) -> list[str]:
+    return _section("Ablations", ABLATIONS_PROSE.format(reference=rows[0].name), ablation_table(rows))
+
+
+def _reranks(entries: list[RowResult], against: list[RowResult], finding: Callable[[RowResult], str]) -> list[str]:
+    prose = RERANK_PROSE.format(boards=len(entries[0].runs[0].boards["gap"]))
+    title = "Inference-time subtraction (rerank) vs RL"
+    return _section(title, prose, rerank_table(entries, against), [finding(entry) for entry in entries])
+
+
+def _transfers(moved: list[TransferResult]) -> list[str]:
+    return _section("Zero-shot transfer", TRANSFER_PROSE, transfer_table(moved))
 
 
 HEADLINE_ROWS = (
