@@ -436,6 +436,13 @@ TABLE = [
         r"\+speaker_checkpoint=.*: rollout has no setting 'speaker_checkpoint', so it would be ignored",
         runs,
     ),
+    ("inspect", ["run={tmp}/run", "format=svg"], r"format=svg is not one of: html, text, png", runs),
+    (
+        "inspect",
+        ["run={tmp}/run", "format=text", "out=board.txt"],
+        r"out=board\.txt: format=text prints to the terminal",
+        runs,
+    ),
     ("rollout", ["episodes=0"], r"episodes=0; play at least one", None),
     ("rollout", ["render=video"], r"unknown render=video; choose one of: null, ansi, rgb_array", None),
     # resume

@@ -232,15 +232,3 @@ def test_png_format_draws_the_first_board_as_each_listener_sees_it(run_dir, repo
                     assert (np.abs(under - mark).max(-1) < 4).sum() > 50, (name, speaker, position)
         spread = max(int((cell.max(-1) - cell.min(-1)).max()) for cell in shown)  # colour in the row's images
         assert spread <= 2 if report.perceptions[name] == "grayscale" else spread > 40, (name, spread)
-
-
-@pytest.mark.parametrize(
-    "args, line",
-    [
-        (["format=svg"], "format=svg is not one of: html, text, png"),
-        (["format=text", "out=board.txt"], "out=board.txt: format=text prints to the terminal"),
-    ],
-)
-def test_a_format_it_cannot_write_is_one_line_and_exit_2(args, line, tmp_path):
-    result = cli("inspect", f"run={tmp_path}", *args, f"hydra.run.dir={tmp_path / 'out'}")
-    assert result.returncode == 2 and line in result.stderr and len(result.stderr.strip().splitlines()) == 1

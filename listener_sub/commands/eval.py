@@ -91,6 +91,7 @@ def main(cfg: DictConfig) -> float:
     }
     write_json(out_dir / SUMMARY, summary)
     speaker = CAPTIONER if path is None else "trained"  # the table's column: which speaker was measured
-    title = f"listener-sub eval {path or CAPTIONER} on {boards.checked_pool().data.name}"
-    show(metrics_table(title, {speaker: after}, summary), f"wrote {out_dir / SUMMARY}")
+    title = f"listener-sub eval on {boards.checked_pool().data.name}"
+    played_by = f"speaker: {path or 'the captioning adapter'} in {f'the game of {run}' if run else 'the composed game'}"
+    show(played_by, metrics_table(title, {speaker: after}, summary), f"wrote {out_dir / SUMMARY}")
     return float(after["gap"])
