@@ -8,6 +8,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from listener_sub import cli
+
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -54,25 +56,38 @@ def test_a_table_printed_into_a_pipe_keeps_each_metric_name_on_one_line():
         assert any(name in line for line in lines), (name, out.getvalue())
 
 
-def test_help_is_short_and_says_what_each_setting_does():
-    result = run_cli("train", "--help")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def help_of(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """`listener-sub ARGV` with --help, in this process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the command line sets it
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # main sets it too: restored after the test
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_is_short_and_says_what_each_setting_does(monkeypatch, capsys):
+    code, out, err = help_of(monkeypatch, capsys, "train", "--help")
+    assert code == 0, err
+    lines = out.splitlines()
     assert len(lines) < 80
     groups = {line.split()[0] for line in lines if line.startswith("  ") and "=" not in line.split()[0]}
     assert {"experiment", "models", "data", "speaker/adapter", "listener"} <= groups
-    assert "base_" not in result.stdout  # the schemas the yaml files extend are not choices
+    assert "base_" not in out  # the schemas the yaml files extend are not choices
     (steps,) = [line for line in lines if line.startswith("  trainer.steps=400 ")]
     assert "optimizer steps in all" in steps  # RLConfig's own comment on the field
     (resume,) = [line for line in lines if line.startswith("  resume=false ")]
     assert "continue the run" in resume  # the command's yaml comment
-    node = run_cli("train", "listeners.gray.seed=5", "--help", "listeners.gray")
-    assert node.returncode == 0, node.stderr
-    assert "listeners.gray.seed=5" in node.stdout and "listeners.gray.perception=grayscale" in node.stdout
-    missing = run_cli("export", "-h")  # a required setting that is not set yet does not stop the help
-    assert missing.returncode == 0 and "  out=???  " in missing.stdout
-    bad = run_cli("train", "--help", "nosuch")
-    assert bad.returncode == 2 and "no such node; name one of: game" in bad.stderr
+    code, out, err = help_of(monkeypatch, capsys, "train", "listeners.gray.seed=5", "--help", "listeners.gray")
+    assert code == 0, err
+    assert "listeners.gray.seed=5" in out and "listeners.gray.perception=grayscale" in out
+    code, out, _ = help_of(monkeypatch, capsys, "export", "-h")  # a required setting not set yet does not stop it
+    assert code == 0 and "  out=???  " in out
+    code, _, err = help_of(monkeypatch, capsys, "train", "--help", "nosuch")
+    assert code == 2 and "no such node; name one of: game" in err
 
 
 def test_bench_writes_render_throughput(tmp_path):
