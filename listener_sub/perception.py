@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -145,7 +146,56 @@ class Crop(Perception):
         return F.interpolate(cut, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
 
 
-PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Grayscale, Blur, LowRes, Crop)}
+class Cvd(Perception):
+    """Colour-vision deficiency after Machado, Oliveira & Fernandes (2009): `kind` protan | deutan | tritan, `severity`
+    from 0 (normal vision) to 1 (dichromacy). The model's matrix comes from the daltonlens library (its Machado 2009
+    simulator, severities interpolated as it does) and is applied in linear RGB: sRGB decoded, the matrix, clipped to
+    [0, 1], sRGB encoded again."""
+
+    name = "cvd"
+    KINDS = ("protan", "deutan", "tritan")
+
+    def __init__(self, kind: str = "deutan", severity: float = 1.0) -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"kind={kind!r}; choose one of: {', '.join(self.KINDS)}")
+        if not 0.0 <= float(severity) <= 1.0:
+            raise ValueError(f"severity={severity} (0: normal vision .. 1: dichromacy)")
+        self.kind, self.severity = kind, float(severity)
+        self.register_buffer("matrix", torch.from_numpy(machado_matrix(kind, self.severity)), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, severity={self.severity}"
+
+    def perceive(self, images: torch.Tensor) -> torch.Tensor:
+        linear = srgb_decode(images.clamp(0.0, 1.0))  # (B, 3, H, W)
+        matrix = self.matrix.to(device=images.device, dtype=images.dtype)  # (3, 3)
+        seen = torch.einsum("oc,bchw->bohw", matrix, linear).clamp(0.0, 1.0)  # (B, 3, H, W)
+        return srgb_encode(seen)
+
+
+def machado_matrix(kind: str, severity: float) -> np.ndarray:
+    """(3, 3) float32: the linear-RGB matrix of daltonlens's Machado 2009 simulator for `kind` at `severity`, read by
+    applying the simulator to the unit colours (each column of the matrix is its image of one unit colour)."""
+    from daltonlens.simulate import Deficiency, Simulator_Machado2009
+
+    deficiency = {"protan": Deficiency.PROTAN, "deutan": Deficiency.DEUTAN, "tritan": Deficiency.TRITAN}[kind]
+    units = np.eye(3, dtype=np.float32)[None]  # (1, 3, 3): an image of three pixels, the unit colours
+    columns = Simulator_Machado2009()._simulate_cvd_linear_rgb(units, deficiency, severity)[0]  # (3, 3) rows: M e_j
+    return np.ascontiguousarray(columns.T, dtype=np.float32)
+
+
+def srgb_decode(images: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> linear RGB (the standard transfer function)."""
+    return torch.where(images < 0.04045, images / 12.92, ((images + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
+    """Linear RGB in [0, 1] -> sRGB."""
+    return torch.where(linear < 0.0031308, linear * 12.92, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Grayscale, Blur, LowRes, Crop, Cvd)}
 
 
 def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:

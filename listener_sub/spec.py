@@ -37,7 +37,7 @@ class ListenerConfig:
 
     model: str = "ls-rn-tiny-64"  # any open_clip model name (the package's small configs are registered too)
     pretrained: Optional[str] = None  # open_clip tag or local checkpoint file; null: trained locally (cached)
-    # a built-in by name (full | grayscale | blur | lowres | crop), {name: ..., params} or {_target_: your.Perception}
+    # a built-in by name (full | grayscale | blur | lowres | crop | cvd), {name: ..., params} or {_target_: ...}
     perception: Any = "full"
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     seed: int = 0  # initialisation and data order when trained locally

@@ -13,6 +13,7 @@ from listener_sub.perception import (
     PERCEPTIONS,
     Blur,
     Crop,
+    Cvd,
     Full,
     Grayscale,
     LowRes,
@@ -21,7 +22,18 @@ from listener_sub.perception import (
 from listener_sub.world.render import render
 from listener_sub.world.scene import WorldConfig, sample_scenes
 
-ALL = [Full(), Grayscale(), Blur(), Blur(0.7), LowRes(), LowRes(2), Crop("left"), Crop((0.1, 0.2, 0.6, 0.9))]
+ALL = [
+    Full(),
+    Grayscale(),
+    Blur(),
+    Blur(0.7),
+    LowRes(),
+    LowRes(2),
+    Crop("left"),
+    Crop((0.1, 0.2, 0.6, 0.9)),
+    Cvd(),
+    Cvd("tritan", 0.5),
+]
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +153,14 @@ def test_make_perception_specs():
     assert isinstance(make_perception("grayscale"), Grayscale)
     blur = make_perception({"name": "blur", "sigma": 2.0})
     assert isinstance(blur, Blur) and blur.sigma == 2.0 and repr(blur) == "Blur(sigma=2.0)"
-    assert set(PERCEPTIONS) == {"full", "grayscale", "blur", "lowres", "crop"}
+    assert set(PERCEPTIONS) == {"full", "grayscale", "blur", "lowres", "crop", "cvd"}
     omegaconf = pytest.importorskip("omegaconf")
     crop = make_perception(omegaconf.OmegaConf.create({"name": "crop", "box": [0.0, 0.0, 0.5, 1.0]}))
     assert isinstance(crop, Crop) and crop.box == (0.0, 0.0, 0.5, 1.0)
 
 
 def test_make_perception_errors():
-    valid = "choose one of: full, grayscale, blur, lowres, crop"
+    valid = "choose one of: full, grayscale, blur, lowres, crop, cvd"
     with pytest.raises(ValueError, match=f"unknown perception 'grey'; {valid}"):
         make_perception("grey")
     with pytest.raises(ValueError, match="sgima.*valid parameters: sigma"):
@@ -157,3 +169,31 @@ def test_make_perception_errors():
         make_perception({"name": "blur", "sigma": -1.0})
     with pytest.raises(ValueError, match="positive integer"):
         make_perception({"name": "lowres", "factor": 2.5})
+
+
+@pytest.mark.parametrize("kind", Cvd.KINDS)
+def test_cvd_is_the_colour_science_librarys_machado_2009(kind):
+    """The cvd perception against daltonlens's own Machado 2009 simulator (sRGB uint8 in and out), at severities
+    between its tabulated steps too: within one level of 255."""
+    from daltonlens.simulate import Deficiency, Simulator_Machado2009
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 24, 24, 3), dtype=np.uint8)
+    deficiency = {"protan": Deficiency.PROTAN, "deutan": Deficiency.DEUTAN, "tritan": Deficiency.TRITAN}[kind]
+    for severity in (0.0, 0.35, 0.7, 1.0):
+        expected = Simulator_Machado2009().simulate_cvd(image[0], deficiency, severity).astype(int)
+        seen = to_uint8_images(Cvd(kind, severity)(to_float_images(image)))[0].astype(int)
+        assert np.abs(seen - expected).max() <= 1, (kind, severity)
+
+
+def test_a_deuteranope_confuses_red_and_green_a_tritanope_blue_and_green():
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]).T[None, :, :, None]  # (1, 3, 3, 1) red green blue
+    seen = {kind: Cvd(kind)(colours)[0, :, :, 0].T for kind in ("deutan", "tritan")}  # (3 colours, RGB)
+    apart = float((colours[0, :, 0, 0] - colours[0, :, 1, 0]).norm())  # any two of them, in full colour
+    distance = {kind: lambda i, j, k=kind: float((seen[k][i] - seen[k][j]).norm()) for kind in seen}
+    assert distance["deutan"](0, 1) < 0.4 * apart and distance["deutan"](2, 1) > 0.9 * apart
+    assert distance["tritan"](2, 1) < 0.5 * apart and distance["tritan"](0, 1) > apart
+    assert make_perception({"name": "cvd", "kind": "protan", "severity": 0.5}).severity == 0.5
+    with pytest.raises(ValueError, match="kind='achromat'; choose one of: protan, deutan, tritan"):
+        make_perception({"name": "cvd", "kind": "achromat"})
+    with pytest.raises(ValueError, match="severity=1.5"):
+        make_perception({"name": "cvd", "severity": 1.5})
