@@ -99,8 +99,8 @@ def group_overrides(overrides: list[str]) -> list[str]:
 
 def refuse_new_settings(command: str) -> None:
     """UserError on a `+KEY=VALUE` override that adds a top-level setting the command does not have (Hydra accepts
-    it, and the command would ignore it); adding to a node (`+listeners.x=...`), a config group, or a setting deleted
-    first (`~rows +rows={}`) stays allowed."""
+    it, and the command would ignore it); adding to a node (`+listeners.x=...`), a config group (also at a node:
+    `+listener@listeners.x=gray`), or a setting deleted first (`~rows +rows={}`) stays allowed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -111,7 +111,8 @@ def refuse_new_settings(command: str) -> None:
     replaced = {o.key_or_group for o in overrides if o.is_delete()}  # `~key +key=...` sets the key anew
     for override in overrides:
         key = override.key_or_group
-        known = key in hydra.runtime.choices or key in replaced or any(mark in key for mark in "./@")
+        in_package = override.package is not None  # `+group@node=option`: a config group's option placed at node
+        known = key in hydra.runtime.choices or key in replaced or in_package or any(mark in key for mark in "./")
         if override.is_add() and not known:
             raise UserError(
                 f"{override.input_line}: {command} has no setting {key!r}, so it would be ignored; "

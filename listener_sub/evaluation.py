@@ -18,10 +18,12 @@ from listener_sub.distributed import Ranks
 from listener_sub.draws import uniforms
 from listener_sub.files import atomic_path
 from listener_sub.game import Boards, Game, Pool, listen
-from listener_sub.metrics import caption_metrics
+from listener_sub.metrics import caption_values, summarise
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker
+from listener_sub.perception import Perception, confusable_colours
 from listener_sub.rerank import RerankConfig, best_of_n_kl, draws_per_board, rerank
+from listener_sub.world import PALETTE, WORLD_VOCAB
 from listener_sub.world.combos import Combos
 
 EVAL_CHUNK = 250  # boards captioned and judged at once in evaluation
@@ -86,8 +88,9 @@ def evaluate_speaker(
 ) -> dict[str, float]:
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain; with
     `boards_file`, each board's own value of the per-board metrics ((B,) arrays under the same keys: acc/<listener>,
-    gap, prob_gap, reward, kl, lm_nll, greedy and `sample/`) is also saved there as .npz (rank 0), for intervals over
-    boards.
+    gap, prob_gap, reward, kl, lm_nll, and the captions' mention/<attribute>, truthful, grammatical, length; greedy and
+    `sample/`; and, for the embedded world, confusable/<listener>: `colour_confusable` through that listener's eyes)
+    is also saved there as .npz (rank 0), for intervals over boards and splits of them.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
     acc/<listener> (every listener of the game), gap, prob_gap (the same difference of the listeners' probabilities of
@@ -131,12 +134,34 @@ def evaluate_speaker(
         texts = [text for share in shares for text in share["texts"]]
         every = {key: torch.cat([part for share in shares for part in share["rows"][key]]) for key in shares[0]["rows"]}
         metrics |= {f"{prefix}{key}": float(values.mean()) for key, values in every.items()}  # every (B,)
-        metrics |= caption_metrics(texts, pool.scenes, boards.target_items, pool.data.lexicon, prefix)
+        captions = caption_values(texts, pool.scenes, boards.target_items, pool.data.lexicon)
+        metrics |= summarise(captions, texts, prefix)
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
+        per_board |= {f"{prefix}{key}": values for key, values in captions.items()}
+    for name, listener in game.listeners.items():
+        confusable = colour_confusable(boards, listener.perception)
+        if confusable is not None:
+            per_board[f"confusable/{name}"] = confusable.astype(float)
     if boards_file is not None and ranks.main:
         with atomic_path(boards_file) as tmp, open(tmp, "wb") as out:
             np.savez(out, **per_board)
     return metrics
+
+
+def colour_confusable(boards: Boards, perception: Perception) -> np.ndarray | None:
+    """(B,) whether `perception` shows some colour of the target's objects confusable with another colour of a
+    distractor's (`confusable_colours` of the embedded world's palette); None for data without the world's colours."""
+    scenes = boards.checked_pool().scenes
+    if scenes is None or tuple(scenes.vocab.values.get("color", ())) != tuple(WORLD_VOCAB.values["color"]):
+        return None
+    close = np.zeros((len(PALETTE) + 1,) * 2, bool)  # the last row and column: no object there
+    close[:-1, :-1] = confusable_colours(perception, PALETTE)
+    colours = scenes.attrs[..., scenes.vocab.attributes.index("color")]  # (P, K) colour index, -1 where no object
+    board = np.where(colours[boards.items] < 0, len(PALETTE), colours[boards.items])  # (B, N, K)
+    target = board[np.arange(len(boards)), boards.target]  # (B, K)
+    pairs = close[target[:, None, :, None], board[:, :, None, :]]  # (B, N, K, K): target object x board object
+    distractor = np.arange(board.shape[1])[None, :] != boards.target[:, None]  # (B, N)
+    return (pairs.any((2, 3)) & distractor).any(1)
 
 
 def _play(

@@ -25,10 +25,42 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def lexicon_mentions(texts: Sequence[str], lexicon: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """mention/<attribute>: the fraction of captions holding any of the attribute's words (as whole words)."""
+def lexicon_mentions(texts: Sequence[str], lexicon: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """mention/<attribute>: (N,) whether each caption holds any of the attribute's words (as whole words)."""
     words = [set(WORD.findall(t.lower())) for t in texts]
-    return {f"mention/{a}": float(np.mean([bool(w & set(vocab)) for w in words])) for a, vocab in lexicon.items()}
+    return {f"mention/{a}": np.array([bool(w & set(vocab)) for w in words], float) for a, vocab in lexicon.items()}
+
+
+def caption_values(
+    texts: Sequence[str],
+    scenes: SceneBatch | None,
+    items: Sequence[int] | np.ndarray,
+    lexicon: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Each caption's own value (N,) of the language metrics that have one, caption i about image items[i].
+
+    With scenes: mention/<attribute> (what the caption's parse names), wrong/<attribute> (it names a value of the
+    attribute for its referent that the target's referent does not have), truthful, grammatical. Without:
+    mention/<attribute> from `lexicon`. Always: length (words).
+    """
+    if scenes is not None:
+        vocab = scenes.vocab
+        parsed = [parse(t, vocab) for t in texts]
+        values = {f"mention/{a}": np.array([a in p.mentioned() for p in parsed], float) for a in vocab.attributes}
+        referents = [p.spec.objects[0] for p in parsed]  # attribute -> value word the caption gives its referent
+        targets = [scenes.objects(int(i))[0] for i in items]
+        values |= {
+            f"wrong/{a}": np.array([a in said and said[a] != seen[a] for said, seen in zip(referents, targets)], float)
+            for a in vocab.attributes
+        }
+        values["truthful"] = np.array(
+            [truthful(t, scenes.objects(int(i)), scenes.x(int(i)), vocab) for t, i in zip(texts, items)], float
+        )
+        values["grammatical"] = np.array([p.grammatical for p in parsed], float)
+    else:
+        values = lexicon_mentions(texts, lexicon or {})
+    values["length"] = np.array([len(tokenize(t)) for t in texts], float)
+    return values
 
 
 def caption_metrics(
@@ -38,22 +70,13 @@ def caption_metrics(
     lexicon: Mapping[str, Sequence[str]] | None = None,
     prefix: str = "",
 ) -> dict[str, float]:
-    """Language metrics of captions, caption i about image items[i] (its scene in `scenes`, when there are scenes).
+    """Language metrics of captions: the means of `caption_values`, and distinct_1, distinct_2 of the whole set."""
+    return summarise(caption_values(texts, scenes, items, lexicon), texts, prefix)
 
-    With scenes: mention/<attribute> (what the caption's parse names), truthful, grammatical. Without:
-    mention/<attribute> from `lexicon`. Always: length (words), distinct_1, distinct_2.
-    """
-    if scenes is not None:
-        vocab = scenes.vocab
-        parsed = [parse(t, vocab) for t in texts]
-        metrics = {f"mention/{a}": float(np.mean([a in p.mentioned() for p in parsed])) for a in vocab.attributes}
-        metrics["truthful"] = float(
-            np.mean([truthful(t, scenes.objects(int(i)), scenes.x(int(i)), vocab) for t, i in zip(texts, items)])
-        )
-        metrics["grammatical"] = float(np.mean([p.grammatical for p in parsed]))
-    else:
-        metrics = lexicon_mentions(texts, lexicon or {})
-    metrics["length"] = float(np.mean([len(tokenize(t)) for t in texts]))
+
+def summarise(values: Mapping[str, np.ndarray], texts: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """The means of the captions' own values (`caption_values`), and distinct_1, distinct_2 of the whole set."""
+    metrics = {key: float(np.mean(v)) for key, v in values.items()}
     metrics["distinct_1"] = distinct_n(texts, 1)
     metrics["distinct_2"] = distinct_n(texts, 2)
     return {f"{prefix}{k}": v for k, v in metrics.items()}

@@ -197,6 +197,30 @@ def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
 
 PERCEPTIONS: dict[str, type[Perception]] = {cls.name: cls for cls in (Full, Grayscale, Blur, LowRes, Crop, Cvd)}
 
+# two colours a perception shows closer than this (Euclidean, sRGB 0..255) count as confusable: the embedded world's
+# palette keeps every pair >= 87.5 apart in full colour, and its colours differ from their stripes by STRIPE_DELTA
+CONFUSABLE_DISTANCE = 35.0
+PATCH = 32  # side of the uniform patch each colour is shown as (larger than any built-in perception's blur or block)
+
+
+def perceived_distances(perception: Perception, palette: np.ndarray) -> np.ndarray:
+    """(C, C) distances (sRGB 0..255) between the palette's colours (C, 3) as `perception` shows them, each colour seen
+    as a uniform PATCH x PATCH image and read back as the patch's mean colour."""
+    patches = torch.as_tensor(palette, dtype=torch.float32)[:, :, None, None] / 255  # (C, 3, 1, 1)
+    with torch.no_grad():
+        seen = perception(patches.expand(-1, -1, PATCH, PATCH).contiguous()).mean((2, 3)) * 255  # (C, 3)
+    return torch.cdist(seen.double(), seen.double()).numpy()
+
+
+def confusable_colours(
+    perception: Perception, palette: np.ndarray, distance: float = CONFUSABLE_DISTANCE
+) -> np.ndarray:
+    """(C, C) bool: pairs of the palette's distinct colours that `perception` shows closer than `distance` (sRGB
+    0..255), e.g. blue and purple for a deuteranope; the diagonal is False."""
+    close = perceived_distances(perception, palette) < distance
+    np.fill_diagonal(close, False)
+    return close
+
 
 def make_perception(spec: str | Mapping[str, Any] | Perception) -> Perception:
     """A built-in perception from a name ("grayscale") or a mapping ({"name": "blur", "sigma": 2.0}); a Perception as

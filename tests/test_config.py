@@ -183,3 +183,12 @@ def test_overrides_apply_on_top_of_a_runs_saved_config(tmp_path):
     ]:
         with pytest.raises(UserError, match=message):
             from_run(own, tmp_path, ["command"], bad)
+
+
+def test_the_colour_vision_deficiency_experiments_compose():
+    for experiment, name, kind in (("deuteranope", "deutan", "deutan"), ("tritanope", "tritan", "tritan")):
+        spec = run_spec(compose_cfg("train", f"experiment={experiment}"))
+        assert spec.reward == Reward({"full": 1.0}, {name: 1.0}, 1.0, "prob") and spec.players == ["full", name]
+        seen = spec.perceptions[name]
+        assert (seen.name, seen.kind, seen.severity) == ("cvd", kind, 1.0)
+        assert spec.listeners[name].seed not in {spec.listeners["full"].seed, 2, 5}  # its own CLIP, not gray's

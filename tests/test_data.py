@@ -20,7 +20,7 @@ from listener_sub.data import KINDS, DataConfig, DataSource, StoredImages
 from listener_sub.data.export import export_world
 from listener_sub.errors import DataError, UserError
 from listener_sub.game import create_game
-from listener_sub.metrics import caption_metrics
+from listener_sub.metrics import caption_metrics, caption_values
 from listener_sub.rewards import Reward
 from listener_sub.world import CLEVR_VOCAB, WORLD_VOCAB, CaptionConfig, WorldConfig, parse, truthful
 
@@ -357,6 +357,12 @@ def test_caption_metrics_follow_the_data():
     assert {"mention/color", "mention/shape", "truthful", "grammatical", "length", "distinct_1", "distinct_2"} <= set(
         with_scenes
     )
+    target = world.scenes.objects(0)[0]
+    other = next(c for c in WORLD_VOCAB.values["color"] if c != target["color"])
+    said = [f"a {target['color']} {target['shape']}.", f"a {other} {target['shape']}.", "a thing."]
+    values = caption_values(said, world.scenes, [0, 0, 0])
+    assert values["wrong/color"].tolist() == [0, 1, 0] and values["wrong/shape"].tolist() == [0, 0, 0]
+    assert values["truthful"].tolist() == [1, 0, 1] and values["mention/color"].tolist() == [1, 1, 0]
     lexicon = {"color": ("red", "blue"), "animal": ("dog", "cat")}
     plain = caption_metrics(["A red dog, running.", "two cats", "a Blue bus"], None, [0, 1, 2], lexicon)
     assert plain == pytest.approx(

@@ -11,7 +11,7 @@ from listener_sub.errors import UserError
 from listener_sub.game import Boards, GameConfig, Pool, choose, decode_tokens, listen, sample_boards
 from listener_sub.models.listener import Listener
 from listener_sub.perception import make_perception
-from listener_sub.rewards import Reward
+from listener_sub.rewards import MISLED_COST, Reward
 from listener_sub.world import WorldConfig
 
 
@@ -108,7 +108,10 @@ def test_play_scores_boards_through_each_listeners_perception(listeners):
         assert torch.equal(out.correct[name], out.choices[name] == torch.as_tensor(boards.target))
     rows = torch.arange(len(boards))
     target = torch.as_tensor(boards.target)
-    assert torch.allclose(out.reward, out.probs["full"][rows, target] - out.probs["gray"][rows, target])
+    full, gray = out.probs["full"][rows, target], out.probs["gray"][rows, target]  # (B,) each
+    chance = 1 / boards.items.shape[1]  # the game tells the reward its boards' chance level
+    floored = full - MISLED_COST * (chance - full).clamp_min(0) - (gray - chance).clamp_min(0)
+    assert torch.allclose(out.reward, floored) and not torch.allclose(out.reward, full - gray)
     assert torch.equal(out.gap, out.correct["full"].float() - out.correct["gray"].float())
     assert torch.equal(out.listener_rewards["full_b"], out.correct["full_b"].float())
     gray = listeners["gray"]
@@ -118,7 +121,8 @@ def test_play_scores_boards_through_each_listeners_perception(listeners):
 
 
 def test_rl_batches_of_k_captions_per_board(listeners):
-    game = tiny_game(listeners, reward=Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score="acc"))
+    paper = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score="acc", chance_floor=False, misled_cost=0.0)
+    game = tiny_game(listeners, reward=paper)
     boards = game.sample(3, np.random.default_rng(1))  # train split
     assert game.pool("train") is boards.pool and game.pool("test") is not boards.pool
     out = game.play(CAPTIONS, boards.repeat(2))  # row b * 2 + j: caption j of board b

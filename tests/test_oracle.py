@@ -43,7 +43,8 @@ def test_subsets_and_captions(listeners):
 @pytest.mark.parametrize("score", ["prob", "acc"])
 def test_batched_oracle_equals_playing_every_subset(listeners, monkeypatch, score):
     monkeypatch.setattr(oracle, "BOARD_CHUNK", 16)  # 40 boards in three chunks
-    game = tiny_game(listeners, reward=Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score=score))
+    paper = Reward(intended={"full": 1.0}, subtracted={"gray": 1.0}, score=score, chance_floor=False, misled_cost=0.0)
+    game = tiny_game(listeners, reward=paper)
     boards = game.sample(40, np.random.default_rng(123), "test")
     rewards, gaps = brute_force(game, boards)
     result = oracle_gaps(game, boards)
@@ -58,7 +59,7 @@ def test_batched_oracle_equals_playing_every_subset(listeners, monkeypatch, scor
         per_board.append(gaps[top, b].max().item())
     assert result["oracle_gap"] == pytest.approx(float(np.mean(per_board)), abs=1e-6)
     assert result["oracle_reward"] == pytest.approx(float(rewards.max(0).values.mean()), abs=1e-6)
-    if score == "acc":  # the reward is the gap: the per-board oracle can only do better than one fixed subset
+    if score == "acc":  # the paper's reward is the gap: the per-board oracle can only do better than one fixed subset
         assert result["oracle_gap"] == pytest.approx(result["oracle_reward"])
         assert result["oracle_gap"] >= result["fixed_oracle_gap"] and result["oracle_gap"] > 0
 

@@ -17,8 +17,11 @@ from listener_sub.perception import (
     Full,
     Grayscale,
     LowRes,
+    confusable_colours,
     make_perception,
+    perceived_distances,
 )
+from listener_sub.world import PALETTE, WORLD_VOCAB
 from listener_sub.world.render import render
 from listener_sub.world.scene import WorldConfig, sample_scenes
 
@@ -197,3 +200,20 @@ def test_a_deuteranope_confuses_red_and_green_a_tritanope_blue_and_green():
         make_perception({"name": "cvd", "kind": "achromat"})
     with pytest.raises(ValueError, match="severity=1.5"):
         make_perception({"name": "cvd", "severity": 1.5})
+
+
+def test_which_of_the_worlds_colours_each_listener_confuses():
+    names = WORLD_VOCAB.values["color"]
+
+    def confused(spec) -> set[tuple[str, str]]:
+        close = confusable_colours(make_perception(spec), PALETTE)
+        assert (close == close.T).all() and not close.diagonal().any()
+        return {(names[i], names[j]) for i, j in zip(*np.nonzero(np.triu(close)))}
+
+    assert confused("full") == set() and confused({"name": "blur", "sigma": 1.5}) == set()
+    assert len(confused("grayscale")) == 15  # the palette is isoluminant: every pair of its six colours
+    assert confused({"name": "cvd", "kind": "deutan"}) == {("brown", "green"), ("blue", "purple")}
+    assert confused({"name": "cvd", "kind": "tritan"}) == {("cyan", "blue")}
+    assert confused({"name": "cvd", "kind": "deutan", "severity": 0.0}) == set()  # normal vision
+    distances = perceived_distances(make_perception({"name": "cvd", "kind": "deutan"}), PALETTE)
+    assert distances[names.index("blue"), names.index("purple")] == pytest.approx(7.5, abs=0.1)

@@ -13,6 +13,7 @@ from test_rl import TINY
 
 from listener_sub.report.results import (
     ABLATION_COLUMNS,
+    AUDIENCE_COLUMNS,
     CONSTRAINED_COLUMNS,
     EXPERIMENT_COLUMNS,
     HEADLINE_END,
@@ -37,6 +38,7 @@ def fake_run(
     oracle: float,
     subtracted: str = "gray",
     rerank_n: int | None = None,
+    perception: str | dict = "grayscale",
 ):
     """A run directory in the real formats: summary.json and eval_boards.npz whose per-board means are the summary's."""
     rng = np.random.default_rng(seed)
@@ -44,10 +46,14 @@ def fake_run(
     other = (rng.random(BOARDS) < 0.5 - gap_level / 2).astype(float)
     prob_gap = np.clip(full - other + rng.normal(0, 0.1, BOARDS), -1, 1) * 0.5
     boards = {"gap": full - other, "prob_gap": prob_gap, "acc/full": full, f"acc/{subtracted}": other}
+    confusable = np.arange(BOARDS) < BOARDS // 4  # the same boards in every seed: the first quarter
+    boards |= {f"confusable/{subtracted}": confusable.astype(float), "mention/color": (~confusable).astype(float)}
     after = {key: float(value.mean()) for key, value in boards.items()}
     after[f"sample/acc/{subtracted}"] = after[f"acc/{subtracted}"] + 0.1
     after |= {
-        "mention/color": 0.9 + 0.01 * seed,
+        "mention/color": 0.75,
+        "wrong/shape": 0.02 * seed,
+        "wrong/color": 0.0,
         "mention/shape": 0.1,
         "mention/size": 0.0,
         "mention/fill": 0.0,
@@ -68,6 +74,7 @@ def fake_run(
         "fixed_oracle_subset": ["color"],
         "config": {
             "reward": {"intended": {"full": 1.0}, "subtracted": {subtracted: 1.0}},
+            "listeners": {subtracted: {"perception": perception, "knowledge": {"exclude": []}}},
             "trainer": trainer,
             "speaker": speaker,
         },
@@ -206,6 +213,43 @@ def test_the_document_reports_seeds_intervals_findings_and_plots(tmp_path):
         assert f"]({png})" in text
         image = np.asarray(Image.open(out.parent / png).convert("L"))
         assert image.shape[1] >= 600 and image.std() > 10  # a drawn chart, not a blank page
+
+
+def test_the_audience_section_shows_chosen_and_held_out_pairs_apart(tmp_path):
+    pairs = {  # row -> (gap level, truthful, oracle, subtracted listener, its perception)
+        "colorblind": (0.5, 0.99, 0.52, "gray", "grayscale"),
+        "deuteranope": (0.1, 0.99, 0.05, "deutan", {"name": "cvd", "kind": "deutan", "severity": 1.0}),
+        "short_sighted": (0.3, 0.90, 0.40, "blur", {"_target_": "listener_sub.perception.Blur", "sigma": 1.5}),
+    }
+    rows = {name: [tmp_path / name / f"seed_{s}" for s in range(3)] for name in pairs}
+    made = {
+        name: [
+            fake_run(p, s, *pairs[name][:3], subtracted=pairs[name][3], perception=pairs[name][4])
+            for s, p in enumerate(paths)
+        ]
+        for name, paths in rows.items()
+    }
+    out = tmp_path / "results.md"
+    write_results(out, rows, [], ["# Results"], 200, audience=list(pairs), chosen_on=["colorblind"])
+    text = out.read_text()
+    section = text[text.index("## Every audience") :]
+    assert "looking at the rows `colorblind` only" in section
+    assert section.index("Chosen on:") < section.index("`colorblind` |") < section.index("Held out:")
+    assert section.index("Held out:") < section.index("`deuteranope` |") < section.index("`short_sighted` |")
+    (cb,) = table_rows(section, "`colorblind`", AUDIENCE_COLUMNS)
+    shares = [summary["after"]["gap"] / 0.52 for summary, _ in made["colorblind"]]
+    assert cb[1] == "gray (grayscale)" and cb[2] == "0.520 (color)"
+    assert cb[5] == f"{np.mean(shares):.3f} +- {np.std(shares, ddof=1):.3f}" and cb[8] == "color"
+    assert cb[9] == "0.00 (100) / 1.00 (300)"  # colour never named on the confusable quarter of the boards
+    assert cb[10] == "shape 0.020" and cb[11] == ("yes" if np.mean(shares) >= 0.9 else "no")
+    (deutan,) = table_rows(section, "`deuteranope`", AUDIENCE_COLUMNS)
+    assert deutan[1] == "deutan (cvd kind=deutan severity=1.0)" and deutan[5] == "n/a"
+    assert deutan[11] == "n/a (oracle <= 0.1)"
+    (blur,) = table_rows(section, "`short_sighted`", AUDIENCE_COLUMNS)
+    assert blur[1] == "blur (blur sigma=1.5)" and blur[11] == "no"  # truthful 0.90 < 0.95
+    assert "](results_audience.png)" in section
+    image = np.asarray(Image.open(tmp_path / "results_audience.png").convert("L"))
+    assert image.std() > 10
 
 
 def test_the_readme_headline_is_read_from_the_documents_table_and_findings(tmp_path):

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from listener_sub.files import atomic_path  # noqa: E402
+from listener_sub.perception import CONFUSABLE_DISTANCE  # noqa: E402
 from listener_sub.report.gather import SUMMARY  # noqa: E402
 from listener_sub.report.plots import place_labels  # noqa: E402
 from listener_sub.runs import EVAL_BOARDS  # noqa: E402
@@ -365,6 +366,128 @@ def transfer_table(results: Sequence[TransferResult]) -> list[str]:
     return lines
 
 
+SHARE_BAR = 0.9  # the audience sweep's bar: the gap at least this share of the pair's fixed oracle...
+MEANINGFUL_ORACLE = 0.1  # ...for pairs whose fixed oracle gap is above this (below it there is little to specialise)
+AUDIENCE_COLUMNS = (
+    "row",
+    "subtracted listener",
+    "fixed oracle gap (subset)",
+    "gap (mean +- std)",
+    "gap 95% CI (boards)",
+    "share of the oracle",
+    "truthful",
+    "grammatical",
+    "names (>= half the captions)",
+    "colour named: confusable / distinct boards",
+    "most often wrong",
+    f"share >= {SHARE_BAR}, truthful and grammatical >= {TRUTHFUL_BAR}",
+)
+
+
+def subtracted_listener(row: RowResult) -> str:
+    """The row's subtracted listeners: `name (perception)`, a knowledge limit named where there is one."""
+    config = row.runs[0].summary["config"]
+    described = []
+    for name in config["reward"]["subtracted"]:
+        listener = config["listeners"][name]
+        perception = listener["perception"]
+        if isinstance(perception, dict):
+            kind = perception.get("name") or perception.get("_target_", "").rsplit(".", 1)[-1].lower()
+            settings = [f"{k}={v}" for k, v in perception.items() if k not in ("name", "_target_")]
+            perception = " ".join([kind, *settings])
+        excluded = listener.get("knowledge", {}).get("exclude") or []
+        described.append(f"{name} ({perception}" + (f", never read: {', '.join(excluded)})" if excluded else ")"))
+    return ", ".join(described) or "-"
+
+
+def audience_share(row: RowResult) -> tuple[float, float] | None:
+    """The gap as a share of the fixed oracle: mean and std over seeds; None when the oracle is not meaningful."""
+    oracle = row.oracle[0]
+    if oracle <= MEANINGFUL_ORACLE:
+        return None
+    return seed_stats([{"share": run.after["gap"] / oracle} for run in row.runs], "share")
+
+
+def confusable_split(row: RowResult) -> str:
+    """How often the captions name the colour on boards whose target colour the subtracted listener confuses with a
+    distractor's, and on the other boards (means over the seeds' boards; `-` where a side has no boards)."""
+    subtracted = list(row.runs[0].summary["config"]["reward"]["subtracted"])
+    if len(subtracted) != 1:
+        return "n/a (not one subtracted listener)"
+    name = subtracted[0]
+    if any(f"confusable/{name}" not in run.boards for run in row.runs):
+        return "n/a (no world colours)"
+    confusable = row.runs[0].boards[f"confusable/{name}"] > 0.5  # (B,) the same boards in every seed
+    named = np.stack([run.boards["mention/color"] for run in row.runs]).mean(0)  # (B,)
+    sides = [named[confusable], named[~confusable]]
+    cells = [f"{side.mean():.2f}" if len(side) else "-" for side in sides]
+    return f"{cells[0]} ({confusable.sum()}) / {cells[1]} ({(~confusable).sum()})"
+
+
+def most_wrong(row: RowResult) -> str:
+    """The attribute the captions most often name with a value the target does not have, and how often."""
+    rates = {key.split("/", 1)[1]: row.stat(key)[0] for key in row.runs[0].after if key.startswith("wrong/")}
+    if not rates:
+        return "n/a"
+    attribute = max(rates, key=rates.get)
+    return f"{attribute} {rates[attribute]:.3f}"
+
+
+def audience_table(rows: Sequence[RowResult]) -> list[str]:
+    """Markdown lines: each pair's oracle, gap, share of the oracle, what the speaker names and gets wrong."""
+    lines = ["| " + " | ".join(AUDIENCE_COLUMNS) + " |", "|" + " --- |" * len(AUDIENCE_COLUMNS)]
+    for row in rows:
+        oracle, subset = row.oracle
+        share = audience_share(row)
+        truthful, grammatical = row.stat("truthful")[0], row.stat("grammatical")[0]
+        mentions = [key for key in row.runs[0].after if key.startswith("mention/")]
+        names = [key.split("/", 1)[1] for key in mentions if row.stat(key)[0] >= 0.5]
+        if share is None:
+            verdict = f"n/a (oracle <= {MEANINGFUL_ORACLE})"
+        else:
+            verdict = "yes" if share[0] >= SHARE_BAR and min(truthful, grammatical) >= TRUTHFUL_BAR else "no"
+        cells = [
+            f"`{row.name}`",
+            subtracted_listener(row),
+            f"{oracle:.3f} ({subset})",
+            _pm(*row.stat("gap")),
+            _interval(row.interval("gap")),
+            _pm(*share) if share is not None else "n/a",
+            _pm(*row.stat("truthful")),
+            _pm(*row.stat("grammatical")),
+            ", ".join(names) or "-",
+            confusable_split(row),
+            most_wrong(row),
+            verdict,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def audience_plot(chosen: Sequence[RowResult], held_out: Sequence[RowResult], path: Path) -> None:
+    """Horizontal bars: each pair's gap as a share of its fixed oracle (mean over seeds, each seed a dot), the pairs
+    the defaults were chosen on apart from the held-out ones; the bar at SHARE_BAR; pairs without a meaningful
+    oracle are left out."""
+    rows = [(row, kind) for kind, group in (("chosen on", chosen), ("held out", held_out)) for row in group]
+    rows = [(row, kind) for row, kind in rows if audience_share(row) is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(rows) + 1.3), dpi=120)
+    y = np.arange(len(rows))[::-1]
+    colors = {"chosen on": "#2b6cd4", "held out": "#d4572b"}
+    for kind, color in colors.items():
+        mine = [i for i, (_, k) in enumerate(rows) if k == kind]
+        if mine:
+            shares = [audience_share(rows[i][0])[0] for i in mine]
+            ax.barh(y[mine], shares, 0.6, color=color, label=f"{kind} (defaults {kind.split()[0]})")
+    for i, (row, _) in enumerate(rows):
+        oracle = row.oracle[0]
+        ax.scatter([run.after["gap"] / oracle for run in row.runs], np.full(len(row.runs), y[i]), s=8, color="black")
+    ax.axvline(SHARE_BAR, color="#2e9d5b", lw=1, ls="--", label=f"{SHARE_BAR}x the fixed oracle")
+    ax.set_yticks(y, [row.name for row, _ in rows], fontsize=8)
+    ax.set_xlabel("gap after RL / best fixed-subset oracle gap")
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    save_png(fig, path)
+
+
 def save_png(fig: plt.Figure, path: Path) -> None:
     """Write the figure as a PNG atomically (no software or date stamp in it); closes it."""
     fig.tight_layout()
@@ -484,6 +607,8 @@ def write_results(
     reranks: Mapping[str, list[Path]] | None = None,
     rerank_against: Sequence[str] = (),
     truthful_settings: Mapping[str, str] | None = None,
+    audience: Sequence[str] = (),
+    chosen_on: Sequence[str] = (),
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
@@ -492,7 +617,8 @@ def write_results(
     of the constrained-vs-fixed-lam table. ablations: the rows of the ablation table, the first its reference. reranks:
     entry -> the captioning speaker's eval directories (greedy or reranked), shown beside the RL rows `rerank_against`.
     truthful_settings: row or rerank entry -> the row or entry whose setting keeps its captions truthful, named in its
-    finding when it is flagged.
+    finding when it is flagged. audience: the rows of the "every audience" section (one subtracted listener each),
+    split by whether they are among `chosen_on`, the rows the defaults were chosen on.
     """
     truthful_settings = dict(truthful_settings or {})
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
@@ -510,6 +636,13 @@ def write_results(
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [*header, "", *_wall_times(results, moved), "", "## Experiments", ""]
     lines += _experiments(results, attributes, resamples, out, finding)
+    if audience:
+        lines += _audience(
+            [by_name[name] for name in audience if name in chosen_on],
+            [by_name[name] for name in audience if name not in chosen_on],
+            out,
+            chosen_on,
+        )
     if constrained:
         lines += _constrained([by_name[name] for name in constrained])
     if ablations:
@@ -598,6 +731,17 @@ counterpart of RL's KL penalty), beside RL, on the same {boards} boards. Seeds: 
 rerank entries, `trainer.seed` for RL. A reranked speaker's kl is KL(best-of-N || captioner) <= log N - (N-1)/N (Beirami
 et al., 2024). Cost: captions the listeners scored per test board and in training; training s is RL's `wall_s/rl`,
 evaluation s the whole evaluation of an entry (its greedy or reranked pass, and one sampled caption per board)."""
+AUDIENCE_PROSE = """\
+The full-colour listener intended against each single subtracted listener the library ships, every row at the same
+default settings (its overrides only name the listeners). The share is the gap as a share of the pair's best
+fixed-subset oracle (a speaker that names the same attributes, truthfully, on every board; n/a where that oracle's
+gap is <= {meaningful}). Colour named: the captions naming the colour on boards whose target colour the subtracted
+listener confuses with a distractor's (perceived closer than {distance:.0f} of 255, `confusable_colours`) and on the
+other boards (board counts in brackets). Most often wrong: the attribute captions most often name with a value the
+target does not have (`wrong/<attribute>`), the share of captions that do.
+
+The defaults were chosen looking at the rows {chosen} only; the pairs under "held out" were not run while choosing
+them."""
 TRANSFER_PROSE = """\
 Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style
 and combinations; the models were pretrained on the broad `pretrain` split. mention/shape beside its in-domain
@@ -625,6 +769,23 @@ def _reranks(entries: list[RowResult], against: list[RowResult], finding: Callab
     prose = RERANK_PROSE.format(boards=len(entries[0].runs[0].boards["gap"]))
     title = "Inference-time subtraction (rerank) vs RL"
     return _section(title, prose, rerank_table(entries, against), [finding(entry) for entry in entries])
+
+
+def _audience(chosen: list[RowResult], held_out: list[RowResult], out: Path, chosen_on: Sequence[str]) -> list[str]:
+    png = out.with_name(f"{out.stem}_audience.png")
+    audience_plot(chosen, held_out, png)
+    prose = AUDIENCE_PROSE.format(
+        meaningful=MEANINGFUL_ORACLE,
+        distance=CONFUSABLE_DISTANCE,
+        chosen=", ".join(f"`{name}`" for name in chosen_on) or "no row",
+    )
+    return _section(
+        "Every audience",
+        prose,
+        ["Chosen on:", "", *audience_table(chosen)] if chosen else [],
+        ["Held out:", "", *audience_table(held_out)] if held_out else [],
+        [f"![share of the oracle per pair]({png.name})"],
+    )
 
 
 def _transfers(moved: list[TransferResult]) -> list[str]:

@@ -49,9 +49,10 @@ class RLConfig:
     max_new_tokens: int = 16  # longest caption in tokens, EOS included
     baseline: str = "rloo"  # rloo (mean of the board's other k-1 samples) | mean (batch mean) | ema | none
     ema_decay: float = 0.9  # ema baseline: weight of its previous value
-    # KL coefficient: reward -= beta * sum_t (log pi - log pi_ref) over the caption's tokens. With less, the speaker can
-    # learn to name a wrong shape, which misleads the colour-blind listener (docs/results.md's beta rows measure this).
-    beta: float = 0.15
+    # KL coefficient: reward -= beta * sum_t (log pi - log pi_ref) over the caption's tokens. The reward's own floors
+    # (reward.chance_floor, reward.misled_cost) keep the captions truthful, so the KL only keeps them English: with the
+    # paper's reward, beta 0.05 taught the speaker wrong shapes (docs/results.md's beta and reward rows measure this)
+    beta: float = 0.05
     entropy: float = 0.0  # entropy bonus: reward += entropy * sum_t -log pi (the sampled estimate)
     lr: float = 3e-4  # AdamW peak learning rate
     weight_decay: float = 0.0  # AdamW weight decay
