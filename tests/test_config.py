@@ -134,8 +134,8 @@ def test_a_perception_and_a_reward_of_your_own_plug_in_by_target(tmp_path, monke
         "        tone = torch.tensor([1.0, 0.85, 0.6]).view(1, 3, 1, 1)\n"
         "        return images.mean(1, keepdim=True) * tone * self.strength\n\n"
         "class Doubled(Reward):\n"
-        "    def __call__(self, target_probs, correct):\n"
-        "        return 2 * super().__call__(target_probs, correct)\n"
+        "    def __call__(self, target_probs, correct, chance=None):\n"
+        "        return 2 * super().__call__(target_probs, correct, chance)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = run_spec(
@@ -152,6 +152,9 @@ def test_a_perception_and_a_reward_of_your_own_plug_in_by_target(tmp_path, monke
         "strength": 0.5,
     }  # in the CLIP's cache key
     assert type(spec.reward).__name__ == "Doubled" and spec.reward.subtracted == {"gray": 1.0}
+    probs = {"full": torch.tensor([0.9]), "gray": torch.tensor([0.5])}
+    correct = {"full": torch.tensor([True]), "gray": torch.tensor([True])}
+    assert spec.reward(probs, correct, chance=0.25).item() == pytest.approx(2 * (0.9 - (0.5 - 0.25)))
     assert isinstance(run_spec(compose_cfg("train")).perceptions["gray"], Grayscale)
 
 

@@ -8,11 +8,12 @@ from tiny_game import CAPTIONS, COLORBLIND, one_thread, tiny_game, tiny_listener
 
 from listener_sub.commands.common import run_spec
 from listener_sub.errors import UserError
+from listener_sub.evaluation import colour_confusable
 from listener_sub.game import Boards, GameConfig, Pool, choose, decode_tokens, listen, sample_boards
 from listener_sub.models.listener import Listener
 from listener_sub.perception import make_perception
 from listener_sub.rewards import MISLED_COST, Reward
-from listener_sub.world import WorldConfig
+from listener_sub.world import ATTRIBUTES, WORLD_VOCAB, WorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,22 @@ def test_the_game_of_a_config_is_checked_before_anything_is_built():
     ]:
         with pytest.raises(UserError, match=message):
             run_spec(compose_rollout(override))
+
+
+def test_colour_confusable_boards_through_a_listeners_eyes(pool):
+    boards = sample_boards(len(pool), 200, 4, np.random.default_rng(3), pool=pool)
+    colours = pool.attrs[boards.items][..., ATTRIBUTES.index("color")]  # (B, N) each image's referent colour
+    target = colours[np.arange(len(boards)), boards.target]  # (B,)
+    names = WORLD_VOCAB.values["color"]
+    blue, purple = names.index("blue"), names.index("purple")
+    brown, green = names.index("brown"), names.index("green")
+
+    def has(a: int, b: int) -> np.ndarray:  # the target is a, a distractor is b
+        return (target == a) & ((colours == b) & distractor_mask(boards)).any(1)
+
+    by_hand = has(blue, purple) | has(purple, blue) | has(brown, green) | has(green, brown)
+    deutan = colour_confusable(boards, make_perception({"name": "cvd", "kind": "deutan"}))
+    assert by_hand.any() and (deutan == by_hand).all()
+    assert not colour_confusable(boards, make_perception("full")).any()
+    gray = colour_confusable(boards, make_perception("grayscale"))  # every other colour is a match for it
+    assert (gray == ((colours != target[:, None]) & distractor_mask(boards)).any(1)).all()
