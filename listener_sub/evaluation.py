@@ -89,8 +89,8 @@ def evaluate_speaker(
     """The full metric set of the speaker on the boards, the one evaluation of train, eval and pretrain; with
     `boards_file`, each board's own value of the per-board metrics ((B,) arrays under the same keys: acc/<listener>,
     gap, prob_gap, reward, kl, lm_nll, and the captions' mention/<attribute>, truthful, grammatical, length; greedy and
-    `sample/`; and, for the embedded world, confusable/<listener>: `colour_confusable` through that listener's eyes)
-    is also saved there as .npz (rank 0), for intervals over boards and splits of them.
+    `sample/`; and, for the embedded world, confusable/<listener>: `colour_confusable` through the eyes of each listener
+    with a perception) is also saved there as .npz (rank 0), for intervals over boards and splits of them.
 
     Plain keys come from greedy captions, `sample/` keys from one temperature-1 sample per board:
     acc/<listener> (every listener of the game), gap, prob_gap (the same difference of the listeners' probabilities of
@@ -139,7 +139,8 @@ def evaluate_speaker(
         per_board |= {f"{prefix}{key}": values.numpy() for key, values in every.items()}
         per_board |= {f"{prefix}{key}": values for key, values in captions.items()}
     for name, listener in game.listeners.items():
-        confusable = colour_confusable(boards, listener.perception)
+        perception = getattr(listener, "perception", None)  # a listener of your own may see without one
+        confusable = None if perception is None else colour_confusable(boards, perception)
         if confusable is not None:
             per_board[f"confusable/{name}"] = confusable.astype(float)
     if boards_file is not None and ranks.main:

@@ -85,24 +85,25 @@ class Reward:
             return target_prob.float()
         return target_prob.float().clamp_min(PROB_FLOOR).log()
 
+    def _chance_score(self, chance: float | None, setting: str) -> float:
+        """Chance (1 / images on the board) in the score's units; `setting` names what needs it."""
+        if chance is None:
+            raise ValueError(f"a reward with {setting} needs the chance level (1 / images on the board)")
+        return math.log(chance) if self.score == "logprob" else chance
+
     def _intended_score(self, target_prob: torch.Tensor, correct: torch.Tensor, chance: float | None) -> torch.Tensor:
         """An intended listener's score, its shortfall below chance counted 1 + misled_cost times."""
         score = self._listener_score(target_prob, correct)
         if not self.misled_cost:
             return score
-        if chance is None:
-            raise ValueError("a reward with misled_cost needs the chance level (1 / images on the board)")
-        floor = math.log(chance) if self.score == "logprob" else chance
-        return score - self.misled_cost * (floor - score).clamp_min(0.0)
+        return score - self.misled_cost * (self._chance_score(chance, "misled_cost") - score).clamp_min(0.0)
 
     def _subtracted_score(self, target_prob: torch.Tensor, correct: torch.Tensor, chance: float | None) -> torch.Tensor:
         """A subtracted listener's score, counted only above chance with chance_floor."""
         score = self._listener_score(target_prob, correct)
         if not self.chance_floor:
             return score
-        if chance is None:
-            raise ValueError("a reward with chance_floor needs the chance level (1 / images on the board)")
-        return (score - (math.log(chance) if self.score == "logprob" else chance)).clamp_min(0.0)
+        return (score - self._chance_score(chance, "chance_floor")).clamp_min(0.0)
 
     def __call__(
         self, target_probs: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor], chance: float | None = None

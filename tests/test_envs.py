@@ -16,7 +16,7 @@ from listener_sub.envs import ENV_ID, caption_action, dixit_v0, make
 from listener_sub.envs.policies import model_policies
 from listener_sub.envs.render import MARGIN, PICK_COLORS, RING, TARGET_COLOR, layout
 from listener_sub.envs.round import SPEAKER
-from listener_sub.rewards import Reward
+from listener_sub.rewards import SCORES, Reward
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +363,8 @@ def play_picks(game, tokenizer, picks: dict[str, int]) -> tuple[dict[str, float]
 
 def test_speaker_reward_follows_picks_with_acc_and_not_with_prob(game, tokenizer):
     """listener_0 is full (intended), listener_1 gray (subtracted), listener_2 full_b (a control, not in the reward)."""
-    rules = {score: Reward({"full": 1.0}, {"gray": 1.0}, score=score) for score in ("acc", "prob", "logprob", "dixit")}
+    paper = {"chance_floor": False, "misled_cost": 0.0}  # the paper's reward, checked by hand below
+    rules = {score: Reward({"full": 1.0}, {"gray": 1.0}, score=score, **paper) for score in SCORES}
     games = {score: tiny_game(game.listeners, reward) for score, reward in rules.items()}
     right = {"listener_0": "target", "listener_1": "miss", "listener_2": "target"}
     for score, g in games.items():

@@ -16,6 +16,7 @@ from listener_sub.commands.common import run_spec
 from listener_sub.commands.rollout import check, transcript_line
 from listener_sub.envs.render import TARGET_COLOR
 from listener_sub.errors import UserError
+from listener_sub.rewards import MISLED_COST
 
 TINY = [*test_pretrain.TINY, "game.pool_size=64"]  # tiny locally trained models, a small pool
 
@@ -50,7 +51,9 @@ def test_rollout_writes_transcripts_frames_and_summary(tmp_path, warm_cache):
             assert sum(v["probs"]) == pytest.approx(1.0, abs=1e-4) and v["correct"] == (v["choice"] == r["target"])
             assert r["rewards"][agent] == float(v["correct"])
         full, gray = listeners["listener_0"]["probs"][r["target"]], listeners["listener_1"]["probs"][r["target"]]
-        assert r["rewards"]["speaker_0"] == pytest.approx(full - gray, abs=1e-5)  # score=prob, lam=1
+        chance = 1 / len(r["board"])  # score=prob, lam=1, each listener read against chance
+        read = full - MISLED_COST * max(chance - full, 0) - max(gray - chance, 0)
+        assert r["rewards"]["speaker_0"] == pytest.approx(read, abs=1e-5)
     last = records[4]
     assert f"ep   4 target {last['target']}" in result.stdout
     for v in last["listeners"].values():  # positions from 0, as in rollouts.jsonl; P(target)
