@@ -472,19 +472,20 @@ def audience_plot(chosen: Sequence[RowResult], held_out: Sequence[RowResult], pa
     rows = [(row, kind) for row, kind in rows if audience_share(row) is not None]
     fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(rows) + 1.3), dpi=120)
     y = np.arange(len(rows))[::-1]
+    labels = {"chosen on": "the defaults chosen on these", "held out": "held out: run only with the defaults fixed"}
     colors = {"chosen on": "#2b6cd4", "held out": "#d4572b"}
     for kind, color in colors.items():
         mine = [i for i, (_, k) in enumerate(rows) if k == kind]
         if mine:
             shares = [audience_share(rows[i][0])[0] for i in mine]
-            ax.barh(y[mine], shares, 0.6, color=color, label=f"{kind} (defaults {kind.split()[0]})")
+            ax.barh(y[mine], shares, 0.6, color=color, label=labels[kind])
     for i, (row, _) in enumerate(rows):
         oracle = row.oracle[0]
         ax.scatter([run.after["gap"] / oracle for run in row.runs], np.full(len(row.runs), y[i]), s=8, color="black")
     ax.axvline(SHARE_BAR, color="#2e9d5b", lw=1, ls="--", label=f"{SHARE_BAR}x the fixed oracle")
     ax.set_yticks(y, [row.name for row, _ in rows], fontsize=8)
-    ax.set_xlabel("gap after RL / best fixed-subset oracle gap")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_xlabel("gap after RL / best fixed-subset oracle gap (bars: mean, dots: seeds)")
+    ax.legend(fontsize=7, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     save_png(fig, path)
 
 
