@@ -385,7 +385,7 @@ class Game:
             dict(probs),
             choices,
             correct,
-            self.reward(target_probs, correct, chance=1.0 / next(iter(probs.values())).shape[-1]),
+            self.reward(target_probs, correct, chance=1.0 / boards.items.shape[1]),
             self.reward.gap(correct),
             self.reward.gap(target_probs),
         )

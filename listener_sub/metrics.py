@@ -47,14 +47,14 @@ def caption_values(
         vocab = scenes.vocab
         parsed = [parse(t, vocab) for t in texts]
         values = {f"mention/{a}": np.array([a in p.mentioned() for p in parsed], float) for a in vocab.attributes}
+        objects = [scenes.objects(int(i)) for i in items]  # each target's objects, its referent first
         referents = [p.spec.objects[0] for p in parsed]  # attribute -> value word the caption gives its referent
-        targets = [scenes.objects(int(i))[0] for i in items]
         values |= {
-            f"wrong/{a}": np.array([a in said and said[a] != seen[a] for said, seen in zip(referents, targets)], float)
+            f"wrong/{a}": np.array([a in said and said[a] != obj[0][a] for said, obj in zip(referents, objects)], float)
             for a in vocab.attributes
         }
         values["truthful"] = np.array(
-            [truthful(t, scenes.objects(int(i)), scenes.x(int(i)), vocab) for t, i in zip(texts, items)], float
+            [truthful(t, seen, scenes.x(int(i)), vocab) for t, seen, i in zip(texts, objects, items)], float
         )
         values["grammatical"] = np.array([p.grammatical for p in parsed], float)
     else:

@@ -109,7 +109,7 @@ class Reward:
         self, target_probs: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor], chance: float | None = None
     ) -> torch.Tensor:
         """Reward of each board, any batch shape (...): target_probs and correct map listener name -> (...); chance is
-        1 / the board's images (needed with chance_floor)."""
+        1 / the board's images (needed with chance_floor or misled_cost)."""
         missing = [name for name in self.listeners if name not in target_probs or name not in correct]
         if missing:
             raise KeyError(f"the reward needs listener(s) {missing}, which did not play")
