@@ -55,10 +55,8 @@ def _describe(round_: Round) -> str:
 
 def _role(round_: Round, name: str) -> str:
     """What the speaker's reward does with listener `name`: intended, subtracted, or nothing (a control)."""
-    reward = round_.game.reward
-    if name in reward.intended:
-        return "intended"
-    return "subtracted" if name in reward.subtracted else "not in the reward"
+    role = round_.game.role(name)
+    return "not in the reward" if role == "player" else role
 
 
 def _pick(round_: Round, agent: str) -> str:

@@ -34,7 +34,10 @@ COMMANDS = {
         "listener_sub.commands.results",
         "the experiments x seeds sweep and zero-shot transfer, written up as docs/results.md",
     ),
+    "play": ("listener_sub.commands.play", "a local web app: play the game as a listener or as the speaker"),
+    "study": ("listener_sub.commands.study", "a human listener study: create | serve | report (a web app, SQLite)"),
 }
+ACTIONS = {"study": ("create", "serve", "report")}  # commands whose first word may name an action: `study report`
 USAGE = (
     "usage: listener-sub COMMAND [hydra overrides] [-m] [--cfg job] [debug=true]\n\ncommands:\n"
     + "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
@@ -399,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if argv else 2)
     command, overrides = argv[0], argv[1:]
+    if overrides and overrides[0] in ACTIONS.get(command, ()):
+        overrides = [f"action={overrides[0]}", *overrides[1:]]
     if command not in COMMANDS:
         print(
             f"listener-sub: error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr

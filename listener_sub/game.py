@@ -390,6 +390,16 @@ class Game:
             self.reward.gap(target_probs),
         )
 
+    def role(self, name: str) -> str:
+        """A listener's part in the reward: intended, subtracted, or player (a listener the reward does not read)."""
+        if name in self.reward.intended:
+            return "intended"
+        return "subtracted" if name in self.reward.subtracted else "player"
+
+    def won(self, correct: Mapping[str, bool]) -> bool:
+        """Whether one board is won: every intended listener right (picked the target), every subtracted one wrong."""
+        return all(correct[n] for n in self.reward.intended) and not any(correct[n] for n in self.reward.subtracted)
+
     def play(
         self,
         captions: Sequence[str],

@@ -10,7 +10,7 @@ train run, or the default experiment.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from listener_sub.cache import ArtifactCache
 from listener_sub.commands.common import check_adapter, eval_config, run_spec
 from listener_sub.data import DataConfig
 from listener_sub.errors import UserError
+from listener_sub.game import Boards
 from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.runs import CONFIG, adapter_file, run_of
 from listener_sub.spec import RunSpec
@@ -96,6 +97,18 @@ def players(
     if adapter is not None:
         check_adapter(adapter, spec, key)
     return assembly(cfg, spec).players(adapter, boards)
+
+
+def model_speakers(played: Players, max_new_tokens: int) -> dict[str, Callable[[Boards], list[str]]]:
+    """The greedy captions of `base` (the captioning adapter, RL's reference) and `trained` (the players' speaker: a
+    trained adapter when one was given), as functions of the boards."""
+    speaker, settings = played.speaker, {"greedy": True, "max_new_tokens": max_new_tokens}
+    return {
+        "base": lambda boards: (
+            speaker.sample(speaker.prefix(boards.target_images, played.reference), 1, **settings).texts
+        ),
+        "trained": lambda boards: speaker.generate(boards.target_images, **settings).texts,
+    }
 
 
 def load_run(run: str | Path, overrides: Sequence[str] = (), checkpoint: str | Path | None = None) -> Run:

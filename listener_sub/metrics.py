@@ -3,7 +3,8 @@
 What is measured follows what the data provides: images with scenes (the embedded world, CLEVR) give
 mention/<attribute> through the scenes' own vocabulary and grammar, truthful and grammatical; images without
 (COCO, plain folders) give mention/<attribute> from a lexicon (words per attribute). Every caption set gets
-length, distinct_1 and distinct_2.
+length, distinct_1 and distinct_2. Also the bootstrap interval of a mean that the results document and the human
+study report their numbers with.
 """
 
 from __future__ import annotations
@@ -80,3 +81,21 @@ def summarise(values: Mapping[str, np.ndarray], texts: Sequence[str], prefix: st
     metrics["distinct_1"] = distinct_n(texts, 1)
     metrics["distinct_2"] = distinct_n(texts, 2)
     return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def bootstrap_interval(
+    values: np.ndarray, resamples: int, seed: int = 0, weights: np.ndarray | None = None
+) -> tuple[float, float]:
+    """95% percentile interval of the mean of (B,) per-board values, boards resampled with replacement.
+
+    weights: (B,) the sizes of the clusters whose means `values` are (e.g. each participant's number of answers): the
+    interval of the pooled mean over the clusters' items, whole clusters resampled (a cluster bootstrap, for items
+    correlated within a cluster). Every weight must be positive.
+    """
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(values), size=(resamples, len(values)))  # (R, B)
+    if weights is None:
+        means = values[index].mean(1)  # (R,)
+    else:
+        means = (values * weights)[index].sum(1) / weights[index].sum(1)  # (R,)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -20,13 +20,9 @@ from typing import Any
 
 import websocket  # websocket-client (dev dependency)
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+from listener_sub.web.shots import find_browser
+
 REQUIRE = "LISTENER_SUB_REQUIRE_BROWSER"  # set (by .ci/run) to make a missing browser a failure, not a skip
-
-
-def find_browser() -> str | None:
-    """The path of the first Chromium-family browser on PATH."""
-    return next((path for path in map(shutil.which, BROWSERS) if path), None)
 
 
 @dataclass
@@ -97,10 +93,37 @@ class Browser:
 
     def load(self, path: Path) -> PageRun:
         """Open a local file, wait for its load event, and report its errors and dialogs (dialogs get dismissed)."""
+        return self.open(Path(path).resolve().as_uri())
+
+    def open(self, url: str) -> PageRun:
+        """Open a URL, wait for its load event, and report the page's errors and dialogs (dialogs get dismissed)."""
         self.events.clear()
-        self.call("Page.navigate", url=Path(path).resolve().as_uri())
+        self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
-        self.evaluate("new Promise(done => requestAnimationFrame(() => setTimeout(done, 50)))")  # let late errors land
+        return self._page_run()
+
+    def click(self, selector: str) -> PageRun:
+        """A person's click: mouse press and release (DevTools input events) in the middle of the element, then the
+        page it leads to, loaded."""
+        where = f"document.querySelector({json.dumps(selector)})"
+        x, y = self.evaluate(
+            f"(() => {{ const e = {where}; e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); "
+            "return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        self.events.clear()
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+        self.wait_for("Page.loadEventFired")
+        return self._page_run()
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus a text field and type into it (DevTools text input, as a keyboard would)."""
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", text=text)
+
+    def _page_run(self) -> PageRun:
+        """The errors and dialogs of the page just loaded (late errors given a frame to land)."""
+        self.evaluate("new Promise(done => requestAnimationFrame(() => setTimeout(done, 50)))")
         run = PageRun()
         for event in self.events:
             method, params = event["method"], event.get("params", {})

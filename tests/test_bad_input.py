@@ -505,6 +505,23 @@ TABLE = [
         r"rows is empty; name at least one row \(rows\.NAME=\[overrides\]\)$",
         None,
     ),
+    ("play", ["boards=0"], r"boards=0; play at least one board", None),
+    ("play", ["port=70000"], r"port=70000 is not a TCP port", None),
+    ("study", ["report", "dir={tmp}/none"], r"dir=.*none holds no study\.db; create the study first", None),
+    ("study", ["create", "dir={tmp}/s", "study.boards=6"], r"study\.boards=6 must be a positive multiple of the", None),
+    (
+        "study",
+        ["create", "dir={tmp}/s"],
+        r"study\.conditions names the trained speaker but no run= or checkpoint",
+        None,
+    ),
+    ("study", ["action=undo", "dir={tmp}/s"], r"action=undo is not one of: create, serve, report", None),
+    (
+        "study",
+        ["create", "dir={tmp}/s", "study.conditions=[{speaker:base,perception:xray},{speaker:oracle,perception:full}]"],
+        r"study\.conditions\[0\]\.perception: unknown perception 'xray'",
+        None,
+    ),
 ]
 
 

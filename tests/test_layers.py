@@ -38,7 +38,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "listener_sub.rerank",
         ),
     ),
-    ("algorithms", ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim", "listener_sub.runs")),
+    (
+        "algorithms",
+        ("listener_sub.rl", "listener_sub.pretrain", "listener_sub.optim", "listener_sub.runs", "listener_sub.study"),
+    ),
     ("assembly", ("listener_sub.assembly", "listener_sub.cache", "listener_sub.spec")),
     (
         "faces",
@@ -52,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "listener_sub.__main__",
             "listener_sub.preview",
             "listener_sub.bench",
+            "listener_sub.web",
         ),
     ),
 ]

@@ -84,26 +84,38 @@ def test_every_documented_option_trains(tmp_path):
     folder.mkdir(parents=True)
     for name, (_, node) in chosen.items():
         (folder / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(node))
-    sweep = tmp_path / "sweep"
-    args = [
-        "train",
-        "-m",
-        *TINY,
-        "trainer.steps=2",
-        "trainer.eval_every=0",
-        "evaluation.boards=4",
-        f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
-        f"hydra.sweep.dir={sweep}",
-        "hydra.sweep.subdir=${hydra:runtime.choices.smoke}",
-        f"+smoke={','.join(chosen)}",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "listener_sub", *args], capture_output=True, text=True, timeout=900, env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    names = list(chosen)
+    halves = {sweep: names[i::2] for i, sweep in enumerate((tmp_path / "sweep0", tmp_path / "sweep1"))}
+    runs = []
+    for sweep, half in halves.items():  # two multiruns side by side, one per core
+        args = [
+            "train",
+            "-m",
+            *TINY,
+            "trainer.steps=2",
+            "trainer.eval_every=0",
+            "evaluation.boards=4",
+            f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=${hydra:runtime.choices.smoke}",
+            f"+smoke={','.join(half)}",
+        ]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "listener_sub", *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    for run in runs:
+        _, stderr = run.communicate(timeout=900)
+        assert run.returncode == 0, stderr[-3000:]
+    where = {name: sweep for sweep, half in halves.items() for name in half}
     for name, (key, node) in chosen.items():
-        summary = json.loads((sweep / name / "summary.json").read_text())
+        summary = json.loads((where[name] / name / "summary.json").read_text())
         assert summary["steps"] == 2 and -1.0 <= summary["after"]["gap"] <= 1.0, name
         if "defaults" not in node:  # the option's own value reached the run's config
             value, setting = summary["config"], node

@@ -23,7 +23,7 @@ from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.images import perceived
-from listener_sub.loading import from_run, players
+from listener_sub.loading import from_run, model_speakers, players
 from listener_sub.metrics import caption_metrics
 from listener_sub.oracle import has_oracle, oracle_speaker
 from listener_sub.perception import Perception
@@ -130,7 +130,6 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
     rows = []
     for b, (caption, item) in enumerate(zip(captions, boards.target_items)):
         right = {name: bool(c[b]) for name, c in correct.items()}
-        won = all(right[n] for n in game.reward.intended) and not any(right[n] for n in game.reward.subtracted)
         rows.append(
             Play(
                 caption=caption,
@@ -141,7 +140,7 @@ def plays(captions: list[str], outcome: Outcome, game: Game, boards: Boards) -> 
                 picks={name: int(c[b]) for name, c in picks.items()},
                 correct=right,
                 reward=float(outcome.reward[b]),
-                won=won,
+                won=game.won(right),
             )
         )
     return rows
@@ -193,14 +192,10 @@ def gather(
     cfg = from_run(cfg, run_dir, own, overrides)
     rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
     played = players(cfg, spec, [(eval_cfg.data, eval_cfg.split)], adapter)
-    game, speaker = played.game, played.speaker
+    game = played.game
     generator = torch.Generator(device="cpu").manual_seed(eval_cfg.seed)  # listener picks when game.choice=sample
     boards = game.sample(n_boards, np.random.default_rng(eval_cfg.seed), eval_cfg.split, eval_cfg.data)
-    settings = {"greedy": True, "max_new_tokens": rl_cfg.max_new_tokens}
-    captions = {  # the base speaker is the captioning adapter, RL's reference
-        "base": speaker.sample(speaker.prefix(boards.target_images, played.reference), 1, **settings).texts,
-        "trained": speaker.generate(boards.target_images, **settings).texts,
-    }
+    captions = {name: speak(boards) for name, speak in model_speakers(played, rl_cfg.max_new_tokens).items()}
     subsets: list[tuple[str, ...]] = [()] * len(boards)
     if has_oracle(boards):
         captions["oracle"], subsets = oracle_speaker(game, boards, generator)
@@ -213,7 +208,7 @@ def gather(
         speakers=tuple(captions),
         split=eval_cfg.split,
         seed=eval_cfg.seed,
-        roles={name: role(game, name) for name in game.listeners},
+        roles={name: game.role(name) for name in game.listeners},
         perceptions={name: perception_name(listener.perception) for name, listener in game.listeners.items()},
         reward=reward_words(game),
         summary=summary,
@@ -262,10 +257,3 @@ def mention_rates(
         oracle = oracle_mention(game, eval_boards, torch.Generator(device="cpu").manual_seed(seed))
         mention["oracle"] = {a: oracle.get(a, float("nan")) for a in attributes}
     return mention
-
-
-def role(game: Game, name: str) -> str:
-    """A listener's part in the game's reward: intended, subtracted, or a player the reward does not read."""
-    if name in game.reward.intended:
-        return "intended"
-    return "subtracted" if name in game.reward.subtracted else "player"

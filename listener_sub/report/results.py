@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from listener_sub.files import atomic_path  # noqa: E402
+from listener_sub.metrics import bootstrap_interval  # noqa: E402
 from listener_sub.perception import CONFUSABLE_DISTANCE  # noqa: E402
 from listener_sub.report.gather import SUMMARY  # noqa: E402
 from listener_sub.report.plots import place_labels  # noqa: E402
@@ -51,14 +52,6 @@ class Run:
 def finished(path: Path, needs_boards: bool = True) -> bool:
     """Whether a run directory holds a finished run (a summary, and the per-board values when needed)."""
     return (path / SUMMARY).is_file() and (not needs_boards or (path / EVAL_BOARDS).is_file())
-
-
-def bootstrap_interval(values: np.ndarray, resamples: int, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the mean of (B,) per-board values, boards resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(values), size=(resamples, len(values)))  # (R, B)
-    means = values[index].mean(1)  # (R,)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def seed_stats(afters: Sequence[Mapping[str, float]], key: str) -> tuple[float, float]:
