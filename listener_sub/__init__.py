@@ -10,6 +10,7 @@ The public API, open_clip style (plain arguments, `create_*` factories); names l
     run = ls.load_run("outputs/train/2026-12-03_10-00-00")  # a trained run: its game and trained speaker
     gray = ls.create_listener("gray", "ViT-B-32", "openai", perception="grayscale")  # your own players
     env = ls.make_env(players.game, players.speaker.tokenizer)  # PettingZoo AEC (parallel=True: Parallel)
+    store = ls.StudyStore("studies/pilot/study.db")  # a human study's answers (ls.study_stats: its statistics)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _EXPORTS = {
     "Assembly": "listener_sub.assembly",
     "Boards": "listener_sub.game",
     "CaptionConfig": "listener_sub.world",
+    "Condition": "listener_sub.study.protocol",
     "DataConfig": "listener_sub.data",
     "DataError": "listener_sub.errors",
     "DataSource": "listener_sub.data",
@@ -48,6 +50,8 @@ _EXPORTS = {
     "Schedule": "listener_sub.optim",
     "Speaker": "listener_sub.models.speaker",
     "SpeakerConfig": "listener_sub.spec",
+    "StudyConfig": "listener_sub.study.protocol",
+    "StudyStore": "listener_sub.study.store",
     "Trainer": "listener_sub.rl",
     "UserError": "listener_sub.errors",
     "VisionConfig": "listener_sub.spec",
@@ -56,7 +60,9 @@ _EXPORTS = {
     "create_adapter": "listener_sub.adapters",
     "create_game": "listener_sub.game",
     "create_listener": "listener_sub.models.listener",
+    "create_play_app": "listener_sub.web.play_app",
     "create_speaker": "listener_sub.models.speaker",
+    "create_study_app": "listener_sub.web.study_app",
     "default_players": "listener_sub.loading",
     "evaluate_listener": "listener_sub.evaluation",
     "evaluate_speaker": "listener_sub.evaluation",
@@ -66,8 +72,10 @@ _EXPORTS = {
     "make_env": "listener_sub.envs",
     "make_perception": "listener_sub.perception",
     "oracle_gaps": "listener_sub.oracle",
+    "prepare_study": "listener_sub.study.materials",
     "rerank": "listener_sub.rerank",
     "sample_scenes": "listener_sub.world",
+    "study_stats": "listener_sub.study.stats",
 }
 
 __all__ = sorted(_EXPORTS)
