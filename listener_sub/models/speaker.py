@@ -9,6 +9,7 @@ pooled embedding (`adapter.uses_tokens`). Pixels go through the one model prepro
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,42 @@ def sample_token(
     if uniform is None:
         uniform = uniforms(len(logits), 1, generator, logits.device).squeeze(-1)  # (N,)
     return categorical(logits.softmax(-1), uniform)  # (N,)
+
+
+def decode_with_cache(
+    first: torch.Tensor,
+    step: Callable[[torch.Tensor, int], torch.Tensor],
+    max_new_tokens: int,
+    draws: torch.Tensor | None,
+    eos_id: int,
+    pad_id: int,
+    **sampling: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoding loop of every speaker kind: from the (N, V) logits of the first token, draw a token per row
+    (`sample_token`; token t of row i with draws[i, t], None: greedy), then `step(token, t)` gives the next (N, V)
+    logits (the LM reading the token through its KV cache). Returns tokens (N, L), lengths (N,) up to and including
+    EOS, and each token's log-probability at temperature 1 (N, L), 0 after EOS.
+
+    On the CPU decoding stops when every row has ended; on a GPU it runs all max_new_tokens steps (pad after EOS), so
+    that no token waits for the host to learn whether all have ended.
+    """
+    N = len(first)
+    finished = torch.zeros(N, dtype=torch.bool, device=first.device)
+    lengths = torch.zeros(N, dtype=torch.long, device=first.device)
+    stop_early = first.device.type == "cpu"  # finished.all() is free here; on a GPU it synchronises with the host
+    tokens, log_probs, logits = [], [], first
+    for t in range(max_new_tokens):
+        uniform = None if draws is None else draws[:, t]  # (N,)
+        token = torch.where(finished, pad_id, sample_token(logits, uniform=uniform, **sampling))  # (N,)
+        logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
+        tokens.append(token)
+        log_probs.append(logp.masked_fill(finished, 0.0))
+        lengths += ~finished
+        finished |= token == eos_id
+        if t == max_new_tokens - 1 or (stop_early and finished.all()):
+            break
+        logits = step(token, t)
+    return torch.stack(tokens, 1), lengths, torch.stack(log_probs, 1)
 
 
 def check_sampling(k: int, temperature: float, top_k: int, top_p: float, max_new_tokens: int, greedy: bool) -> None:
@@ -252,40 +289,25 @@ class Speaker(nn.Module):
     def _sample(
         self, prefix: torch.Tensor, k: int, max_new_tokens: int, draws: torch.Tensor | None, **sampling: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j; token t of row i drawn with
-        draws[i, t] (None: greedy): tokens (B*k, L), lengths (B*k,), token log-probs (B*k, L).
+        """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j (`decode_with_cache`).
 
-        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token. On
-        the CPU decoding stops when every caption has ended; on a GPU it runs all max_new_tokens steps (pad after EOS),
-        so that no token waits for the host to learn whether all have ended.
+        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token.
         """
         B, M, _ = prefix.shape
-        N = B * k
-        attention = torch.ones(N, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position is read
-        finished = torch.zeros(N, dtype=torch.bool, device=self.device)
-        lengths = torch.zeros(N, dtype=torch.long, device=self.device)
-        tokens, log_probs = [], []
-        stop_early = self.device.type == "cpu"  # finished.all() is free here; on a GPU it synchronises with the host
+        attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position read
         with self._autocast():
             embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
             out = self.lm(inputs_embeds=embeds, attention_mask=attention[:B, :M], use_cache=True, logits_to_keep=1)
             cache = getattr(out, self.cache_arg)
             cache.batch_repeat_interleave(k)  # (B*k, heads, M, d_head) per layer
-            logits = out.logits[:, -1, : self.vocab_size].float().repeat_interleave(k, 0)  # (N, V)
-            for t in range(max_new_tokens):
-                uniform = None if draws is None else draws[:, t]  # (N,)
-                token = torch.where(finished, self.pad_id, sample_token(logits, uniform=uniform, **sampling))  # (N,)
-                logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)  # (N,)
-                tokens.append(token)
-                log_probs.append(logp.masked_fill(finished, 0.0))
-                lengths += ~finished
-                finished |= token == self.eos_id
-                if t == max_new_tokens - 1 or (stop_early and finished.all()):
-                    break
+
+            def step(token: torch.Tensor, t: int) -> torch.Tensor:
                 mask = attention[:, : M + t + 1]  # (N, M + t + 1)
                 out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **{self.cache_arg: cache})
-                logits = out.logits[:, -1, : self.vocab_size].float()  # (N, V)
-        return torch.stack(tokens, 1), lengths, torch.stack(log_probs, 1)
+                return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
+
+            first = out.logits[:, -1, : self.vocab_size].float().repeat_interleave(k, 0)  # (N, V)
+            return decode_with_cache(first, step, max_new_tokens, draws, self.eos_id, self.pad_id, **sampling)
 
     @torch.no_grad()
     def generate(self, images: Images, k: int = 1, **settings: Any) -> Generation:

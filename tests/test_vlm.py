@@ -1,0 +1,110 @@
+"""The VLM speaker kind on tiny random-init VLMs of two architectures (LLaVA, Idefics3) saved in the real formats:
+sampling and teacher forcing agree, the reference is the base model exactly, only LoRA weights learn, adapters save
+and load, and one trained for another base model is refused."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_game import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
+from tiny_vlms import save_idefics3, save_llava
+from transformers import AutoModelForImageTextToText
+
+from listener_sub.errors import DataError
+from listener_sub.models.vlm import BASE_FILE, create_vlm_speaker
+
+BUILDERS = {"llava": save_llava, "idefics3": save_idefics3}
+
+
+@pytest.fixture(scope="module")
+def vlm_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlms")
+    return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
+
+
+def nudge(speaker, scale: float = 0.5) -> None:
+    """Move every LoRA weight off its initialisation (B = 0 leaves the policy equal to the base model)."""
+    with torch.no_grad():
+        for p in speaker.trainable:
+            p.add_(torch.randn_like(p) * scale)
+
+
+@pytest.mark.parametrize("arch", BUILDERS)
+def test_sampled_log_probs_are_the_teacher_forced_ones(vlm_dirs, arch):
+    speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
+    nudge(speaker)
+    inputs = speaker.inputs(images(3))
+    gen = speaker.sample(inputs, k=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    assert gen.tokens.shape[0] == 6 and len(gen.texts) == 6
+    logp, mask = speaker.log_probs(inputs.repeat(2), gen.tokens, gen.lengths)
+    assert torch.allclose(logp, gen.token_log_probs * mask, atol=1e-4)
+    greedy = speaker.sample(inputs, k=1, max_new_tokens=6, greedy=True)
+    assert speaker.sample(inputs, k=1, max_new_tokens=6, greedy=True).texts == greedy.texts
+
+
+@pytest.mark.parametrize("arch", BUILDERS)
+def test_the_reference_is_the_base_model_and_only_lora_learns(vlm_dirs, arch):
+    speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
+    base = AutoModelForImageTextToText.from_pretrained(vlm_dirs[arch]).eval()
+    inputs = speaker.inputs(images(2, seed=1))
+    gen = speaker.sample(inputs, k=1, max_new_tokens=5, generator=torch.Generator().manual_seed(1))
+    nudge(speaker)
+    policy, mask = speaker.log_probs(inputs, gen.tokens, gen.lengths)
+    reference, _ = speaker.log_probs(inputs, gen.tokens, gen.lengths, reference=True)
+    ids = torch.cat([inputs.input_ids, gen.tokens], 1)
+    attention = torch.cat([inputs.attention_mask, mask.long()], 1)
+    with torch.no_grad():
+        logits = base(input_ids=ids, attention_mask=attention, **inputs.pixels).logits
+    P = inputs.input_ids.shape[1]
+    policy_logits = speaker._policy_logits(logits[:, P - 1 : -1])  # the same tokens ruled out (special ones but EOS)
+    expected = policy_logits.log_softmax(-1).gather(-1, gen.tokens[..., None]).squeeze(-1) * mask
+    assert torch.equal(reference, expected)  # the adapter disabled is the base model, exactly
+    assert not torch.allclose(policy, reference)  # the nudged adapter does move the policy
+    (-policy.sum()).backward()
+    learnt = {n for n, p in speaker.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert learnt and all("lora_" in n for n in learnt)
+    assert all(not p.requires_grad for n, p in speaker.model.named_parameters() if "lora_" not in n)
+    assert all(".language_model." in n or ".text_model." in n for n in learnt)  # the vision tower has no adapter
+
+
+def test_adapters_save_load_and_refuse_another_base_model(vlm_dirs, tmp_path):
+    speaker = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image")
+    nudge(speaker)
+    folder = speaker.save_adapter(tmp_path / "lora")
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", BASE_FILE]
+    inputs = speaker.inputs(images(2))
+    before = speaker.sample(inputs, max_new_tokens=6, greedy=True)
+    again = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", adapter=folder)
+    assert again.sample(again.inputs(images(2)), max_new_tokens=6, greedy=True).texts == before.texts
+    other = create_vlm_speaker(vlm_dirs["idefics3"], prompt="describe the image")
+    with pytest.raises(DataError, match="was trained for the base model .*llava.*speaker.vlm.name="):
+        other.load_adapter(folder)
+    (folder / BASE_FILE).unlink()  # an adapter from elsewhere, without the fingerprint: its tensors must still fit
+    with pytest.raises(DataError, match="does not fit"):
+        create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", lora_r=4).load_adapter(folder)
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_settings_that_cannot_work_are_named_before_weights_are_read(vlm_dirs, tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config
+
+    from listener_sub.models.vlm import VLMConfig, check_vlm, prompt_text
+
+    assert check_vlm(VLMConfig(name=str(vlm_dirs["llava"]), prompt="describe the image"), 16) is None
+    assert check_vlm(VLMConfig(name=str(vlm_dirs["idefics3"])), 16) is None
+    GPT2Config(n_layer=1).save_pretrained(tmp_path / "gpt2")
+    assert "is a 'gpt2' model, not an image-text-to-text model" in check_vlm(VLMConfig(name=str(tmp_path / "gpt2")), 8)
+    missing = check_vlm(VLMConfig(name=str(vlm_dirs["llava"]), target_modules=["query"]), 8)
+    assert "no linear module(s) named ['query']" in missing and "q_proj" in missing
+    long = check_vlm(VLMConfig(name=str(vlm_dirs["llava"]), prompt="describe the image " * 40), 16)
+    assert "past the model's context of 128" in long
+    assert "no model config there" in check_vlm(VLMConfig(name=str(tmp_path / "nothing")), 8)
+    with pytest.raises(ValueError, match="no image token"):
+        prompt_text(SimpleNamespace(chat_template=None), "describe")
