@@ -59,17 +59,9 @@ def warm_pool(game: Game, split: str, data: DataConfig | None = None) -> None:
 
 @torch.no_grad()
 def lm_nll(speaker: Speaker, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(N,) mean NLL per token (EOS included) of captions (N, L) under the frozen LM alone.
-
-    The LM's only context is its BOS token (EOS where it has none): no image prefix, so this is the
-    fluency of the caption as text, the same for every speaker that shares the LM.
-    """
-    bos = speaker.tokenizer.bos_token_id
-    bos = speaker.eos_id if bos is None else int(bos)
-    context = speaker.lm.get_input_embeddings()(
-        torch.full((len(tokens), 1), bos, device=speaker.device)
-    )  # (N, 1, d_lm)
-    per_token, mask = speaker.log_probs(context, tokens, lengths)  # (N, L) each
+    """(N,) mean NLL per token (EOS included) of captions (N, L) under the speaker's frozen language model reading text
+    alone (`text_log_probs`): the fluency of the caption as text."""
+    per_token, mask = speaker.text_log_probs(tokens, lengths)  # (N, L) each
     return -per_token.sum(1) / mask.sum(1).clamp_min(1)
 
 

@@ -18,14 +18,14 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from listener_sub.adapters.io import ADAPTER, CHECKPOINTS, find_adapter, read_adapter, write_adapter
+from listener_sub.adapters.io import CHECKPOINTS, find_adapter
 from listener_sub.errors import DataError, UserError
 from listener_sub.files import atomic_path
 
@@ -114,23 +114,17 @@ def adapter_file(path: str | Path, key: str = "checkpoint") -> Path:
         raise UserError(f"{key}={error}") from None
 
 
-def write_checkpoint(path: Path, adapter: nn.Module, state: Any, keep_last: int = 0) -> None:
-    """Write a checkpoint directory atomically: the adapter's files and the trainer's state; with `keep_last`, then
-    delete all but the newest `keep_last` checkpoints of its run (only once the new one is complete)."""
+def write_checkpoint(path: Path, save_trainable: Callable[[Path], Any], state: Any, keep_last: int = 0) -> None:
+    """Write a checkpoint directory atomically: the speaker's trainable part (`save_trainable(folder)` writes its files
+    into the folder) and the trainer's state; with `keep_last`, then delete all but the newest `keep_last` checkpoints
+    of its run (only once the new one is complete)."""
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        write_adapter(adapter, tmp / ADAPTER)
+        save_trainable(tmp)
         write_state(state, tmp)
     if keep_last:
         for old in checkpoints(path.parent.parent)[:-keep_last]:
             shutil.rmtree(old)
-
-
-def read_checkpoint(path: Path) -> tuple[nn.Module, Any]:
-    """(the adapter, the trainer's state) of a checkpoint directory, on the CPU; the state first, so a state that is
-    not a checkpoint's (a pickle that carries code) is refused before anything else is read."""
-    state = read_state(path)
-    return read_adapter(path / ADAPTER), state
 
 
 def write_state(state: Any, folder: Path) -> None:

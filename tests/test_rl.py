@@ -323,9 +323,10 @@ def test_pool_table_holds_what_each_step_would_compute(game, captioner, tmp_path
     assert reference.abs().sum() > 0 and not reference.requires_grad
     images = game.pool("train").images
     table_bytes = 4 * len(images) * (features.tokens[0].numel() + features.pooled[0].numel() + reference[0].numel())
-    assert TargetInputs.fits(trainer.speaker, images, budget=table_bytes) and not TargetInputs.fits(
-        trainer.speaker, images, budget=table_bytes - 1
-    )
+    fits = [
+        TargetInputs.fits(trainer.speaker, trainer.reference, images, budget=b) for b in (table_bytes, table_bytes - 1)
+    ]
+    assert fits == [True, False]
 
 
 def test_resume_needs_a_checkpoint_and_a_fresh_start_an_empty_run(game, captioner, tmp_path):

@@ -30,7 +30,9 @@ def images(n: int, seed: int = 0) -> np.ndarray:
 def nudge(speaker, scale: float = 0.5) -> None:
     """Move every LoRA weight off its initialisation (B = 0 leaves the policy equal to the base model)."""
     with torch.no_grad():
-        for p in speaker.trainable:
+        for p in speaker.trainable.parameters():
+            if not p.requires_grad:
+                continue
             p.add_(torch.randn_like(p) * scale)
 
 
@@ -38,24 +40,24 @@ def nudge(speaker, scale: float = 0.5) -> None:
 def test_sampled_log_probs_are_the_teacher_forced_ones(vlm_dirs, arch):
     speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
     nudge(speaker)
-    inputs = speaker.inputs(images(3))
-    gen = speaker.sample(inputs, k=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    prompt = speaker.adapt(speaker.encode(images(3)))
+    gen = speaker.sample(prompt, k=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
     assert gen.tokens.shape[0] == 6 and len(gen.texts) == 6
-    logp, mask = speaker.log_probs(inputs.repeat(2), gen.tokens, gen.lengths)
+    logp, mask = speaker.log_probs(prompt.repeat_interleave(2, 0), gen.tokens, gen.lengths)
     assert torch.allclose(logp, gen.token_log_probs * mask, atol=1e-4)
-    greedy = speaker.sample(inputs, k=1, max_new_tokens=6, greedy=True)
-    assert speaker.sample(inputs, k=1, max_new_tokens=6, greedy=True).texts == greedy.texts
+    greedy = speaker.sample(prompt, k=1, max_new_tokens=6, greedy=True)
+    assert speaker.sample(prompt, k=1, max_new_tokens=6, greedy=True).texts == greedy.texts
 
 
 @pytest.mark.parametrize("arch", BUILDERS)
 def test_the_reference_is_the_base_model_and_only_lora_learns(vlm_dirs, arch):
     speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
     base = AutoModelForImageTextToText.from_pretrained(vlm_dirs[arch]).eval()
-    inputs = speaker.inputs(images(2, seed=1))
-    gen = speaker.sample(inputs, k=1, max_new_tokens=5, generator=torch.Generator().manual_seed(1))
+    inputs = speaker.encode(images(2, seed=1))
+    gen = speaker.sample(speaker.adapt(inputs), k=1, max_new_tokens=5, generator=torch.Generator().manual_seed(1))
     nudge(speaker)
-    policy, mask = speaker.log_probs(inputs, gen.tokens, gen.lengths)
-    reference, _ = speaker.log_probs(inputs, gen.tokens, gen.lengths, reference=True)
+    policy, mask = speaker.log_probs(speaker.adapt(inputs), gen.tokens, gen.lengths)
+    reference, _ = speaker.log_probs(speaker.adapt(inputs, speaker.reference_policy()), gen.tokens, gen.lengths)
     ids = torch.cat([inputs.input_ids, gen.tokens], 1)
     attention = torch.cat([inputs.attention_mask, mask.long()], 1)
     with torch.no_grad():
@@ -77,10 +79,9 @@ def test_adapters_save_load_and_refuse_another_base_model(vlm_dirs, tmp_path):
     nudge(speaker)
     folder = speaker.save_adapter(tmp_path / "lora")
     assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", BASE_FILE]
-    inputs = speaker.inputs(images(2))
-    before = speaker.sample(inputs, max_new_tokens=6, greedy=True)
+    before = speaker.generate(images(2), max_new_tokens=6, greedy=True)
     again = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", adapter=folder)
-    assert again.sample(again.inputs(images(2)), max_new_tokens=6, greedy=True).texts == before.texts
+    assert again.generate(images(2), max_new_tokens=6, greedy=True).texts == before.texts
     other = create_vlm_speaker(vlm_dirs["idefics3"], prompt="describe the image")
     with pytest.raises(DataError, match="was trained for the base model .*llava.*speaker.vlm.name="):
         other.load_adapter(folder)
@@ -108,3 +109,32 @@ def test_settings_that_cannot_work_are_named_before_weights_are_read(vlm_dirs, t
     assert "no model config there" in check_vlm(VLMConfig(name=str(tmp_path / "nothing")), 8)
     with pytest.raises(ValueError, match="no image token"):
         prompt_text(SimpleNamespace(chat_template=None), "describe")
+
+
+def test_the_rl_loop_trains_only_the_lora_weights_and_resumes_bit_for_bit(vlm_dirs, tmp_path):
+    """The project's own REINFORCE loop with a VLM speaker (Python API): LoRA weights move, the base model does not,
+    checkpoints hold the LoRA folder, and 2 + 2 steps resumed equal 4 steps straight."""
+    from test_rl import held_out, rl_config
+    from tiny_game import tiny_game, tiny_listeners
+
+    from listener_sub.models.vlm import LORA_DIR
+    from listener_sub.rl import Trainer
+
+    def speaker():
+        return create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", lora_r=4)
+
+    base = {n: p.clone() for n, p in speaker().model.named_parameters() if "lora_" not in n}
+    weights = []
+    for name, parts in (("straight", [4]), ("split", [2, 4])):
+        for i, steps in enumerate(parts):
+            cfg = rl_config(steps=steps, boards=4, k=2, max_new_tokens=4, save_every=2, lr=1e-2)
+            trainer = Trainer(cfg, speaker(), tiny_game(tiny_listeners(), pool_size=32), tmp_path / name, held_out(4))
+            result = trainer.fit(resume=i > 0)
+        weights.append({n: p.detach().clone() for n, p in trainer.speaker.model.named_parameters()})
+    assert set(result) >= {"before", "after"} and np.isfinite(result["after"]["kl"])
+    assert (tmp_path / "straight" / "checkpoints" / "step_000004" / LORA_DIR / "adapter_model.safetensors").is_file()
+    straight, split = weights
+    assert all(torch.equal(straight[n], split[n]) for n in straight)  # resumed = uninterrupted, bit for bit
+    assert all(torch.equal(straight[n], base[n]) for n in base)  # the base model never moves
+    moved = [n for n in straight if "lora_B" in n and straight[n].abs().sum() > 0]
+    assert moved  # lora_B starts at 0: the loop trained the adapter

@@ -8,6 +8,7 @@ pooled embedding (`adapter.uses_tokens`). Pixels go through the one model prepro
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from listener_sub.adapters import adapter_class, create_adapter
-from listener_sub.adapters.io import find_adapter, read_adapter, write_adapter
+from listener_sub.adapters.io import ADAPTER, find_adapter, read_adapter, write_adapter
 from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
 from listener_sub.images import Images
@@ -208,6 +209,15 @@ class Speaker(nn.Module):
         return self.lm.get_input_embeddings().weight.device
 
     @property
+    def trainable(self) -> nn.Module:
+        """What trains (the adapter) and what DistributedDataParallel wraps."""
+        return self.adapter
+
+    def reference_policy(self) -> nn.Module:
+        """The frozen reference for the KL: a copy of the adapter as it is now (the captioning adapter before RL)."""
+        return copy.deepcopy(self.adapter).requires_grad_(False).eval()
+
+    @property
     def n_prefix(self) -> int:
         """M, the soft-prefix length."""
         return self.adapter.config.n_latents
@@ -264,6 +274,16 @@ class Speaker(nn.Module):
         logp = logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
+
+    @torch.no_grad()
+    def text_log_probs(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of captions (N, L) under the frozen LM alone, after its BOS token (EOS where it has none): no image
+        prefix, so the caption's fluency as text, the same for every speaker that shares the LM."""
+        bos = self.tokenizer.bos_token_id
+        context = self._embed(
+            torch.full((len(tokens), 1), self.eos_id if bos is None else int(bos), device=self.device)
+        )
+        return self.log_probs(context, tokens, lengths)  # (N, L) each
 
     def encode_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> token ids (N, L) of caption + EOS, right-padded with the pad id, and lengths (N,)."""
@@ -353,6 +373,15 @@ class Speaker(nn.Module):
     def save_adapter(self, path: str | Path) -> None:
         """Save only the adapter: safetensors at `path`, its kind and config as JSON beside it."""
         write_adapter(self.adapter, path)
+
+    def save_trainable(self, folder: Path) -> None:
+        """The trainable part into a checkpoint folder: the adapter's file (`ADAPTER`) and its JSON."""
+        write_adapter(self.adapter, folder / ADAPTER)
+
+    def load_trainable(self, folder: Path) -> None:
+        """The trainable part of a checkpoint folder, loaded into this speaker's adapter in place (an optimizer keeps
+        its parameters)."""
+        self.adapter.load_state_dict(read_adapter(folder / ADAPTER).state_dict())
 
     def load_adapter(self, path: str | Path) -> nn.Module:
         """Replace the adapter by the one saved at `path` -- an adapter file, a checkpoint dir or a train run (its

@@ -9,8 +9,9 @@ adapter trained for another base model is refused.
 
     speaker = create_vlm_speaker("HuggingFaceTB/SmolVLM-256M-Instruct", device="cuda")
     inputs = speaker.inputs(images)  # (B, H, W, 3) uint8 -> the prompt and pixels, once per image
-    gen = speaker.sample(inputs, k=4, max_new_tokens=16)  # 4 captions per image with token log-probs
-    logp, mask = speaker.log_probs(inputs.repeat(4), gen.tokens, gen.lengths)  # with grad to the LoRA weights
+    prompt = speaker.adapt(inputs)  # read by the model with its adapter (adapt(inputs, reference_policy()): without)
+    gen = speaker.sample(prompt, k=4, max_new_tokens=16)  # 4 captions per image with token log-probs
+    logp, mask = speaker.log_probs(prompt.repeat_interleave(4), gen.tokens, gen.lengths)  # with grad to LoRA
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from listener_sub.models.speaker import Generation, cache_argument, check_sampli
 LORA_WEIGHTS = "adapter_model.safetensors"  # peft's file names, so `PeftModel.from_pretrained` reads a saved adapter
 LORA_CONFIG = "adapter_config.json"
 BASE_FILE = "base_model.json"  # which base model the adapter was trained for (name and config fingerprint)
+LORA_DIR = "lora"  # a checkpoint's folder of the LoRA adapter
 
 
 @dataclass
@@ -79,6 +81,39 @@ class VLMInputs:
             torch.cat([p.attention_mask for p in parts]),
             {key: torch.cat([p.pixels[key] for p in parts]) for key in keys},
         )
+
+
+@dataclass
+class VLMPrompt:
+    """What a VLM speaker samples from and scores: the inputs, and the policy that reads them (the model, perhaps
+    wrapped in DistributedDataParallel; None: the reference, the adapter disabled). The adapter speaker's soft prefix
+    plays this part for it."""
+
+    inputs: VLMInputs
+    policy: nn.Module | None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, rows: Any) -> VLMPrompt:
+        return VLMPrompt(self.inputs[rows], self.policy)
+
+    def repeat_interleave(self, k: int, dim: int = 0) -> VLMPrompt:
+        """Each row k times in a row (rows only: `dim` must be 0), as for the adapter speaker's prefix tensor."""
+        if dim != 0:
+            raise ValueError("a VLM prompt repeats along its rows only (dim=0)")
+        return VLMPrompt(self.inputs.repeat(k), self.policy)
+
+    def detach(self) -> VLMPrompt:
+        return self
+
+    @staticmethod
+    def cat(parts: list[VLMPrompt]) -> VLMPrompt:
+        return VLMPrompt(VLMInputs.cat([p.inputs for p in parts]), parts[0].policy)
+
+
+class AdapterDisabled(nn.Module):
+    """The VLM speaker's reference policy: the same model with its LoRA adapter disabled (no second copy)."""
 
 
 def language_model_name(model: nn.Module) -> str:
@@ -135,9 +170,25 @@ class VLMSpeaker(nn.Module):
         return self.model.get_input_embeddings().weight.device
 
     @property
-    def trainable(self) -> list[nn.Parameter]:
-        """The LoRA weights: all that trains."""
-        return [p for p in self.model.parameters() if p.requires_grad]
+    def trainable(self) -> nn.Module:
+        """What trains (its parameters that require grad: the LoRA weights) and what DistributedDataParallel wraps."""
+        return self.model
+
+    def reference_policy(self) -> nn.Module:
+        """The frozen reference for the KL: the model with its adapter disabled."""
+        return AdapterDisabled()
+
+    def encode(self, images: Images) -> VLMInputs:
+        """The frozen inputs of the images (the prompt and pixels), the counterpart of the adapter speaker's vision
+        features."""
+        return self.inputs(images)
+
+    def adapt(self, inputs: VLMInputs, policy: nn.Module | None = None) -> VLMPrompt:
+        """The inputs as read by `policy`: the speaker's own model by default, a DistributedDataParallel wrapper of it,
+        or the reference (`reference_policy()`)."""
+        if isinstance(policy, AdapterDisabled):
+            return VLMPrompt(inputs, None)
+        return VLMPrompt(inputs, self.model if policy is None else policy)
 
     def train(self, mode: bool = True) -> VLMSpeaker:
         """The whole model stays in eval mode (no dropout): the sampled and the scored policy are the same."""
@@ -168,9 +219,17 @@ class VLMSpeaker(nn.Module):
             ids.to(self.device), mask.to(self.device), {k: v.to(self.device) for k, v in batch.items() if v is not None}
         )
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pixels: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    def _forward(
+        self,
+        policy: nn.Module | None,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pixels: dict[str, torch.Tensor],
+        **kwargs: Any,
+    ) -> Any:
+        """The model's forward pass, through `policy` (a DistributedDataParallel wrapper) when given."""
         with self._autocast():
-            return self.model(input_ids=ids, attention_mask=mask, **pixels, **kwargs)
+            return (policy or self.model)(input_ids=ids, attention_mask=mask, **pixels, **kwargs)
 
     def _policy_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., V') model logits -> (..., V) float logits of the policy: the tokenizer's tokens, special ones but EOS
@@ -179,17 +238,18 @@ class VLMSpeaker(nn.Module):
         return logits.index_fill(-1, self.banned.to(logits.device), float("-inf"))
 
     def log_probs(
-        self, inputs: VLMInputs, tokens: torch.Tensor, lengths: torch.Tensor, reference: bool = False
+        self, prompt: VLMPrompt, tokens: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One teacher-forced pass over [prompt; tokens]: (log pi of each token (N, L), float mask (N, L)); tokens up
-        to and including EOS count. reference=True: the base model's (the adapter disabled)."""
+        """One teacher-forced pass of the prompt's policy over [prompt; tokens]: (log pi of each token (N, L), float
+        mask (N, L)); tokens up to and including EOS count."""
+        inputs = prompt.inputs
         P, L = inputs.input_ids.shape[1], tokens.shape[1]
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
         mask = length_mask(lengths, L)  # (N, L)
         ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + L)
         attention = torch.cat([inputs.attention_mask, mask.long()], 1)  # (N, P + L)
-        with self._policy(reference):
-            logits = self._forward(ids, attention, inputs.pixels, use_cache=False).logits  # (N, P + L, V)
+        with self._policy(prompt.policy is None):
+            logits = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False).logits  # (N, P+L, V)
         logp = self._policy_logits(logits[:, P - 1 : P + L - 1]).log_softmax(-1)  # position P-1+t predicts token t
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L); -inf at the pad after EOS
         return per_token.masked_fill(mask == 0, 0.0), mask
@@ -197,7 +257,7 @@ class VLMSpeaker(nn.Module):
     @torch.no_grad()
     def sample(
         self,
-        inputs: VLMInputs,
+        prompt: VLMPrompt,
         k: int = 1,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -206,28 +266,28 @@ class VLMSpeaker(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
         draws: torch.Tensor | None = None,
-        reference: bool = False,
     ) -> Generation:
-        """k captions per row of `inputs` (row b * k + j), decoded with a KV cache at `temperature` after top-k /
-        top-p filtering, or greedy; token t of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers,
-        from `generator` when not given). The model reads each prompt and image once; its keys and values are repeated
-        for the k captions."""
+        """k captions per row of the prompt (row b * k + j) by its policy, decoded with a KV cache at `temperature`
+        after top-k / top-p filtering, or greedy; token t of row i drawn with draws[i, t] ((B*k, max_new_tokens)
+        uniform numbers, from `generator` when not given). The model reads each prompt and image once; its keys and
+        values are repeated for the k captions."""
         check_sampling(k, temperature, top_k, top_p, max_new_tokens, greedy)
+        inputs, policy = prompt.inputs, prompt.policy
         B, P = inputs.input_ids.shape
         if draws is None and not greedy:
             draws = uniforms(B * k, max_new_tokens, generator, self.device)  # (B*k, max_new_tokens)
         attention = torch.cat(
             [inputs.attention_mask, inputs.attention_mask.new_ones(B, max_new_tokens)], 1
         ).repeat_interleave(k, 0)  # (B*k, P + max_new_tokens)
-        with self._policy(reference):
+        with self._policy(policy is None):
             ids, mask = inputs.input_ids, inputs.attention_mask
-            out = self._forward(ids, mask, inputs.pixels, use_cache=True, logits_to_keep=1)
+            out = self._forward(policy, ids, mask, inputs.pixels, use_cache=True, logits_to_keep=1)
             cache = getattr(out, self.cache_arg)
             cache.batch_repeat_interleave(k)
 
             def step(token: torch.Tensor, t: int) -> torch.Tensor:
                 out = self._forward(
-                    token[:, None], attention[:, : P + t + 1], {}, use_cache=True, **{self.cache_arg: cache}
+                    policy, token[:, None], attention[:, : P + t + 1], {}, use_cache=True, **{self.cache_arg: cache}
                 )
                 return self._policy_logits(out.logits[:, -1])  # (N, V)
 
@@ -239,9 +299,18 @@ class VLMSpeaker(nn.Module):
         return Generation(tokens, lengths, self.decode(tokens, lengths), log_probs)
 
     @torch.no_grad()
+    def text_log_probs(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of captions (N, L) under the base model reading text alone (no image; the adapter disabled),
+        after its BOS token (EOS where it has none): the caption's fluency as text."""
+        bos = self.tokenizer.bos_token_id
+        context = torch.full((len(tokens), 1), self.eos_id if bos is None else int(bos), device=self.device)
+        empty = VLMInputs(context, torch.ones_like(context), {})
+        return self.log_probs(VLMPrompt(empty, None), tokens, lengths)
+
+    @torch.no_grad()
     def generate(self, images: Images, k: int = 1, **settings: Any) -> Generation:
         """k captions per image (row b * k + j), `sample`'s settings."""
-        return self.sample(self.inputs(images), k, **settings)
+        return self.sample(self.adapt(self.inputs(images)), k, **settings)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Token rows (N, L) cut at their lengths -> text without special tokens."""
@@ -262,6 +331,14 @@ class VLMSpeaker(nn.Module):
             self.model.peft_config["default"].save_pretrained(tmp)
             (tmp / BASE_FILE).write_text(json.dumps({"name": self.config.name, "fingerprint": self.fingerprint}))
         return folder
+
+    def save_trainable(self, folder: Path) -> None:
+        """The trainable part into a checkpoint folder: the LoRA adapter as `LORA_DIR/`."""
+        self.save_adapter(folder / LORA_DIR)
+
+    def load_trainable(self, folder: Path) -> None:
+        """The LoRA adapter of a checkpoint folder, loaded in place."""
+        self.load_adapter(folder / LORA_DIR)
 
     def load_adapter(self, folder: str | Path) -> None:
         """Load LoRA weights saved by `save_adapter` (or by peft for this base model); DataError when they were trained

@@ -18,14 +18,13 @@ of P*B boards.
 
 from __future__ import annotations
 
-import copy
 import logging
 import pickle
 import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from listener_sub.runs import (
     RunLog,
     checkpoint_dir,
     latest_checkpoint,
-    read_checkpoint,
+    read_state,
     start_from,
     write_checkpoint,
 )
@@ -74,10 +73,10 @@ class Trainer:
     ) -> None:
         self.cfg, self.speaker, self.game, self.run_dir, self.eval_cfg = cfg, speaker, game, Path(run_dir), eval_cfg
         self.ranks = ranks
-        self.reference = copy.deepcopy(speaker.adapter).requires_grad_(False).eval()  # the captioning policy, frozen
+        self.reference = speaker.reference_policy()  # the captioning policy, frozen
         self.speaker.eval()  # no dropout: the sampled and the scored policy are the same
-        self.policy = policy_module(speaker.adapter, ranks, cfg.compile)  # what the step's prefix goes through
-        self.params = list(speaker.adapter.parameters())
+        self.policy = policy_module(speaker.trainable, ranks, cfg.compile)  # what the step's prefix goes through
+        self.params = [p for p in speaker.trainable.parameters() if p.requires_grad]
         self.optimizer = adamw(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.scheduler = lr_scheduler(self.optimizer, cfg.schedule, cfg.steps)
         self.baseline = Baseline(cfg.baseline, cfg.k, cfg.ema_decay, ranks)
@@ -315,15 +314,15 @@ class Trainer:
             listener.forget_texts()
         path = checkpoint_dir(self.run_dir, self.step)
         if self.ranks.main:
-            write_checkpoint(path, self.speaker.adapter, self.state_dict(), self.cfg.keep_last)
+            write_checkpoint(path, self.speaker.save_trainable, self.state_dict(), self.cfg.keep_last)
         self.ranks.barrier()
         return path
 
     def load(self, path: Path) -> None:
         """Continue from a checkpoint written by `save`: adapter weights, optimizer, scheduler, baseline, RNGs, step."""
         try:
-            adapter, state = read_checkpoint(path)
-            self.speaker.adapter.load_state_dict(adapter.state_dict())
+            state = read_state(path)  # first: a state that is not a checkpoint's is refused before anything is read
+            self.speaker.load_trainable(path)
             self.load_state_dict(state)
         except (
             OSError,
@@ -391,16 +390,17 @@ def policy_module(adapter: nn.Module, ranks: Ranks, compile: bool) -> nn.Module:
 
 
 @torch.no_grad()
-def frozen_inputs(speaker: Speaker, reference: nn.Module, images: Pixels) -> tuple[VisionFeatures, torch.Tensor]:
-    """What the speaker's frozen parts make of images: vision features and the reference policy's soft prefix
-    (B, M, d_lm)."""
+def frozen_inputs(speaker: Speaker, reference: nn.Module, images: Pixels) -> tuple[Any, Any]:
+    """What the speaker's frozen parts make of images: its inputs (vision features) and what the reference policy
+    reads (the reference's soft prefix (B, M, d_lm))."""
     features = speaker.encode(images)  # (B, ...) what the speaker sees
     return features, speaker.adapt(features, reference)
 
 
 class TargetInputs:
     """What the speaker's frozen parts make of each image of the training pool, computed once, `chunk` images a pass in
-    pool order (a resumed run reads the same numbers): the vision features and the reference policy's soft prefix.
+    pool order (a resumed run reads the same numbers): its inputs (the adapter speaker's vision features, a VLM
+    speaker's prompt and pixels) and what the reference policy reads (the adapter speaker's reference prefix).
 
     Built whenever the table fits in memory (`of_pool`): the trainer already encodes the whole pool once for each
     listener.
@@ -409,27 +409,43 @@ class TargetInputs:
     def __init__(self, speaker: Speaker, reference: nn.Module, images: Pixels, chunk: int = 256) -> None:
         starts = range(0, len(images), chunk)
         parts = [frozen_inputs(speaker, reference, images[start : start + chunk]) for start in starts]
-        self.features = VisionFeatures.cat([features for features, _ in parts])  # (P, ...)
-        self.reference = torch.cat([prefix for _, prefix in parts])  # (P, M, d_lm)
+        self.features = concat([features for features, _ in parts])  # (P, ...)
+        self.reference = concat([prefix for _, prefix in parts])  # (P, ...)
 
     @classmethod
     def of_pool(
         cls, speaker: Speaker, reference: nn.Module, images: Pixels, budget: int = 1 << 30
     ) -> TargetInputs | None:
         """The table of `images` when it takes at most `budget` bytes, else None (the step computes its targets')."""
-        return cls(speaker, reference, images) if cls.fits(speaker, images, budget) else None
+        return cls(speaker, reference, images) if cls.fits(speaker, reference, images, budget) else None
 
     @staticmethod
-    def fits(speaker: Speaker, images: Pixels, budget: int = 1 << 30) -> bool:
-        """Whether the table of `images` takes at most `budget` bytes."""
-        one = speaker.encode(images[:1])  # the sizes of one image's features
-        prefix = speaker.n_prefix * speaker.lm.get_input_embeddings().embedding_dim
-        per_image = one.pooled.numel() + one.tokens.numel() + prefix
-        return len(images) * per_image * 4 <= budget
+    def fits(speaker: Speaker, reference: nn.Module, images: Pixels, budget: int = 1 << 30) -> bool:
+        """Whether the table of `images` takes at most `budget` bytes (measured on one image)."""
+        return len(images) * nbytes(frozen_inputs(speaker, reference, images[:1])) <= budget
 
-    def __getitem__(self, items: np.ndarray) -> tuple[VisionFeatures, torch.Tensor]:
-        """The (B,) pool images' vision features and reference prefixes (B, M, d_lm)."""
-        return self.features[items], self.reference[torch.as_tensor(items, device=self.reference.device)]
+    def __getitem__(self, items: np.ndarray) -> tuple[Any, Any]:
+        """The (B,) pool images' inputs and what the reference reads of them."""
+        rows = torch.as_tensor(items)
+        return self.features[rows], self.reference[rows]
+
+
+def concat(parts: list[Any]) -> Any:
+    """Batches of a speaker's inputs joined along their rows: tensors, or a type with its own `cat`."""
+    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else type(parts[0]).cat(parts)
+
+
+def nbytes(obj: Any) -> int:
+    """The bytes of every tensor in a speaker's inputs (tensors, dataclasses, dicts, tuples of them)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if is_dataclass(obj):
+        return sum(nbytes(getattr(obj, f.name)) for f in fields(obj))
+    if isinstance(obj, dict):
+        return sum(nbytes(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(nbytes(v) for v in obj)
+    return 0
 
 
 class Phases:
