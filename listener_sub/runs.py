@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from listener_sub.adapters.io import CHECKPOINTS, find_adapter
+from listener_sub.adapters.io import ADAPTER, CHECKPOINTS, find_adapter  # noqa: F401 (ADAPTER: every run file's name is here)
 from listener_sub.errors import DataError, UserError
 from listener_sub.files import atomic_path
 
