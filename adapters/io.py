@@ -23,23 +23,30 @@ from listener_sub.models.checkpoints import checkpoint_shapes, module_shapes, sh
 
 ADAPTER = "adapter.safetensors"  # an adapter's weights in a checkpoint or the cache (adapter.json beside them)
 CHECKPOINTS = "checkpoints"  # a train run's folder of step_NNNNNN/ checkpoints
+LORA_DIR = "lora"  # a VLM speaker's LoRA adapter in a checkpoint (`listener_sub.models.vlm`)
+LORA_WEIGHTS = "adapter_model.safetensors"  # the LoRA weights in their folder (peft's name, beside adapter_config.json)
 
 
 def find_adapter(path: str | Path) -> Path:
-    """The adapter weights a path names: an adapter file (its .safetensors, or the .json beside it), a directory
-    holding ADAPTER (a checkpoint), or a train run (its latest checkpoint's); DataError when it names none."""
+    """The trained weights a path names: an adapter file (its .safetensors, or the .json beside it), a LoRA adapter
+    folder (LORA_WEIGHTS in it), a directory holding either (a checkpoint: ADAPTER, or LORA_DIR/), or a train run (its
+    latest checkpoint's); DataError when it names none."""
     path = Path(path).expanduser()
     if path.is_file():
         return path.with_suffix(".safetensors") if path.suffix == ".json" else path
-    if (path / ADAPTER).is_file():
-        return path / ADAPTER
-    trained = sorted((path / CHECKPOINTS).glob(f"step_*/{ADAPTER}"))  # complete ones: each is renamed into place
+    for inside in (ADAPTER, LORA_DIR):
+        if (path / inside).exists():
+            return find_adapter(path / inside)
+    if (path / LORA_WEIGHTS).is_file():
+        return path
+    steps = sorted((path / CHECKPOINTS).glob("step_*"))
+    trained = [p for p in steps if (p / ADAPTER).is_file() or (p / LORA_DIR / LORA_WEIGHTS).is_file()]  # complete ones
     if not trained:
         raise DataError(
-            f"{path} holds no adapter; pass a train run dir, a checkpoint dir (RUN/{CHECKPOINTS}/step_N) or an "
-            f"adapter file ({ADAPTER})"
+            f"{path} holds no adapter; pass a train run dir, a checkpoint dir (RUN/{CHECKPOINTS}/step_N), an "
+            f"adapter file ({ADAPTER}) or a LoRA adapter folder ({LORA_WEIGHTS})"
         )
-    return trained[-1]
+    return find_adapter(trained[-1])
 
 
 def adapter_config_path(path: str | Path) -> Path:

@@ -4,7 +4,8 @@ defaults are the library's and a Hydra config becomes the objects the library ta
 Groups and the ConfigStore entries the yaml files extend (`defaults: [base_..., _self_]`): world/base_world
 (WorldConfig), data/base_data (DataConfig), caption/default (CaptionConfig), game/default (GameConfig),
 evaluation/default (EvalConfig), listener_train/default (ListenerRecipe), listener/base_listener (ListenerConfig),
-lm/base_lm (LanguageModelConfig), speaker/base_speaker (SpeakerConfig), speaker/adapter/<kind> (each adapter's config
+lm/base_lm (LanguageModelConfig), speaker/base_speaker (SpeakerConfig), speaker/base_vlm (VLMSpeakerConfig),
+speaker/adapter/<kind> (each adapter's config
 fields, from its dataclass), reward/default (a `_target_` node of `listener_sub.rewards.Reward`), trainer/base_trainer
 (RLConfig).
 """
@@ -24,7 +25,7 @@ from listener_sub.game import GameConfig
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rewards import Reward
 from listener_sub.rl import RLConfig
-from listener_sub.spec import LanguageModelConfig, ListenerConfig, SpeakerConfig
+from listener_sub.spec import LanguageModelConfig, ListenerConfig, SpeakerConfig, VLMSpeakerConfig
 from listener_sub.world import CaptionConfig, WorldConfig
 
 ADAPTER_SIZES_FROM_MODELS = ("d_vision", "d_lm")  # adapter fields filled in from the vision tower and the LM
@@ -64,6 +65,7 @@ def register_configs() -> None:
     cs.store(group="listener", name="base_listener", node=ListenerConfig)
     cs.store(group="lm", name="base_lm", node=LanguageModelConfig)
     cs.store(group="speaker", name="base_speaker", node=SpeakerConfig)
+    cs.store(group="speaker", name="base_vlm", node=VLMSpeakerConfig)
     for kind in ADAPTERS:
         cs.store(group="speaker/adapter", name=kind, node=adapter_node(kind))
     cs.store(group="reward", name="default", node=reward_node())

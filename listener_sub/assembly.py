@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ from listener_sub.files import config_key, to_plain
 from listener_sub.game import Game, check_images, create_game
 from listener_sub.models.listener import Listener, create_listener, register_model_configs
 from listener_sub.models.speaker import Speaker, create_speaker
+from listener_sub.models.vlm import VLMConfig, VLMSpeaker, create_vlm_speaker
 from listener_sub.perception import Full, Perception
 from listener_sub.pretrain.listeners import save_listener, train_listener
 from listener_sub.pretrain.lm import train_lm
 from listener_sub.pretrain.speaker import train_captioner
-from listener_sub.spec import RunSpec
+from listener_sub.spec import RunSpec, SpeakerConfig, VLMSpeakerConfig
 from listener_sub.world import PRETRAIN_SPLIT
 
 CLIP_FILE = "open_clip.safetensors"  # a locally trained CLIP: its state dict, which open_clip loads by this suffix
@@ -138,6 +139,8 @@ class Assembly:
             local = ls.trained_locally
             files[f"listeners.{name}"] = self._path(self._listener_artifact(name)) if local else str(ls.pretrained)
         sp = self.spec.speaker
+        if isinstance(sp, VLMSpeakerConfig):
+            return files | {"speaker": str(sp.name)}
         files["speaker.vision"] = str(sp.vision.pretrained or self._path(self._vision_artifact()))
         files["lm"] = str(self.spec.lm.name or self._path(self._lm_artifact()))
         captioner = self._captioner_artifact(files["speaker.vision"], files["lm"])
@@ -161,7 +164,8 @@ class Assembly:
             for name, ls in self.spec.listeners.items()
             if ls.trained_locally
         ]
-        if not self.spec.speaker.vision.pretrained:
+        speaker = self.spec.speaker
+        if isinstance(speaker, SpeakerConfig) and not speaker.vision.pretrained:
             clips.append((self._vision_artifact(), Full()))  # the full listener's own CLIP when their seeds agree
         return clips
 
@@ -256,8 +260,12 @@ class Assembly:
         folder = self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about)
         return str(folder / ADAPTER_FILE)
 
-    def speaker(self) -> Speaker:
-        """The captioning speaker: vision tower + LM + the captioning adapter."""
+    def speaker(self) -> Speaker | VLMSpeaker:
+        """The captioning speaker: vision tower + LM + the captioning adapter; or the VLM with fresh LoRA adapters."""
+        sp = self.spec.speaker
+        if isinstance(sp, VLMSpeakerConfig):
+            lora = {f.name: getattr(sp, f.name) for f in fields(VLMConfig) if f.name not in ("name", "prompt")}
+            return create_vlm_speaker(sp.name, sp.prompt, self.device, seed=self.spec.seed, **lora)
         speaker = self.base_speaker()
         speaker.load_adapter(self.adapter_path())
         return speaker.to(self.device)
@@ -281,7 +289,7 @@ class Assembly:
         self.build_clips()
         game = self.game()
         speaker = self.speaker()
-        reference = speaker.adapter
+        reference = speaker.reference_policy()
         if adapter is not None:
             speaker.load_adapter(adapter)
         return Players(game, speaker, reference)
@@ -302,8 +310,10 @@ class Players:
     """What every face plays with: the game (listeners, reward, data) and the speaker."""
 
     game: Game
-    speaker: Speaker
-    reference: nn.Module  # the captioning adapter: the speaker before RL, and RL's reference policy
+    speaker: Speaker | VLMSpeaker
+    reference: (
+        nn.Module
+    )  # the speaker before RL and RL's reference policy: the captioning adapter; a VLM's disabled LoRA
 
 
 def _file_identity(path: str) -> list[Any]:

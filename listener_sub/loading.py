@@ -30,7 +30,7 @@ from listener_sub.errors import UserError
 from listener_sub.game import Boards
 from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.runs import CONFIG, adapter_file, run_of
-from listener_sub.spec import RunSpec
+from listener_sub.spec import RunSpec, SpeakerConfig
 
 EVAL_DATA = "data"  # on a run's saved config, data=... names other data to evaluate on (the run's evaluation.data)
 CAPTIONER = "captioner"  # checkpoint=captioner: the captioning adapter speaks, no RL
@@ -94,7 +94,7 @@ def players(
 ) -> Players:
     """The config's game and speaker (`Assembly.players`): an `adapter` (a trained checkpoint, named `key` on the
     command line) is checked against the speaker's models before anything is built."""
-    if adapter is not None:
+    if adapter is not None and isinstance(spec.speaker, SpeakerConfig):  # a VLM's LoRA is checked as it loads
         check_adapter(adapter, spec, key)
     return assembly(cfg, spec).players(adapter, boards)
 
@@ -105,7 +105,7 @@ def model_speakers(played: Players, max_new_tokens: int) -> dict[str, Callable[[
     speaker, settings = played.speaker, {"greedy": True, "max_new_tokens": max_new_tokens}
     return {
         "base": lambda boards: (
-            speaker.sample(speaker.prefix(boards.target_images, played.reference), 1, **settings).texts
+            speaker.sample(speaker.adapt(speaker.encode(boards.target_images), played.reference), 1, **settings).texts
         ),
         "trained": lambda boards: speaker.generate(boards.target_images, **settings).texts,
     }

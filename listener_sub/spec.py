@@ -15,6 +15,7 @@ from typing import Any, Optional
 from listener_sub.data import DataConfig
 from listener_sub.game import GameConfig
 from listener_sub.models.lm import LMConfig
+from listener_sub.models.vlm import VLMConfig
 from listener_sub.perception import Perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.pretrain.lm import LMRecipe
@@ -83,6 +84,20 @@ class SpeakerConfig:
 
 
 @dataclass
+class VLMSpeakerConfig(VLMConfig):
+    """speaker=vlm: a Hugging Face vision-language model with LoRA adapters in its language model
+    (`listener_sub.models.vlm`); the reference policy is the model with its adapter disabled."""
+
+    kind: str = "vlm"  # which speaker: this node's presence, for a run's saved config
+    decode: str = "greedy"  # evaluation captions: greedy | rerank (the best of rerank.n samples by the game's reward)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODES:
+            raise ValueError(f"decode={self.decode}: unknown decoding; choose one of: {', '.join(DECODES)}")
+
+
+@dataclass
 class LanguageModelConfig:
     """The speaker's LM: any HF causal LM name or local directory; null: the small GPT-2 `model`, trained by `train`."""
 
@@ -103,8 +118,8 @@ class RunSpec:
     perceptions: dict[str, Perception]  # each listener's, built from its `perception` setting
     reward: Reward  # listener_sub.rewards.Reward, or a class of yours with the same interface
     game: GameConfig
-    speaker: SpeakerConfig
-    lm: LanguageModelConfig
+    speaker: SpeakerConfig | VLMSpeakerConfig  # the adapter speaker (the paper's), or speaker=vlm
+    lm: LanguageModelConfig | None  # the adapter speaker's LM (None: a VLM speaker, which brings its own)
     listener_train: ListenerRecipe = field(default_factory=ListenerRecipe)
     pretrain_data: DataConfig | None = None  # what locally trained models learn from (its pretrain split); None: data
     device: str = "auto"

@@ -3,6 +3,7 @@ sampling and teacher forcing agree, the reference is the base model exactly, onl
 and load, and one trained for another base model is refused."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -138,3 +139,36 @@ def test_the_rl_loop_trains_only_the_lora_weights_and_resumes_bit_for_bit(vlm_di
     assert all(torch.equal(straight[n], base[n]) for n in base)  # the base model never moves
     moved = [n for n in straight if "lora_B" in n and straight[n].abs().sum() > 0]
     assert moved  # lora_B starts at 0: the loop trained the adapter
+
+
+@pytest.mark.parametrize("arch", ["llava", pytest.param("idefics3", marks=pytest.mark.slow)])
+def test_train_eval_rollout_and_inspect_play_a_vlm_speaker(vlm_dirs, arch, warm_cache, tmp_path, monkeypatch):
+    """speaker=vlm through the command line on the session's tiny listeners: train (LoRA checkpoints), eval of the run
+    and of its LoRA folder (the same numbers as train's own evaluation after RL), rollout and inspect."""
+    from test_rl import TINY
+
+    from listener_sub import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    vlm = ["speaker=vlm", f"speaker.name={vlm_dirs[arch]}", "speaker.prompt=describe the image"]
+    common = [o for o in TINY if not o.startswith(("speaker.", "lm."))] + vlm + ["trainer.max_new_tokens=6"]
+    run = tmp_path / "run"
+    cli.main(
+        ["train", *common, "trainer.steps=2", "trainer.save_every=1", "trainer.eval_every=0", f"hydra.run.dir={run}"]
+    )
+    trained = json.loads((run / "summary.json").read_text())
+    assert trained["steps"] == 2 and trained["config"]["speaker"]["kind"] == "vlm"
+    lora = run / "checkpoints" / "step_000002" / "lora"
+    assert (lora / "adapter_model.safetensors").is_file() and not (
+        run / "checkpoints" / "step_000002" / "adapter.safetensors"
+    ).exists()
+    for name, checkpoint in (("eval_run", []), ("eval_lora", [f"checkpoint={lora}"])):
+        cli.main(["eval", f"run={run}", *checkpoint, f"hydra.run.dir={tmp_path / name}"])
+        after = json.loads((tmp_path / name / "summary.json").read_text())["after"]
+        assert {k: after[k] for k in ("gap", "reward", "kl")} == {
+            k: trained["after"][k] for k in ("gap", "reward", "kl")
+        }
+    cli.main(["rollout", f"run={run}", "episodes=2", f"hydra.run.dir={tmp_path / 'rollout'}"])
+    assert len((tmp_path / "rollout" / "rollouts.jsonl").read_text().splitlines()) == 2
+    cli.main(["inspect", f"run={run}", "boards=2", f"hydra.run.dir={tmp_path / 'inspect'}"])
+    assert (tmp_path / "inspect" / "report.html").read_text().count('<article class="board') == 2

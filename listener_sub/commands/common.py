@@ -24,12 +24,13 @@ from listener_sub.game import GameConfig, check_game
 from listener_sub.models.listener import checkpoint_problem, known_models
 from listener_sub.models.lm import DESC_ORDER, check_lm, lm_width
 from listener_sub.models.speaker import meta_vision_tower
+from listener_sub.models.vlm import check_vlm
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.rerank import RerankConfig
 from listener_sub.rl import RLConfig
 from listener_sub.runs import adapter_file
-from listener_sub.spec import LanguageModelConfig, ListenerConfig, RunSpec, SpeakerConfig
+from listener_sub.spec import LanguageModelConfig, ListenerConfig, RunSpec, SpeakerConfig, VLMSpeakerConfig
 from listener_sub.world import CaptionConfig, WorldConfig
 
 
@@ -184,24 +185,17 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
         )
         listeners[name] = typed(ListenerConfig, without(cfg.listeners[name], "perception"), key)
         listeners[name].perception = perception
-    speaker = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
-    speaker.adapter = adapter_settings(cfg.speaker.adapter)
-    if speaker.checkpoint:
-        if not Path(speaker.checkpoint).expanduser().exists():
-            raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
-        speaker.checkpoint = str(adapter_file(speaker.checkpoint, "speaker.checkpoint"))
-    lm = typed(LanguageModelConfig, cfg.lm, "lm")
-    if lm.name:
-        check_lm(str(lm.name))
-    elif lm.model.prefix_len < len(DESC_ORDER) + 1:  # the LM trained here reads one object's words and a separator
-        raise UserError(
-            f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's "
-            f"description (up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
-        )
+    if cfg.speaker.get("kind") == "vlm":
+        speaker, lm = vlm_speaker_config(cfg), None  # a VLM brings its own language model
+    else:
+        lm = typed(LanguageModelConfig, cfg.lm, "lm")
+        speaker = adapter_speaker_config(cfg, lm)
     device = str(cfg.get("device", "auto"))
     pick_device(device)
     clips = [(f"listeners.{n}", c.model, c.pretrained) for n, c in listeners.items()]
-    check_open_clip([*clips, ("speaker.vision", speaker.vision.model, speaker.vision.pretrained)])
+    if isinstance(speaker, SpeakerConfig):
+        clips.append(("speaker.vision", speaker.vision.model, speaker.vision.pretrained))
+    check_open_clip(clips)
     spec = RunSpec(
         world=typed(WorldConfig, cfg.world, "world"),
         caption=typed(CaptionConfig, cfg.caption, "caption"),
@@ -219,9 +213,44 @@ def run_spec(cfg: DictConfig, splits: Iterable[str] = ()) -> RunSpec:
         clip_workers=int(cfg.get("clip_workers", 1)),
     )
     check_data(spec, eval_config(cfg), splits)
-    if speaker.checkpoint:
+    if isinstance(speaker, SpeakerConfig) and speaker.checkpoint:
         check_adapter(Path(speaker.checkpoint), spec, "speaker.checkpoint")
     return spec
+
+
+def adapter_speaker_config(cfg: DictConfig, lm: LanguageModelConfig) -> SpeakerConfig:
+    """The adapter speaker's node (with its LM's) checked: the adapter's settings, the captioning adapter's file, the
+    LM's name or the prefix the locally trained LM reads."""
+    speaker = typed(SpeakerConfig, without(cfg.speaker, "adapter"), "speaker")
+    speaker.adapter = adapter_settings(cfg.speaker.adapter)
+    if speaker.checkpoint:
+        if not Path(speaker.checkpoint).expanduser().exists():
+            raise UserError(f"speaker.checkpoint: {speaker.checkpoint} does not exist; fix the path or set it to null")
+        speaker.checkpoint = str(adapter_file(speaker.checkpoint, "speaker.checkpoint"))
+    if lm.name:
+        check_lm(str(lm.name))
+    elif lm.model.prefix_len < len(DESC_ORDER) + 1:  # the LM trained here reads one object's words and a separator
+        raise UserError(
+            f"lm.model.prefix_len={lm.model.prefix_len} (speaker.adapter.n_latents) is shorter than one object's "
+            f"description (up to {len(DESC_ORDER) + 1} tokens); use speaker.adapter.n_latents >= {len(DESC_ORDER) + 1}"
+        )
+    return speaker
+
+
+def vlm_speaker_config(cfg: DictConfig) -> VLMSpeakerConfig:
+    """The VLM speaker's node checked from the model's config and processor alone (`check_vlm`): a known model type,
+    an image token, the LoRA target modules, room for the caption."""
+    adapter_only = [key for key in ("captioner", "checkpoint", "adapter", "vision") if key in cfg.speaker]
+    if adapter_only:
+        raise UserError(
+            f"speaker.{adapter_only[0]} is a setting of the adapter speaker; a VLM speaker (speaker=vlm) has no "
+            "captioning warm-up or separate vision tower: drop it, or train the adapter speaker"
+        )
+    speaker = typed(VLMSpeakerConfig, cfg.speaker, "speaker")
+    problem = check_vlm(speaker, trainer_config(cfg).max_new_tokens)
+    if problem:
+        raise UserError(problem)
+    return speaker
 
 
 def check_adapter(path: Path, spec: RunSpec, key: str) -> None:
@@ -272,9 +301,10 @@ def check_data(spec: RunSpec, evaluation: EvalConfig, splits: Iterable[str]) -> 
                 "(e.g. game.pool_size=4096)"
             )
     trained = [f"listeners.{n}" for n in spec.players if spec.listeners[n].trained_locally]
-    trained += ["speaker.vision"] if not spec.speaker.vision.pretrained else []
-    trained += ["lm"] if not spec.lm.name else []
-    trained += ["speaker.captioner"] if not spec.speaker.checkpoint else []
+    if isinstance(spec.speaker, SpeakerConfig):  # a VLM speaker is given whole
+        trained += ["speaker.vision"] if not spec.speaker.vision.pretrained else []
+        trained += ["lm"] if not spec.lm.name else []
+        trained += ["speaker.captioner"] if not spec.speaker.checkpoint else []
     pretraining = DataSource(spec.pretrain_data or spec.data, spec.world)
     key = "pretrain_data" if spec.pretrain_data else "data"
     if trained:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from listener_sub.adapters.io import LORA_DIR, LORA_WEIGHTS
 from listener_sub.draws import uniforms
 from listener_sub.errors import DataError
 from listener_sub.files import atomic_path, config_key
@@ -32,10 +33,7 @@ from listener_sub.images import Images, to_float_images, to_uint8_images
 from listener_sub.models.precision import autocast
 from listener_sub.models.speaker import Generation, cache_argument, check_sampling, decode_with_cache, length_mask
 
-LORA_WEIGHTS = "adapter_model.safetensors"  # peft's file names, so `PeftModel.from_pretrained` reads a saved adapter
-LORA_CONFIG = "adapter_config.json"
 BASE_FILE = "base_model.json"  # which base model the adapter was trained for (name and config fingerprint)
-LORA_DIR = "lora"  # a checkpoint's folder of the LoRA adapter
 
 
 @dataclass
@@ -347,6 +345,8 @@ class VLMSpeaker(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
+        if folder.is_file():  # its weights file named: the folder is what holds the adapter
+            folder = folder.parent
         if not (folder / LORA_WEIGHTS).is_file():
             raise DataError(f"{folder} holds no {LORA_WEIGHTS}; pass a LoRA adapter folder (save_adapter, peft)")
         base = folder / BASE_FILE

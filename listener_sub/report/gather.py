@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from listener_sub.adapters.io import LORA_DIR
 from listener_sub.commands.common import eval_config, run_spec, trainer_config
 from listener_sub.errors import UserError
 from listener_sub.evaluation import held_out_boards
@@ -68,7 +69,7 @@ class Report:
     """Everything the HTML page and the text table show."""
 
     run: Path
-    checkpoint: Path  # the trained speaker's checkpoint directory
+    checkpoint: Path  # the trained speaker's checkpoint directory (a VLM's: the folder of its LoRA adapter's folder)
     data: str  # the boards' images, e.g. "synthetic test", "coco val2017 (/data/coco)"
     speakers: tuple[str, ...]  # who captions each board: base, trained and (data with scenes) oracle
     split: str  # split of the boards
@@ -100,8 +101,8 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Pat
         raise UserError(f"run={run_dir} is not a directory; pass the directory of a listener-sub train run")
     missing = [str(name) for name in (CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
     checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None or not (checkpoint / ADAPTER).is_file():
-        missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} + {STATE}")
+    if checkpoint is None or not any((checkpoint / name).exists() for name in (ADAPTER, LORA_DIR)):
+        missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} (or {LORA_DIR}/) + {STATE}")
     if missing:
         raise UserError(
             f"run={run_dir} is missing {', '.join(missing)}; pass the directory of a finished listener-sub train run"
@@ -188,7 +189,7 @@ def gather(
     the run's latest checkpoint.
     """
     summary, curves, latest = read_run(run_dir)
-    adapter = adapter_file(checkpoint, "checkpoint") if checkpoint else latest / ADAPTER
+    adapter = adapter_file(checkpoint if checkpoint else latest, "checkpoint")
     cfg = from_run(cfg, run_dir, own, overrides)
     rl_cfg, eval_cfg, spec = trainer_config(cfg), eval_config(cfg), run_spec(cfg)
     played = players(cfg, spec, [(eval_cfg.data, eval_cfg.split)], adapter)
