@@ -77,9 +77,18 @@ def one_line(error: BaseException) -> str:
     return " ".join(p for p in parts if p) or type(error).__name__
 
 
+ADAPTER_SPEAKER_ONLY = (
+    "; speaker=vlm has no captioning warm-up (speaker.captioner), vision tower or adapter: those are the adapter "
+    "speaker's settings"
+)
+
+
 def report(command: str, error: BaseException) -> None:
     """Print a user error as the one line the command-line contract promises."""
-    print(f"listener-sub {command}: error: {one_line(error)}", file=sys.stderr)
+    line = one_line(error)
+    if "not in 'VLMSpeakerConfig'" in line:  # an adapter speaker's setting given to a VLM speaker
+        line += ADAPTER_SPEAKER_ONLY
+    print(f"listener-sub {command}: error: {line}", file=sys.stderr)
 
 
 GROUP_ALIASES = {

@@ -35,6 +35,14 @@ RN = "ls-rn-tiny-64"  # the default listeners' and speaker's CLIP
 # ---------------------------------------------------------------- the files bad rows point at
 
 
+def vlms(root: Path) -> None:
+    """A tiny LLaVA with its processor, and a text-only GPT-2 config where a VLM should be."""
+    from tiny_vlms import save_llava
+
+    save_llava(root / "llava")
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(root / "gpt2")
+
+
 def clip_files(root: Path) -> None:
     """A tiny RN CLIP's safetensors cut short and cut to its header's start, a text file, and a ViT's weights as .pt."""
     register_model_configs()
@@ -504,6 +512,31 @@ TABLE = [
         ["runs={tmp}/sweep", "~rows", "+rows={}"],
         r"rows is empty; name at least one row \(rows\.NAME=\[overrides\]\)$",
         None,
+    ),
+    ("train", ["speaker=vlm", "speaker.name=/no/such/vlm"], r"speaker\.name=/no/such/vlm is not a directory", None),
+    (
+        "train",
+        ["speaker=vlm", "speaker.name={tmp}/gpt2"],
+        r"speaker\.name=.* is a 'gpt2' model, not an image-text",
+        vlms,
+    ),
+    (
+        "train",
+        ["speaker=vlm", "speaker.name={tmp}/llava", "speaker.target_modules=[query]"],
+        r"speaker\.target_modules=\['query'\]: the language model has no linear module\(s\) named \['query'\]",
+        vlms,
+    ),
+    (
+        "train",
+        ["speaker=vlm", "speaker.name={tmp}/llava", "speaker.prompt=" + "describe " * 120],
+        r"speaker\.prompt: the prompt with its image takes \d+ tokens .* past the model's context of 128",
+        vlms,
+    ),
+    (
+        "train",
+        ["speaker=vlm", "speaker.name={tmp}/llava", "speaker.captioner.steps=3"],
+        r"Could not override 'speaker\.captioner\.steps'.*speaker=vlm has no captioning warm-up",
+        vlms,
     ),
     ("play", ["boards=0"], r"boards=0; play at least one board", None),
     ("play", ["port=70000"], r"port=70000 is not a TCP port", None),

@@ -84,7 +84,7 @@ def test_adapters_save_load_and_refuse_another_base_model(vlm_dirs, tmp_path):
     again = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", adapter=folder)
     assert again.generate(images(2), max_new_tokens=6, greedy=True).texts == before.texts
     other = create_vlm_speaker(vlm_dirs["idefics3"], prompt="describe the image")
-    with pytest.raises(DataError, match="was trained for the base model .*llava.*speaker.vlm.name="):
+    with pytest.raises(DataError, match="was trained for the base model .*llava.*speaker.name="):
         other.load_adapter(folder)
     (folder / BASE_FILE).unlink()  # an adapter from elsewhere, without the fingerprint: its tensors must still fit
     with pytest.raises(DataError, match="does not fit"):
@@ -107,7 +107,9 @@ def test_settings_that_cannot_work_are_named_before_weights_are_read(vlm_dirs, t
     assert "no linear module(s) named ['query']" in missing and "q_proj" in missing
     long = check_vlm(VLMConfig(name=str(vlm_dirs["llava"]), prompt="describe the image " * 40), 16)
     assert "past the model's context of 128" in long
-    assert "no model config there" in check_vlm(VLMConfig(name=str(tmp_path / "nothing")), 8)
+    assert "is not a directory" in check_vlm(VLMConfig(name=str(tmp_path / "nothing")), 8)
+    (tmp_path / "empty").mkdir()
+    assert "no model config there" in check_vlm(VLMConfig(name=str(tmp_path / "empty")), 8)
     with pytest.raises(ValueError, match="no image token"):
         prompt_text(SimpleNamespace(chat_template=None), "describe")
 

@@ -38,7 +38,7 @@ BASE_FILE = "base_model.json"  # which base model the adapter was trained for (n
 
 @dataclass
 class VLMConfig:
-    """The `speaker.vlm` config node: which model, what it is asked, where the LoRA adapters sit."""
+    """A VLM speaker's model, what it is asked, and where its LoRA adapters sit (fields of the speaker=vlm node)."""
 
     name: str = "???"  # a hub id or a save_pretrained directory with the model and its processor
     prompt: str = "Describe the image in a few words."  # the user's turn (through the chat template, if any)
@@ -355,7 +355,7 @@ class VLMSpeaker(nn.Module):
             if saved["fingerprint"] != self.fingerprint:
                 raise DataError(
                     f"the LoRA adapter {folder} was trained for the base model {saved['name']}, not for "
-                    f"{self.config.name}; use it with speaker.vlm.name={saved['name']} or pass an adapter of this model"
+                    f"{self.config.name}; use it with speaker.name={saved['name']} or pass an adapter of this model"
                 )
         state = load_file(folder / LORA_WEIGHTS, device=str(self.device))
         own = {k: v.shape for k, v in _own_lora_state(self.model).items()}
@@ -364,7 +364,7 @@ class VLMSpeaker(nn.Module):
             raise DataError(
                 f"the LoRA adapter {folder} does not fit {self.config.name} ({len(bad)} of its {len(state)} tensors "
                 f"are not this model's LoRA weights, {len(own)} expected); pass an adapter trained with the same "
-                "speaker.vlm.lora_r and target_modules"
+                "speaker.lora_r and target_modules"
             )
         set_peft_model_state_dict(self.model, state)
 
@@ -394,34 +394,36 @@ def check_vlm(config: VLMConfig, max_new_tokens: int) -> str | None:
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
+    if str(config.name).startswith(("/", ".", "~")) and not Path(config.name).expanduser().is_dir():
+        return f"speaker.name={config.name} is not a directory; pass a hub id or a save_pretrained directory"
     try:
         model_config = AutoConfig.from_pretrained(config.name)
     except (OSError, ValueError) as error:
-        return f"speaker.vlm.name={config.name}: no model config there ({str(error).splitlines()[0]})"
+        return f"speaker.name={config.name}: no model config there ({str(error).splitlines()[0]})"
     kind = model_config.model_type
     if kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         return (
-            f"speaker.vlm.name={config.name} is a {kind!r} model, not an image-text-to-text model "
+            f"speaker.name={config.name} is a {kind!r} model, not an image-text-to-text model "
             "(AutoModelForImageTextToText: llava, idefics3, smolvlm, qwen2_vl, paligemma, gemma3, ...)"
         )
     try:
         processor = AutoProcessor.from_pretrained(config.name)
         prompt = prompt_text(processor, config.prompt)
     except (OSError, ValueError, TypeError) as error:
-        return f"speaker.vlm.name={config.name}: its processor cannot make the prompt ({str(error).splitlines()[0]})"
+        return f"speaker.name={config.name}: its processor cannot make the prompt ({str(error).splitlines()[0]})"
     with torch.device("meta"):
         skeleton = AutoModelForImageTextToText.from_config(model_config)
     try:
         lora_targets(skeleton, list(config.target_modules))
     except ValueError as error:
-        return f"speaker.vlm.target_modules={list(config.target_modules)}: {error}"
+        return f"speaker.target_modules={list(config.target_modules)}: {error}"
     image = torch.zeros(1, 64, 64, 3, dtype=torch.uint8).numpy()
     length = processor(text=[prompt], images=[[image[0]]], return_tensors="pt")["input_ids"].shape[1]
     text = model_config.get_text_config()
     context = getattr(text, "max_position_embeddings", None)
     if context is not None and length + max_new_tokens > context:
         return (
-            f"speaker.vlm.prompt: the prompt with its image takes {length} tokens and a caption up to "
+            f"speaker.prompt: the prompt with its image takes {length} tokens and a caption up to "
             f"{max_new_tokens} more, past the model's context of {context}; shorten the prompt or lower "
             "trainer.max_new_tokens"
         )
