@@ -2,8 +2,9 @@
 
 - Rendering: batched scenes against one scene per call.
 - The RL step: `Trainer.train_step` against `NaiveStep`, the same step without its optimizations, on the same boards
-  from the same starting weights: games (sampled captions judged) per second, seconds per phase, the step's FLOPs
-  against this machine's matmul peak measured in the same run, peak memory.
+  from the same starting weights (the adapter speaker's, or a VLM speaker's: preset=vlm, or speaker=vlm): games
+  (sampled captions judged) per second, seconds per phase, the step's FLOPs against this machine's matmul peak
+  measured in the same run, peak memory.
 - The listener CLIP's pretraining step: `ListenerTraining.step` against `NaiveListenerTraining.step` (every caption
   key encoded, identical texts or not; AdamW's per-parameter loop), from the same initialisation and batches.
 """
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from listener_sub.game import Boards, Game, choice_probs, create_game
 from listener_sub.models.listener import Listener
 from listener_sub.models.speaker import Speaker, sample_token
+from listener_sub.models.vlm import VLMPrompt, VLMSpeaker
 from listener_sub.perception import make_perception
 from listener_sub.pretrain.listeners import CaptionTokens, ListenerRecipe, ListenerTraining
 from listener_sub.rl import Phases, Trainer
@@ -107,11 +109,37 @@ def naive_sample(
     return tokens, lengths
 
 
+@torch.no_grad()
+def naive_vlm_sample(
+    speaker: VLMSpeaker, prompt: VLMPrompt, k: int, temperature: float, draws: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A VLM's sampling without its optimizations: the prompt and image read anew for each of the k captions and for
+    every new token (no KV cache), with all caption tokens so far; token t of row i drawn with draws[i, t]. Returns
+    tokens (B*k, L), pad after EOS, and lengths (B*k,) up to and including EOS."""
+    inputs = prompt.inputs.repeat(k)  # (N, P) prompts, each image k times
+    n = len(inputs)
+    tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
+    finished = torch.zeros(n, dtype=torch.bool, device=speaker.device)
+    lengths = torch.zeros(n, dtype=torch.long, device=speaker.device)
+    for t in range(draws.shape[1]):
+        ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + t)
+        mask = torch.cat([inputs.attention_mask, torch.ones_like(tokens)], 1)
+        out = speaker.model(input_ids=ids, attention_mask=mask, **inputs.pixels)
+        logits = speaker.policy_logits(out.logits[:, -1])  # (N, V)
+        token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, uniform=draws[:, t]))  # (N,)
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        lengths += ~finished
+        finished |= token == speaker.eos_id
+        if finished.all():
+            break
+    return tokens, lengths
+
+
 class NaiveStep:
     """The trainer's RL step without its optimizations -- the bench's baseline, sharing the trainer's state (weights,
     optimizer, baseline, random streams): the vision tower runs twice (to sample, then for the log-probs), decoding
-    reads the whole sequence for every token (`naive_sample`), listeners encode every board and caption anew
-    (`naive_listen`). The objective and the update are the trainer's own."""
+    reads the whole sequence for every token (`naive_sample`; a VLM speaker: `naive_vlm_sample`), listeners encode
+    every board and caption anew (`naive_listen`). The objective and the update are the trainer's own."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -125,7 +153,8 @@ class NaiveStep:
         with phase("vision"):
             sampling_features = speaker.encode(images)
         with phase("sampling"):
-            tokens, lengths = naive_sample(
+            sample = naive_vlm_sample if isinstance(speaker, VLMSpeaker) else naive_sample
+            tokens, lengths = sample(
                 speaker, speaker.adapt(sampling_features), cfg.k, cfg.temperature, draws[:, : cfg.max_new_tokens]
             )
             texts = speaker.decode(tokens, lengths)

@@ -64,7 +64,7 @@ def test_the_reference_is_the_base_model_and_only_lora_learns(vlm_dirs, arch):
     with torch.no_grad():
         logits = base(input_ids=ids, attention_mask=attention, **inputs.pixels).logits
     P = inputs.input_ids.shape[1]
-    policy_logits = speaker._policy_logits(logits[:, P - 1 : -1])  # the same tokens ruled out (special ones but EOS)
+    policy_logits = speaker.policy_logits(logits[:, P - 1 : -1])  # the same tokens ruled out (special ones but EOS)
     expected = policy_logits.log_softmax(-1).gather(-1, gen.tokens[..., None]).squeeze(-1) * mask
     assert torch.equal(reference, expected)  # the adapter disabled is the base model, exactly
     assert not torch.allclose(policy, reference)  # the nudged adapter does move the policy
@@ -174,3 +174,31 @@ def test_train_eval_rollout_and_inspect_play_a_vlm_speaker(vlm_dirs, arch, warm_
     assert len((tmp_path / "rollout" / "rollouts.jsonl").read_text().splitlines()) == 2
     cli.main(["inspect", f"run={run}", "boards=2", f"hydra.run.dir={tmp_path / 'inspect'}"])
     assert (tmp_path / "inspect" / "report.html").read_text().count('<article class="board') == 2
+
+
+def test_the_naive_vlm_step_plays_the_same_game_and_bench_measures_both(vlm_dirs, tmp_path):
+    """The bench's naive twin of the VLM step (no KV cache, each prompt read k times, vision twice) gives the same
+    captions, rewards and LoRA update as the trainer's step; bench_rl reports both."""
+    from test_rl import held_out, rl_config
+    from tiny_game import tiny_game, tiny_listeners
+
+    from listener_sub.bench import NaiveStep, bench_rl
+    from listener_sub.rl import Trainer
+
+    speaker = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", lora_r=4)
+    nudge(speaker, 0.05)
+    cfg = rl_config(boards=4, k=2, max_new_tokens=5)
+    trainer = Trainer(cfg, speaker, tiny_game(tiny_listeners(), pool_size=32), tmp_path, held_out(4))
+    start = trainer.save()
+    fast = trainer.train_step()
+    lora = {n: p.detach().clone() for n, p in speaker.model.named_parameters() if p.requires_grad}
+    trainer.load(start)
+    slow = NaiveStep(trainer)()
+    assert slow == pytest.approx(fast, rel=1e-4, abs=1e-5)
+    for name, p in speaker.model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.detach(), lora[name], atol=1e-5, rtol=1e-4)
+    before = trainer.step
+    results = bench_rl(trainer, steps=1, naive_steps=1)
+    assert results["rl/naive/gflop_per_step"] > results["rl/optimized/gflop_per_step"] > 0
+    assert trainer.step == before  # the bench leaves the trainer as it found it

@@ -1,6 +1,7 @@
-"""Tiny random-init vision-language models in the real formats, made by the tests: a LLaVA (CLIP vision tower + Llama)
-and an Idefics3 / SmolVLM (its own vision tower + Llama), each saved with `save_pretrained` beside its processor (a
-word-level tokenizer trained here on the world's caption words and a chat template, the image token added)."""
+"""Tiny random-init vision-language models in the real formats, made by the tests: a LLaVA (CLIP vision tower +
+Llama) and an Idefics3 / SmolVLM (its own vision tower + Llama; the library's `save_random_vlm`), each saved with
+`save_pretrained` beside its processor (a word-level tokenizer trained here on the world's caption words, the image
+tokens and a chat template added)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
-    Idefics3Config,
-    Idefics3ForConditionalGeneration,
-    Idefics3ImageProcessor,
-    Idefics3Processor,
-    Idefics3VisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -24,13 +20,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SPECIAL = ["[PAD]", "[EOS]", "[UNK]", "<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+from listener_sub.models.random_vlm import CHAT_TEMPLATE, VLM_SIZES, save_random_vlm, with_image_tokens
+
+SPECIAL = ["[PAD]", "[EOS]", "[UNK]"]
 CHAT_WORDS = ["user", "assistant", ":", "describe", "the", "image", "in", "few", "words", "picture"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }} : {% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %} {% endfor %}"
-    "{% if add_generation_prompt %}assistant : {% endif %}"
-)
 SIDE = 32  # image side the tiny towers read
 PATCH = 8
 
@@ -38,12 +31,10 @@ PATCH = 8
 def vlm_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the caption and prompt words, its special tokens (the image token among them)."""
     words = list(dict.fromkeys(caption_words() + CHAT_WORDS))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(SPECIAL[:3] + words)}, unk_token="[UNK]"))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(SPECIAL + words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL[3:]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return with_image_tokens(fast)
 
 
 def text_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -78,24 +69,6 @@ def save_llava(path: Path, seed: int = 0) -> Path:
 
 
 def save_idefics3(path: Path, seed: int = 0) -> Path:
-    """An Idefics3 (SmolVLM's architecture): its SigLIP-style tower (32x32, 8x8 patches, pixel shuffle by 2: 4 image
-    tokens), no image splitting, a 2-layer Llama."""
-    tokenizer = vlm_tokenizer()
-    vision = Idefics3VisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=SIDE,
-        patch_size=PATCH,
-    )  # fmt: skip
-    config = Idefics3Config(
-        vision_config=vision, text_config=text_config(tokenizer), scale_factor=2,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    Idefics3ForConditionalGeneration(config).save_pretrained(path)
-    images = Idefics3ImageProcessor(
-        do_image_splitting=False, size={"longest_edge": SIDE}, max_image_size={"longest_edge": SIDE}
-    )
-    processor = Idefics3Processor(
-        images, tokenizer, image_seq_len=(SIDE // PATCH) ** 2 // 4, chat_template=CHAT_TEMPLATE
-    )
-    processor.save_pretrained(path)
-    return path
+    """An Idefics3 (SmolVLM's architecture) of the library's tiny size: a SigLIP-style tower (32x32, 8x8 patches, pixel
+    shuffle by 2: 4 image tokens), no image splitting, a 2-layer Llama."""
+    return save_random_vlm(path, vlm_tokenizer(), VLM_SIZES["tiny"], seed)

@@ -1,9 +1,11 @@
-"""`listener-sub bench [preset=tiny|real] [parts=[render,rl,clip]]`: optimized paths against naive ones in one run;
+"""`listener-sub bench [preset=tiny|real|vlm] [parts=[render,rl,clip]]`: optimized paths against naive ones in one run;
 prints a table and writes bench.json.
 
 preset=tiny: the embedded default's models (from the cache, built when missing) and its RL settings; the CLIP step of
 the default listener model and recipe. preset=real: random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over
 the embedded world, `real.boards` x `real.k` a step; the CLIP step of ViT-B-32 on `real.clip_batch` images.
+preset=vlm (parts=[rl]): the tiny game's listeners and a random-init Idefics3 speaker of `vlm.size` (tiny, or
+smolvlm-256m: SmolVLM-256M's sizes) with LoRA, `vlm.boards` x `vlm.k` a step, against its naive twin (no KV cache).
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from listener_sub.assembly import RunSpec, pick_device
-from listener_sub.bench import bench_clip, bench_render, bench_rl, real_size_players
+from listener_sub.bench import bench_clip, bench_render, bench_rl, byte_level_tokenizer, real_size_players
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
 from listener_sub.errors import UserError
 from listener_sub.evaluation import EvalConfig
 from listener_sub.files import write_json
-from listener_sub.loading import players
+from listener_sub.loading import assembly, players
+from listener_sub.models.random_vlm import VLM_SIZES, save_random_vlm
+from listener_sub.models.vlm import create_vlm_speaker
 from listener_sub.report.tables import show
 from listener_sub.rl import Trainer
-from listener_sub.world import WorldConfig
+from listener_sub.world import PRETRAIN_SPLIT, WorldConfig
 
-PRESETS = ("tiny", "real")
+PRESETS = ("tiny", "real", "vlm")
 PARTS = ("render", "rl", "clip")
 
 
@@ -39,6 +43,14 @@ def rl_trainer(cfg: DictConfig, spec: RunSpec, run_dir: Path) -> Trainer:
     if cfg.preset == "tiny":
         played = players(cfg, spec)
         return Trainer(rl_cfg, played.speaker, played.game, run_dir, eval_config(cfg))
+    if cfg.preset == "vlm":
+        models = assembly(cfg, spec)
+        models.build_clips()
+        texts = models.source().load(PRETRAIN_SPLIT, 256).caption_texts(spec.caption, 2, spec.seed)
+        folder = save_random_vlm(run_dir / "vlm", byte_level_tokenizer(texts), VLM_SIZES[cfg.vlm.size], spec.seed)
+        speaker = create_vlm_speaker(folder, device=models.device, seed=spec.seed)
+        rl_cfg = dataclasses.replace(rl_cfg, boards=int(cfg.vlm.boards), k=int(cfg.vlm.k))
+        return Trainer(rl_cfg, speaker, models.game(), run_dir, EvalConfig(boards=1, split=rl_cfg.split))
     game, speaker = real_size_players(
         spec.world, spec.reward, int(cfg.real.pool_size), pick_device(spec.device), spec.seed
     )
@@ -50,6 +62,10 @@ def check(cfg: DictConfig) -> list[str]:
     """The benchmarks to run (`parts`); a UserError on settings that cannot work, before anything is built."""
     if cfg.preset not in PRESETS:
         raise UserError(f"unknown preset={cfg.preset}; choose one of: {', '.join(PRESETS)}")
+    if cfg.preset == "vlm" and cfg.vlm.size not in VLM_SIZES:
+        raise UserError(f"unknown vlm.size={cfg.vlm.size}; choose one of: {', '.join(VLM_SIZES)}")
+    if cfg.preset == "vlm" and "clip" in cfg.parts:
+        raise UserError("preset=vlm measures a VLM speaker's RL step; run it with parts=[rl] (or parts=[render,rl])")
     parts = list(cfg.parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:

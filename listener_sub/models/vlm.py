@@ -229,7 +229,7 @@ class VLMSpeaker(nn.Module):
         with self._autocast():
             return (policy or self.model)(input_ids=ids, attention_mask=mask, **pixels, **kwargs)
 
-    def _policy_logits(self, logits: torch.Tensor) -> torch.Tensor:
+    def policy_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., V') model logits -> (..., V) float logits of the policy: the tokenizer's tokens, special ones but EOS
         masked out."""
         logits = logits[..., : self.vocab_size].float()
@@ -248,7 +248,7 @@ class VLMSpeaker(nn.Module):
         attention = torch.cat([inputs.attention_mask, mask.long()], 1)  # (N, P + L)
         with self._policy(prompt.policy is None):
             logits = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False).logits  # (N, P+L, V)
-        logp = self._policy_logits(logits[:, P - 1 : P + L - 1]).log_softmax(-1)  # position P-1+t predicts token t
+        logp = self.policy_logits(logits[:, P - 1 : P + L - 1]).log_softmax(-1)  # position P-1+t predicts token t
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L); -inf at the pad after EOS
         return per_token.masked_fill(mask == 0, 0.0), mask
 
@@ -287,9 +287,9 @@ class VLMSpeaker(nn.Module):
                 out = self._forward(
                     policy, token[:, None], attention[:, : P + t + 1], {}, use_cache=True, **{self.cache_arg: cache}
                 )
-                return self._policy_logits(out.logits[:, -1])  # (N, V)
+                return self.policy_logits(out.logits[:, -1])  # (N, V)
 
-            first = self._policy_logits(out.logits[:, -1]).repeat_interleave(k, 0)  # (N, V)
+            first = self.policy_logits(out.logits[:, -1]).repeat_interleave(k, 0)  # (N, V)
             tokens, lengths, log_probs = decode_with_cache(
                 first, step, max_new_tokens, None if greedy else draws, self.eos_id, self.pad_id,
                 temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
