@@ -338,8 +338,8 @@ TABLE = [
     (
         "eval",
         ["checkpoint={tmp}/not_a_run"],
-        r"checkpoint=.*not_a_run holds no adapter; pass a train run dir, a checkpoint dir \(RUN/checkpoints/step_N\) "
-        r"or an adapter file \(adapter\.safetensors\)",
+        r"checkpoint=.*not_a_run holds no adapter; pass a train run dir, a checkpoint dir \(RUN/checkpoints/step_N\), "
+        r"an adapter file \(adapter\.safetensors\) or a LoRA adapter folder \(adapter_model\.safetensors\)",
         runs,
     ),
     ("eval", ["checkpoint=/no/such/run"], r"checkpoint=/no/such/run holds no adapter", None),
@@ -400,7 +400,8 @@ TABLE = [
     (
         "inspect",
         ["run={tmp}/half_run"],
-        r"run=.*half_run is missing summary\.json, checkpoints/step_N/adapter\.safetensors \+ trainer\.json; "
+        r"run=.*half_run is missing summary\.json, checkpoints/step_N/adapter\.safetensors \(or lora/\) \+ "
+        r"trainer\.json; "
         r"pass the directory of a finished listener-sub train run",
         runs,
     ),

@@ -176,6 +176,7 @@ def test_train_eval_rollout_and_inspect_play_a_vlm_speaker(vlm_dirs, arch, warm_
     assert (tmp_path / "inspect" / "report.html").read_text().count('<article class="board') == 2
 
 
+@pytest.mark.slow
 def test_the_naive_vlm_step_plays_the_same_game_and_bench_measures_both(vlm_dirs, tmp_path):
     """The bench's naive twin of the VLM step (no KV cache, each prompt read k times, vision twice) gives the same
     captions, rewards and LoRA update as the trainer's step; bench_rl reports both."""

@@ -33,6 +33,8 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> tuple[dict[str, float], dic
     """Build (or find) the artifacts of `stage`, measure them on the run's evaluation boards; returns (the metrics,
     where each of the run's models is, by role: `Assembly.files`)."""
     spec, ev = run_spec(cfg), eval_config(cfg)
+    if spec.lm is None and stage == "lm":
+        raise UserError("stage=lm pretrains the adapter speaker's LM; a VLM speaker (speaker=vlm) brings its own")
     models = assembly(cfg, spec)
     if stage in ("listeners", "speaker", "all"):
         models.load_data([(ev.data, ev.split)])
@@ -40,7 +42,7 @@ def pretrain_summary(cfg: DictConfig, stage: str) -> tuple[dict[str, float], dic
     summary: dict[str, float] = {}
     if stage in ("listeners", "all"):
         summary |= listener_metrics(models, ev)
-    if stage in ("lm", "all"):
+    if stage in ("lm", "all") and spec.lm is not None:
         summary |= lm_metrics(models, ev.seed)
     if stage in ("speaker", "all"):  # the captioning speaker on held-out game boards (it is its own reference: kl 0)
         game = models.game()
