@@ -203,3 +203,51 @@ def test_the_naive_vlm_step_plays_the_same_game_and_bench_measures_both(vlm_dirs
     results = bench_rl(trainer, steps=1, naive_steps=1)
     assert results["rl/naive/gflop_per_step"] > results["rl/optimized/gflop_per_step"] > 0
     assert trainer.step == before  # the bench leaves the trainer as it found it
+
+
+def train_vlm_rank(rank: int, world: int, port: int, vlm_dir: str, run_dir: str) -> None:
+    """One rank of a torchrun-style run with the VLM speaker: LoRA wrapped in DistributedDataParallel."""
+    import os
+
+    from test_distributed import BOARDS
+    from test_rl import held_out, rl_config
+    from tiny_game import tiny_game, tiny_listeners
+
+    from listener_sub.distributed import join, leave
+    from listener_sub.rl import Trainer
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    ranks = join(torch.device("cpu"))
+    speaker = create_vlm_speaker(vlm_dir, prompt="describe the image", lora_r=4)
+    cfg = rl_config(steps=2, boards=BOARDS // 2, k=2, max_new_tokens=4, baseline="mean", lr=1e-2)
+    trainer = Trainer(cfg, speaker, tiny_game(tiny_listeners(), pool_size=32), run_dir, held_out(4), ranks)
+    trainer.fit()
+    lora = {n: p.detach() for n, p in speaker.model.named_parameters() if p.requires_grad}
+    torch.save(lora, f"{run_dir}/lora_rank{rank}.pt")
+    leave()
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_vlm_like_one_process_with_twice_the_boards(vlm_dirs, tmp_path):
+    import torch.multiprocessing as mp
+    from test_distributed import BOARDS, free_port
+    from test_rl import held_out, rl_config
+    from tiny_game import tiny_game, tiny_listeners
+
+    from listener_sub.rl import Trainer
+
+    run = tmp_path / "two_ranks"
+    run.mkdir()
+    mp.spawn(train_vlm_rank, args=(2, free_port(), str(vlm_dirs["llava"]), str(run)), nprocs=2, join=True)
+    ranks = [torch.load(run / f"lora_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in ranks[0])  # DDP kept the ranks' LoRA weights in step
+    speaker = create_vlm_speaker(vlm_dirs["llava"], prompt="describe the image", lora_r=4)
+    cfg = rl_config(steps=2, boards=BOARDS, k=2, max_new_tokens=4, baseline="mean", lr=1e-2)
+    Trainer(cfg, speaker, tiny_game(tiny_listeners(), pool_size=32), tmp_path / "one", held_out(4)).fit()
+    single = {n: p.detach() for n, p in speaker.model.named_parameters() if p.requires_grad}
+    change = torch.cat([single[n].flatten() for n in single if "lora_B" in n])  # lora_B starts at 0
+    difference = torch.cat([(ranks[0][n] - single[n]).flatten() for n in single])
+    assert change.norm() > 0 and difference.norm() < 1e-2 * change.norm()
