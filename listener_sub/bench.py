@@ -85,21 +85,21 @@ def naive_listen(listeners: Mapping[str, Listener], captions: Sequence[str], boa
     return {name: torch.cat(row) for name, row in rows.items()}  # (B, N) each
 
 
-@torch.no_grad()
-def naive_sample(
-    speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor
+def decode_without_cache(
+    next_logits: Callable[[torch.Tensor], torch.Tensor],
+    speaker: Speaker | VLMSpeaker,
+    n: int,
+    temperature: float,
+    draws: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far;
-    token t of row i drawn with draws[i, t] ((B*k, max_new_tokens) uniform numbers). Returns tokens (B*k, L), pad after
-    EOS, and lengths (B*k,) up to and including EOS."""
-    prefix = prefix.repeat_interleave(k, dim=0)  # (N, M, d_lm)
-    n = len(prefix)
+    """The naive decoding loop: `next_logits(tokens so far (N, t))` reads the whole sequence again for every token and
+    gives the next (N, V) logits; token t of row i drawn with draws[i, t]. Returns tokens (N, L), pad after EOS, and
+    lengths (N,) up to and including EOS."""
     tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
     finished = torch.zeros(n, dtype=torch.bool, device=speaker.device)
     lengths = torch.zeros(n, dtype=torch.long, device=speaker.device)
     for t in range(draws.shape[1]):
-        embeds = torch.cat([prefix, speaker.lm.get_input_embeddings()(tokens)], dim=1)  # (N, M + t, d_lm)
-        logits = speaker.lm(inputs_embeds=embeds, use_cache=False).logits[:, -1, : speaker.vocab_size].float()  # (N, V)
+        logits = next_logits(tokens)  # (N, V)
         token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, uniform=draws[:, t]))  # (N,)
         tokens = torch.cat([tokens, token[:, None]], dim=1)
         lengths += ~finished
@@ -107,6 +107,21 @@ def naive_sample(
         if finished.all():
             break
     return tokens, lengths
+
+
+@torch.no_grad()
+def naive_sample(
+    speaker: Speaker, prefix: torch.Tensor, k: int, temperature: float, draws: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling without a KV cache: every new token re-reads the prefix (B, M, d_lm) and all caption tokens so far
+    (`decode_without_cache`; draws (B*k, max_new_tokens))."""
+    prefix = prefix.repeat_interleave(k, dim=0)  # (N, M, d_lm)
+
+    def next_logits(tokens: torch.Tensor) -> torch.Tensor:
+        embeds = torch.cat([prefix, speaker.lm.get_input_embeddings()(tokens)], dim=1)  # (N, M + t, d_lm)
+        return speaker.lm(inputs_embeds=embeds, use_cache=False).logits[:, -1, : speaker.vocab_size].float()
+
+    return decode_without_cache(next_logits, speaker, len(prefix), temperature, draws)
 
 
 @torch.no_grad()
@@ -114,25 +129,15 @@ def naive_vlm_sample(
     speaker: VLMSpeaker, prompt: VLMPrompt, k: int, temperature: float, draws: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A VLM's sampling without its optimizations: the prompt and image read anew for each of the k captions and for
-    every new token (no KV cache), with all caption tokens so far; token t of row i drawn with draws[i, t]. Returns
-    tokens (B*k, L), pad after EOS, and lengths (B*k,) up to and including EOS."""
+    every new token (no KV cache), with all caption tokens so far (`decode_without_cache`)."""
     inputs = prompt.inputs.repeat(k)  # (N, P) prompts, each image k times
-    n = len(inputs)
-    tokens = torch.zeros(n, 0, dtype=torch.long, device=speaker.device)  # (N, t)
-    finished = torch.zeros(n, dtype=torch.bool, device=speaker.device)
-    lengths = torch.zeros(n, dtype=torch.long, device=speaker.device)
-    for t in range(draws.shape[1]):
+
+    def next_logits(tokens: torch.Tensor) -> torch.Tensor:
         ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + t)
         mask = torch.cat([inputs.attention_mask, torch.ones_like(tokens)], 1)
-        out = speaker.model(input_ids=ids, attention_mask=mask, **inputs.pixels)
-        logits = speaker.policy_logits(out.logits[:, -1])  # (N, V)
-        token = torch.where(finished, speaker.pad_id, sample_token(logits, temperature, uniform=draws[:, t]))  # (N,)
-        tokens = torch.cat([tokens, token[:, None]], dim=1)
-        lengths += ~finished
-        finished |= token == speaker.eos_id
-        if finished.all():
-            break
-    return tokens, lengths
+        return speaker.policy_logits(speaker.model(input_ids=ids, attention_mask=mask, **inputs.pixels).logits[:, -1])
+
+    return decode_without_cache(next_logits, speaker, len(inputs), temperature, draws)
 
 
 class NaiveStep:
