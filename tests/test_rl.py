@@ -529,6 +529,7 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_runs_adapte
     assert [line["step"] for line in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [0, 1, 2, 3, 4, 5, 6, 6]
 
 
+@pytest.mark.slow  # three commands (train, eval, eval reranked): test_rerank.py checks reranking itself
 def test_eval_of_the_captioner_greedy_and_reranked(tmp_path, warm_cache):
     """checkpoint=captioner evaluates the RL reference itself (a train run's `before`); speaker.decode=rerank keeps the
     best of n samples per board, its kl the best-of-n bound (the reference is the sampling speaker)."""

@@ -316,7 +316,7 @@ def check_nothing_lost(folder: Path, load: study_load.Load) -> None:
 def test_kill_9_under_50_participants_loses_no_acknowledged_answer(store, tmp_path):
     folder = store.path.parent
     store.close()
-    load = load_until_killed(folder, participants=50, seconds=4)
+    load = load_until_killed(folder, participants=50, seconds=2.5)
     assert len(load.acknowledged) > 100
     check_nothing_lost(folder, load)
     process, url = serve(folder)  # restarted: every participant resumes where they stopped
