@@ -2,13 +2,14 @@
 chat template where the processor has one), LoRA adapters (peft) on the language model's named modules.
 
 The base model is frozen; only the LoRA weights train. The reference policy for the KL is the same model with the
-adapter disabled (`reference=True`), so no second copy is kept. Captions are decoded with a KV cache by the same loop
-as the adapter speaker's (`decode_with_cache`); a teacher-forced pass over [prompt; caption] gives their log-probs.
+adapter disabled (`adapt(inputs, reference_policy())`), so no second copy is kept. Captions are decoded with a KV cache
+by the same loop as the adapter speaker's (`decode_with_cache`); a teacher-forced pass over [prompt; caption] gives
+their log-probs.
 Only the LoRA weights are saved (safetensors + peft's adapter_config.json), with the base model's fingerprint, so an
 adapter trained for another base model is refused.
 
     speaker = create_vlm_speaker("HuggingFaceTB/SmolVLM-256M-Instruct", device="cuda")
-    inputs = speaker.inputs(images)  # (B, H, W, 3) uint8 -> the prompt and pixels, once per image
+    inputs = speaker.encode(images)  # (B, H, W, 3) uint8 -> the prompt and pixels, once per image
     prompt = speaker.adapt(inputs)  # read by the model with its adapter (adapt(inputs, reference_policy()): without)
     gen = speaker.sample(prompt, k=4, max_new_tokens=16)  # 4 captions per image with token log-probs
     logp, mask = speaker.log_probs(prompt.repeat_interleave(4), gen.tokens, gen.lengths)  # with grad to LoRA
@@ -176,11 +177,6 @@ class VLMSpeaker(nn.Module):
         """The frozen reference for the KL: the model with its adapter disabled."""
         return AdapterDisabled()
 
-    def encode(self, images: Images) -> VLMInputs:
-        """The frozen inputs of the images (the prompt and pixels), the counterpart of the adapter speaker's vision
-        features."""
-        return self.inputs(images)
-
     def adapt(self, inputs: VLMInputs, policy: nn.Module | None = None) -> VLMPrompt:
         """The inputs as read by `policy`: the speaker's own model by default, a DistributedDataParallel wrapper of it,
         or the reference (`reference_policy()`)."""
@@ -197,13 +193,10 @@ class VLMSpeaker(nn.Module):
     def _autocast(self) -> AbstractContextManager:
         return autocast(self.device)
 
-    def _policy(self, reference: bool) -> AbstractContextManager:
-        """The reference policy is the base model: the adapter disabled."""
-        return self.model.disable_adapter() if reference else nullcontext()
-
     @torch.no_grad()
-    def inputs(self, images: Images) -> VLMInputs:
-        """The prompt and each image as the processor prepares them (one image per row)."""
+    def encode(self, images: Images) -> VLMInputs:
+        """The frozen inputs of the images, the counterpart of the adapter speaker's vision features: the prompt and
+        each image as the processor prepares them (one image per row)."""
         pixels = torch.as_tensor(images)
         if pixels.is_floating_point():  # (B, 3, H, W) in [0, 1]
             pixels = torch.from_numpy(to_uint8_images(pixels))
@@ -225,8 +218,10 @@ class VLMSpeaker(nn.Module):
         pixels: dict[str, torch.Tensor],
         **kwargs: Any,
     ) -> Any:
-        """The model's forward pass, through `policy` (a DistributedDataParallel wrapper) when given."""
-        with self._autocast():
+        """The model's forward pass by `policy`: the model or a DistributedDataParallel wrapper of it; None: the
+        reference, the base model (the adapter disabled)."""
+        reference = self.model.disable_adapter() if policy is None else nullcontext()
+        with self._autocast(), reference:
             return (policy or self.model)(input_ids=ids, attention_mask=mask, **pixels, **kwargs)
 
     def policy_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -246,8 +241,7 @@ class VLMSpeaker(nn.Module):
         mask = length_mask(lengths, L)  # (N, L)
         ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + L)
         attention = torch.cat([inputs.attention_mask, mask.long()], 1)  # (N, P + L)
-        with self._policy(prompt.policy is None):
-            logits = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False).logits  # (N, P+L, V)
+        logits = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False).logits  # (N, P + L, V)
         logp = self.policy_logits(logits[:, P - 1 : P + L - 1]).log_softmax(-1)  # position P-1+t predicts token t
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L); -inf at the pad after EOS
         return per_token.masked_fill(mask == 0, 0.0), mask
@@ -277,23 +271,22 @@ class VLMSpeaker(nn.Module):
         attention = torch.cat(
             [inputs.attention_mask, inputs.attention_mask.new_ones(B, max_new_tokens)], 1
         ).repeat_interleave(k, 0)  # (B*k, P + max_new_tokens)
-        with self._policy(policy is None):
-            ids, mask = inputs.input_ids, inputs.attention_mask
-            out = self._forward(policy, ids, mask, inputs.pixels, use_cache=True, logits_to_keep=1)
-            cache = getattr(out, self.cache_arg)
-            cache.batch_repeat_interleave(k)
+        ids, mask = inputs.input_ids, inputs.attention_mask  # (B, P)
+        out = self._forward(policy, ids, mask, inputs.pixels, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, self.cache_arg)
+        cache.batch_repeat_interleave(k)
 
-            def step(token: torch.Tensor, t: int) -> torch.Tensor:
-                out = self._forward(
-                    policy, token[:, None], attention[:, : P + t + 1], {}, use_cache=True, **{self.cache_arg: cache}
-                )
-                return self.policy_logits(out.logits[:, -1])  # (N, V)
+        def step(token: torch.Tensor, t: int) -> torch.Tensor:
+            out = self._forward(
+                policy, token[:, None], attention[:, : P + t + 1], {}, use_cache=True, **{self.cache_arg: cache}
+            )
+            return self.policy_logits(out.logits[:, -1])  # (N, V)
 
-            first = self.policy_logits(out.logits[:, -1]).repeat_interleave(k, 0)  # (N, V)
-            tokens, lengths, log_probs = decode_with_cache(
-                first, step, max_new_tokens, None if greedy else draws, self.eos_id, self.pad_id,
-                temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-            )  # fmt: skip
+        first = self.policy_logits(out.logits[:, -1]).repeat_interleave(k, 0)  # (N, V)
+        tokens, lengths, log_probs = decode_with_cache(
+            first, step, max_new_tokens, None if greedy else draws, self.eos_id, self.pad_id,
+            temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+        )  # fmt: skip
         return Generation(tokens, lengths, self.decode(tokens, lengths), log_probs)
 
     @torch.no_grad()
@@ -308,7 +301,7 @@ class VLMSpeaker(nn.Module):
     @torch.no_grad()
     def generate(self, images: Images, k: int = 1, **settings: Any) -> Generation:
         """k captions per image (row b * k + j), `sample`'s settings."""
-        return self.sample(self.adapt(self.inputs(images)), k, **settings)
+        return self.sample(self.adapt(self.encode(images)), k, **settings)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Token rows (N, L) cut at their lengths -> text without special tokens."""
@@ -341,7 +334,7 @@ class VLMSpeaker(nn.Module):
     def load_adapter(self, folder: str | Path) -> None:
         """Load LoRA weights saved by `save_adapter` (or by peft for this base model); DataError when they were trained
         for another base model or do not fit this one."""
-        from peft import set_peft_model_state_dict
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -358,7 +351,7 @@ class VLMSpeaker(nn.Module):
                     f"{self.config.name}; use it with speaker.name={saved['name']} or pass an adapter of this model"
                 )
         state = load_file(folder / LORA_WEIGHTS, device=str(self.device))
-        own = {k: v.shape for k, v in _own_lora_state(self.model).items()}
+        own = {k: v.shape for k, v in get_peft_model_state_dict(self.model).items()}
         bad = [k for k, v in state.items() if k not in own or tuple(v.shape) != tuple(own[k])]
         if bad or len(state) != len(own):
             raise DataError(
@@ -367,12 +360,6 @@ class VLMSpeaker(nn.Module):
                 "speaker.lora_r and target_modules"
             )
         set_peft_model_state_dict(self.model, state)
-
-
-def _own_lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return get_peft_model_state_dict(model)
 
 
 def prompt_text(processor: Any, prompt: str) -> str:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from listener_sub.adapters.io import LORA_DIR
+from listener_sub.adapters.io import LORA_DIR, find_adapter
 from listener_sub.commands.common import eval_config, run_spec, trainer_config
-from listener_sub.errors import UserError
+from listener_sub.errors import DataError, UserError
 from listener_sub.evaluation import held_out_boards
 from listener_sub.game import Boards, Game, Outcome
 from listener_sub.images import perceived
@@ -101,7 +101,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Pat
         raise UserError(f"run={run_dir} is not a directory; pass the directory of a listener-sub train run")
     missing = [str(name) for name in (CONFIG, SUMMARY, METRICS) if not (run_dir / name).is_file()]
     checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None or not any((checkpoint / name).exists() for name in (ADAPTER, LORA_DIR)):
+    if checkpoint is None or not has_adapter(checkpoint):
         missing.append(f"{CHECKPOINTS}/step_N/{ADAPTER} (or {LORA_DIR}/) + {STATE}")
     if missing:
         raise UserError(
@@ -114,6 +114,15 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, float]], Pat
             f"{run_dir / SUMMARY} has no before/after metrics; pass the directory of a finished listener-sub train run"
         )
     return summary, curves, checkpoint
+
+
+def has_adapter(checkpoint: Path) -> bool:
+    """Whether a checkpoint directory holds trained weights (`find_adapter`: an adapter file or a LoRA folder)."""
+    try:
+        find_adapter(checkpoint)
+    except DataError:
+        return False
+    return True
 
 
 def perception_name(perception: Perception) -> str:
