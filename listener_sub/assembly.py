@@ -29,8 +29,9 @@ from listener_sub.perception import Full, Perception
 from listener_sub.pretrain.listeners import save_listener, train_listener
 from listener_sub.pretrain.lm import train_lm
 from listener_sub.pretrain.speaker import train_captioner
+from listener_sub.pretrain.vlm import build_llava, train_vlm_captioner, vlm_tokenizer
 from listener_sub.spec import RunSpec, SpeakerConfig, VLMSpeakerConfig
-from listener_sub.world import PRETRAIN_SPLIT
+from listener_sub.world import PRETRAIN_SPLIT, WORLD_VOCAB
 
 CLIP_FILE = "open_clip.safetensors"  # a locally trained CLIP: its state dict, which open_clip loads by this suffix
 ADAPTER_FILE = "adapter.safetensors"  # the captioning adapter (its kind and config in adapter.json beside it)
@@ -120,6 +121,18 @@ class Assembly:
         key = f"gpt2-{config_key(lm.model, lm.train, self.spec.world, self.spec.caption, *self._data_key(data))}"
         return Artifact("lm", key, "model", {"model": to_plain(lm.model)} | _recipe_about(lm.train, data))
 
+    def _vlm_vision_artifact(self) -> Artifact:
+        """The embedded VLM's CLIP ViT, trained like a full-colour listener."""
+        recipe = self.spec.speaker.train
+        return self._clip_artifact(recipe.vision_model, "full", (), recipe.vision_seed)
+
+    def _vlm_artifact(self, vision: str) -> Artifact:
+        sp = self.spec.speaker
+        data = self.pretrain_images(sp.train.scenes)
+        settings = (vision, sp.train, sp.prompt, self.spec.caption, self.spec.world, *self._data_key(data))
+        about = {"vision": vision, "prompt": sp.prompt}
+        return Artifact("vlm", f"llava-{config_key(*settings)}", "model", about | _recipe_about(sp.train, data))
+
     def _captioner_artifact(self, vision: str, lm_dir: str) -> Artifact:
         sp = self.spec.speaker
         data = self.pretrain_images(sp.captioner.scenes)
@@ -140,7 +153,10 @@ class Assembly:
             files[f"listeners.{name}"] = self._path(self._listener_artifact(name)) if local else str(ls.pretrained)
         sp = self.spec.speaker
         if isinstance(sp, VLMSpeakerConfig):
-            return files | {"speaker": str(sp.name)}
+            if sp.name:
+                return files | {"speaker": str(sp.name)}
+            vision = self._path(self._vlm_vision_artifact())
+            return files | {"speaker.vision": vision, "speaker": self._path(self._vlm_artifact(vision))}
         files["speaker.vision"] = str(sp.vision.pretrained or self._path(self._vision_artifact()))
         files["lm"] = str(self.spec.lm.name or self._path(self._lm_artifact()))
         captioner = self._captioner_artifact(files["speaker.vision"], files["lm"])
@@ -167,6 +183,8 @@ class Assembly:
         speaker = self.spec.speaker
         if isinstance(speaker, SpeakerConfig) and not speaker.vision.pretrained:
             clips.append((self._vision_artifact(), Full()))  # the full listener's own CLIP when their seeds agree
+        if isinstance(speaker, VLMSpeakerConfig) and not speaker.name:
+            clips.append((self._vlm_vision_artifact(), Full()))
         return clips
 
     def build_clips(self) -> None:
@@ -237,6 +255,11 @@ class Assembly:
             sp.vision.model, self.vision_checkpoint(), self.lm_dir(), kind, None, self.device, self.spec.seed, **adapter
         )
 
+    def _captioning_images(self, scenes: int) -> ImageSet:
+        """The images a captioner learns from: the pretraining data's, or the embedded world's, rendered here."""
+        images = self.pretrain_images(scenes)
+        return self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, scenes) if images is None else images
+
     def adapter_path(self) -> str:
         """The captioning adapter: speaker.checkpoint as given, else trained locally and cached."""
         sp = self.spec.speaker
@@ -249,9 +272,7 @@ class Assembly:
 
         def build(tmp: Path) -> None:
             speaker = self.base_speaker()
-            images = self.pretrain_images(recipe.scenes)
-            if images is None:  # the embedded world, rendered here
-                images = self.source(self.spec.pretrain_data).load(PRETRAIN_SPLIT, recipe.scenes)
+            images = self._captioning_images(recipe.scenes)
             captions = images.caption_texts(self.spec.caption, recipe.per_scene, recipe.seed)
             train_captioner(speaker, images.images, captions, recipe, self.progress)
             tmp.mkdir()
@@ -260,12 +281,39 @@ class Assembly:
         folder = self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about)
         return str(folder / ADAPTER_FILE)
 
+    def vlm_dir(self) -> str:
+        """The VLM speaker's model: speaker.name as given, else the embedded LLaVA built, trained and cached."""
+        sp = self.spec.speaker
+        if sp.name:
+            return str(sp.name)
+        recipe = sp.train
+        vision = self._clip(self._vlm_vision_artifact(), Full())
+        artifact = self._vlm_artifact(vision)
+
+        def build(tmp: Path) -> None:
+            import open_clip
+
+            from listener_sub.models.vision import clip_preprocess
+
+            clip, _, _ = open_clip.create_model_and_transforms(recipe.vision_model, pretrained=vision)
+            _, mean, std = clip_preprocess(clip)
+            images = self._captioning_images(recipe.scenes)
+            captions = images.caption_texts(self.spec.caption, recipe.per_scene, recipe.seed)
+            vocab = WORLD_VOCAB if images.scenes is None else images.scenes.vocab
+            tokenizer = vlm_tokenizer([c for per_image in captions for c in per_image], sp.prompt, vocab)
+            model, processor = build_llava(clip.visual.eval(), mean, std, tokenizer, recipe)
+            train_vlm_captioner(model, processor, images.images, captions, recipe, sp.prompt, self.progress)
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+        return str(self.cache.get_or_build(artifact.kind, artifact.key, artifact.name, build, artifact.about))
+
     def speaker(self) -> Speaker | VLMSpeaker:
         """The captioning speaker: vision tower + LM + the captioning adapter; or the VLM with fresh LoRA adapters."""
         sp = self.spec.speaker
         if isinstance(sp, VLMSpeakerConfig):
             lora = {f.name: getattr(sp, f.name) for f in fields(VLMConfig) if f.name not in ("name", "prompt")}
-            return create_vlm_speaker(sp.name, sp.prompt, self.device, seed=self.spec.seed, **lora)
+            return create_vlm_speaker(self.vlm_dir(), sp.prompt, self.device, seed=self.spec.seed, **lora)
         speaker = self.base_speaker()
         speaker.load_adapter(self.adapter_path())
         return speaker.to(self.device)

@@ -20,6 +20,7 @@ from listener_sub.perception import Perception
 from listener_sub.pretrain.listeners import ListenerRecipe
 from listener_sub.pretrain.lm import LMRecipe
 from listener_sub.pretrain.speaker import CaptionerRecipe
+from listener_sub.pretrain.vlm import VLMRecipe
 from listener_sub.rerank import DECODES, RerankConfig
 from listener_sub.rewards import Reward
 from listener_sub.world import CaptionConfig, WorldConfig
@@ -88,6 +89,10 @@ class VLMSpeakerConfig(VLMConfig):
     """speaker=vlm: a Hugging Face vision-language model with LoRA adapters in its language model
     (`listener_sub.models.vlm`); the reference policy is the model with its adapter disabled."""
 
+    # a hub id or a save_pretrained directory with the model and its processor; null: the embedded VLM, a LLaVA of a
+    # locally trained CLIP ViT and a small Llama, built and trained by captioning (`train`) and cached
+    name: Optional[str] = None
+    train: VLMRecipe = field(default_factory=VLMRecipe)  # how the embedded VLM is made (name: null only)
     kind: str = "vlm"  # which speaker: this node's presence, for a run's saved config
     decode: str = "greedy"  # evaluation captions: greedy | rerank (the best of rerank.n samples by the game's reward)
     rerank: RerankConfig = field(default_factory=RerankConfig)

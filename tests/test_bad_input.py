@@ -539,6 +539,18 @@ TABLE = [
         r"Could not override 'speaker\.captioner\.steps'.*speaker=vlm has no captioning warm-up",
         vlms,
     ),
+    (
+        "train",
+        ["speaker=vlm", "speaker.train.vision_model=ls-rn-tiny-64"],
+        r"speaker\.train\.vision_model=ls-rn-tiny-64: the embedded VLM needs an open_clip ViT with class-token pooling",
+        None,
+    ),
+    (
+        "train",
+        ["speaker=vlm", "speaker.target_modules=[c_attn]"],
+        r"speaker\.target_modules=\['c_attn'\]: the language model has no linear module\(s\) named \['c_attn'\]",
+        None,
+    ),
     ("play", ["boards=0"], r"boards=0; play at least one board", None),
     ("play", ["port=70000"], r"port=70000 is not a TCP port", None),
     ("study", ["report", "dir={tmp}/none"], r"dir=.*none holds no study\.db; create the study first", None),

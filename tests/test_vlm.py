@@ -4,6 +4,7 @@ and load, and one trained for another base model is refused."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,80 @@ def test_two_ranks_train_the_vlm_like_one_process_with_twice_the_boards(vlm_dirs
     change = torch.cat([single[n].flatten() for n in single if "lora_B" in n])  # lora_B starts at 0
     difference = torch.cat([(ranks[0][n] - single[n]).flatten() for n in single])
     assert change.norm() > 0 and difference.norm() < 1e-2 * change.norm()
+
+
+def test_an_open_clip_vit_is_the_embedded_llavas_tower_exactly():
+    """The embedded VLM's tower is the open_clip ViT's own weights: transformers' CLIP vision model gives the same
+    tokens; a ResNet tower is refused; a caption batch puts its labels on the caption and EOS only."""
+    import open_clip
+
+    from listener_sub.models.listener import register_model_configs
+    from listener_sub.models.vision import clip_preprocess
+    from listener_sub.pretrain.lm import IGNORE
+    from listener_sub.pretrain.vlm import VLMRecipe, build_llava, caption_batch, clip_vision_config, vlm_tokenizer
+    from listener_sub.world import WORLD_VOCAB
+
+    register_model_configs()
+    torch.manual_seed(0)
+    visual = open_clip.create_model("ls-vit-tiny-64", pretrained=None).visual.eval()
+    _, mean, std = clip_preprocess(visual)
+    tokenizer = vlm_tokenizer(["a red circle .", "the big blue square ."], "describe the image", WORLD_VOCAB)
+    recipe = VLMRecipe(text_width=32, text_layers=1, text_heads=2, text_mlp=64)
+    model, processor = build_llava(visual, mean, std, tokenizer, recipe)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ours = visual.transformer(visual._embeds(x))  # (B, 1 + T, W)
+        theirs = model.model.vision_tower(x, output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
+    with pytest.raises(ValueError, match="needs an open_clip ViT"):
+        clip_vision_config(open_clip.create_model("ls-rn-tiny-64", pretrained=None).visual)
+
+    texts = ["a red circle .", "the big blue square ."]
+    batch = caption_batch(processor, "<image>describe the image", images(2), texts)
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert int((ids[0] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 64  # (64 / 8)^2 patch tokens
+    eos = tokenizer.eos_token_id
+    for row, caption in enumerate(texts):
+        kept = labels[row][labels[row] != IGNORE].tolist()
+        assert kept == tokenizer(caption, add_special_tokens=False)["input_ids"] + [eos]
+    assert model(**batch).loss.item() == pytest.approx(np.log(len(tokenizer)), rel=0.2)  # near uniform at init
+
+
+def test_the_embedded_vlm_is_built_once_and_plays_through_the_command_line(warm_cache, tmp_path, monkeypatch):
+    """speaker=vlm without a name: `pretrain` trains the CLIP ViT and the LLaVA captioner into the cache, `train` then
+    finds it there (nothing rebuilt) and trains its LoRA adapter."""
+    from test_pretrain import TINY
+
+    from listener_sub import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    embedded = [
+        "speaker=vlm", "speaker.train.steps=30", "speaker.train.scenes=64", "speaker.train.text_width=32",
+        "speaker.train.text_mlp=64", "speaker.train.text_heads=2",
+    ]  # fmt: skip
+    common = [o for o in TINY if not o.startswith(("speaker.", "lm."))] + embedded
+    cli.main(["pretrain", "stage=speaker", *common, f"hydra.run.dir={tmp_path / 'pretrain'}"])
+    summary = json.loads((tmp_path / "pretrain" / "pretrain_summary.json").read_text())
+    model_dir = summary["files"]["speaker"]
+    assert "/vlm/llava-" in model_dir and summary["files"]["speaker.vision"].endswith(".safetensors")
+    assert summary["wall_s/vlm"] > 0 and 0.0 <= summary["speaker/gap"] <= 1.0
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["vision_config"]["hidden_size"] == 64
+    built = (Path(model_dir) / "model.safetensors").stat().st_mtime_ns
+
+    run = tmp_path / "run"
+    cli.main(
+        [
+            "train",
+            *common,
+            "trainer.steps=1",
+            "trainer.max_new_tokens=8",
+            "trainer.eval_every=0",
+            f"hydra.run.dir={run}",
+        ]
+    )
+    trained = json.loads((run / "summary.json").read_text())
+    assert trained["steps"] == 1 and trained["config"]["speaker"]["name"] is None
+    assert (Path(model_dir) / "model.safetensors").stat().st_mtime_ns == built  # found in the cache, not rebuilt
+    assert (run / "checkpoints" / "step_000001" / "lora" / "adapter_model.safetensors").is_file()

@@ -27,6 +27,7 @@ from listener_sub.models.speaker import meta_vision_tower
 from listener_sub.models.vlm import check_vlm
 from listener_sub.perception import PERCEPTIONS, Perception, make_perception
 from listener_sub.pretrain.listeners import ListenerRecipe
+from listener_sub.pretrain.vlm import check_recipe
 from listener_sub.rerank import RerankConfig
 from listener_sub.rl import RLConfig
 from listener_sub.runs import adapter_file
@@ -247,7 +248,10 @@ def vlm_speaker_config(cfg: DictConfig) -> VLMSpeakerConfig:
             "captioning warm-up or separate vision tower: drop it, or train the adapter speaker"
         )
     speaker = typed(VLMSpeakerConfig, cfg.speaker, "speaker")
-    problem = check_vlm(speaker, trainer_config(cfg).max_new_tokens)
+    if speaker.name:
+        problem = check_vlm(speaker, trainer_config(cfg).max_new_tokens)
+    else:
+        problem = check_recipe(speaker.train, speaker.target_modules)
     if problem:
         raise UserError(problem)
     return speaker

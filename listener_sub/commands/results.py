@@ -184,7 +184,7 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
         raise UserError(f"seeds={seeds}: give distinct RL seeds, at least one")
     if int(cfg.jobs) < 1:
         raise UserError(f"jobs={cfg.jobs}: run at least one child command at a time")
-    for key in ("constrained", "ablations", "rerank_against", "transfer_rows", "audience", "chosen_on"):
+    for key in ("constrained", "ablations", "rerank_against", "transfer_rows", "audience", "chosen_on", "speakers"):
         unknown = [name for name in cfg[key] if name not in cfg.rows]
         if unknown:
             raise UserError(f"{key} names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
@@ -262,6 +262,7 @@ def main(cfg: DictConfig) -> None:
         "rerank_against": list(cfg.rerank_against),
         "audience": list(cfg.audience),
         "chosen_on": list(cfg.chosen_on),
+        "speakers": list(cfg.speakers),
     }
     write_results(
         Path(cfg.out).expanduser(),

@@ -603,6 +603,7 @@ def write_results(
     truthful_settings: Mapping[str, str] | None = None,
     audience: Sequence[str] = (),
     chosen_on: Sequence[str] = (),
+    speakers: Sequence[str] = (),
 ) -> list[RowResult]:
     """Write the document at `out` and its PNG plots beside it from finished run directories.
 
@@ -612,7 +613,8 @@ def write_results(
     entry -> the captioning speaker's eval directories (greedy or reranked), shown beside the RL rows `rerank_against`.
     truthful_settings: row or rerank entry -> the row or entry whose setting keeps its captions truthful, named in its
     finding when it is flagged. audience: the rows of the "every audience" section (one subtracted listener each),
-    split by whether they are among `chosen_on`, the rows the defaults were chosen on.
+    split by whether they are among `chosen_on`, the rows the defaults were chosen on. speakers: the rows of the "any
+    speaker" section (the same game, each kind of speaker).
     """
     truthful_settings = dict(truthful_settings or {})
     results = [RowResult(name, [Run.read(p) for p in paths], resamples) for name, paths in rows.items()]
@@ -637,6 +639,8 @@ def write_results(
             out,
             chosen_on,
         )
+    if speakers:
+        lines += _speakers([by_name[name] for name in speakers])
     if constrained:
         lines += _constrained([by_name[name] for name in constrained])
     if ablations:
@@ -736,6 +740,10 @@ target does not have (`wrong/<attribute>`), the share of captions that do.
 
 The defaults were chosen looking at the rows {chosen} only; the pairs under "held out" were not run while choosing
 them."""
+SPEAKERS_PROSE = """\
+The colour-blind game with each kind of speaker at the same RL settings: the paper's adapter speaker (a frozen CLIP
+tower, a trained Perceiver adapter, a frozen LM) and a vision-language model whose LoRA adapters train (`speaker=vlm`;
+its reference policy is the base model, the adapter disabled). Columns as in "Every audience"."""
 TRANSFER_PROSE = """\
 Each run of the row evaluated, without further training, on held-out data: RL saw only the `train` split's style
 and combinations; the models were pretrained on the broad `pretrain` split. mention/shape beside its in-domain
@@ -780,6 +788,27 @@ def _audience(chosen: list[RowResult], held_out: list[RowResult], out: Path, cho
         ["Held out:", "", *audience_table(held_out)] if held_out else [],
         [f"![share of the oracle per pair]({png.name})"],
     )
+
+
+def _speakers(rows: list[RowResult]) -> list[str]:
+    kinds = [f"`{row.name}`: {speaker_kind(row)}" for row in rows]
+    return _section("Any speaker", SPEAKERS_PROSE, audience_table(rows), [f"- {kind}" for kind in kinds])
+
+
+def speaker_kind(row: RowResult) -> str:
+    """What speaks in the row's runs: the adapter speaker's tower and adapter, or the VLM (given or embedded)."""
+    speaker = row.runs[0].summary["config"]["speaker"]
+    if speaker.get("kind") == "vlm":
+        lora = f"LoRA r {speaker['lora_r']} on {', '.join(speaker['target_modules'])}"
+        if speaker.get("name"):
+            return f"the VLM {speaker['name']}, {lora}"
+        recipe = speaker["train"]
+        return (
+            f"the embedded VLM -- a LLaVA of the locally trained CLIP {recipe['vision_model']} (tower frozen) and a "
+            f"{recipe['text_layers']}-layer, {recipe['text_width']}-wide Llama trained by captioning --, {lora}"
+        )
+    adapter = speaker.get("adapter") or {}
+    return f"the adapter speaker: CLIP {speaker['vision']['model']} -> {adapter.get('kind', '?')} adapter -> LM"
 
 
 def _transfers(moved: list[TransferResult]) -> list[str]:
