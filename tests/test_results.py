@@ -396,3 +396,35 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         "training seeds" not in again.stdout
         and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
     )
+
+
+def test_the_any_speaker_section_names_each_kind_of_speaker(tmp_path):
+    """The "any speaker" section: each row's gap against the fixed oracle, what it names, and what speaks."""
+    speakers = {
+        "colorblind": {"kind": "adapter", "vision": {"model": "ls-rn-tiny-64"}, "adapter": {"kind": "perceiver"}},
+        "colorblind_vlm": {
+            "kind": "vlm",
+            "name": None,
+            "lora_r": 8,
+            "target_modules": ["q_proj", "v_proj"],
+            "train": {"vision_model": "ls-vit-tiny-64", "text_layers": 2, "text_width": 128},
+        },  # fmt: skip
+    }
+    rows = {name: [tmp_path / name / f"seed_{s}" for s in range(2)] for name in speakers}
+    for name, paths in rows.items():
+        for seed, path in enumerate(paths):
+            fake_run(path, seed, 0.5 if name == "colorblind" else 0.4, 0.99, 0.52)
+            summary = json.loads((path / "summary.json").read_text())
+            summary["config"]["speaker"] |= speakers[name]
+            (path / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "results.md"
+    write_results(out, rows, [], ["# Results"], 200, speakers=list(speakers))
+    section = out.read_text().split("## Any speaker", 1)[1]
+    (vlm,) = table_rows(section, "`colorblind_vlm`", AUDIENCE_COLUMNS)
+    gaps = [json.loads((p / "summary.json").read_text())["after"]["gap"] for p in rows["colorblind_vlm"]]
+    assert vlm[2] == "0.520 (color)" and vlm[3] == f"{np.mean(gaps):.3f} +- {np.std(gaps, ddof=1):.3f}"
+    assert "- `colorblind`: the adapter speaker: CLIP ls-rn-tiny-64 -> perceiver adapter -> LM" in section
+    assert (
+        "- `colorblind_vlm`: the embedded VLM -- a LLaVA of the locally trained CLIP ls-vit-tiny-64 (tower frozen) "
+        "and a 2-layer, 128-wide Llama trained by captioning --, LoRA r 8 on q_proj, v_proj"
+    ) in section
