@@ -110,17 +110,32 @@ class Reward:
     ) -> torch.Tensor:
         """Reward of each board, any batch shape (...): target_probs and correct map listener name -> (...); chance is
         1 / the board's images (needed with chance_floor or misled_cost)."""
+        if self.score == "dixit":
+            self._check_played(target_probs, correct)
+            right = torch.stack([correct[name].bool() for name in self.listeners])  # (n_listeners, ...)
+            return (right.any(0) & ~right.all(0)).float()
+        intended, subtracted = self.terms(target_probs, correct, chance)
+        return intended - self.lam * subtracted
+
+    def terms(
+        self, target_probs: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor], chance: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward's two sums, each (...): sum_i w_i s_i over the intended listeners and sum_j w_j s_j over the
+        subtracted ones (0 when there are none), so that the reward is intended - lam * subtracted. ValueError for the
+        dixit score, which is no such sum."""
+        if self.score == "dixit":
+            raise ValueError("the dixit reward is not a sum over listeners; it has no intended and subtracted terms")
+        self._check_played(target_probs, correct)
+        intended = sum(w * self._intended_score(target_probs[n], correct[n], chance) for n, w in self.intended.items())
+        subtracted = sum(
+            w * self._subtracted_score(target_probs[n], correct[n], chance) for n, w in self.subtracted.items()
+        )
+        return intended, torch.zeros_like(intended) + subtracted
+
+    def _check_played(self, target_probs: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor]) -> None:
         missing = [name for name in self.listeners if name not in target_probs or name not in correct]
         if missing:
             raise KeyError(f"the reward needs listener(s) {missing}, which did not play")
-        if self.score == "dixit":
-            right = torch.stack([correct[name].bool() for name in self.listeners])  # (n_listeners, ...)
-            return (right.any(0) & ~right.all(0)).float()
-        total = sum(w * self._intended_score(target_probs[n], correct[n], chance) for n, w in self.intended.items())
-        penalty = sum(
-            w * self._subtracted_score(target_probs[n], correct[n], chance) for n, w in self.subtracted.items()
-        )
-        return total - self.lam * penalty
 
     def gap(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(...) mean score of the intended listeners minus that of the subtracted ones (the intended mean alone when
