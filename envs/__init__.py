@@ -1,4 +1,7 @@
-"""PettingZoo front-ends (AEC and Parallel) over the batched game core, registered as `listener_sub/Dixit-v0`.
+"""The envs over the batched game core: PettingZoo front-ends (AEC and Parallel) registered here as
+`listener_sub/Dixit-v0`, and the batched fronts (`dixit_vector`): the Gymnasium vector env
+`listener_sub/DixitSpeaker-v0` (registered with Gymnasium on import: `gymnasium.make_vec(SPEAKER_ENV_ID, num_envs=N)`)
+and `BatchedDixitEnv`.
 
 PettingZoo has no registry of its own; `make(ENV_ID)` / `make(ENV_ID, parallel=True)` look the id up here.
 """
@@ -8,8 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import gymnasium
+
 from listener_sub.envs.dixit_v0 import ENV_ID
+from listener_sub.envs.dixit_vector import SPEAKER_ENV_ID, BatchedDixitEnv, DixitSpeakerVectorEnv
 from listener_sub.envs.round import caption_action
+
+if SPEAKER_ENV_ID not in gymnasium.registry:
+    gymnasium.register(SPEAKER_ENV_ID, vector_entry_point="listener_sub.envs.dixit_vector:DixitSpeakerVectorEnv")
 
 REGISTRY: dict[str, str] = {
     ENV_ID: "listener_sub.envs.dixit_v0"
@@ -40,4 +49,13 @@ def make(env_id: str = ENV_ID, parallel: bool = False, **kwargs: Any) -> Any:
     return module.parallel_env(**kwargs) if parallel else module.env(**kwargs)
 
 
-__all__ = ["ENV_ID", "REGISTRY", "caption_action", "make", "make_env"]
+__all__ = [
+    "ENV_ID",
+    "REGISTRY",
+    "SPEAKER_ENV_ID",
+    "BatchedDixitEnv",
+    "DixitSpeakerVectorEnv",
+    "caption_action",
+    "make",
+    "make_env",
+]

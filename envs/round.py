@@ -50,6 +50,32 @@ def caption_action(tokenizer: Any, text: str, max_tokens: int = 16) -> np.ndarra
     return tokens
 
 
+def checked_tokens(action: Any, shape: tuple[int, ...], vocab: int) -> np.ndarray:
+    """The speaker's token ids as int64: an integer array of `shape` ((max_tokens,), or (num_envs, max_tokens)) with
+    ids in [0, vocab); anything else (floats, another shape, ids out of the vocabulary) is a ValueError, never
+    truncated or wrapped."""
+    tokens = np.asarray(action)
+    if tokens.dtype.kind not in "iu" or tokens.shape != shape or tokens.min() < 0 or tokens.max() >= vocab:
+        count = shape[0] if len(shape) == 1 else "x".join(map(str, shape))
+        raise ValueError(f"the speaker acts with {count} integer token ids in [0, {vocab}), got {action!r}")
+    return tokens.astype(np.int64)
+
+
+def checked_picks(action: Any, shape: tuple[int, ...], n_images: int, agent: str) -> np.ndarray:
+    """A listener's picked positions as int64: an integer array of `shape` (() for one board, (num_envs,) for a batch)
+    in [0, n_images); anything else (a float, a bool, another shape) is a ValueError."""
+    positions = np.asarray(action)
+    if (
+        positions.dtype.kind not in "iu"
+        or positions.shape != shape
+        or positions.min() < 0
+        or positions.max() >= n_images
+    ):
+        what = "one integer position" if shape == () else f"{shape[0]} integer positions"
+        raise ValueError(f"{agent} picks {what} in [0, {n_images}), got {action!r}")
+    return positions.astype(np.int64)
+
+
 def default_game() -> tuple[Game, Any]:
     """(game, tokenizer) of the default experiment (its game and captioning speaker's tokenizer), found in the artifact
     cache -- never trained here: what the cache lacks is one MissingArtifact naming `listener-sub pretrain`."""
@@ -154,18 +180,7 @@ class Round:
         self.check_open()
         if self.caption is not None:
             raise ValueError("the speaker has spoken this round; call reset() for a new board")
-        tokens = np.asarray(action)
-        if (
-            tokens.dtype.kind not in "iu"
-            or tokens.shape != (self.max_tokens,)
-            or tokens.min() < 0
-            or tokens.max() >= len(self.tokenizer)
-        ):
-            raise ValueError(
-                f"the speaker acts with {self.max_tokens} integer token ids in [0, {len(self.tokenizer)}), "
-                f"got {action!r}"
-            )
-        self.tokens = tokens.astype(np.int64)
+        self.tokens = checked_tokens(action, (self.max_tokens,), len(self.tokenizer))
         self.caption = decode_tokens(self.tokenizer, self.tokens[None])[0]
 
     def pick(self, actions: dict[str, Any]) -> None:
@@ -178,10 +193,7 @@ class Round:
         for agent, action in actions.items():
             if agent not in self.acting():
                 raise ValueError(f"{agent} is not a listener yet to pick this round")
-            position = np.asarray(action)
-            if position.dtype.kind not in "iu" or position.shape != () or not 0 <= int(position) < self.game.n_images:
-                raise ValueError(f"{agent} picks one integer position in [0, {self.game.n_images}), got {action!r}")
-            positions[agent] = int(position)
+            positions[agent] = int(checked_picks(action, (), self.game.n_images, agent))
         self.picks |= positions
 
     def check_open(self) -> None:

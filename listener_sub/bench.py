@@ -7,6 +7,8 @@
   measured in the same run, peak memory.
 - The listener CLIP's pretraining step: `ListenerTraining.step` against `NaiveListenerTraining.step` (every caption
   key encoded, identical texts or not; AdamW's per-parameter loop), from the same initialisation and batches.
+- The envs: the Gymnasium vector env (num_envs boards a step through the game core) against the PettingZoo AEC env
+  playing the same boards one at a time, its listener agents the game's listener models: boards a second.
 """
 
 from __future__ import annotations
@@ -357,3 +359,50 @@ def real_size_players(
     lm = GPT2LMHeadModel(GPT2Config(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
     speaker = Speaker.build(open_clip.create_model("ViT-B-32").visual, lm, tokenizer, "perceiver").to(device)
     return create_game(world, listeners, reward, pool_size=pool_size), speaker
+
+
+def bench_env(game: Game, tokenizer: Any, num_envs: int, steps: int, aec_boards: int, max_tokens: int = 16) -> dict:
+    """Boards a second of `DixitSpeakerVectorEnv` (num_envs a step, `steps` steps) against the wrapped PettingZoo AEC
+    env on the first `aec_boards` of the same boards, one an episode, its listener agents played by the game's
+    listener models (`ListenerPolicy`: the picks the vector env's listeners make inside). The speaker says each
+    target's description on both; the largest difference of their rewards on a board is reported (0: the same game)."""
+    from listener_sub.envs import DixitSpeakerVectorEnv, caption_action, make_env
+    from listener_sub.envs.policies import ListenerPolicy
+
+    vector = DixitSpeakerVectorEnv(num_envs, game, tokenizer, max_tokens=max_tokens)
+    stream = np.random.default_rng(0)  # the vector env's board stream after reset(seed=0)
+    pool = game.pool(vector.split)
+    boards = [game.sample(num_envs, stream, vector.split) for _ in range(steps + 1)]
+    actions = [
+        np.stack([caption_action(tokenizer, pool.describe(int(t)), max_tokens) for t in b.target_items]) for b in boards
+    ]  # (num_envs, max_tokens) a step
+    vector.reset(seed=0)
+    vector.step(actions[0])  # warm-up: the pool's features, the first captions' text features
+    start = time.perf_counter()
+    vector_rewards = [vector.step(action)[1] for action in actions[1:]]
+    vector_s = time.perf_counter() - start
+
+    aec = make_env(game, tokenizer, max_tokens=max_tokens)
+    round_ = aec.unwrapped.round
+    listeners = {agent: ListenerPolicy(round_, agent, game.choice) for agent in round_.listeners}
+    flat = [(b[i : i + 1], action[i]) for b, action in zip(boards[1:], actions[1:]) for i in range(num_envs)]
+    aec_rewards = []
+    start = time.perf_counter()
+    for board, action in flat[:aec_boards]:
+        aec.reset()
+        round_.boards, round_._views = board, {}  # the vector env's board
+        for agent in aec.agent_iter():
+            observation, _, termination, truncation, _ = aec.last()
+            if termination or truncation:
+                aec.step(None)
+            else:
+                aec.step(action if agent == "speaker_0" else listeners[agent](observation))
+        aec_rewards.append(round_.rewards()["speaker_0"])
+    aec_s = time.perf_counter() - start
+    played = np.concatenate(vector_rewards)[: len(aec_rewards)]
+    return {
+        "env/vector_boards_per_s": num_envs * steps / vector_s,
+        "env/aec_boards_per_s": len(aec_rewards) / aec_s,
+        "env/speedup": (num_envs * steps / vector_s) / (len(aec_rewards) / aec_s),
+        "env/reward_max_diff": float(np.abs(played - np.array(aec_rewards)).max()),
+    }

@@ -1,11 +1,12 @@
-"""`listener-sub bench [preset=tiny|real|vlm] [parts=[render,rl,clip]]`: optimized paths against naive ones in one run;
-prints a table and writes bench.json.
+"""`listener-sub bench [preset=tiny|real|vlm] [parts=[render,rl,clip,env]]`: optimized paths against naive ones in
+one run; prints a table and writes bench.json.
 
 preset=tiny: the embedded default's models (from the cache, built when missing) and its RL settings; the CLIP step of
 the default listener model and recipe. preset=real: random-init real-size players (ViT-B-32 CLIPs, GPT-2 124M) over
 the embedded world, `real.boards` x `real.k` a step; the CLIP step of ViT-B-32 on `real.clip_batch` images.
 preset=vlm (parts=[rl]): the tiny game's listeners and a random-init Idefics3 speaker of `vlm.size` (tiny, or
 smolvlm-256m: SmolVLM-256M's sizes) with LoRA, `vlm.boards` x `vlm.k` a step, against its naive twin (no KV cache).
+parts=[env] (preset=tiny): the vector env, `env.num_envs` boards a step, against the AEC env on the same boards.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from listener_sub.assembly import RunSpec, pick_device
-from listener_sub.bench import bench_clip, bench_render, bench_rl, byte_level_tokenizer, real_size_players
+from listener_sub.bench import bench_clip, bench_env, bench_render, bench_rl, byte_level_tokenizer, real_size_players
 from listener_sub.cli import hydra_command
 from listener_sub.commands.common import eval_config, run_spec, trainer_config, typed
 from listener_sub.errors import UserError
@@ -34,7 +35,7 @@ from listener_sub.rl import Trainer
 from listener_sub.world import PRETRAIN_SPLIT, WorldConfig
 
 PRESETS = ("tiny", "real", "vlm")
-PARTS = ("render", "rl", "clip")
+PARTS = ("render", "rl", "clip", "env")
 
 
 def rl_trainer(cfg: DictConfig, spec: RunSpec, run_dir: Path) -> Trainer:
@@ -64,6 +65,10 @@ def check(cfg: DictConfig) -> list[str]:
         raise UserError(f"unknown preset={cfg.preset}; choose one of: {', '.join(PRESETS)}")
     if cfg.preset == "vlm" and cfg.vlm.size not in VLM_SIZES:
         raise UserError(f"unknown vlm.size={cfg.vlm.size}; choose one of: {', '.join(VLM_SIZES)}")
+    if cfg.preset != "tiny" and "env" in cfg.parts:
+        raise UserError(
+            f"parts=[env] measures the envs in the embedded default's game; use preset=tiny, not {cfg.preset}"
+        )
     if cfg.preset == "vlm" and "clip" in cfg.parts:
         raise UserError("preset=vlm measures a VLM speaker's RL step; run it with parts=[rl] (or parts=[render,rl])")
     parts = list(cfg.parts)
@@ -103,6 +108,10 @@ def main(cfg: DictConfig) -> None:
         results |= bench_rl(rl_trainer(cfg, spec, run_dir / "rl"), int(cfg.rl.steps), int(cfg.rl.naive_steps))
     if "clip" in parts:
         results |= clip_bench(cfg, spec)
+    if "env" in parts:
+        played = players(cfg, spec)
+        e = cfg.env
+        results |= bench_env(played.game, played.speaker.tokenizer, int(e.num_envs), int(e.steps), int(e.aec_boards))
     table = Table(title=f"listener-sub bench (preset={cfg.preset}, {torch.get_num_threads()} threads)")
     table.add_column("metric")
     table.add_column("value", justify="right")
