@@ -9,6 +9,7 @@ here like a LoRA trained by `listener-sub train speaker=vlm`:
     python examples/trl_grpo.py --out grpo_run                    # the embedded VLM (built first if missing)
     python examples/trl_grpo.py --out grpo_run --model HuggingFaceTB/SmolVLM-256M-Instruct   # a hub VLM, on a GPU
     listener-sub eval speaker=vlm checkpoint=grpo_run/lora        # speaker.name=MODEL for a model given by --model
+    python examples/trl_grpo.py --out grpo_run experiment=knowledge_limited   # overrides: another game
     listener-sub eval speaker=vlm checkpoint=grpo_run/lora evaluation.split=shifted   # zero-shot transfer
     listener-sub inspect speaker=vlm checkpoint=grpo_run/lora     # the HTML report of its captions
 """
@@ -34,13 +35,14 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4, help="captions sampled per board")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the LoRA weights")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="config overrides of the game, as for listener-sub eval")
     args = parser.parse_args()
 
     from peft import LoraConfig
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
 
-    overrides = ["speaker=vlm"] + ([f"speaker.name={args.model}"] if args.model else [])
+    overrides = ["speaker=vlm", *([f"speaker.name={args.model}"] if args.model else []), *args.overrides]
     players = ls.default_players(overrides)  # the colour-blind game; its VLM speaker names the model's directory
     name = players.speaker.config.name
     model = AutoModelForImageTextToText.from_pretrained(name)

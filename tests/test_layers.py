@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "listener_sub.commands",
             "listener_sub.envs",
+            "listener_sub.integrations",
             "listener_sub.report",
             "listener_sub.configs",
             "listener_sub.cli",

@@ -117,6 +117,8 @@ def cached_models(cache: Path) -> set[str]:
         if where.parts[:1] in (("features",), ("images",)):
             continue
         for name in [*dirs, *files]:
+            if where == Path(".") and name in ("features", "images"):
+                continue
             if not name.endswith((".record.json", ".lock", "about.json")):
                 found.add(str(where / name))
     return found

@@ -133,3 +133,33 @@ def test_a_processor_without_a_chat_template_gets_the_speakers_prompt(tmp_path):
     speaker_prompt = prompt_text(processor, "describe the image")  # no template: the image token, then the text
     turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe the image"}]}]
     assert with_chat_template(processor).apply_chat_template(turn, add_generation_prompt=True) == speaker_prompt
+
+
+@pytest.mark.slow
+def test_the_grpo_example_writes_a_lora_that_listener_sub_eval_reads(warm_cache, tmp_path):
+    """examples/trl_grpo.py on the session's tiny listeners and a tiny embedded VLM: GRPO writes a LoRA folder, and
+    `listener-sub eval speaker=vlm checkpoint=` scores it like a LoRA trained by `listener-sub train`."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_pretrain import TINY
+
+    game = [o for o in TINY if not o.startswith(("speaker.", "lm."))] + [
+        "speaker.train.steps=20", "speaker.train.scenes=64", "speaker.train.text_width=32", "speaker.train.text_mlp=64",
+        "speaker.train.text_heads=2",
+    ]  # fmt: skip
+    example = Path(__file__).resolve().parent.parent / "examples" / "trl_grpo.py"
+    out = tmp_path / "grpo"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["--out", str(out), "--steps", "2", "--boards", "2", "--generations", "2", *game]
+    ran = subprocess.run([sys.executable, str(example), *args], capture_output=True, text=True, timeout=900, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert (out / "lora" / "adapter_model.safetensors").is_file()
+    command = ["eval", "speaker=vlm", f"checkpoint={out / 'lora'}", *game, f"hydra.run.dir={tmp_path / 'eval'}"]
+    ran = subprocess.run([sys.executable, "-m", "listener_sub", *command], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    after = json.loads((tmp_path / "eval" / "summary.json").read_text())["after"]
+    assert 0.0 <= after["acc/full"] <= 1.0 and "gap" in after
