@@ -40,7 +40,7 @@ from listener_sub.envs.round import (
     SPEAKER,
     checked_picks,
     checked_tokens,
-    default_game,
+    env_players,
     listener_agent,
     pad_id,
 )
@@ -49,15 +49,6 @@ from listener_sub.game import Boards, Game, Outcome, decode_tokens
 from listener_sub.images import perceived
 
 SPEAKER_ENV_ID = "listener_sub/DixitSpeaker-v0"
-
-
-def _players(game: Game | None, tokenizer: Any) -> tuple[Game, Any]:
-    if (game is None) != (tokenizer is None):
-        raise ValueError("pass both game= and tokenizer= (the speaker's), or neither for the default experiment's")
-    game, tokenizer = (game, tokenizer) if game is not None else default_game()
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the speaker's tokenizer needs an eos token")
-    return game, tokenizer
 
 
 def outcome_infos(outcome: Outcome, boards: Boards, captions: list[str]) -> dict[str, Any]:
@@ -92,7 +83,7 @@ class DixitSpeakerVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs}: play at least one board at a time")
-        self.game, self.tokenizer = _players(game, tokenizer)
+        self.game, self.tokenizer = env_players(game, tokenizer)
         self.num_envs, self.split, self.max_tokens, self.board, self.data = num_envs, split, max_tokens, board, data
         image = self.game.pool(split, data).images.shape[1:]  # (H, W, 3)
         observed = {"target": spaces.Box(0, 255, image, np.uint8)}
@@ -159,7 +150,7 @@ class BatchedDixitEnv:
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs}: play at least one board at a time")
-        self.game, self.tokenizer = _players(game, tokenizer)
+        self.game, self.tokenizer = env_players(game, tokenizer)
         self.num_envs, self.split, self.max_tokens, self.data = num_envs, split, max_tokens, data
         self.listeners = {listener_agent(i): name for i, name in enumerate(self.game.listeners)}
         self.possible_agents = [SPEAKER, *self.listeners]

@@ -92,6 +92,18 @@ def default_game() -> tuple[Game, Any]:
     return players.game, players.speaker.tokenizer
 
 
+def env_players(game: Game | None, tokenizer: Any) -> tuple[Game, Any]:
+    """The game and the speaker's tokenizer an env plays: both as given, or neither (the default experiment's, from the
+    cache); ValueError for one without the other, or a tokenizer without an EOS token."""
+    if (game is None) != (tokenizer is None):
+        raise ValueError("pass both game= and tokenizer= (the speaker's), or neither for the default experiment's")
+    if game is None:
+        game, tokenizer = default_game()
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the speaker's tokenizer needs an eos token")
+    return game, tokenizer
+
+
 class Round:
     """A board, the speaker's token ids, the listeners' picks and the outcome; spaces of every agent.
 
@@ -116,12 +128,7 @@ class Round:
         max_tokens: int = 16,
         data: DataConfig | None = None,
     ) -> None:
-        if (game is None) != (tokenizer is None):
-            raise ValueError("pass both game= and tokenizer= (the speaker's), or neither for the default experiment's")
-        if game is None:
-            game, tokenizer = default_game()
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the speaker's tokenizer needs an eos token")
+        game, tokenizer = env_players(game, tokenizer)
         self.game, self.tokenizer, self.split, self.max_tokens, self.data = game, tokenizer, split, max_tokens, data
         self.listeners = {listener_agent(i): name for i, name in enumerate(game.listeners)}  # agent -> listener name
         self.agents = [SPEAKER, *self.listeners]

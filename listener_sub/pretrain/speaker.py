@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,38 @@ def vision_features(speaker: Speaker, images: np.ndarray) -> VisionFeatures | No
     )
 
 
+def fit_captions(
+    params: list[torch.nn.Parameter],
+    loss: Callable[[np.ndarray, list[str]], torch.Tensor],
+    captions: list[list[str]],
+    recipe: CaptionerRecipe | Any,
+    desc: str,
+    progress: bool = True,
+) -> list[float]:
+    """The captioning loop both captioners share: AdamW on `params` by `recipe` (its lr, weight_decay, schedule,
+    steps, batch_size, max_grad_norm, seed); each step a random batch of image indices (b,), one random caption each,
+    and `loss(index, texts)`. Returns each step's loss."""
+    if not all(captions):
+        raise ValueError(f"need at least one caption per image: {sum(not c for c in captions)} image(s) have none")
+    rng = np.random.default_rng(recipe.seed)
+    optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = lr_scheduler(optimizer, recipe.schedule, recipe.steps)
+    losses = []
+    bar = tqdm(range(recipe.steps), desc=desc, disable=not progress)
+    for _ in bar:
+        index = rng.choice(len(captions), size=min(recipe.batch_size, len(captions)), replace=False)  # (b,)
+        texts = [captions[i][rng.integers(len(captions[i]))] for i in index]
+        step_loss = loss(index, texts)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(step_loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
 def train_captioner(
     speaker: Speaker,
     images: np.ndarray,
@@ -57,28 +90,14 @@ def train_captioner(
     progress: bool = True,
 ) -> list[float]:
     """AdamW on the adapter: each step a random batch of images (N, H, W, 3) uint8, one random caption each."""
-    if len(images) != len(captions) or not all(captions):
+    if len(images) != len(captions):
         raise ValueError(f"need at least one caption per image: {len(images)} images, {len(captions)} caption lists")
-    rng = np.random.default_rng(recipe.seed)
-    params = list(speaker.adapter.parameters())
-    optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = lr_scheduler(optimizer, recipe.schedule, recipe.steps)
-    features = vision_features(
-        speaker, images
-    )  # the frozen tower's view of every image, once (None: too large to keep)
+    features = vision_features(speaker, images)  # the frozen tower's view of every image, once (None: too large)
     speaker.train()
-    losses = []
-    bar = tqdm(range(recipe.steps), desc="speaker captioning", disable=not progress)
-    for _ in bar:
-        index = rng.choice(len(images), size=min(recipe.batch_size, len(images)), replace=False)  # (b,)
-        texts = [captions[i][rng.integers(len(captions[i]))] for i in index]
-        loss = speaker.caption_loss(images[index] if features is None else features[index], texts)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+
+    def loss(index: np.ndarray, texts: list[str]) -> torch.Tensor:
+        return speaker.caption_loss(images[index] if features is None else features[index], texts)
+
+    losses = fit_captions(list(speaker.adapter.parameters()), loss, captions, recipe, "speaker captioning", progress)
     speaker.eval()
     return losses

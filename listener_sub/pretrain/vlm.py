@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from listener_sub.models.vlm import lora_targets, prompt_text
-from listener_sub.optim import Schedule, adamw, lr_scheduler
+from listener_sub.optim import Schedule
 from listener_sub.pretrain.lm import IGNORE, train_tokenizer
+from listener_sub.pretrain.speaker import fit_captions
 from listener_sub.world import Vocabulary
 
 if TYPE_CHECKING:
@@ -216,26 +216,15 @@ def train_vlm_captioner(
 ) -> list[float]:
     """AdamW on everything but the vision tower: each step a random batch of images (N, H, W, 3) uint8, one random
     caption each, the cross-entropy of the caption after the prompt (`prompt`: the user's turn, as the speaker asks)."""
-    if len(images) != len(captions) or not all(captions):
+    if len(images) != len(captions):
         raise ValueError(f"need at least one caption per image: {len(images)} images, {len(captions)} caption lists")
-    rng = np.random.default_rng(recipe.seed)
     text = prompt_text(processor, prompt)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = lr_scheduler(optimizer, recipe.schedule, recipe.steps)
     model.train()
-    losses = []
-    bar = tqdm(range(recipe.steps), desc="VLM captioning", disable=not progress)
-    for _ in bar:
-        index = rng.choice(len(images), size=min(recipe.batch_size, len(images)), replace=False)  # (b,)
-        texts = [captions[i][rng.integers(len(captions[i]))] for i in index]
-        loss = model(**caption_batch(processor, text, images[index], texts), use_cache=False).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+
+    def loss(index: np.ndarray, texts: list[str]) -> torch.Tensor:
+        return model(**caption_batch(processor, text, images[index], texts), use_cache=False).loss
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = fit_captions(params, loss, captions, recipe, "VLM captioning", progress)
     model.eval()
     return losses
