@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import data_equivalence
+from gymnasium.utils.passive_env_checker import check_obs, data_shares_objects
 from tiny_game import one_thread, tiny_game, tiny_listeners, word_tokenizer  # noqa: F401 (one_thread: an autouse fixture)
 
 from listener_sub.envs import SPEAKER_ENV_ID, BatchedDixitEnv, caption_action, dixit_v0
@@ -37,7 +38,10 @@ def test_make_vec_plays_whole_batches_through_the_game_core(game, tokenizer):
     first, second = game.sample(4, stream, "test"), game.sample(4, stream, "test")
     assert np.array_equal(obs["target"], first.target_images)
 
+    check_obs(obs, envs.observation_space, "reset")  # Gymnasium's own checks of what the env returns
     obs2, rewards, terminated, truncated, infos = envs.step(actions(tokenizer, 4))
+    check_obs(obs2, envs.observation_space, "step")
+    assert not data_shares_objects(obs, obs2)  # each call returns fresh arrays
     outcome = game.play([CAPTIONS[i] for i in range(4)], first)
     assert rewards == pytest.approx(outcome.reward.numpy(), abs=1e-6) and rewards.dtype == np.float32
     assert terminated.all() and not truncated.any()  # one-step episodes, every one ends
