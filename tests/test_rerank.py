@@ -86,9 +86,10 @@ def test_evaluation_reranks_the_plain_keys_and_bounds_their_kl(played, tmp_path)
     # the reference is the sampling speaker itself: the kl is the best-of-n bound exactly, on every board
     assert best["kl"] == pytest.approx(math.log(N) - (N - 1) / N) == pytest.approx(best_of_n_kl(N))
     with np.load(tmp_path / "b.npz") as per_board:
-        assert np.allclose(per_board["kl"], best_of_n_kl(N)) and per_board["reward"].mean() == pytest.approx(
-            best["reward"]
-        )
+        # per board up to float32 rounding of the log-probs it is computed from
+        assert np.allclose(per_board["kl"], best_of_n_kl(N), rtol=0, atol=1e-4) and per_board[
+            "reward"
+        ].mean() == pytest.approx(best["reward"])
     assert best["reward"] > best["sample/reward"]  # the best of six samples beats one sample
     assert evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1, decode=RerankConfig(n=N, seed=3)) == best
     assert evaluate_speaker(speaker, game, boards, speaker.adapter, seed=1, decode=RerankConfig(n=N, seed=4)) != best
