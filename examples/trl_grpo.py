@@ -11,7 +11,8 @@ here like a LoRA trained by `listener-sub train speaker=vlm`:
     listener-sub eval speaker=vlm checkpoint=grpo_run/lora        # speaker.name=MODEL for a model given by --model
     python examples/trl_grpo.py --out grpo_run experiment=knowledge_limited   # overrides: another game
     listener-sub eval speaker=vlm checkpoint=grpo_run/lora evaluation.split=shifted   # zero-shot transfer
-    listener-sub inspect speaker=vlm checkpoint=grpo_run/lora     # the HTML report of its captions
+    listener-sub rollout speaker=vlm checkpoint=grpo_run/lora     # PettingZoo episodes played by it
+    listener-sub inspect run=RUN checkpoint=grpo_run/lora         # RUN: a `listener-sub train speaker=vlm` run
 """
 
 from __future__ import annotations
