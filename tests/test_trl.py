@@ -79,25 +79,28 @@ def test_the_dixit_score_has_no_terms_and_the_parts_weigh_lam(game):
     assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": " a  red "}]}]) == "a red"
 
 
-def test_grpo_trains_a_tiny_vlms_lora_with_the_games_rewards(game, tmp_path):
-    """GRPOTrainer, a few steps on CPU: a tiny random LLaVA with LoRA, this reward; every reward TRL logged is
-    `Game.play`'s on the same board and caption."""
+@pytest.mark.parametrize("kind", ["GRPO", "RLOO"])
+def test_trl_trains_a_tiny_vlms_lora_with_the_games_rewards(game, tmp_path, kind):
+    """GRPOTrainer and RLOOTrainer, a few steps on CPU: a tiny random LLaVA with LoRA, this reward; every reward TRL
+    logged is `Game.play`'s on the same board and caption."""
+    import trl
     from peft import LoraConfig
     from tiny_vlms import save_llava
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOConfig, GRPOTrainer
+
+    Config, Trainer = getattr(trl, f"{kind}Config"), getattr(trl, f"{kind}Trainer")
 
     path = save_llava(tmp_path / "llava")
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path)
     data = boards_dataset(game, 8, split="train", seed=0, prompt="describe the image")
     rewards = ListenerSubtractionRewards(game)
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
+    args = Config(
+        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
         max_steps=2, learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True, bf16=False, save_strategy="no",
         log_completions=False, seed=0, reward_weights=[1.0, 1.0],
     )  # fmt: skip
-    trainer = GRPOTrainer(
+    trainer = Trainer(
         model=model, processing_class=processor, args=args, train_dataset=data,
         reward_funcs=[rewards.intended_reward, rewards.subtracted_reward],
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
