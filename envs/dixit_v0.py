@@ -10,6 +10,9 @@ agent's action now):
 - pick: every listener acts with the board position it picks, 0 to N-1.
 - done: the round is scored; every agent has its reward and the episode ends.
 
+`reset(seed, options={"boards": boards})` plays the given board (one `Boards` row, e.g. another env's) instead of the
+next one drawn.
+
 AEC: the speaker steps, then listener_0, listener_1, ... in turn. Parallel: two steps, the speaker's phase, then the
 listeners' phase; each step reads exactly the actions of the agents whose info says `acts` (the speaker in the
 first step, every listener in the second) and never reads the others' (PettingZoo sends an action for every live
@@ -109,7 +112,7 @@ class raw_env(_DixitEnv, AECEnv):
     """
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
-        self.round.reset(seed)
+        self.round.reset(seed, (options or {}).get("boards"))
         self.agents = list(self.possible_agents)
         self.rewards = dict.fromkeys(self.agents, 0.0)
         self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
@@ -152,7 +155,7 @@ class parallel_raw_env(_DixitEnv, ParallelEnv):
     """
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
-        self.round.reset(seed)
+        self.round.reset(seed, (options or {}).get("boards"))
         self.agents = list(self.possible_agents)
         return {a: self.round.observe(a) for a in self.agents}, self.round.infos()
 

@@ -147,11 +147,14 @@ class Round:
             )
         self.rng = np.random.default_rng()
 
-    def reset(self, seed: int | None = None) -> None:
-        """A new board; `seed` restarts the board stream (None: continue it)."""
+    def reset(self, seed: int | None = None, boards: Boards | None = None) -> None:
+        """A new board: `boards` (one board, e.g. another env's) as given, else the next of the board stream; `seed`
+        restarts the stream (None: continue it)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.boards = self.game.sample(1, self.rng, self.split, self.data)
+        if boards is not None and len(boards) != 1:
+            raise ValueError(f"a round plays one board; got {len(boards)}")
+        self.boards = boards if boards is not None else self.game.sample(1, self.rng, self.split, self.data)
         self.tokens = np.full(self.max_tokens, self.pad_id, dtype=np.int64)
         self.caption, self.picks, self.outcome = None, {}, None
         self._views: dict[str, np.ndarray] = {}  # listener agent -> its perceived board

@@ -389,8 +389,7 @@ def bench_env(game: Game, tokenizer: Any, num_envs: int, steps: int, aec_boards:
     aec_rewards = []
     start = time.perf_counter()
     for board, action in flat[:aec_boards]:
-        aec.reset()
-        round_.boards, round_._views = board, {}  # the vector env's board
+        aec.reset(options={"boards": board})  # the vector env's board
         for agent in aec.agent_iter():
             observation, _, termination, truncation, _ = aec.last()
             if termination or truncation:

@@ -266,6 +266,7 @@ class Outcome:
     """What happened on B boards: each listener's view of the caption, its pick, and the rewards."""
 
     probs: dict[str, torch.Tensor]  # listener name -> (B, N) P(image | caption) through its perception
+    target_probs: dict[str, torch.Tensor]  # listener name -> (B,) P(target | caption), what the reward reads
     choices: dict[str, torch.Tensor]  # listener name -> (B,) int64 picked position
     correct: dict[str, torch.Tensor]  # listener name -> (B,) bool, picked the target
     reward: torch.Tensor  # (B,) the speaker's reward
@@ -383,6 +384,7 @@ class Game:
         target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in probs.items()}  # (B,)
         return Outcome(
             dict(probs),
+            target_probs,
             choices,
             correct,
             self.reward(target_probs, correct, chance=1.0 / boards.items.shape[1]),

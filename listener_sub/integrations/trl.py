@@ -196,10 +196,8 @@ class ListenerSubtractionRewards:
         outcome = played.outcome
         if outcome is None or self.game.reward.score == "dixit":
             return None
-        target = torch.as_tensor(played.boards.target, device=next(iter(outcome.probs.values())).device)
-        target_probs = {name: p.gather(-1, target[:, None]).squeeze(-1) for name, p in outcome.probs.items()}
         chance = 1.0 / played.boards.items.shape[1]
-        return self.game.reward.terms(target_probs, outcome.correct, chance)
+        return self.game.reward.terms(outcome.target_probs, outcome.correct, chance)
 
     def listener_subtraction_reward(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
         """The game's reward of each completion on its row's board (`Game.play`'s `Outcome.reward`)."""
