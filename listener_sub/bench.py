@@ -188,10 +188,12 @@ class NaiveStep:
 # ---------------------------------------------------------------- measuring
 
 
-def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+def matmul_peak(device: torch.device, repeats: int = 5) -> tuple[float, str]:
     """This machine's matmul peak in FLOP/s, measured: the fastest of `repeats` (size x size) products (2 size^3 FLOPs
-    each), in bf16 on CUDA and fp32 on the CPU; and the dtype."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    each), in bf16 on CUDA (size 8192: a GPU needs large products to reach its peak) and fp32 on the CPU (size 2048);
+    and the dtype."""
+    cuda = device.type == "cuda"
+    dtype, size = (torch.bfloat16, 8192) if cuda else (torch.float32, 2048)
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b
@@ -205,9 +207,45 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 5) -> tup
     return 2 * size**3 / best, str(dtype).removeprefix("torch.")
 
 
+def attention_flops(query: Sequence[int], key: Sequence[int], value: Sequence[int]) -> int:
+    """FLOPs of scaled dot-product attention of query (B, Hq, Sq, D) over key (B, Hkv, Sk, D) and value (B, Hkv, Sk,
+    Dv), the key/value heads shared by groups of query heads when Hkv < Hq (grouped-query attention): the scores
+    (Sq x D x Sk) and their product with the values (Sq x Sk x Dv) for each of the B * Hq heads."""
+    b, heads, s_q, d = query
+    s_k, d_v = key[2], value[3]
+    return 2 * b * heads * s_q * s_k * (d + d_v)
+
+
+def _attention_forward(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return attention_flops(query, key, value)
+
+
+def _attention_backward(
+    grad_out: Any, query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    """The scores recomputed (D), the gradients of the values and of the probabilities (Dv each), of the queries and
+    of the keys (D each)."""
+    b, heads, s_q, d = query
+    s_k, d_v = key[2], value[3]
+    return 2 * b * heads * s_q * s_k * (3 * d + 2 * d_v)
+
+
+def _attention_formulas() -> dict[Any, Callable[..., int]]:
+    """torch's fused attention kernels -> GQA-aware FLOP formulas: some torch versions' own refuse Hkv < Hq, and none
+    counts the CPU's flash kernel."""
+    aten = torch.ops.aten
+    kernels = ("efficient_attention", "flash_attention", "cudnn_attention", "flash_attention_for_cpu")
+    forward = [getattr(aten, f"_scaled_dot_product_{k}", None) for k in kernels]
+    backward = [getattr(aten, f"_scaled_dot_product_{k}_backward", None) for k in kernels]
+    return {op: _attention_forward for op in forward if op is not None} | {
+        op: _attention_backward for op in backward if op is not None
+    }
+
+
 def step_flops(step: Callable[[], object]) -> float:
-    """FLOPs of one call of `step` (matmuls, convolutions and attention, as torch's flop counter counts them)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of `step`: matmuls and convolutions as torch's flop counter counts them, fused attention as
+    `attention_flops` (grouped-query attention included)."""
+    with FlopCounterMode(display=False, custom_mapping=_attention_formulas()) as counter:
         step()
     return float(counter.get_total_flops())
 
@@ -220,20 +258,21 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def bench_rl(trainer: Trainer, steps: int, naive_steps: int) -> dict[str, float]:
-    """The optimized step (`steps` timed) against the naive one (`naive_steps` timed), each after one untimed warm-up
-    and one counted step, from the same checkpoint (weights, optimizer, random streams): the same boards, the same
-    start.
+    """The optimized step (`steps` timed) against the naive one (`naive_steps` timed; 0: not run), each after one
+    untimed warm-up and one counted step, from the same checkpoint (weights, optimizer, random streams): the same
+    boards, the same start.
 
     Keys rl/<variant>/...: games_per_s (B*k sampled captions judged per second), s_per_step, s/<phase> (seconds per
-    step), gflop_per_step, flop_utilisation (achieved FLOP/s over the matmul peak), peak_memory_gb; rl/speedup;
-    rl/matmul_peak_gflops/<dtype>. The trainer's run directory receives the starting checkpoint.
+    step), gflop_per_step, flop_utilisation (achieved FLOP/s over the matmul peak), peak_memory_gb; rl/speedup (when
+    the naive step ran); rl/matmul_peak_gflops/<dtype>. The trainer's run directory receives the starting checkpoint.
     """
     device = trainer.speaker.device
     games = trainer.cfg.boards * trainer.cfg.k
     peak, dtype = matmul_peak(device)
     results: dict[str, float] = {f"rl/matmul_peak_gflops/{dtype}": peak / 1e9, "rl/games_per_step": games}
     start_from = trainer.save()
-    for name, step, n in (("optimized", trainer.train_step, steps), ("naive", NaiveStep(trainer), naive_steps)):
+    variants = (("optimized", trainer.train_step, steps), ("naive", NaiveStep(trainer), naive_steps))
+    for name, step, n in (variant for variant in variants if variant[2] > 0):
         trainer.load(start_from)
         trainer.phases = Phases(timed=False)
         step()  # warm-up
@@ -254,7 +293,8 @@ def bench_rl(trainer: Trainer, steps: int, naive_steps: int) -> dict[str, float]
         }
     trainer.load(start_from)
     trainer.phases = Phases(timed=False)
-    results["rl/speedup"] = results["rl/optimized/games_per_s"] / results["rl/naive/games_per_s"]
+    if naive_steps > 0:
+        results["rl/speedup"] = results["rl/optimized/games_per_s"] / results["rl/naive/games_per_s"]
     return results
 
 

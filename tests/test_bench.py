@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,11 +13,20 @@ import numpy as np
 import pytest
 import test_pretrain
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from test_rl import captioner, game, rl_config, speaker_from  # noqa: F401 (module fixtures: a tiny game and its captioner)
 from tiny_game import one_thread, tiny_game, tiny_listeners  # noqa: F401 (one_thread: an autouse fixture)
 
-from listener_sub.bench import NaiveListenerTraining, NaiveStep, bench_clip, bench_rl, naive_listen, naive_sample
+from listener_sub.bench import (
+    NaiveListenerTraining,
+    NaiveStep,
+    bench_clip,
+    bench_rl,
+    naive_listen,
+    naive_sample,
+    step_flops,
+)
 from listener_sub.commands.bench import check
 from listener_sub.draws import uniforms
 from listener_sub.errors import UserError
@@ -94,9 +104,37 @@ def test_bench_rl_reports_both_steps(game, captioner, tmp_path):
     assert trainer.step == 0  # back at the start: the bench leaves the trainer as it found it
 
 
+def test_bench_rl_without_the_naive_step_times_the_optimized_one_alone(game, captioner, tmp_path):
+    trainer = Trainer(
+        rl_config(boards=4, k=2), speaker_from(captioner), game, tmp_path, EvalConfig(boards=4, split="train")
+    )
+    results = bench_rl(trainer, steps=1, naive_steps=0)
+    assert results["rl/optimized/games_per_s"] > 0 and "rl/speedup" not in results
+    assert not any(key.startswith("rl/naive/") for key in results)
+
+
+def test_attention_flops_count_grouped_query_heads_and_the_cpu_kernel():
+    """Scores and values of every query head, forward (2 B Hq Sq Sk (D + Dv)) and backward (the scores recomputed, four
+    gradient products): on the CPU's flash kernel, which torch's own counter skips, and with fewer key/value heads."""
+    forward = 2 * 2 * 8 * 5 * 7 * (16 + 16)
+    backward = 2 * 2 * 8 * 5 * 7 * (3 * 16 + 2 * 16)
+    for kv_heads in (8, 2):
+        q = torch.randn(2, 8, 5, 16, requires_grad=True)
+        k, v = (torch.randn(2, kv_heads, 7, 16, requires_grad=True) for _ in range(2))
+        attend = functools.partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True)
+        assert step_flops(attend) == forward
+        assert step_flops(functools.partial(lambda f: f().sum().backward(), attend)) == forward + backward
+
+
 @pytest.mark.parametrize(
     "override, message",
-    [("preset=huge", "unknown preset=huge"), ("parts=[speed]", "parts=['speed']"), ("rl.steps=0", "rl.steps=0")],
+    [
+        ("preset=huge", "unknown preset=huge"),
+        ("parts=[speed]", "parts=['speed']"),
+        ("rl.steps=0", "rl.steps=0"),
+        ("rl.naive_steps=-1", "rl.naive_steps=-1"),
+        ("clip.naive_steps=0", "clip.naive_steps=0"),
+    ],
 )
 def test_bench_refuses_bad_settings(override, message):
     with initialize_config_module(version_base=None, config_module="listener_sub.configs"):

@@ -75,11 +75,11 @@ def check(cfg: DictConfig) -> list[str]:
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise UserError(f"parts={parts}: choose from {', '.join(PARTS)}, e.g. parts=[render,rl]")
-    for part in ("rl", "clip"):
-        if cfg[part].steps < 1 or cfg[part].naive_steps < 1:
+    for part, fewest_naive in (("rl", 0), ("clip", 1)):  # rl.naive_steps=0: the optimized RL step alone
+        if cfg[part].steps < 1 or cfg[part].naive_steps < fewest_naive:
             raise UserError(
-                f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; "
-                "time at least one step of each"
+                f"{part}.steps={cfg[part].steps}, {part}.naive_steps={cfg[part].naive_steps}; time at least one "
+                f"optimized step and {fewest_naive} naive one(s)"
             )
     return parts
 
