@@ -148,6 +148,26 @@ def test_kv_cache_log_probs_equal_teacher_forced_log_probs(tokenizer, images):
     assert (mask.sum(1) == gen.lengths).all() and (per_token[mask == 0] == 0).all()
 
 
+def test_a_prefix_read_once_for_k_captions_scores_them_as_k_copies_of_it_do(tokenizer, images):
+    """log_probs(prefix, ..., k) reads each prefix once and shares its keys and values: the same log-probs and the
+    same gradient to the prefix as a pass over the prefix repeated k times; a one-token caption too."""
+    speaker = make_speaker(tokenizer)
+    bias_eos(speaker, 2.0)
+    gen = speaker.generate(images, k=4, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
+    assert gen.lengths.min() < 10 and gen.lengths.max() == 10
+    prefix = speaker.prefix(images)  # (B, M, d_lm), with grad to the adapter
+    shared, mask = speaker.log_probs(prefix, gen.tokens, gen.lengths, 4)
+    repeated, repeated_mask = speaker.log_probs(prefix.repeat_interleave(4, 0), gen.tokens, gen.lengths)
+    torch.testing.assert_close(shared, repeated, atol=1e-5, rtol=0)
+    assert torch.equal(mask, repeated_mask)
+    weights = torch.randn_like(shared)  # a gradient that tells the rows apart
+    grads = [torch.autograd.grad((weights * lp).sum(), prefix, retain_graph=True)[0] for lp in (shared, repeated)]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    first = gen.tokens[:, :1]
+    one = speaker.log_probs(prefix, first, torch.ones(len(first), dtype=torch.long), 4)[0]
+    torch.testing.assert_close(one, shared[:, :1], atol=1e-5, rtol=0)
+
+
 def test_eos_handling(tokenizer, images):
     speaker = make_speaker(tokenizer)
     bias_eos(speaker, 2.0)

@@ -255,23 +255,38 @@ class Speaker(nn.Module):
         return self.lm.get_input_embeddings()(tokens)  # (N, L, d_lm)
 
     def log_probs(
-        self, prefix: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+        self, prefix: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One teacher-forced pass over [prefix; tokens]: (log pi of each token (N, L), float mask (N, L)).
+        """Teacher-forced log pi of k captions per soft prefix (B, M, d_lm), caption row b * k + j after prefix b:
+        (log pi of each token (N, L), float mask (N, L)), N = B * k.
 
-        Tokens up to and including EOS (the first lengths[i]) count; later positions are 0 in both outputs.
+        Tokens up to and including EOS (the first lengths[i]) count; later positions are 0 in both outputs. With k = 1,
+        one pass over [prefix; tokens]; with k > 1 the LM reads each prefix once and its keys and values are repeated
+        for the k captions (gradients reach the prefix through them), as sampling reads it.
         """
-        N, M, _ = prefix.shape
-        L = tokens.shape[1]
+        B, M, _ = prefix.shape
+        N, L = tokens.shape
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
         mask = length_mask(lengths, L)  # (N, L)
-        token_embeds = self._embed(tokens)  # (N, L, d_lm)
-        embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
         attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
-            logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (N, M + L, V)
-        # (N, L, V): position M - 1 + t predicts token t
-        logp = logits[:, M - 1 : M + L - 1, : self.vocab_size].float().log_softmax(-1)
+            if k == 1:
+                token_embeds = self._embed(tokens)  # (N, L, d_lm)
+                embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
+                logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
+                logits = logits[:, M - 1 : M + L - 1]  # (N, L, V): position M - 1 + t predicts token t
+            else:
+                embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
+                out = self.lm(inputs_embeds=embeds, attention_mask=attention[::k, :M], use_cache=True, logits_to_keep=1)
+                logits = out.logits.repeat_interleave(k, 0)  # (N, 1, V): the prefix's last position predicts token 0
+                if L > 1:
+                    cache = getattr(out, self.cache_arg)
+                    cache.batch_repeat_interleave(k)  # (N, heads, M, d_head) per layer
+                    rest = self.lm(
+                        input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], **{self.cache_arg: cache}
+                    )
+                    logits = torch.cat([logits, rest.logits], dim=1)  # (N, L, V)
+        logp = logits[..., : self.vocab_size].float().log_softmax(-1)  # (N, L, V)
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
 
@@ -334,7 +349,7 @@ class Speaker(nn.Module):
         """k captions per image (row b * k + j): `sample` from the images' soft prefix, with its settings (temperature,
         top_k, top_p, max_new_tokens, greedy, generator).
 
-        For a gradient, recompute the prefix: `speaker.log_probs(speaker.prefix(images).repeat_interleave(k, 0), ...)`.
+        For a gradient, recompute the prefix: `speaker.log_probs(speaker.prefix(images), gen.tokens, gen.lengths, k)`.
         """
         return self.sample(self.prefix(images), k, **settings)
 

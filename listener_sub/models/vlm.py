@@ -12,7 +12,7 @@ adapter trained for another base model is refused.
     inputs = speaker.encode(images)  # (B, H, W, 3) uint8 -> the prompt and pixels, once per image
     prompt = speaker.adapt(inputs)  # read by the model with its adapter (adapt(inputs, reference_policy()): without)
     gen = speaker.sample(prompt, k=4, max_new_tokens=16)  # 4 captions per image with token log-probs
-    logp, mask = speaker.log_probs(prompt.repeat_interleave(4), gen.tokens, gen.lengths)  # with grad to LoRA
+    logp, mask = speaker.log_probs(prompt, gen.tokens, gen.lengths, k=4)  # with grad to LoRA
 """
 
 from __future__ import annotations
@@ -231,11 +231,14 @@ class VLMSpeaker(nn.Module):
         return logits.index_fill(-1, self.banned.to(logits.device), float("-inf"))
 
     def log_probs(
-        self, prompt: VLMPrompt, tokens: torch.Tensor, lengths: torch.Tensor
+        self, prompt: VLMPrompt, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One teacher-forced pass of the prompt's policy over [prompt; tokens]: (log pi of each token (N, L), float
-        mask (N, L)); tokens up to and including EOS count."""
-        inputs = prompt.inputs
+        """One teacher-forced pass of the prompt's policy over [prompt; tokens], k captions per row of the prompt
+        (caption row b * k + j after prompt b): (log pi of each token (N, L), float mask (N, L)), N = B * k; tokens up
+        to and including EOS count. The prompt is repeated for the k captions: under DistributedDataParallel the
+        policy runs once a step with gradients, so the prompt is not read once and shared as the adapter speaker's
+        prefix is."""
+        inputs = prompt.repeat_interleave(k).inputs if k > 1 else prompt.inputs
         P, L = inputs.input_ids.shape[1], tokens.shape[1]
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
         mask = length_mask(lengths, L)  # (N, L)

@@ -115,9 +115,9 @@ class Trainer:
         with phase("listeners"):
             outcome = self.game.play(gen.texts, boards.repeat(cfg.k), draws=draws[:, cfg.max_new_tokens :])
         with phase("teacher-forced pass"):
-            logp, mask = speaker.log_probs(prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)  # (B*k, L)
+            logp, mask = speaker.log_probs(prefix, gen.tokens, gen.lengths, cfg.k)  # (B*k, L)
         with phase("reference pass"), torch.no_grad():
-            ref_logp, _ = speaker.log_probs(ref_prefix.repeat_interleave(cfg.k, 0), gen.tokens, gen.lengths)
+            ref_logp, _ = speaker.log_probs(ref_prefix, gen.tokens, gen.lengths, cfg.k)
         objective = self.objective(outcome.reward, logp, ref_logp)
 
         grad_norm, lr = self.update(objective.loss)
