@@ -1,4 +1,5 @@
-"""`listener-sub results`: the document's statistics from run directories, and the quick variant on a tiny sweep."""
+"""`listener-sub results`: the document's statistics from run directories, the runs it hands to Hydra's launcher, and
+the quick variant on a tiny sweep."""
 
 import json
 import os
@@ -8,9 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from PIL import Image
 from test_rl import TINY
 
+from listener_sub.commands.results import LAUNCHER, export_jobs, rerank_jobs, row_jobs, transfer_jobs, write_launcher
 from listener_sub.report.results import (
     ABLATION_COLUMNS,
     AUDIENCE_COLUMNS,
@@ -319,6 +324,130 @@ def test_names_of_crowded_points_overlap_neither_each_other_nor_the_points():
         assert not any(box.contains(*point) for point in ax.transData.transform(xy))
         assert ax.get_window_extent(renderer).contains(box.x0, box.y0)
     plt.close(fig)
+
+
+def composed(command: str, overrides: list[str], hydra: bool = False):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        return compose(command, overrides=overrides, return_hydra_config=hydra)
+
+
+def test_each_phase_lists_the_runs_it_lacks_with_their_own_overrides_where_the_document_reads_them(tmp_path):
+    """A job per missing run: its row's (or entry's) override list as written, its seed, and its run directory where
+    report/results.py reads it; a finished run is found and is no job."""
+    mlp = ["experiment=colorblind", "speaker/adapter=mlp", "trainer.beta=0.15"]
+    cfg = composed(
+        "results",
+        [
+            "~rows",
+            f"+rows={{mlp:[{','.join(repr(o) for o in mlp)}],control:['experiment=control']}}",
+            "~rerank",
+            "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
+            "~transfer",
+            "+transfer={shifted:{eval:['evaluation.split=shifted']},waves:{eval:['x=1'],export:['split=shifted']}}",
+            "transfer_rows=[control]",
+        ],
+    )
+    runs, common = tmp_path / "runs", ["trainer.steps=2"]
+    fake_run(runs / "control" / "seed_0", 0, 0.3, 1.0, 0.5)
+    fake_run(runs / "rerank" / "best_of_2" / "seed_1", 1, 0.3, 1.0, 0.5)
+    rows, trains = row_jobs(cfg, runs, [0, 1], common)
+    assert rows == {name: [runs / name / "seed_0", runs / name / "seed_1"] for name in ("mlp", "control")}
+    assert [(job.where, job.overrides) for job in trains] == [
+        ("mlp/seed_0", [*common, *mlp, "trainer.seed=0"]),
+        ("mlp/seed_1", [*common, *mlp, "trainer.seed=1"]),
+        ("control/seed_1", [*common, "experiment=control", "trainer.seed=1"]),
+    ]
+    entries, reranks = rerank_jobs(cfg, runs, [0, 1], common)
+    assert entries == {"best_of_2": [runs / "rerank" / "best_of_2" / f"seed_{s}" for s in (0, 1)]}
+    assert [(job.where, job.overrides) for job in reranks] == [
+        (
+            "rerank/best_of_2/seed_0",
+            ["checkpoint=captioner", *common, "speaker.decode=rerank", "speaker.rerank.n=2", "speaker.rerank.seed=0"],
+        )
+    ]
+    folder = runs / "transfer" / "waves_folder"
+    (export,) = export_jobs(cfg, runs)
+    assert export.where == "transfer/waves_folder_export"
+    assert export.overrides == [f"out={folder}", "scenes=4096", "split=shifted"]
+    transfers, zero_shot = transfer_jobs(cfg, runs, rows)
+    shifted, waves = (
+        [runs / "transfer" / domain / "control" / f"seed_{s}" for s in (0, 1)] for domain in ("shifted", "waves")
+    )
+    assert transfers == [("shifted", "control", shifted), ("waves", "control", waves)]
+    on_folder = ["x=1", "data=clevr", f"data.root={folder}", "data.image_size=null"]
+    expected = [
+        (f"transfer/shifted/control/{r.name}", [f"checkpoint={r}", "evaluation.split=shifted"]) for r in rows["control"]
+    ]
+    expected += [(f"transfer/waves/control/{r.name}", [f"checkpoint={r}", *on_folder]) for r in rows["control"]]
+    assert [(job.where, job.overrides) for job in zero_shot] == expected
+    assert not any(job.finished() for job in [*trains, *reranks, export, *zero_shot])
+    fake_run(runs / "mlp" / "seed_1", 1, 0.3, 1.0, 0.5)
+    (folder / "scenes").mkdir(parents=True)
+    assert [job.finished() for job in trains] == [False, True, False] and export.finished()
+    assert [job.where for job in row_jobs(cfg, runs, [0, 1], common)[1]] == ["mlp/seed_0", "control/seed_1"]
+
+
+def test_the_listed_sweeper_runs_each_job_with_its_own_overrides_on_a_launcher(tmp_path):
+    """`hydra/sweeper=listed` on submitit's local executor, from a folder outside the checkout: each listed job runs in
+    its own run directory with its overrides alone (a config group among them), as the command composes them; a
+    failing job leaves the others running, and the sweep ends with exit status 2 and one line naming it."""
+    jobs = [
+        [f"out={tmp_path / 'a'}", "scenes=2", "hydra.sweep.subdir=a"],
+        [f"out={tmp_path / 'b'}", "scenes=2", "split=nope", "hydra.sweep.subdir=b"],
+        [f"out={tmp_path / 'c'}", "scenes=2", "world=multi", "split=shifted", "hydra.sweep.subdir=nested/c"],
+    ]
+    listed, sweep = tmp_path / "jobs.json", tmp_path / "sweep"
+    listed.write_text(json.dumps(jobs))
+    args = ["export", "-m", "hydra/sweeper=listed", f"hydra.sweeper.jobs={listed}", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args, "hydra/launcher=submitit_local"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"listener-sub export: error: 1 of 3 runs failed: {sweep / 'b'} (split=nope: export splits of the embedded "
+            "world, one or a list of: train, val, test, shifted, pretrain)"
+        )
+    )
+    for job, where, split in ((jobs[0], "a", "test"), (jobs[2], "nested/c", "shifted")):
+        overrides = job[:-1]
+        run = sweep / where / ".hydra"
+        assert OmegaConf.to_container(OmegaConf.load(run / "overrides.yaml")) == overrides
+        saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+        assert saved == OmegaConf.to_container(composed("export", overrides))
+        assert (tmp_path / where.split("/")[-1] / "scenes" / f"CLEVR_{split}_scenes.json").is_file()
+    assert OmegaConf.load(sweep / "nested" / "c" / ".hydra" / "config.yaml").world.max_objects > 1  # world=multi
+    assert not (tmp_path / "b").exists()
+
+
+def test_every_phase_runs_on_the_launcher_the_results_command_was_given(tmp_path):
+    """The launcher given to `listener-sub results` (group and settings) is written where each phase's multirun
+    composes it from: the same launcher, its own settings, the sweep's folders filled in by each phase."""
+    slurm = ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=90"]
+    given = composed("results", ["hydra/launcher=submitit_slurm", *slurm], hydra=True)
+    HydraConfig.instance().set_config(given)
+    try:
+        configs = write_launcher(tmp_path / "runs")
+    finally:
+        HydraConfig.instance().cfg = None
+    phase = composed(
+        "train",
+        [f"hydra.searchpath=[file://{configs}]", f"hydra/launcher={LAUNCHER}", f"hydra.sweep.dir={tmp_path}"],
+        hydra=True,
+    )
+    launcher = phase.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 90)
+    assert launcher.submitit_folder == f"{tmp_path}/.submitit/%j"
+    assert OmegaConf.to_container(launcher, resolve=False) == OmegaConf.to_container(
+        given.hydra.launcher, resolve=False
+    )
 
 
 def listener_sub(*args: str) -> subprocess.CompletedProcess:
