@@ -4,6 +4,7 @@ the quick variant on a tiny sweep."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -457,9 +458,38 @@ def listener_sub(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-# about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, then the command again
+def test_a_failed_run_is_named_once_its_phase_ends_and_the_finished_runs_are_kept(tmp_path):
+    """A run that fails in its phase's multirun: `results` exits with status 2 and one line naming it, after the phase;
+    a finished run is found and kept, not run again."""
+    runs = tmp_path / "runs" / "full"
+    fake_run(runs / "done" / "seed_0", 0, 0.3, 1.0, 0.5)
+    stamp = (runs / "done" / "seed_0" / "summary.json").stat().st_mtime_ns
+    args = [
+        f"runs={tmp_path / 'runs'}",
+        "seeds=[0]",
+        "~rows",
+        "+rows={done:['experiment=colorblind'],bad:['speaker.decode=rerank']}",  # train refuses reranked decoding
+        *(f"{key}=[done]" for key in ("audience", "chosen_on", "speakers", "constrained", "ablations")),
+        *(f"{key}=[]" for key in ("rerank_against", "transfer_rows")),
+        *(f"~{key}" for key in ("rerank", "transfer", "truthful_settings")),
+        *(f"+{key}={{}}" for key in ("rerank", "transfer", "truthful_settings")),
+        "hydra/launcher=basic",
+    ]
+    done = listener_sub(*args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "results: train: 1 run(s) to the launcher: bad/seed_0\n" in done.stdout
+    assert "listener-sub train: error: speaker.decode=rerank chooses evaluation captions" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"listener-sub results: error: 1 train run(s) under {runs} failed: bad/seed_0 (their errors are above); "
+        "fix them and rerun: finished runs are kept"
+    )
+    assert (runs / "done" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+# about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, all on submitit's
+# local executor; then two runs again on joblib, then nothing
 @pytest.mark.slow
-def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_runs(tmp_path):
+def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_on_a_launcher_and_reuses_its_runs(tmp_path, warm_cache):
     tiny = ",".join(f"'{o}'" for o in TINY)
     args = [
         f"out={tmp_path / 'docs' / 'results.md'}",
@@ -475,13 +505,16 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         "transfer_rows=[colorblind]",
         "constrained=[no_subtraction,colorblind]",
         "ablations=[colorblind,no_subtraction]",
+        "audience=[colorblind]",
+        "chosen_on=[colorblind]",
+        "speakers=[colorblind]",
         "~rerank",
         "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
         "rerank_against=[colorblind]",
         "~truthful_settings",  # a dict override merges into the default's entries: removed, then set empty
         "+truthful_settings={}",
     ]
-    first = listener_sub(*args, "jobs=2")  # two runs side by side, each output in its log
+    first = listener_sub(*args, "hydra/launcher=submitit_local")  # every run of a phase at once, each a process
     assert first.returncode == 0, first.stderr[-3000:]
     text = (tmp_path / "docs" / "results.md").read_text()
     (fixed,) = table_rows(text, "`no_subtraction`", CONSTRAINED_COLUMNS)
@@ -503,10 +536,10 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
     gaps = [s["after"]["gap"] for s in shifted]
     assert cells[3] == f"{np.mean(gaps):.3f} +- {np.std(gaps, ddof=1):.3f}"
-    assert "quick variant" in text and "jobs=2" in text
-    assert (
-        str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()
-    )  # the child's own output
+    assert "`listener-sub results quick=true hydra/launcher=submitit_local` (quick variant" in text
+    assert "with hydra/launcher=submitit_local on" in text
+    submitted = list((runs / ".submitit").glob("*/*_result.pkl"))
+    assert len(submitted) == 8  # the 4 train runs and the 4 evaluations, each a job of submitit's
     reranked = [json.loads((runs / "rerank" / "best_of_2" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     assert [r["config"]["speaker"]["rerank"]["seed"] for r in reranked] == [0, 1] and reranked[0][
         "checkpoint"
@@ -519,12 +552,16 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
     )
 
     stamp = (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns
-    again = listener_sub(*args)
+    for lost in (runs / "colorblind" / "seed_1", runs / "transfer" / "shifted" / "colorblind" / "seed_1"):
+        shutil.rmtree(lost)
+    again = listener_sub(*args, "hydra.launcher.n_jobs=2")  # joblib, the default launcher: the two lost runs only
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (
-        "training seeds" not in again.stdout
-        and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
-    )
+    assert "results: train: 1 run(s) to the launcher: colorblind/seed_1\n" in again.stdout
+    assert "results: eval: 1 run(s) to the launcher: transfer/shifted/colorblind/seed_1\n" in again.stdout
+    assert (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+    assert "`listener-sub results quick=true hydra.launcher.n_jobs=2`" in (tmp_path / "docs" / "results.md").read_text()
+    last = listener_sub(*args)
+    assert last.returncode == 0 and "to the launcher" not in last.stdout, last.stderr[-3000:]
 
 
 def test_the_any_speaker_section_names_each_kind_of_speaker(tmp_path):

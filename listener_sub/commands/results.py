@@ -170,8 +170,11 @@ def launcher_text() -> tuple[str, str]:
     hydra = HydraConfig.get()
     given = " ".join(o for o in hydra.overrides.hydra if o.startswith(("hydra/launcher=", "hydra.launcher.")))
     choice = hydra.runtime.choices["hydra/launcher"]
-    side_by_side = f"{hydra.launcher.n_jobs} run(s) at a time, " if "n_jobs" in hydra.launcher else ""
-    return given, f"{side_by_side}hydra/launcher={choice}"
+    if choice != "joblib":
+        return given, f"hydra/launcher={choice}"
+    from joblib import effective_n_jobs
+
+    return given, f"{effective_n_jobs(hydra.launcher.n_jobs)} run(s) at a time (hydra/launcher=joblib)"
 
 
 def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
