@@ -119,7 +119,7 @@ MOVED_SETTINGS = {
         "results hands its runs to a Hydra launcher: hydra.launcher.n_jobs=N runs N side by side on this machine "
         "(the default launcher, joblib), hydra/launcher=submitit_slurm on a SLURM cluster (docs/cli.md)"
     ),
-}  # (command, setting) -> what replaces a setting the command no longer has
+}  # (command, a setting it refuses) -> the settings that do that job
 
 
 def refuse_moved_settings(command: str, overrides: list[str]) -> None:
