@@ -83,11 +83,16 @@ ADAPTER_SPEAKER_ONLY = (
 )
 
 
+SUBMITIT_MISSING = "; the submitit launchers come with the slurm extra: pip install 'listener-sub[slurm]'"
+
+
 def report(command: str, error: BaseException) -> None:
     """Print a user error as the one line the command-line contract promises."""
     line = one_line(error)
     if "not in 'VLMSpeakerConfig'" in line:  # an adapter speaker's setting given to a VLM speaker
         line += ADAPTER_SPEAKER_ONLY
+    if "Could not find 'hydra/launcher/submitit" in line:
+        line += SUBMITIT_MISSING
     print(f"listener-sub {command}: error: {line}", file=sys.stderr)
 
 
@@ -107,6 +112,24 @@ def group_overrides(overrides: list[str]) -> list[str]:
         named = sep and key in GROUP_ALIASES and value.replace("_", "").replace("-", "").isalnum()
         out.append(f"{GROUP_ALIASES[key]}={value}" if named else override)
     return out
+
+
+MOVED_SETTINGS = {
+    ("results", "jobs"): (
+        "results hands its runs to a Hydra launcher: hydra.launcher.n_jobs=N runs N side by side on this machine "
+        "(the default launcher, joblib), hydra/launcher=submitit_slurm on a SLURM cluster (docs/cli.md)"
+    ),
+}  # (command, a setting it refuses) -> the settings that do that job
+
+
+def refuse_moved_settings(command: str, overrides: list[str]) -> None:
+    """UserError on an override of a setting the command replaced by another, naming the replacement."""
+    from listener_sub.errors import UserError
+
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if (command, key) in MOVED_SETTINGS:
+            raise UserError(f"{override}: {MOVED_SETTINGS[command, key]}")
 
 
 def refuse_new_settings(command: str) -> None:
@@ -132,11 +155,20 @@ def refuse_new_settings(command: str) -> None:
             )
 
 
+def in_sweep() -> bool:
+    """Whether this process runs one job of a Hydra multirun (`-m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
     """Make a task a Hydra app on pkg://listener_sub.configs/<config_name>.yaml.
 
     A user error raised by the task ends the process with exit status 2 and one line (a full
-    traceback with debug=true); other exceptions are bugs and propagate. The task's return value (train and
+    traceback with debug=true); in a multirun the line is printed and the error raised, so the launcher records the
+    run as failed and runs the others. Other exceptions are bugs and propagate. The task's return value (train and
     eval: the gap) is what Hydra's sweepers optimise.
     """
     import hydra
@@ -151,6 +183,8 @@ def hydra_command(config_name: str) -> Callable[[Callable[[Any], Any]], Callable
                 if cfg.get("debug", False):
                     raise
                 report(config_name, error)
+                if in_sweep():
+                    raise  # the launcher records this run as failed and the sweep's other runs go on
                 sys.exit(2)
 
         return hydra.main(version_base=None, config_path="pkg://listener_sub.configs", config_name=config_name)(run)
@@ -426,6 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         if wants_help is not None:
             print(command_help(command, group_overrides(wants_help[0]), wants_help[1]))
             return
+        refuse_moved_settings(command, overrides)
         importlib.import_module(COMMANDS[command][0]).main()
     except _user_error_types() as error:
         if debug:

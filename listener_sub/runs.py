@@ -41,8 +41,8 @@ PICKLED_STATE = "trainer.pt"  # the state of the first checkpoint format: a pick
 
 
 def environment(world_size: int = 1) -> dict[str, Any]:
-    """What a run ran on: how many ranks, the library's version and git commit (when it runs from a checkout; else
-    None), and the versions of torch, transformers and open_clip."""
+    """What a run ran on: how many ranks, torch threads, the library's version and git commit (when it runs from a
+    checkout; else None), and the versions of torch, transformers and open_clip."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str | None:
@@ -62,7 +62,13 @@ def environment(world_size: int = 1) -> dict[str, Any]:
     distributions = {"listener_sub": "listener-sub", "torch": "torch", "transformers": "transformers"}
     distributions["open_clip"] = "open_clip_torch"
     versions = {key: installed(name) for key, name in distributions.items()}
-    return {"world_size": world_size, "git_commit": commit, "python": platform.python_version(), **versions}
+    return {
+        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),  # a launcher running runs side by side gives each fewer
+        "git_commit": commit,
+        "python": platform.python_version(),
+        **versions,
+    }
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:

@@ -514,6 +514,25 @@ TABLE = [
         r"rows is empty; name at least one row \(rows\.NAME=\[overrides\]\)$",
         None,
     ),
+    (
+        "results",
+        ["runs={tmp}/sweep", "jobs=2"],
+        r"jobs=2: results hands its runs to a Hydra launcher: hydra\.launcher\.n_jobs=N runs N side by side",
+        None,
+    ),
+    (
+        "results",
+        ["runs={tmp}/sweep", "hydra/launcher=no_such_launcher"],
+        r"In 'hydra/config': Could not find 'hydra/launcher/no_such_launcher' Available options in 'hydra/launcher': "
+        r"basic joblib submitit_local submitit_slurm$",
+        None,
+    ),
+    (
+        "results",
+        ["runs={tmp}/sweep", "hydra/launcher=submitit_slurm", "hydra.launcher.gpus=1"],
+        r"Could not override 'hydra\.launcher\.gpus'.*Key 'gpus' not in 'SlurmQueueConf'",
+        None,
+    ),
     ("train", ["speaker=vlm", "speaker.name=/no/such/vlm"], r"speaker\.name=/no/such/vlm is not a directory", None),
     (
         "train",

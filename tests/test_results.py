@@ -1,16 +1,22 @@
-"""`listener-sub results`: the document's statistics from run directories, and the quick variant on a tiny sweep."""
+"""`listener-sub results`: the document's statistics from run directories, the runs it hands to Hydra's launcher, and
+the quick variant on a tiny sweep."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from PIL import Image
 from test_rl import TINY
 
+from listener_sub.commands.results import LAUNCHER, export_jobs, rerank_jobs, row_jobs, transfer_jobs, write_launcher
 from listener_sub.report.results import (
     ABLATION_COLUMNS,
     AUDIENCE_COLUMNS,
@@ -321,6 +327,130 @@ def test_names_of_crowded_points_overlap_neither_each_other_nor_the_points():
     plt.close(fig)
 
 
+def composed(command: str, overrides: list[str], hydra: bool = False):
+    with initialize_config_module(version_base=None, config_module="listener_sub.configs"):
+        return compose(command, overrides=overrides, return_hydra_config=hydra)
+
+
+def test_each_phase_lists_the_runs_it_lacks_with_their_own_overrides_where_the_document_reads_them(tmp_path):
+    """A job per missing run: its row's (or entry's) override list as written, its seed, and its run directory where
+    report/results.py reads it; a finished run is found and is no job."""
+    mlp = ["experiment=colorblind", "speaker/adapter=mlp", "trainer.beta=0.15"]
+    cfg = composed(
+        "results",
+        [
+            "~rows",
+            f"+rows={{mlp:[{','.join(repr(o) for o in mlp)}],control:['experiment=control']}}",
+            "~rerank",
+            "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
+            "~transfer",
+            "+transfer={shifted:{eval:['evaluation.split=shifted']},waves:{eval:['x=1'],export:['split=shifted']}}",
+            "transfer_rows=[control]",
+        ],
+    )
+    runs, common = tmp_path / "runs", ["trainer.steps=2"]
+    fake_run(runs / "control" / "seed_0", 0, 0.3, 1.0, 0.5)
+    fake_run(runs / "rerank" / "best_of_2" / "seed_1", 1, 0.3, 1.0, 0.5)
+    rows, trains = row_jobs(cfg, runs, [0, 1], common)
+    assert rows == {name: [runs / name / "seed_0", runs / name / "seed_1"] for name in ("mlp", "control")}
+    assert [(job.where, job.overrides) for job in trains] == [
+        ("mlp/seed_0", [*common, *mlp, "trainer.seed=0"]),
+        ("mlp/seed_1", [*common, *mlp, "trainer.seed=1"]),
+        ("control/seed_1", [*common, "experiment=control", "trainer.seed=1"]),
+    ]
+    entries, reranks = rerank_jobs(cfg, runs, [0, 1], common)
+    assert entries == {"best_of_2": [runs / "rerank" / "best_of_2" / f"seed_{s}" for s in (0, 1)]}
+    assert [(job.where, job.overrides) for job in reranks] == [
+        (
+            "rerank/best_of_2/seed_0",
+            ["checkpoint=captioner", *common, "speaker.decode=rerank", "speaker.rerank.n=2", "speaker.rerank.seed=0"],
+        )
+    ]
+    folder = runs / "transfer" / "waves_folder"
+    (export,) = export_jobs(cfg, runs)
+    assert export.where == "transfer/waves_folder_export"
+    assert export.overrides == [f"out={folder}", "scenes=4096", "split=shifted"]
+    transfers, zero_shot = transfer_jobs(cfg, runs, rows)
+    shifted, waves = (
+        [runs / "transfer" / domain / "control" / f"seed_{s}" for s in (0, 1)] for domain in ("shifted", "waves")
+    )
+    assert transfers == [("shifted", "control", shifted), ("waves", "control", waves)]
+    on_folder = ["x=1", "data=clevr", f"data.root={folder}", "data.image_size=null"]
+    expected = [
+        (f"transfer/shifted/control/{r.name}", [f"checkpoint={r}", "evaluation.split=shifted"]) for r in rows["control"]
+    ]
+    expected += [(f"transfer/waves/control/{r.name}", [f"checkpoint={r}", *on_folder]) for r in rows["control"]]
+    assert [(job.where, job.overrides) for job in zero_shot] == expected
+    assert not any(job.finished() for job in [*trains, *reranks, export, *zero_shot])
+    fake_run(runs / "mlp" / "seed_1", 1, 0.3, 1.0, 0.5)
+    (folder / "scenes").mkdir(parents=True)
+    assert [job.finished() for job in trains] == [False, True, False] and export.finished()
+    assert [job.where for job in row_jobs(cfg, runs, [0, 1], common)[1]] == ["mlp/seed_0", "control/seed_1"]
+
+
+def test_the_listed_sweeper_runs_each_job_with_its_own_overrides_on_a_launcher(tmp_path):
+    """`hydra/sweeper=listed` on submitit's local executor, from a folder outside the checkout: each listed job runs in
+    its own run directory with its overrides alone (a config group among them), as the command composes them; a
+    failing job leaves the others running, and the sweep ends with exit status 2 and one line naming it."""
+    jobs = [
+        [f"out={tmp_path / 'a'}", "scenes=2", "hydra.sweep.subdir=a"],
+        [f"out={tmp_path / 'b'}", "scenes=2", "split=nope", "hydra.sweep.subdir=b"],
+        [f"out={tmp_path / 'c'}", "scenes=2", "world=multi", "split=shifted", "hydra.sweep.subdir=nested/c"],
+    ]
+    listed, sweep = tmp_path / "jobs.json", tmp_path / "sweep"
+    listed.write_text(json.dumps(jobs))
+    args = ["export", "-m", "hydra/sweeper=listed", f"hydra.sweeper.jobs={listed}", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args, "hydra/launcher=submitit_local"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"listener-sub export: error: 1 of 3 runs failed: {sweep / 'b'} (split=nope: export splits of the embedded "
+            "world, one or a list of: train, val, test, shifted, pretrain)"
+        )
+    )
+    for job, where, split in ((jobs[0], "a", "test"), (jobs[2], "nested/c", "shifted")):
+        overrides = job[:-1]
+        run = sweep / where / ".hydra"
+        assert OmegaConf.to_container(OmegaConf.load(run / "overrides.yaml")) == overrides
+        saved = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+        assert saved == OmegaConf.to_container(composed("export", overrides))
+        assert (tmp_path / where.split("/")[-1] / "scenes" / f"CLEVR_{split}_scenes.json").is_file()
+    assert OmegaConf.load(sweep / "nested" / "c" / ".hydra" / "config.yaml").world.max_objects > 1  # world=multi
+    assert not (tmp_path / "b").exists()
+
+
+def test_every_phase_runs_on_the_launcher_the_results_command_was_given(tmp_path):
+    """The launcher given to `listener-sub results` (group and settings) is written where each phase's multirun
+    composes it from: the same launcher, its own settings, the sweep's folders filled in by each phase."""
+    slurm = ["hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=90"]
+    given = composed("results", ["hydra/launcher=submitit_slurm", *slurm], hydra=True)
+    HydraConfig.instance().set_config(given)
+    try:
+        configs = write_launcher(tmp_path / "runs")
+    finally:
+        HydraConfig.instance().cfg = None
+    phase = composed(
+        "train",
+        [f"hydra.searchpath=[file://{configs}]", f"hydra/launcher={LAUNCHER}", f"hydra.sweep.dir={tmp_path}"],
+        hydra=True,
+    )
+    launcher = phase.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 90)
+    assert launcher.submitit_folder == f"{tmp_path}/.submitit/%j"
+    assert OmegaConf.to_container(launcher, resolve=False) == OmegaConf.to_container(
+        given.hydra.launcher, resolve=False
+    )
+
+
 def listener_sub(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
@@ -328,9 +458,38 @@ def listener_sub(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-# about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, then the command again
+def test_a_failed_run_is_named_once_its_phase_ends_and_the_finished_runs_are_kept(tmp_path):
+    """A run that fails in its phase's multirun: `results` exits with status 2 and one line naming it, after the phase;
+    a finished run is found and kept, not run again."""
+    runs = tmp_path / "runs" / "full"
+    fake_run(runs / "done" / "seed_0", 0, 0.3, 1.0, 0.5)
+    stamp = (runs / "done" / "seed_0" / "summary.json").stat().st_mtime_ns
+    args = [
+        f"runs={tmp_path / 'runs'}",
+        "seeds=[0]",
+        "~rows",
+        "+rows={done:['experiment=colorblind'],bad:['speaker.decode=rerank']}",  # train refuses reranked decoding
+        *(f"{key}=[done]" for key in ("audience", "chosen_on", "speakers", "constrained", "ablations")),
+        *(f"{key}=[]" for key in ("rerank_against", "transfer_rows")),
+        *(f"~{key}" for key in ("rerank", "transfer", "truthful_settings")),
+        *(f"+{key}={{}}" for key in ("rerank", "transfer", "truthful_settings")),
+        "hydra/launcher=basic",
+    ]
+    done = listener_sub(*args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "results: train: 1 run(s) to the launcher: bad/seed_0\n" in done.stdout
+    assert "listener-sub train: error: speaker.decode=rerank chooses evaluation captions" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"listener-sub results: error: 1 train run(s) under {runs} failed: bad/seed_0 (their errors are above); "
+        "fix them and rerun: finished runs are kept"
+    )
+    assert (runs / "done" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+# about 150 s: two tiny rows trained with two seeds, the captioner reranked, evaluated zero-shot, all on submitit's
+# local executor; then two runs again on joblib, then nothing
 @pytest.mark.slow
-def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_runs(tmp_path):
+def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_on_a_launcher_and_reuses_its_runs(tmp_path, warm_cache):
     tiny = ",".join(f"'{o}'" for o in TINY)
     args = [
         f"out={tmp_path / 'docs' / 'results.md'}",
@@ -346,13 +505,16 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
         "transfer_rows=[colorblind]",
         "constrained=[no_subtraction,colorblind]",
         "ablations=[colorblind,no_subtraction]",
+        "audience=[colorblind]",
+        "chosen_on=[colorblind]",
+        "speakers=[colorblind]",
         "~rerank",
         "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
         "rerank_against=[colorblind]",
         "~truthful_settings",  # a dict override merges into the default's entries: removed, then set empty
         "+truthful_settings={}",
     ]
-    first = listener_sub(*args, "jobs=2")  # two runs side by side, each output in its log
+    first = listener_sub(*args, "hydra/launcher=submitit_local")  # every run of a phase at once, each a process
     assert first.returncode == 0, first.stderr[-3000:]
     text = (tmp_path / "docs" / "results.md").read_text()
     (fixed,) = table_rows(text, "`no_subtraction`", CONSTRAINED_COLUMNS)
@@ -374,10 +536,10 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
     (cells,) = table_rows(text, "shifted", TRANSFER_COLUMNS)
     gaps = [s["after"]["gap"] for s in shifted]
     assert cells[3] == f"{np.mean(gaps):.3f} +- {np.std(gaps, ddof=1):.3f}"
-    assert "quick variant" in text and "jobs=2" in text
-    assert (
-        str(runs / "colorblind" / "seed_1" / "summary.json") in (runs / "colorblind.log").read_text()
-    )  # the child's own output
+    assert "`listener-sub results quick=true hydra/launcher=submitit_local` (quick variant" in text
+    assert "with hydra/launcher=submitit_local on" in text
+    submitted = list((runs / ".submitit").glob("*/*_result.pkl"))
+    assert len(submitted) == 8  # the 4 train runs and the 4 evaluations, each a job of submitit's
     reranked = [json.loads((runs / "rerank" / "best_of_2" / f"seed_{s}" / "summary.json").read_text()) for s in (0, 1)]
     assert [r["config"]["speaker"]["rerank"]["seed"] for r in reranked] == [0, 1] and reranked[0][
         "checkpoint"
@@ -390,12 +552,16 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_and_reuses_its_ru
     )
 
     stamp = (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns
-    again = listener_sub(*args)
+    for lost in (runs / "colorblind" / "seed_1", runs / "transfer" / "shifted" / "colorblind" / "seed_1"):
+        shutil.rmtree(lost)
+    again = listener_sub(*args, "hydra.launcher.n_jobs=2")  # joblib, the default launcher: the two lost runs only
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (
-        "training seeds" not in again.stdout
-        and (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
-    )
+    assert "results: train: 1 run(s) to the launcher: colorblind/seed_1\n" in again.stdout
+    assert "results: eval: 1 run(s) to the launcher: transfer/shifted/colorblind/seed_1\n" in again.stdout
+    assert (runs / "colorblind" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+    assert "`listener-sub results quick=true hydra.launcher.n_jobs=2`" in (tmp_path / "docs" / "results.md").read_text()
+    last = listener_sub(*args)
+    assert last.returncode == 0 and "to the launcher" not in last.stdout, last.stderr[-3000:]
 
 
 def test_the_any_speaker_section_names_each_kind_of_speaker(tmp_path):

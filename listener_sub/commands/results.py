@@ -1,15 +1,19 @@
-"""`listener-sub results [quick=true] [jobs=2] [out=docs/results.md] [runs=DIR]`: every run behind the results
-document, then it.
+"""`listener-sub results [quick=true] [out=docs/results.md] [runs=DIR] [hydra/launcher=...]`: every run behind the
+results document, then it.
 
-Each row (`rows.<name>`: train overrides) runs once per RL seed (`trainer.seed`) as a Hydra multirun of `listener-sub
-train` into <runs>/<row>/seed_<s>/; each rerank entry (`rerank.<name>`: eval overrides) evaluates the captioning speaker
-(`listener-sub eval checkpoint=captioner`, inference-time subtraction when it sets speaker.decode=rerank) once per seed
+Each row (`rows.<name>`: train overrides) runs once per RL seed (`trainer.seed`) into <runs>/<row>/seed_<s>/; each
+rerank entry (`rerank.<name>`: eval overrides) evaluates the captioning speaker (`listener-sub eval
+checkpoint=captioner`, inference-time subtraction when it sets speaker.decode=rerank) once per seed
 (`speaker.rerank.seed`) into <runs>/rerank/<name>/seed_<s>/; each transfer domain (`transfer.<name>`: eval overrides on
 held-out data, the world's `shifted` split or a folder the command exports first) evaluates the runs of every row of
 `transfer_rows` zero-shot with `listener-sub eval` into <runs>/transfer/<name>/<row>/seed_<s>/. A finished run is found
 and reused, so an interrupted sweep continues where it stopped.
-`jobs` child commands run at once, each with cores // jobs torch threads and its output in a .log beside its runs. Then
-the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
+
+The runs go to Hydra's launcher in three phases, each one multirun of every run it lacks (`listener-sub train -m`,
+`export -m`, `eval -m` with the listed sweeper, `hydra_plugins.listener_sub_sweeper`): the launcher is the one this
+command is given (`hydra/launcher=...`, `hydra.launcher.*`; by default joblib: `hydra.launcher.n_jobs` runs side by
+side, each with cores // n_jobs threads), so `hydra/launcher=submitit_slurm` spreads the runs over a SLURM cluster.
+Then the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
 `quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline
 in minutes.
 
@@ -20,16 +24,19 @@ in minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from listener_sub.cli import hydra_command
 from listener_sub.errors import UserError
@@ -37,103 +44,52 @@ from listener_sub.report.results import finished, replace_headline, write_result
 from listener_sub.report.tables import show
 
 EXPORT_SCENES = 4096  # scenes of an exported transfer folder (the game's pool)
+SWEEP = ".sweep"  # under the runs directory: each phase's list of jobs and the launcher they run on
+LAUNCHER = "listener_sub_results"  # the launcher's config there, as an option of hydra/launcher
 
 
 @dataclass
 class Job:
-    """One child `listener-sub` command of the sweep."""
+    """One run of the sweep: where it goes, its command-line overrides, and whether it is done."""
 
-    name: str  # what the progress lines call it
-    args: list[str]  # the command and its overrides
-    log: Path  # its output, when jobs run side by side
-
-
-def run_jobs(jobs: list[Job], parallel: int) -> None:
-    """Run the child commands, `parallel` at a time, each with cores // parallel torch threads. One at a time, a child's
-    output is shown; side by side, it goes to its log. A failure is reported once every started child has ended."""
-    threads = max(1, (os.cpu_count() or 1) // parallel)
-    env = (
-        dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        if parallel > 1
-        else dict(os.environ)
-    )
-
-    def run(job: Job) -> tuple[Job, int]:
-        start = time.perf_counter()
-        show(f"results: {job.name}: started")
-        command = [sys.executable, "-m", "listener_sub", *job.args]
-        if parallel == 1:
-            code = subprocess.run(command, env=env).returncode
-        else:
-            job.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(job.log, "w") as log:
-                code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        outcome = "finished" if code == 0 else f"FAILED (exit {code})"
-        show(f"results: {job.name}: {outcome} in {time.perf_counter() - start:.0f} s")
-        return job, code
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        failed = [job for job, code in pool.map(run, jobs) if code != 0]
-    if failed:
-        where = ", ".join(f"{job.name} ({job.log})" if parallel > 1 else job.name for job in failed)
-        raise UserError(f"{len(failed)} run(s) failed: {where}; fix them and rerun: finished runs are kept")
+    where: str  # its run directory under the runs directory (hydra.sweep.subdir)
+    overrides: list[str]
+    finished: Callable[[], bool]
 
 
-def _seed_dirs(root: Path, seeds: list[int]) -> list[Path]:
-    return [root / f"seed_{seed}" for seed in seeds]
-
-
-def _sweep(root: Path, seed_key: str, seeds: list[int]) -> list[str]:
-    """The multirun overrides that put each seed's run in <root>/seed_<s>/."""
-    return [
-        f"hydra.sweep.dir={root}",
-        f"hydra.sweep.subdir=seed_${{{seed_key}}}",
-        f"{seed_key}={','.join(map(str, seeds))}",
-    ]
+def seed_jobs(
+    root: Path, runs: Path, seed_key: str, seeds: list[int], overrides: list[str]
+) -> tuple[list[Path], list[Job]]:
+    """The run directories <root>/seed_<s>/ (in seed order) and a job for each one not finished, `seed_key` set."""
+    paths, jobs = [root / f"seed_{seed}" for seed in seeds], []
+    for seed, path in zip(seeds, paths):
+        if not finished(path):
+            where = str(path.relative_to(runs))
+            jobs.append(Job(where, [*overrides, f"{seed_key}={seed}"], partial(finished, path)))
+    return paths, jobs
 
 
 def row_jobs(
     cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
 ) -> tuple[dict[str, list[Path]], list[Job]]:
-    """Every row's run directories (in seed order) and the multiruns that train its missing seeds."""
+    """Every row's run directories (in seed order) and the train runs of its missing seeds."""
     rows, jobs = {}, []
     for name, overrides in cfg.rows.items():
-        root = runs / name
-        missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
-        if missing:
-            show(f"results: {name}: training seeds {missing} into {root}")
-            jobs.append(
-                Job(
-                    name,
-                    ["train", "-m", *common, *overrides, *_sweep(root, "trainer.seed", missing)],
-                    root.with_suffix(".log"),
-                )
-            )
-        rows[name] = _seed_dirs(root, seeds)
+        rows[name], missing = seed_jobs(runs / name, runs, "trainer.seed", seeds, [*common, *overrides])
+        jobs += missing
     return rows, jobs
 
 
 def rerank_jobs(
     cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
 ) -> tuple[dict[str, list[Path]], list[Job]]:
-    """Every rerank entry's evaluation directories (one per seed, as speaker.rerank.seed) and the multiruns of the
+    """Every rerank entry's evaluation directories (one per seed, as speaker.rerank.seed) and the evaluations of the
     missing ones."""
     entries, jobs = {}, []
     for name, overrides in cfg.rerank.items():
-        root = runs / "rerank" / name
-        missing = [seed for seed, path in zip(seeds, _seed_dirs(root, seeds)) if not finished(path)]
-        if missing:
-            show(f"results: rerank {name}: evaluating seeds {missing} into {root}")
-            args = [
-                "eval",
-                "-m",
-                "checkpoint=captioner",
-                *common,
-                *overrides,
-                *_sweep(root, "speaker.rerank.seed", missing),
-            ]
-            jobs.append(Job(f"rerank {name}", args, root.with_suffix(".log")))
-        entries[name] = _seed_dirs(root, seeds)
+        args = ["checkpoint=captioner", *common, *overrides]
+        entries[name], missing = seed_jobs(runs / "rerank" / name, runs, "speaker.rerank.seed", seeds, args)
+        jobs += missing
     return entries, jobs
 
 
@@ -143,14 +99,9 @@ def export_jobs(cfg: DictConfig, runs: Path) -> list[Job]:
     for name, entry in cfg.transfer.items():
         folder = runs / "transfer" / f"{name}_folder"
         if entry.get("export") and not (folder / "scenes").is_dir():
-            args = [
-                "export",
-                f"out={folder}",
-                f"scenes={EXPORT_SCENES}",
-                *entry.export,
-                f"hydra.run.dir={folder}_export",
-            ]
-            jobs.append(Job(f"export {name}", args, folder.with_suffix(".log")))
+            args = [f"out={folder}", f"scenes={EXPORT_SCENES}", *entry.export]
+            where = str(folder.relative_to(runs)) + "_export"
+            jobs.append(Job(where, args, (folder / "scenes").is_dir))
     return jobs
 
 
@@ -169,11 +120,61 @@ def transfer_jobs(
             for run in rows[row]:
                 target = runs / "transfer" / name / row / run.name
                 if not finished(target, needs_boards=False):
-                    args = ["eval", f"checkpoint={run}", *overrides, f"hydra.run.dir={target}"]
-                    jobs.append(Job(f"transfer {name} {row} {run.name}", args, target.with_suffix(".log")))
+                    done = partial(finished, target, needs_boards=False)
+                    jobs.append(Job(str(target.relative_to(runs)), [f"checkpoint={run}", *overrides], done))
                 out.append(target)
             transfers.append((name, row, out))
     return transfers, jobs
+
+
+def write_launcher(runs: Path) -> Path:
+    """The launcher this command was given (hydra/launcher and hydra.launcher.*), written as an option of
+    hydra/launcher in a config folder under `runs`, for every phase's multirun to run on; returns the folder."""
+    folder = runs / SWEEP
+    option = folder / "hydra" / "launcher" / f"{LAUNCHER}.yaml"
+    option.parent.mkdir(parents=True, exist_ok=True)
+    option.write_text(OmegaConf.to_yaml(HydraConfig.get().launcher), encoding="utf-8")
+    return folder.resolve()
+
+
+def launch(command: str, jobs: list[Job], runs: Path, configs: Path) -> None:
+    """Run the jobs as one multirun of `listener-sub COMMAND` on the launcher at `configs`, each job's run in
+    <runs>/<job.where>/; UserError naming the runs left unfinished once all have ended."""
+    if not jobs:
+        return
+    listed = configs / f"{command}.json"
+    listed.write_text(json.dumps([[*job.overrides, f"hydra.sweep.subdir={job.where}"] for job in jobs], indent=1))
+    show(f"results: {command}: {len(jobs)} run(s) to the launcher: {', '.join(job.where for job in jobs)}")
+    start = time.perf_counter()
+    args = [
+        "-m",
+        "hydra/sweeper=listed",
+        f"hydra.sweeper.jobs={listed}",
+        f"hydra.sweep.dir={runs}",
+        f"hydra.searchpath=[file://{configs}]",
+        f"hydra/launcher={LAUNCHER}",
+    ]
+    subprocess.run([sys.executable, "-m", "listener_sub", command, *args])
+    failed = [job.where for job in jobs if not job.finished()]
+    wall = time.perf_counter() - start
+    show(f"results: {command}: {len(jobs) - len(failed)} of {len(jobs)} run(s) finished in {wall:.0f} s")
+    if failed:
+        raise UserError(
+            f"{len(failed)} {command} run(s) under {runs} failed: {', '.join(failed)} (their errors are above); "
+            "fix them and rerun: finished runs are kept"
+        )
+
+
+def launcher_text() -> tuple[str, str]:
+    """The launcher as the document's header states it: (this command's launcher overrides, in words)."""
+    hydra = HydraConfig.get()
+    given = " ".join(o for o in hydra.overrides.hydra if o.startswith(("hydra/launcher=", "hydra.launcher.")))
+    choice = hydra.runtime.choices["hydra/launcher"]
+    if choice != "joblib":
+        return given, f"hydra/launcher={choice}"
+    from joblib import effective_n_jobs
+
+    return given, f"{effective_n_jobs(hydra.launcher.n_jobs)} run(s) at a time (hydra/launcher=joblib)"
 
 
 def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
@@ -182,8 +183,6 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
         raise UserError("rows is empty; name at least one row (rows.NAME=[overrides])")
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds={seeds}: give distinct RL seeds, at least one")
-    if int(cfg.jobs) < 1:
-        raise UserError(f"jobs={cfg.jobs}: run at least one child command at a time")
     for key in ("constrained", "ablations", "rerank_against", "transfer_rows", "audience", "chosen_on", "speakers"):
         unknown = [name for name in cfg[key] if name not in cfg.rows]
         if unknown:
@@ -232,19 +231,23 @@ def main(cfg: DictConfig) -> None:
     common = [*cfg.overrides, *(cfg.quick_overrides if cfg.quick else [])]
     if cfg.cache_dir:
         common.append(f"cache_dir={cfg.cache_dir}")
+    configs = write_launcher(runs)
     rows, trains = row_jobs(cfg, runs, seeds, common)
     reranks, evals = rerank_jobs(cfg, runs, seeds, common)
-    run_jobs([*trains, *evals, *export_jobs(cfg, runs)], int(cfg.jobs))
+    launch("train", trains, runs, configs)
+    launch("export", export_jobs(cfg, runs), runs, configs)
     transfers, zero_shot = transfer_jobs(cfg, runs, rows)
-    run_jobs(zero_shot, int(cfg.jobs))
+    launch("eval", [*evals, *zero_shot], runs, configs)
     wall = time.perf_counter() - start
     variant = "quick" if cfg.quick else "full"
+    given, launcher = launcher_text()
+    command = " ".join(["listener-sub results", *(["quick=true"] if cfg.quick else []), *([given] if given else [])])
     header = [
         "# Results",
         "",
-        f"Written by `listener-sub results{' quick=true' if cfg.quick else ''} jobs={cfg.jobs}` ({variant} variant, "
+        f"Written by `{command}` ({variant} variant, "
         f"{datetime.now(timezone.utc):%Y-%m-%d}): every number below is read from the run directories under `{runs}`. "
-        f"This generation took {wall:.0f} s with {cfg.jobs} run(s) at a time on {os.cpu_count()} cores, "
+        f"This generation took {wall:.0f} s with {launcher} on {os.cpu_count()} cores, "
         "runs found finished "
         "included (each run's own wall time is in its summary.json).",
         "",

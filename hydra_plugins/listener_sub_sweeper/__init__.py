@@ -1,0 +1,1 @@
+"""listener-sub's Hydra sweeper plugin (found by Hydra's plugin scan of the `hydra_plugins` namespace)."""
