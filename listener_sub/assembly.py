@@ -188,14 +188,15 @@ class Assembly:
         return clips
 
     def build_clips(self) -> None:
-        """Train every missing CLIP of the run, `clip_workers` at a time in processes of one torch thread each.
+        """Train every missing CLIP of the run, `clip_workers` at a time in processes of one torch thread each (where
+        this process can start them: `can_spawn`).
 
         Tiny CLIPs use two cores better side by side than one after another on two threads each. The kinds'
         wall times then overlap; the run's total pretraining time is the real one.
         """
         missing = {a.key: (a, p) for a, p in self._clips() if not self.cache.has(a.kind, a.key, a.name)}  # one a key
         workers = min(self.spec.clip_workers, len(missing))
-        if workers < 2 or not self.cache.build:
+        if workers < 2 or not self.cache.build or not can_spawn():
             return  # built one at a time on first use; a cache that may not build says what it lacks then
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -362,6 +363,13 @@ class Players:
     reference: (
         nn.Module
     )  # the speaker before RL and RL's reference policy: the captioning adapter; a VLM's disabled LoRA
+
+
+def can_spawn() -> bool:
+    """Whether this process can start spawned workers: not inside a worker of joblib's loky backend (a launcher's run
+    side by side with others), whose start method a spawned child cannot take up. There the run's CLIPs are trained one
+    after another; its sweep already keeps the cores busy with other runs."""
+    return multiprocessing.get_start_method(allow_none=True) in (None, *multiprocessing.get_all_start_methods())
 
 
 def _file_identity(path: str) -> list[Any]:

@@ -6,7 +6,6 @@ each (`DATA_FOLDERS`), and a data source it has none for fails the test.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,38 +83,28 @@ def test_every_documented_option_trains(tmp_path):
     folder.mkdir(parents=True)
     for name, (_, node) in chosen.items():
         (folder / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(node))
-    names = list(chosen)
-    halves = {sweep: names[i::2] for i, sweep in enumerate((tmp_path / "sweep0", tmp_path / "sweep1"))}
-    runs = []
-    for sweep, half in halves.items():  # two multiruns side by side, one per core
-        args = [
-            "train",
-            "-m",
-            *TINY,
-            "trainer.steps=2",
-            "trainer.eval_every=0",
-            "evaluation.boards=4",
-            f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
-            f"hydra.sweep.dir={sweep}",
-            "hydra.sweep.subdir=${hydra:runtime.choices.smoke}",
-            f"+smoke={','.join(half)}",
-        ]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        runs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "listener_sub", *args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    for run in runs:
-        _, stderr = run.communicate(timeout=900)
-        assert run.returncode == 0, stderr[-3000:]
-    where = {name: sweep for sweep, half in halves.items() for name in half}
+    sweep = tmp_path / "sweep"
+    args = [  # one multirun, its runs two at a time on joblib's workers of one torch thread each
+        "train",
+        "-m",
+        *TINY,
+        "trainer.steps=2",
+        "trainer.eval_every=0",
+        "evaluation.boards=4",
+        f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${hydra:runtime.choices.smoke}",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"+smoke={','.join(chosen)}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "listener_sub", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     for name, (key, node) in chosen.items():
-        summary = json.loads((where[name] / name / "summary.json").read_text())
+        summary = json.loads((sweep / name / "summary.json").read_text())
         assert summary["steps"] == 2 and -1.0 <= summary["after"]["gap"] <= 1.0, name
         if "defaults" not in node:  # the option's own value reached the run's config
             value, setting = summary["config"], node
