@@ -195,7 +195,7 @@ def matmul_peak(device: torch.device, repeats: int = 5) -> tuple[float, str]:
     cuda = device.type == "cuda"
     dtype, size = (torch.bfloat16, 8192) if cuda else (torch.float32, 2048)
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     a @ b
     sync()
     best = float("inf")

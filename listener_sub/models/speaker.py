@@ -276,12 +276,8 @@ class Speaker(nn.Module):
                 logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
                 logits = logits[:, M - 1 : M + L - 1]  # (N, L, V): position M - 1 + t predicts token t
             else:
-                embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
-                out = self.lm(inputs_embeds=embeds, attention_mask=attention[::k, :M], use_cache=True, logits_to_keep=1)
-                logits = out.logits.repeat_interleave(k, 0)  # (N, 1, V): the prefix's last position predicts token 0
+                logits, cache = self._read_prefix(prefix, k)  # (N, 1, V): the prefix's last position predicts token 0
                 if L > 1:
-                    cache = getattr(out, self.cache_arg)
-                    cache.batch_repeat_interleave(k)  # (N, heads, M, d_head) per layer
                     rest = self.lm(
                         input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], **{self.cache_arg: cache}
                     )
@@ -320,6 +316,17 @@ class Speaker(nn.Module):
         per_token, mask = self.log_probs(prefix, tokens, lengths)
         return -per_token.sum() / mask.sum()
 
+    def _read_prefix(self, prefix: torch.Tensor, k: int) -> tuple[torch.Tensor, Any]:
+        """The LM reads each soft prefix (B, M, d_lm) once (inside the caller's autocast): the logits of its last
+        position (N, 1, V'), N = B * k, and its KV cache, both repeated for k captions (row b * k + j is prefix b)."""
+        B, M, _ = prefix.shape
+        embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
+        attention = torch.ones(B, M, dtype=torch.long, device=self.device)  # every position read
+        out = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, self.cache_arg)
+        cache.batch_repeat_interleave(k)  # (N, heads, M, d_head) per layer
+        return out.logits.repeat_interleave(k, 0), cache
+
     @torch.no_grad()
     def _sample(
         self, prefix: torch.Tensor, k: int, max_new_tokens: int, draws: torch.Tensor | None, **sampling: Any
@@ -331,17 +338,14 @@ class Speaker(nn.Module):
         B, M, _ = prefix.shape
         attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position read
         with self._autocast():
-            embeds = prefix.to(self.lm.get_input_embeddings().weight.dtype)  # (B, M, d_lm)
-            out = self.lm(inputs_embeds=embeds, attention_mask=attention[:B, :M], use_cache=True, logits_to_keep=1)
-            cache = getattr(out, self.cache_arg)
-            cache.batch_repeat_interleave(k)  # (B*k, heads, M, d_head) per layer
+            first, cache = self._read_prefix(prefix, k)  # (N, 1, V'), KV of B*k rows
 
             def step(token: torch.Tensor, t: int) -> torch.Tensor:
                 mask = attention[:, : M + t + 1]  # (N, M + t + 1)
                 out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **{self.cache_arg: cache})
                 return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
 
-            first = out.logits[:, -1, : self.vocab_size].float().repeat_interleave(k, 0)  # (N, V)
+            first = first[:, -1, : self.vocab_size].float()  # (N, V)
             return decode_with_cache(first, step, max_new_tokens, draws, self.eos_id, self.pad_id, **sampling)
 
     @torch.no_grad()
