@@ -398,6 +398,7 @@ def _clip_kwargs(assembly: Assembly, artifact: Artifact, perception: Perception)
         exclude=tuple(about["exclude"]),
         data=assembly.pretrain_images(recipe.pool_size),
         init=about["init"],
+        device=assembly.device,
     )
 
 

@@ -325,27 +325,37 @@ class NaiveListenerTraining(ListenerTraining):
 
 
 def bench_clip(
-    model_name: str, world: WorldConfig, recipe: ListenerRecipe, steps: int, naive_steps: int
+    model_name: str,
+    world: WorldConfig,
+    recipe: ListenerRecipe,
+    steps: int,
+    naive_steps: int,
+    device: torch.device = torch.device("cpu"),
 ) -> dict[str, float]:
-    """A full-colour listener CLIP's training step, optimized (`steps` timed) against naive (`naive_steps` timed), each
-    from the same initialisation and batch stream, after one warm-up step and one FLOP-counted step.
+    """A full-colour listener CLIP's training step on `device`, optimized (`steps` timed) against naive (`naive_steps`
+    timed; 0: not run), each from the same initialisation and batch stream, after one warm-up step and one FLOP-counted
+    step.
 
     Keys clip/<variant>/...: images_per_s, s_per_step, gflop_per_step, flop_utilisation; clip/speedup.
     """
-    peak, dtype = matmul_peak(torch.device("cpu"))
+    peak, dtype = matmul_peak(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     results: dict[str, float] = {
         f"clip/matmul_peak_gflops/{dtype}": peak / 1e9,
         "clip/images_per_step": recipe.batch_size,
     }
-    for name, kind, n in (("optimized", ListenerTraining, steps), ("naive", NaiveListenerTraining, naive_steps)):
+    variants = (("optimized", ListenerTraining, steps), ("naive", NaiveListenerTraining, naive_steps))
+    for name, kind, n in (variant for variant in variants if variant[2] > 0):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            training = kind(model_name, make_perception("full"), world, recipe)
+            training = kind(model_name, make_perception("full"), world, recipe, device=device)
         training.step()  # warm-up
         flops = step_flops(training.step)
+        sync()
         start = time.perf_counter()
         for _ in range(n):
             training.step()
+        sync()
         elapsed = time.perf_counter() - start
         results |= {
             f"clip/{name}/images_per_s": n * recipe.batch_size / elapsed,
@@ -353,7 +363,8 @@ def bench_clip(
             f"clip/{name}/gflop_per_step": flops / 1e9,
             f"clip/{name}/flop_utilisation": flops * n / elapsed / peak,
         }
-    results["clip/speedup"] = results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"]
+    if naive_steps > 0:
+        results["clip/speedup"] = results["clip/optimized/images_per_s"] / results["clip/naive/images_per_s"]
     return results
 
 

@@ -6,7 +6,8 @@
 #
 # It reports, each against the chip's bf16 matmul peak measured in the same run (`listener-sub bench`):
 #   real  -- `bench preset=real`: random-init ViT-B-32 CLIPs + GPT-2 124M, REAL_BOARDS x REAL_K captions a step
-#   tiny  -- the embedded default's RL step (its models built on first use, as `listener-sub train` builds them)
+#   tiny  -- the embedded default's RL step and listener-CLIP training step (its models built on first use, on the
+#            chip, as `listener-sub train` builds them)
 #   vlm   -- `bench preset=vlm vlm.size=smolvlm-256m`: a random-init VLM speaker of SmolVLM-256M's sizes with LoRA
 #   ddp   -- a 2-rank `torchrun ... train` of the default when two GPUs (or DDP=1) are there: games a second
 # with games/s, seconds per phase, GFLOP a step, FLOP utilisation and peak memory.
@@ -18,11 +19,13 @@
 #   NAIVE_STEPS=0          naive steps timed beside the optimized ones (one at the real size took 50 s on an H200)
 #   OVERRIDES="..."        Hydra overrides added to every command (e.g. smaller pretraining recipes)
 #   DDP=1                  run the 2-rank check even without two GPUs (gloo on the CPU)
+#   STAGES="real tiny vlm ddp"  the stages to run (ddp still needs two GPUs or DDP=1)
 set -euo pipefail
 
 out=$(realpath -m "${1:-gpu_check}")
 mkdir -p "$out"
 rm -rf "$out"/{tiny,real,vlm,ddp} "$out/stage_s.txt"  # a fresh check each time
+touch "$out/stage_s.txt"
 start=$(date +%s)
 
 if [[ -z "${PYTHON:-}" ]]; then
@@ -34,12 +37,15 @@ device=${DEVICE:-cuda}
 steps=${STEPS:-20}
 naive=${NAIVE_STEPS:-0}
 read -r -a extra <<<"${OVERRIDES:-}"
+stages=" ${STAGES:-real tiny vlm ddp} "
 
-bench() {  # bench NAME OVERRIDE...: one `listener-sub bench` run into $out/NAME
-    local name=$1 began=$(date +%s)
-    shift
+bench() {  # bench NAME PARTS OVERRIDE...: one `listener-sub bench` run into $out/NAME, if NAME is one of STAGES
+    local name=$1 parts=$2 began=$(date +%s)
+    shift 2
+    [[ "$stages" == *" $name "* ]] || return 0
     echo "== $name" >&2
-    "$PYTHON" -m listener_sub bench parts=[rl] device="$device" rl.steps="$steps" rl.naive_steps="$naive" \
+    "$PYTHON" -m listener_sub bench parts="$parts" device="$device" rl.steps="$steps" rl.naive_steps="$naive" \
+        clip.naive_steps="$naive" \
         "hydra.run.dir=$out/$name" "$@" "${extra[@]}" >"$out/$name.log" 2>&1 || {
         tail -n 20 "$out/$name.log" >&2
         exit 1
@@ -47,12 +53,12 @@ bench() {  # bench NAME OVERRIDE...: one `listener-sub bench` run into $out/NAME
     echo "$name $(($(date +%s) - began))" >>"$out/stage_s.txt"
 }
 
-bench real preset=real real.boards="${REAL_BOARDS:-128}" real.k="${REAL_K:-8}"
-bench tiny preset=tiny
-bench vlm preset=vlm vlm.size="${VLM_SIZE:-smolvlm-256m}" vlm.boards="${VLM_BOARDS:-64}" vlm.k="${VLM_K:-8}"
+bench real [rl] preset=real real.boards="${REAL_BOARDS:-128}" real.k="${REAL_K:-8}"
+bench tiny [rl,clip] preset=tiny
+bench vlm [rl] preset=vlm vlm.size="${VLM_SIZE:-smolvlm-256m}" vlm.boards="${VLM_BOARDS:-64}" vlm.k="${VLM_K:-8}"
 
 gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
-if [[ "$gpus" -ge 2 || "${DDP:-0}" == 1 ]]; then
+if [[ "$stages" == *" ddp "* && ("$gpus" -ge 2 || "${DDP:-0}" == 1) ]]; then
     echo "== ddp (2 ranks)" >&2
     began=$(date +%s)
     "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2 -m listener_sub train device="$device" \
@@ -79,8 +85,9 @@ report = {
     "stage_s": {name: float(s) for name, s in (line.split() for line in (out / "stage_s.txt").read_text().splitlines())},
 }
 for name in ("real", "tiny", "vlm"):
-    results = json.loads((out / name / "bench.json").read_text())["results"]
-    report[name] = {k.removeprefix("rl/"): v for k, v in results.items()}
+    if (out / name / "bench.json").exists():
+        results = json.loads((out / name / "bench.json").read_text())["results"]
+        report[name] = {k.removeprefix("rl/"): v for k, v in results.items()}
 ddp = out / "ddp" / "summary.json"
 if ddp.exists():
     summary = json.loads(ddp.read_text())
@@ -96,8 +103,9 @@ if ddp.exists():
     }
 (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
 keys = ("optimized/games_per_s", "optimized/flop_utilisation", "optimized/peak_memory_gb", "speedup")
+keys += ("clip/optimized/images_per_s", "clip/optimized/flop_utilisation")
 for name in ("real", "tiny", "vlm"):
-    print(name, {k: round(report[name][k], 4) for k in keys if k in report[name]})
+    print(name, {k: round(report[name][k], 4) for k in keys if k in report[name]} if name in report else "not run")
 print("ddp", report.get("ddp", "skipped: fewer than two GPUs"))
 print(f"wall {wall_s:.0f} s -> {out / 'gpu_check.json'}")
 EOF

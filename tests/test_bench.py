@@ -143,7 +143,7 @@ def test_attention_flops_count_grouped_query_heads_and_the_cpu_kernel():
         ("parts=[speed]", "parts=['speed']"),
         ("rl.steps=0", "rl.steps=0"),
         ("rl.naive_steps=-1", "rl.naive_steps=-1"),
-        ("clip.naive_steps=0", "clip.naive_steps=0"),
+        ("clip.naive_steps=-2", "clip.naive_steps=-2"),
     ],
 )
 def test_bench_refuses_bad_settings(override, message):

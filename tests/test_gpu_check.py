@@ -40,6 +40,8 @@ def test_the_gpu_check_runs_every_part_and_writes_its_report(default_models, tmp
         assert part["games_per_step"] == games and part["optimized/games_per_s"] > 0
         assert 0 < part["optimized/flop_utilisation"] < 1 and part["optimized/peak_memory_gb"] > 0
         assert part["speedup"] == part["optimized/games_per_s"] / part["naive/games_per_s"]
+    tiny_clip = report["tiny"]  # the listener CLIP's training step, on the check's device
+    assert tiny_clip["clip/images_per_step"] == 128 and tiny_clip["clip/optimized/images_per_s"] > 0
     assert report["vlm"]["optimized/gflop_per_step"] > 0  # the VLM's attention counted (grouped-query heads too)
     ddp = report["ddp"]
     assert ddp["ranks"] == 2 and ddp["steps"] == 1

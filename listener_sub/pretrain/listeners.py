@@ -230,8 +230,9 @@ def value_confusion(model: open_clip.CLIP, tokens: CaptionTokens, temperature: f
     attrs = np.zeros((len(value_index), len(n_values)), dtype=np.int64)
     attrs[np.arange(len(value_index)), attribute_of_value] = value_index  # one object per value, other attributes 0
     masks = 1 << attribute_of_value  # each caption names only that attribute ("a circle.", "a red object.")
-    features = model.encode_text(tokens(combos.ids(attrs), masks), normalize=True)  # (sum V, D)
-    sim = (features @ features.T).numpy()  # (sum V, sum V)
+    device = model.logit_scale.device
+    features = model.encode_text(tokens(combos.ids(attrs), masks).to(device), normalize=True)  # (sum V, D)
+    sim = (features @ features.T).cpu().numpy()  # (sum V, sum V)
     out = np.zeros((len(n_values), n_values.max(), n_values.max()))
     for a, n in enumerate(n_values):
         rows = attribute_of_value == a
@@ -303,8 +304,10 @@ def train_listener(
     init: str | None = None,
     progress: bool = True,
     position: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> open_clip.CLIP:
-    """Train a listener CLIP contrastively through its perception (multi-positive CLIP loss).
+    """Train a listener CLIP contrastively through its perception (multi-positive CLIP loss), on `device` (the model
+    comes back there; batches are drawn on the host, so a seed draws the same batches on any device).
 
     data: what it learns from: None, the embedded world's pretraining scenes (recipe.pool_size, rendered); images with
     scenes (CLEVR), the same recipe in their vocabulary; images with reference captions only (COCO), the CLIP loss on
@@ -320,8 +323,9 @@ def train_listener(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _train_listener(
-            model_name, make_perception(perception), world, recipe, seed, exclude, data, init, progress, position
-        )
+            model_name, make_perception(perception), world, recipe, seed, exclude, data, init, progress, position,
+            torch.device(device),
+        )  # fmt: skip
 
 
 def _train_listener(
@@ -335,8 +339,9 @@ def _train_listener(
     init: str | None,
     progress: bool,
     position: int | None,
+    device: torch.device,
 ) -> open_clip.CLIP:
-    training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init)
+    training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init, device)
     label = f"CLIP seed {seed} ({perception.name or type(perception).__name__})"
     terminal = sys.stderr.isatty()  # a log file gets plain lines: bars of CLIPs trained side by side would interleave
     bar = tqdm(range(recipe.steps), desc=label, disable=not (progress and terminal), leave=False, position=position)
@@ -369,6 +374,7 @@ class ListenerTraining:
         exclude: Sequence[str] = (),
         data: ImageSet | None = None,
         init: str | None = None,
+        device: torch.device = torch.device("cpu"),
     ) -> None:
         import open_clip  # imported on use: it takes seconds
 
@@ -378,8 +384,10 @@ class ListenerTraining:
         self.model = open_clip.create_model(
             model_name, pretrained=init
         )  # random init unless init; sets model.visual.preprocess_cfg
-        self.model.to(memory_format=torch.channels_last).train()  # convolution weights channels-last, as the images
+        # convolution weights channels-last, as the images
+        self.model.to(device, memory_format=torch.channels_last).train()
         size, mean, std = clip_preprocess(self.model)
+        mean, std = mean.to(device), std.to(device)  # model_input moves the images to mean's device
         tokenizer = open_clip.get_tokenizer(model_name)
         if data is not None and data.scenes is None:
             if exclude:
@@ -474,17 +482,19 @@ class _SceneBatches:
         prefixes = rng.choice(len(self.prefix_p), size=(len(views), r.batch_size), p=self.prefix_p)
         keys = np.concatenate([self.tokens.keys(combos.ids(attrs), m, p) for m, p in zip(views, prefixes)])  # (V*B,)
         unique, inverse = np.unique(self.tokens.texts(keys), return_inverse=True)  # each distinct text encoded once
-        pixels = pool.images[idx]  # (B, H, W, 3)
+        pixels, device = pool.images[idx], self.mean.device  # (B, H, W, 3)
         images = perceive(pixels, self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
         if gray.any():
-            images[gray] = perceive(pixels[gray], self.grayscale, self.size, self.mean, self.std)
-        image_features, text_features, logit_scale = model(images, self.tokens.token_rows(unique))
-        text_features = text_features[torch.from_numpy(inverse)]  # (V*B, D)
-        same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :])  # (B, B, A)
-        unseen = torch.from_numpy(gray)[None, :]  # (1, B) a gray image shows no colour
+            images[torch.from_numpy(gray).to(device)] = perceive(
+                pixels[gray], self.grayscale, self.size, self.mean, self.std
+            )
+        image_features, text_features, logit_scale = model(images, self.tokens.token_rows(unique).to(device))
+        text_features = text_features[torch.from_numpy(inverse).to(device)]  # (V*B, D)
+        same = torch.from_numpy(attrs[:, None, :] == attrs[None, :, :]).to(device)  # (B, B, A)
+        unseen = torch.from_numpy(gray).to(device)[None, :]  # (1, B) a gray image shows no colour
         losses, excess = [], []
         for view_masks, feats in zip(views, text_features.split(r.batch_size)):
-            bits = torch.from_numpy((view_masks[:, None] >> np.arange(len(attributes))) & 1).bool()  # (B, A)
+            bits = torch.from_numpy((view_masks[:, None] >> np.arange(len(attributes))) & 1).bool().to(device)  # (B, A)
             match = (same | ~bits[:, None, :]).all(-1) & ~(
                 bits[:, None, attributes.index("color")] & unseen
             )  # (B, B) caption i true of image j
@@ -523,9 +533,9 @@ class _CaptionBatches:
         )  # (B,) distinct images
         texts = [self.captions[i][rng.integers(len(self.captions[i]))] for i in idx]
         images = perceive(self.data.images[idx], self.perception, self.size, self.mean, self.std)  # (B, 3, H, W)
-        image_features, text_features, logit_scale = model(images, self.tokenizer(texts))
+        image_features, text_features, logit_scale = model(images, self.tokenizer(texts).to(self.mean.device))
         match = torch.tensor(
-            [[text in self.captions[j] for j in idx] for text in texts]
+            [[text in self.captions[j] for j in idx] for text in texts], device=self.mean.device
         )  # (B, B) caption i is one of image j's
         return multi_positive_clip_loss(image_features, text_features, logit_scale, match), logit_scale
 
@@ -534,5 +544,5 @@ def save_listener(model: open_clip.CLIP, path: str | Path) -> Path:
     """Save as safetensors that create_model_and_transforms(name, pretrained=path) loads (path ending .safetensors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(path))
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}, str(path))
     return path
