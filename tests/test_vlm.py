@@ -52,6 +52,30 @@ def test_sampled_log_probs_are_the_teacher_forced_ones(vlm_dirs, arch):
 
 
 @pytest.mark.parametrize("arch", BUILDERS)
+def test_each_prompt_is_read_once_for_its_k_captions_and_gives_the_repeated_prompts_log_probs(vlm_dirs, arch):
+    """log_probs shares each prompt's keys and values among its k captions (with gradients too, through the shared
+    cache); the prompt repeated k times in one pass (what a DistributedDataParallel policy runs) gives the same
+    log-probs and the same LoRA gradient, policy and reference."""
+    speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
+    nudge(speaker)
+    inputs = speaker.encode(images(3))
+    gen = speaker.sample(speaker.adapt(inputs), k=3, max_new_tokens=6, generator=torch.Generator().manual_seed(1))
+    assert int(gen.lengths.min()) < gen.tokens.shape[1]  # some caption ends early: its padding is masked out
+    lora = [p for p in speaker.trainable.parameters() if p.requires_grad]
+    for policy in (None, speaker.reference_policy()):
+        prompt = speaker.adapt(inputs, policy)
+        shared, mask = speaker.log_probs(prompt, gen.tokens, gen.lengths, k=3)
+        repeated, same_mask = speaker.log_probs(prompt.repeat_interleave(3), gen.tokens, gen.lengths, k=1)
+        assert torch.equal(mask, same_mask)
+        assert torch.allclose(shared, repeated, atol=1e-5), (shared - repeated).abs().max()
+        assert (shared[mask == 0] == 0).all() and (shared[mask == 1] < 0).all()
+        if policy is None:  # the policy's gradient flows through the shared keys and values alike
+            grads = [torch.autograd.grad(logp.sum(), lora) for logp in (shared, repeated)]
+            assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(*grads))
+            assert any(g.abs().sum() > 0 for g in grads[0])
+
+
+@pytest.mark.parametrize("arch", BUILDERS)
 def test_the_reference_is_the_base_model_and_only_lora_learns(vlm_dirs, arch):
     speaker = create_vlm_speaker(vlm_dirs[arch], prompt="describe the image")
     base = AutoModelForImageTextToText.from_pretrained(vlm_dirs[arch]).eval()
@@ -192,14 +216,24 @@ def test_the_naive_vlm_step_plays_the_same_game_and_bench_measures_both(vlm_dirs
     cfg = rl_config(boards=4, k=2, max_new_tokens=5)
     trainer = Trainer(cfg, speaker, tiny_game(tiny_listeners(), pool_size=32), tmp_path, held_out(4))
     start = trainer.save()
+
+    def update() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each LoRA weight and the gradient that moved it (AdamW's first moment after one step: (1 - beta1) g)."""
+        state = trainer.optimizer.state
+        return [
+            (p.detach().clone(), state[p]["exp_avg"].clone()) for p in speaker.model.parameters() if p.requires_grad
+        ]
+
     fast = trainer.train_step()
-    lora = {n: p.detach().clone() for n, p in speaker.model.named_parameters() if p.requires_grad}
+    fast_update = update()
     trainer.load(start)
     slow = NaiveStep(trainer)()
     assert slow == pytest.approx(fast, rel=1e-4, abs=1e-5)
-    for name, p in speaker.model.named_parameters():
-        if p.requires_grad:
-            torch.testing.assert_close(p.detach(), lora[name], atol=1e-5, rtol=1e-4)
+    for (weight, moment), (fast_weight, fast_moment) in zip(update(), fast_update):
+        torch.testing.assert_close(moment, fast_moment, rtol=1e-4, atol=1e-7)  # the same gradient
+        # AdamW's first step moves each weight by about lr * sign(g): a gradient within float noise of 0 may move it
+        # by anything up to lr either way
+        torch.testing.assert_close(weight, fast_weight, rtol=0, atol=cfg.lr)
     before = trainer.step
     results = bench_rl(trainer, steps=1, naive_steps=1)
     assert results["rl/naive/gflop_per_step"] > results["rl/optimized/gflop_per_step"] > 0

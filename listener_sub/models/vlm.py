@@ -233,21 +233,50 @@ class VLMSpeaker(nn.Module):
     def log_probs(
         self, prompt: VLMPrompt, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One teacher-forced pass of the prompt's policy over [prompt; tokens], k captions per row of the prompt
-        (caption row b * k + j after prompt b): (log pi of each token (N, L), float mask (N, L)), N = B * k; tokens up
-        to and including EOS count. The prompt is repeated for the k captions: under DistributedDataParallel the
-        policy runs once a step with gradients, so the prompt is not read once and shared as the adapter speaker's
-        prefix is."""
-        inputs = prompt.repeat_interleave(k).inputs if k > 1 else prompt.inputs
-        P, L = inputs.input_ids.shape[1], tokens.shape[1]
+        """The prompt's policy teacher-forced over [prompt; tokens], k captions per row of the prompt (caption row
+        b * k + j after prompt b): (log pi of each token (N, L), float mask (N, L)), N = B * k; tokens up to and
+        including EOS count.
+
+        Each prompt and image is read once and its keys and values are shared by its k captions, as in sampling --
+        unless the policy is a DistributedDataParallel wrapper, which must run once a step with gradients: then the
+        prompt is repeated for the k captions in one pass."""
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
+        L = tokens.shape[1]
         mask = length_mask(lengths, L)  # (N, L)
-        ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + L)
-        attention = torch.cat([inputs.attention_mask, mask.long()], 1)  # (N, P + L)
-        logits = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False).logits  # (N, P + L, V)
-        logp = self.policy_logits(logits[:, P - 1 : P + L - 1]).log_softmax(-1)  # position P-1+t predicts token t
+        one_pass = isinstance(prompt.policy, nn.parallel.DistributedDataParallel) and torch.is_grad_enabled()
+        if k > 1 and not one_pass:
+            logits = self._shared_prompt_logits(prompt, tokens, mask, k)  # (N, L, V')
+        else:
+            inputs = prompt.repeat_interleave(k).inputs if k > 1 else prompt.inputs
+            P = inputs.input_ids.shape[1]
+            ids = torch.cat([inputs.input_ids, tokens], 1)  # (N, P + L)
+            attention = torch.cat([inputs.attention_mask, mask.long()], 1)  # (N, P + L)
+            out = self._forward(prompt.policy, ids, attention, inputs.pixels, use_cache=False)
+            logits = out.logits[:, P - 1 : P + L - 1]  # (N, L, V') position P-1+t predicts token t
+        logp = self.policy_logits(logits).log_softmax(-1)  # (N, L, V)
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L); -inf at the pad after EOS
         return per_token.masked_fill(mask == 0, 0.0), mask
+
+    def _shared_prompt_logits(
+        self, prompt: VLMPrompt, tokens: torch.Tensor, mask: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Logits (N, L, V') predicting each caption token (N, L), N = B * k: the B prompts read once, their keys and
+        values repeated for k captions each, then the captions read through that cache."""
+        inputs, policy = prompt.inputs, prompt.policy
+        P, L = inputs.input_ids.shape[1], tokens.shape[1]
+        out = self._forward(
+            policy, inputs.input_ids, inputs.attention_mask, inputs.pixels, use_cache=True, logits_to_keep=1
+        )
+        first = out.logits[:, -1:].repeat_interleave(k, 0)  # (N, 1, V') predicts token 0
+        if L == 1:
+            return first
+        cache = getattr(out, self.cache_arg)
+        cache.batch_repeat_interleave(k)  # (N, heads, P, d_head) per layer
+        attention = torch.cat([inputs.attention_mask.repeat_interleave(k, 0), mask.long()], 1)  # (N, P + L)
+        rest = self._forward(
+            policy, tokens[:, :-1], attention[:, : P + L - 1], {}, use_cache=True, **{self.cache_arg: cache}
+        )  # (N, L - 1, V') position t predicts token t + 1
+        return torch.cat([first, rest.logits], 1)
 
     @torch.no_grad()
     def sample(
