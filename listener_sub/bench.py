@@ -339,7 +339,6 @@ def bench_clip(
     Keys clip/<variant>/...: images_per_s, s_per_step, gflop_per_step, flop_utilisation; clip/speedup.
     """
     peak, dtype = matmul_peak(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     results: dict[str, float] = {
         f"clip/matmul_peak_gflops/{dtype}": peak / 1e9,
         "clip/images_per_step": recipe.batch_size,
@@ -351,12 +350,11 @@ def bench_clip(
             training = kind(model_name, make_perception("full"), world, recipe, device=device)
         training.step()  # warm-up
         flops = step_flops(training.step)
-        sync()
-        start = time.perf_counter()
-        for _ in range(n):
-            training.step()
-        sync()
-        elapsed = time.perf_counter() - start
+        timer = Phases()  # synchronises a GPU at its boundaries
+        with timer("steps"):
+            for _ in range(n):
+                training.step()
+        elapsed = timer.seconds["steps"]
         results |= {
             f"clip/{name}/images_per_s": n * recipe.batch_size / elapsed,
             f"clip/{name}/s_per_step": elapsed / n,

@@ -264,19 +264,25 @@ class VLMSpeaker(nn.Module):
         values repeated for k captions each, then the captions read through that cache."""
         inputs, policy = prompt.inputs, prompt.policy
         P, L = inputs.input_ids.shape[1], tokens.shape[1]
-        out = self._forward(
-            policy, inputs.input_ids, inputs.attention_mask, inputs.pixels, use_cache=True, logits_to_keep=1
-        )
-        first = out.logits[:, -1:].repeat_interleave(k, 0)  # (N, 1, V') predicts token 0
+        first, cache = self._read_prompt(prompt, k)  # (N, 1, V') predicts token 0
         if L == 1:
             return first
-        cache = getattr(out, self.cache_arg)
-        cache.batch_repeat_interleave(k)  # (N, heads, P, d_head) per layer
         attention = torch.cat([inputs.attention_mask.repeat_interleave(k, 0), mask.long()], 1)  # (N, P + L)
         rest = self._forward(
             policy, tokens[:, :-1], attention[:, : P + L - 1], {}, use_cache=True, **{self.cache_arg: cache}
         )  # (N, L - 1, V') position t predicts token t + 1
         return torch.cat([first, rest.logits], 1)
+
+    def _read_prompt(self, prompt: VLMPrompt, k: int) -> tuple[torch.Tensor, Any]:
+        """The policy reads each prompt and image once: the logits of its last position (N, 1, V'), N = B * k, and its
+        KV cache, both repeated for k captions (row b * k + j is prompt b)."""
+        inputs = prompt.inputs
+        out = self._forward(
+            prompt.policy, inputs.input_ids, inputs.attention_mask, inputs.pixels, use_cache=True, logits_to_keep=1
+        )
+        cache = getattr(out, self.cache_arg)
+        cache.batch_repeat_interleave(k)  # (N, heads, P, d_head) per layer
+        return out.logits[:, -1:].repeat_interleave(k, 0), cache
 
     @torch.no_grad()
     def sample(
@@ -303,10 +309,7 @@ class VLMSpeaker(nn.Module):
         attention = torch.cat(
             [inputs.attention_mask, inputs.attention_mask.new_ones(B, max_new_tokens)], 1
         ).repeat_interleave(k, 0)  # (B*k, P + max_new_tokens)
-        ids, mask = inputs.input_ids, inputs.attention_mask  # (B, P)
-        out = self._forward(policy, ids, mask, inputs.pixels, use_cache=True, logits_to_keep=1)
-        cache = getattr(out, self.cache_arg)
-        cache.batch_repeat_interleave(k)
+        first, cache = self._read_prompt(prompt, k)  # (N, 1, V')
 
         def step(token: torch.Tensor, t: int) -> torch.Tensor:
             out = self._forward(
@@ -314,7 +317,7 @@ class VLMSpeaker(nn.Module):
             )
             return self.policy_logits(out.logits[:, -1])  # (N, V)
 
-        first = self.policy_logits(out.logits[:, -1]).repeat_interleave(k, 0)  # (N, V)
+        first = self.policy_logits(first[:, -1])  # (N, V)
         tokens, lengths, log_probs = decode_with_cache(
             first, step, max_new_tokens, None if greedy else draws, self.eos_id, self.pad_id,
             temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
