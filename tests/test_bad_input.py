@@ -516,6 +516,12 @@ TABLE = [
     ),
     (
         "results",
+        ["runs={tmp}/sweep", "launch_first=[colorblind_vml]"],
+        r"launch_first names \['colorblind_vml'\], which are not rows; choose from: colorblind, .*, colorblind_vlm$",
+        None,
+    ),
+    (
+        "results",
         ["runs={tmp}/sweep", "jobs=2"],
         r"jobs=2: results hands its runs to a Hydra launcher: hydra\.launcher\.n_jobs=N runs N side by side",
         None,

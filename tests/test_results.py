@@ -346,6 +346,7 @@ def test_each_phase_lists_the_runs_it_lacks_with_their_own_overrides_where_the_d
             "~transfer",
             "+transfer={shifted:{eval:['evaluation.split=shifted']},waves:{eval:['x=1'],export:['split=shifted']}}",
             "transfer_rows=[control]",
+            "launch_first=[control]",
         ],
     )
     runs, common = tmp_path / "runs", ["trainer.steps=2"]
@@ -353,10 +354,10 @@ def test_each_phase_lists_the_runs_it_lacks_with_their_own_overrides_where_the_d
     fake_run(runs / "rerank" / "best_of_2" / "seed_1", 1, 0.3, 1.0, 0.5)
     rows, trains = row_jobs(cfg, runs, [0, 1], common)
     assert rows == {name: [runs / name / "seed_0", runs / name / "seed_1"] for name in ("mlp", "control")}
-    assert [(job.where, job.overrides) for job in trains] == [
+    assert [(job.where, job.overrides) for job in trains] == [  # seed by seed, launch_first's rows first in each
         ("mlp/seed_0", [*common, *mlp, "trainer.seed=0"]),
-        ("mlp/seed_1", [*common, *mlp, "trainer.seed=1"]),
         ("control/seed_1", [*common, "experiment=control", "trainer.seed=1"]),
+        ("mlp/seed_1", [*common, *mlp, "trainer.seed=1"]),
     ]
     entries, reranks = rerank_jobs(cfg, runs, [0, 1], common)
     assert entries == {"best_of_2": [runs / "rerank" / "best_of_2" / f"seed_{s}" for s in (0, 1)]}
@@ -384,7 +385,7 @@ def test_each_phase_lists_the_runs_it_lacks_with_their_own_overrides_where_the_d
     assert not any(job.finished() for job in [*trains, *reranks, export, *zero_shot])
     fake_run(runs / "mlp" / "seed_1", 1, 0.3, 1.0, 0.5)
     (folder / "scenes").mkdir(parents=True)
-    assert [job.finished() for job in trains] == [False, True, False] and export.finished()
+    assert [job.finished() for job in trains] == [False, False, True] and export.finished()
     assert [job.where for job in row_jobs(cfg, runs, [0, 1], common)[1]] == ["mlp/seed_0", "control/seed_1"]
 
 
@@ -470,7 +471,7 @@ def test_a_failed_run_is_named_once_its_phase_ends_and_the_finished_runs_are_kep
         "~rows",
         "+rows={done:['experiment=colorblind'],bad:['speaker.decode=rerank']}",  # train refuses reranked decoding
         *(f"{key}=[done]" for key in ("audience", "chosen_on", "speakers", "constrained", "ablations")),
-        *(f"{key}=[]" for key in ("rerank_against", "transfer_rows")),
+        *(f"{key}=[]" for key in ("rerank_against", "transfer_rows", "launch_first")),
         *(f"~{key}" for key in ("rerank", "transfer", "truthful_settings")),
         *(f"+{key}={{}}" for key in ("rerank", "transfer", "truthful_settings")),
         "hydra/launcher=basic",
@@ -508,6 +509,7 @@ def test_the_quick_variant_writes_the_document_of_a_tiny_sweep_on_a_launcher_and
         "audience=[colorblind]",
         "chosen_on=[colorblind]",
         "speakers=[colorblind]",
+        "launch_first=[no_subtraction]",
         "~rerank",
         "+rerank={best_of_2:['speaker.decode=rerank','speaker.rerank.n=2']}",
         "rerank_against=[colorblind]",

@@ -13,6 +13,8 @@ The runs go to Hydra's launcher in three phases, each one multirun of every run 
 `export -m`, `eval -m` with the listed sweeper, `hydra_plugins.listener_sub_sweeper`): the launcher is the one this
 command is given (`hydra/launcher=...`, `hydra.launcher.*`; by default joblib: `hydra.launcher.n_jobs` runs side by
 side, each with cores // n_jobs threads), so `hydra/launcher=submitit_slurm` spreads the runs over a SLURM cluster.
+The train runs are listed seed by seed (a row's seeds side by side would wait on each other while the first builds the
+models they share), the rows of `launch_first` (the slowest) first in each, so that no core idles at the end.
 Then the document and its PNG plots are written from those run directories alone (`listener_sub.report.results`).
 `quick=true` is the same sweep with `quick_overrides` and `quick_seeds`, into <runs>/quick/, for checking the pipeline
 in minutes.
@@ -59,25 +61,28 @@ class Job:
 
 def seed_jobs(
     root: Path, runs: Path, seed_key: str, seeds: list[int], overrides: list[str]
-) -> tuple[list[Path], list[Job]]:
-    """The run directories <root>/seed_<s>/ (in seed order) and a job for each one not finished, `seed_key` set."""
-    paths, jobs = [root / f"seed_{seed}" for seed in seeds], []
+) -> tuple[list[Path], dict[int, Job]]:
+    """The run directories <root>/seed_<s>/ (in seed order) and a job for each one not finished, `seed_key` set, by
+    seed."""
+    paths, jobs = [root / f"seed_{seed}" for seed in seeds], {}
     for seed, path in zip(seeds, paths):
         if not finished(path):
             where = str(path.relative_to(runs))
-            jobs.append(Job(where, [*overrides, f"{seed_key}={seed}"], partial(finished, path)))
+            jobs[seed] = Job(where, [*overrides, f"{seed_key}={seed}"], partial(finished, path))
     return paths, jobs
 
 
 def row_jobs(
     cfg: DictConfig, runs: Path, seeds: list[int], common: list[str]
 ) -> tuple[dict[str, list[Path]], list[Job]]:
-    """Every row's run directories (in seed order) and the train runs of its missing seeds."""
-    rows, jobs = {}, []
+    """Every row's run directories (in seed order) and the train runs of its missing seeds, in launch order: seed by
+    seed, since a row's seeds side by side would wait on each other for the models they share and the first builds;
+    in each seed the rows of `launch_first` (the slowest) first, so that no core waits on one of them at the end."""
+    rows, missing = {}, {}
     for name, overrides in cfg.rows.items():
-        rows[name], missing = seed_jobs(runs / name, runs, "trainer.seed", seeds, [*common, *overrides])
-        jobs += missing
-    return rows, jobs
+        rows[name], missing[name] = seed_jobs(runs / name, runs, "trainer.seed", seeds, [*common, *overrides])
+    order = [*cfg.launch_first, *(name for name in cfg.rows if name not in cfg.launch_first)]
+    return rows, [missing[name][seed] for seed in seeds for name in order if seed in missing[name]]
 
 
 def rerank_jobs(
@@ -89,7 +94,7 @@ def rerank_jobs(
     for name, overrides in cfg.rerank.items():
         args = ["checkpoint=captioner", *common, *overrides]
         entries[name], missing = seed_jobs(runs / "rerank" / name, runs, "speaker.rerank.seed", seeds, args)
-        jobs += missing
+        jobs += missing.values()
     return entries, jobs
 
 
@@ -183,7 +188,8 @@ def check_sweep(cfg: DictConfig, seeds: list[int]) -> None:
         raise UserError("rows is empty; name at least one row (rows.NAME=[overrides])")
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds={seeds}: give distinct RL seeds, at least one")
-    for key in ("constrained", "ablations", "rerank_against", "transfer_rows", "audience", "chosen_on", "speakers"):
+    sections = ("constrained", "ablations", "rerank_against", "transfer_rows", "audience", "chosen_on", "speakers")
+    for key in (*sections, "launch_first"):
         unknown = [name for name in cfg[key] if name not in cfg.rows]
         if unknown:
             raise UserError(f"{key} names {unknown}, which are not rows; choose from: {', '.join(cfg.rows)}")
