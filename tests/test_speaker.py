@@ -3,18 +3,20 @@
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import listener_sub.models
 from listener_sub.adapters import create_adapter
 from listener_sub.adapters.io import write_adapter
 from listener_sub.errors import DataError
+from listener_sub.models.gpt2_step import GPT2Step
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, sample_token
 from listener_sub.optim import Schedule
@@ -62,12 +64,14 @@ def images() -> np.ndarray:
     return render(sample_scenes(WorldConfig(), "train", 0, 4))
 
 
-def tiny_lm(tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
-    """A random 2-layer GPT-2. initializer_range 0.3: at GPT-2's 0.02 the frozen random LM's logits span
-    under ~2 nats, so no prefix can make it spell a caption (caption loss stalls at 3.39)."""
+def tiny_lm(tokenizer: PreTrainedTokenizerFast, **config: Any) -> GPT2LMHeadModel:
+    """A random 2-layer GPT-2 (`config`: GPT2Config settings besides). initializer_range 0.3: at GPT-2's 0.02 the
+    frozen random LM's logits span under ~2 nats, so no prefix can make it spell a caption (caption loss stalls at
+    3.39)."""
     config = GPT2Config(
         n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=len(tokenizer), initializer_range=0.3,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **config,
     )  # fmt: skip
     return GPT2LMHeadModel(config)
 
@@ -146,6 +150,51 @@ def test_kv_cache_log_probs_equal_teacher_forced_log_probs(tokenizer, images):
     torch.testing.assert_close(mask, gen.mask)
     assert (per_token - gen.token_log_probs).abs().max() < 1e-4
     assert (mask.sum(1) == gen.lengths).all() and (per_token[mask == 0] == 0).all()
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh"])
+def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(tokenizer, images, activation, monkeypatch):
+    """GPT2Step: each step's logits equal the LM's cached forward's, and sampling with it draws the same captions with
+    the same log-probs as sampling through the forward."""
+    torch.manual_seed(0)
+    visual = open_clip.create_model("ls-vit-tiny-64", pretrained=None).visual
+    speaker = Speaker.build(visual, tiny_lm(tokenizer, activation_function=activation), tokenizer, "perceiver")
+    assert GPT2Step.fits(speaker.lm)
+    with torch.no_grad():
+        first, cache = speaker._read_prefix(speaker.prefix(images), 2)  # (8, 1, V), the prefix's keys and values
+        step = GPT2Step(speaker.lm, cache, 6, speaker.vocab_size)
+        token, M = first[:, -1].argmax(-1), speaker.n_prefix
+        for t in range(6):
+            mask = torch.ones(len(token), M + t + 1, dtype=torch.long)
+            out = speaker.lm(
+                input_ids=token[:, None], attention_mask=mask, use_cache=True, **{speaker.cache_arg: cache}
+            )
+            expected = out.logits[:, -1, : speaker.vocab_size]  # (8, V)
+            torch.testing.assert_close(step(token, t), expected, atol=1e-5, rtol=1e-5)
+            token = torch.multinomial(expected.softmax(-1), 1).squeeze(-1)  # a varied next token
+
+    def sample():
+        return speaker.generate(images, k=16, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
+
+    fast = sample()
+    monkeypatch.setattr(GPT2Step, "fits", staticmethod(lambda lm: False))
+    forward = sample()
+    assert fast.lengths.min() < 10 and fast.lengths.max() == 10  # rows that ended and rows that did not
+    assert torch.equal(fast.tokens, forward.tokens) and torch.equal(fast.lengths, forward.lengths)
+    torch.testing.assert_close(fast.token_log_probs, forward.token_log_probs, atol=1e-5, rtol=0)
+
+
+def test_the_static_step_is_only_for_the_gpt2_it_computes_exactly(tokenizer):
+    """A forward hook, another attention scaling or another LM decodes through the LM's own forward."""
+    assert GPT2Step.fits(tiny_lm(tokenizer))
+    hooked = tiny_lm(tokenizer)
+    hooked.transformer.h[1].mlp.register_forward_hook(lambda module, args, output: output * 2)
+    assert not GPT2Step.fits(hooked)
+    assert not GPT2Step.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True))
+    assert not GPT2Step.fits(tiny_lm(tokenizer, activation_function="relu"))
+    llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    assert not GPT2Step.fits(LlamaForCausalLM(llama))
 
 
 def test_a_prefix_read_once_for_k_captions_scores_them_as_k_copies_of_it_do(tokenizer, images):

@@ -24,6 +24,7 @@ from listener_sub.adapters.io import ADAPTER, find_adapter, read_adapter, write_
 from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
 from listener_sub.images import Images
+from listener_sub.models.gpt2_step import GPT2Step
 from listener_sub.models.listener import clip_skeleton, register_model_configs
 from listener_sub.models.lm import load_lm
 from listener_sub.models.precision import autocast
@@ -334,17 +335,21 @@ class Speaker(nn.Module):
         """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j (`decode_with_cache`).
 
         The LM reads each prefix once: its keys and values are repeated for the k captions before the first token.
+        A GPT-2 then decodes through `GPT2Step` (a static cache, a few tensor ops a token), any other LM through its
+        own forward.
         """
         B, M, _ = prefix.shape
         attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position read
         with self._autocast():
             first, cache = self._read_prefix(prefix, k)  # (N, 1, V'), KV of B*k rows
 
-            def step(token: torch.Tensor, t: int) -> torch.Tensor:
+            def forward_step(token: torch.Tensor, t: int) -> torch.Tensor:
                 mask = attention[:, : M + t + 1]  # (N, M + t + 1)
                 out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **{self.cache_arg: cache})
                 return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
 
+            fast = GPT2Step.fits(self.lm)
+            step = GPT2Step(self.lm, cache, max_new_tokens, self.vocab_size) if fast else forward_step
             first = first[:, -1, : self.vocab_size].float()  # (N, V)
             return decode_with_cache(first, step, max_new_tokens, draws, self.eos_id, self.pad_id, **sampling)
 
