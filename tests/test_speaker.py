@@ -152,6 +152,20 @@ def test_kv_cache_log_probs_equal_teacher_forced_log_probs(tokenizer, images):
     assert (mask.sum(1) == gen.lengths).all() and (per_token[mask == 0] == 0).all()
 
 
+def assert_steps_match_the_forward(speaker: Speaker, images: np.ndarray, atol: float) -> None:
+    """Six GPT2Step steps from the prefix's cache give the LM's cached forward's logits (within atol)."""
+    with torch.no_grad():
+        first, cache = speaker._read_prefix(speaker.prefix(images), 2)  # (8, 1, V), the prefix's keys and values
+        step = GPT2Step(speaker.lm, cache, 6, speaker.vocab_size)
+        token, M, past = first[:, -1].argmax(-1), speaker.n_prefix, {speaker.cache_arg: cache}
+        for t in range(6):
+            mask = torch.ones(len(token), M + t + 1, dtype=torch.long)
+            out = speaker.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **past)
+            expected = out.logits[:, -1, : speaker.vocab_size].float()  # (8, V)
+            torch.testing.assert_close(step(token, t), expected, atol=atol, rtol=0)
+            token = torch.multinomial(expected.softmax(-1), 1).squeeze(-1)  # a varied next token
+
+
 @pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh"])
 def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(tokenizer, images, activation, monkeypatch):
     """GPT2Step: each step's logits equal the LM's cached forward's, and sampling with it draws the same captions with
@@ -160,18 +174,9 @@ def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(token
     visual = open_clip.create_model("ls-vit-tiny-64", pretrained=None).visual
     speaker = Speaker.build(visual, tiny_lm(tokenizer, activation_function=activation), tokenizer, "perceiver")
     assert GPT2Step.fits(speaker.lm)
-    with torch.no_grad():
-        first, cache = speaker._read_prefix(speaker.prefix(images), 2)  # (8, 1, V), the prefix's keys and values
-        step = GPT2Step(speaker.lm, cache, 6, speaker.vocab_size)
-        token, M = first[:, -1].argmax(-1), speaker.n_prefix
-        for t in range(6):
-            mask = torch.ones(len(token), M + t + 1, dtype=torch.long)
-            out = speaker.lm(
-                input_ids=token[:, None], attention_mask=mask, use_cache=True, **{speaker.cache_arg: cache}
-            )
-            expected = out.logits[:, -1, : speaker.vocab_size]  # (8, V)
-            torch.testing.assert_close(step(token, t), expected, atol=1e-5, rtol=1e-5)
-            token = torch.multinomial(expected.softmax(-1), 1).squeeze(-1)  # a varied next token
+    assert_steps_match_the_forward(speaker, images, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as on a GPU: bf16 keys and values, bf16 products
+        assert_steps_match_the_forward(speaker, images, atol=0.3)  # bf16 rounding (a wrong position: errors of 4+)
 
     def sample():
         return speaker.generate(images, k=16, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
@@ -185,16 +190,18 @@ def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(token
 
 
 def test_the_static_step_is_only_for_the_gpt2_it_computes_exactly(tokenizer):
-    """A forward hook, another attention scaling or another LM decodes through the LM's own forward."""
-    assert GPT2Step.fits(tiny_lm(tokenizer))
-    hooked = tiny_lm(tokenizer)
+    """In training mode (dropout), with a forward hook, another attention scaling or activation, or another LM:
+    decoding goes through the LM's own forward."""
+    assert GPT2Step.fits(tiny_lm(tokenizer).eval())
+    assert not GPT2Step.fits(tiny_lm(tokenizer).train())
+    hooked = tiny_lm(tokenizer).eval()
     hooked.transformer.h[1].mlp.register_forward_hook(lambda module, args, output: output * 2)
     assert not GPT2Step.fits(hooked)
-    assert not GPT2Step.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True))
-    assert not GPT2Step.fits(tiny_lm(tokenizer, activation_function="relu"))
+    assert not GPT2Step.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True).eval())
+    assert not GPT2Step.fits(tiny_lm(tokenizer, activation_function="relu").eval())
     llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
-    assert not GPT2Step.fits(LlamaForCausalLM(llama))
+    assert not GPT2Step.fits(LlamaForCausalLM(llama).eval())
 
 
 def test_a_prefix_read_once_for_k_captions_scores_them_as_k_copies_of_it_do(tokenizer, images):

@@ -40,9 +40,10 @@ class GPT2Step:
 
     @staticmethod
     def fits(lm: nn.Module) -> bool:
-        """Whether `lm` is a plain GPT2LMHeadModel this step computes exactly: no adapter or forward hook on it or its
-        modules (the step calls none of their forwards), the default attention scaling, a tanh GELU."""
-        if type(lm) is not GPT2LMHeadModel or has_hooks(lm):
+        """Whether `lm` is a plain GPT2LMHeadModel this step computes exactly: in eval mode (the step has no dropout),
+        no adapter or forward hook on it or its modules (the step calls none of their forwards), the default attention
+        scaling, a tanh GELU."""
+        if type(lm) is not GPT2LMHeadModel or lm.training or has_hooks(lm):
             return False
         cfg = lm.config
         return (
