@@ -16,7 +16,7 @@ import listener_sub.models
 from listener_sub.adapters import create_adapter
 from listener_sub.adapters.io import write_adapter
 from listener_sub.errors import DataError
-from listener_sub.models.gpt2_step import GPT2Step
+from listener_sub.models.gpt2_fast import FastGPT2
 from listener_sub.models.listener import register_model_configs
 from listener_sub.models.speaker import Speaker, sample_token
 from listener_sub.optim import Schedule
@@ -153,27 +153,35 @@ def test_kv_cache_log_probs_equal_teacher_forced_log_probs(tokenizer, images):
 
 
 def assert_steps_match_the_forward(speaker: Speaker, images: np.ndarray, atol: float) -> None:
-    """Six GPT2Step steps from the prefix's cache give the LM's cached forward's logits (within atol)."""
+    """FastGPT2's read of the prefix and six decoding steps give the LM's cached forward's logits (within atol)."""
+    fast = FastGPT2(speaker.lm, speaker.vocab_size)
     with torch.no_grad():
-        first, cache = speaker._read_prefix(speaker.prefix(images), 2)  # (8, 1, V), the prefix's keys and values
-        step = GPT2Step(speaker.lm, cache, 6, speaker.vocab_size)
-        token, M, past = first[:, -1].argmax(-1), speaker.n_prefix, {speaker.cache_arg: cache}
+        prefix = speaker.prefix(images)  # (4, M, d_lm)
+        first, cache = speaker._read_prefix(prefix, 2)  # (8, 1, V'), the LM's own keys and values
+        fast_first, past = fast.read(prefix, 2)
+        torch.testing.assert_close(fast_first.float(), first[..., : speaker.vocab_size].float(), atol=atol, rtol=0)
+        step = fast.decoder(past, 6)
+        token, M, kv = first[:, -1].argmax(-1), speaker.n_prefix, {speaker.cache_arg: cache}
         for t in range(6):
             mask = torch.ones(len(token), M + t + 1, dtype=torch.long)
-            out = speaker.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **past)
+            out = speaker.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **kv)
             expected = out.logits[:, -1, : speaker.vocab_size].float()  # (8, V)
             torch.testing.assert_close(step(token, t), expected, atol=atol, rtol=0)
             token = torch.multinomial(expected.softmax(-1), 1).squeeze(-1)  # a varied next token
 
 
-@pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh"])
-def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(tokenizer, images, activation, monkeypatch):
-    """GPT2Step: each step's logits equal the LM's cached forward's, and sampling with it draws the same captions with
-    the same log-probs as sampling through the forward."""
+def gpt2_speaker(tokenizer: PreTrainedTokenizerFast, activation: str = "gelu_new") -> Speaker:
     torch.manual_seed(0)
     visual = open_clip.create_model("ls-vit-tiny-64", pretrained=None).visual
-    speaker = Speaker.build(visual, tiny_lm(tokenizer, activation_function=activation), tokenizer, "perceiver")
-    assert GPT2Step.fits(speaker.lm)
+    return Speaker.build(visual, tiny_lm(tokenizer, activation_function=activation), tokenizer, "perceiver")
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh"])
+def test_a_gpt2_decodes_in_plain_ops_as_through_its_own_forward(tokenizer, images, activation, monkeypatch):
+    """FastGPT2: the prefix's and each step's logits equal the LM's cached forward's, and sampling with it draws the
+    same captions with the same log-probs as sampling through the forward."""
+    speaker = gpt2_speaker(tokenizer, activation)
+    assert FastGPT2.fits(speaker.lm)
     assert_steps_match_the_forward(speaker, images, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as on a GPU: bf16 keys and values, bf16 products
         assert_steps_match_the_forward(speaker, images, atol=0.3)  # bf16 rounding (a wrong position: errors of 4+)
@@ -182,26 +190,48 @@ def test_a_gpt2_decodes_through_the_static_step_as_through_its_own_forward(token
         return speaker.generate(images, k=16, max_new_tokens=10, generator=torch.Generator().manual_seed(1))
 
     fast = sample()
-    monkeypatch.setattr(GPT2Step, "fits", staticmethod(lambda lm: False))
+    monkeypatch.setattr(FastGPT2, "fits", staticmethod(lambda lm: False))
     forward = sample()
     assert fast.lengths.min() < 10 and fast.lengths.max() == 10  # rows that ended and rows that did not
     assert torch.equal(fast.tokens, forward.tokens) and torch.equal(fast.lengths, forward.lengths)
     torch.testing.assert_close(fast.token_log_probs, forward.token_log_probs, atol=1e-5, rtol=0)
 
 
-def test_the_static_step_is_only_for_the_gpt2_it_computes_exactly(tokenizer):
-    """In training mode (dropout), with a forward hook, another attention scaling or activation, or another LM:
-    decoding goes through the LM's own forward."""
-    assert GPT2Step.fits(tiny_lm(tokenizer).eval())
-    assert not GPT2Step.fits(tiny_lm(tokenizer).train())
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_gpt2_scores_captions_in_plain_ops_as_through_its_own_forward(tokenizer, images, k, monkeypatch):
+    """FastGPT2 in log_probs: the same log-probs and the same gradient to the prefix as the LM's forward, for captions
+    of every length (a one-token caption among them), a prefix shared by k captions or not."""
+    speaker = gpt2_speaker(tokenizer)
+    gen = speaker.generate(images, k=k, max_new_tokens=10, generator=torch.Generator().manual_seed(3))
+    lengths = gen.lengths.clone()
+    lengths[0] = 1
+    prefix = speaker.prefix(images)  # (B, M, d_lm), with grad to the adapter
+    weights = torch.randn(len(gen.tokens), gen.tokens.shape[1])  # a gradient that tells the rows apart
+    results = []
+    for fits in (FastGPT2.fits, lambda lm: False):
+        monkeypatch.setattr(FastGPT2, "fits", staticmethod(fits))
+        per_token, mask = speaker.log_probs(prefix, gen.tokens, lengths, k)
+        results.append((per_token, mask, torch.autograd.grad((weights * per_token).sum(), prefix)[0]))
+    (fast, fast_mask, fast_grad), (forward, forward_mask, forward_grad) = results
+    torch.testing.assert_close(fast, forward, atol=1e-5, rtol=0)
+    assert torch.equal(fast_mask, forward_mask) and fast_mask[0].sum() == 1
+    torch.testing.assert_close(fast_grad, forward_grad, atol=1e-5, rtol=1e-4)
+    assert forward_grad.abs().max() > 1e-3  # the gradient compared is not nothing
+
+
+def test_the_plain_ops_are_only_for_the_gpt2_they_compute_exactly(tokenizer):
+    """In training mode (dropout), with a forward hook, another attention scaling or activation, or another LM: the
+    LM runs its own forward."""
+    assert FastGPT2.fits(tiny_lm(tokenizer).eval())
+    assert not FastGPT2.fits(tiny_lm(tokenizer).train())
     hooked = tiny_lm(tokenizer).eval()
     hooked.transformer.h[1].mlp.register_forward_hook(lambda module, args, output: output * 2)
-    assert not GPT2Step.fits(hooked)
-    assert not GPT2Step.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True).eval())
-    assert not GPT2Step.fits(tiny_lm(tokenizer, activation_function="relu").eval())
+    assert not FastGPT2.fits(hooked)
+    assert not FastGPT2.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True).eval())
+    assert not FastGPT2.fits(tiny_lm(tokenizer, activation_function="relu").eval())
     llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
-    assert not GPT2Step.fits(LlamaForCausalLM(llama).eval())
+    assert not FastGPT2.fits(LlamaForCausalLM(llama).eval())
 
 
 def test_a_prefix_read_once_for_k_captions_scores_them_as_k_copies_of_it_do(tokenizer, images):

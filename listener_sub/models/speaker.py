@@ -24,7 +24,7 @@ from listener_sub.adapters.io import ADAPTER, find_adapter, read_adapter, write_
 from listener_sub.draws import categorical, uniforms
 from listener_sub.errors import DataError
 from listener_sub.images import Images
-from listener_sub.models.gpt2_step import GPT2Step
+from listener_sub.models.gpt2_fast import FastGPT2
 from listener_sub.models.listener import clip_skeleton, register_model_configs
 from listener_sub.models.lm import load_lm
 from listener_sub.models.precision import autocast
@@ -261,9 +261,10 @@ class Speaker(nn.Module):
         """Teacher-forced log pi of k captions per soft prefix (B, M, d_lm), caption row b * k + j after prefix b:
         (log pi of each token (N, L), float mask (N, L)), N = B * k.
 
-        Tokens up to and including EOS (the first lengths[i]) count; later positions are 0 in both outputs. With k = 1,
-        one pass over [prefix; tokens]; with k > 1 the LM reads each prefix once and its keys and values are repeated
-        for the k captions (gradients reach the prefix through them), as sampling reads it.
+        Tokens up to and including EOS (the first lengths[i]) count; later positions are 0 in both outputs. The LM
+        reads each prefix once and its keys and values are repeated for the k captions (gradients reach the prefix
+        through them), as sampling reads it; a GPT-2 in plain tensor ops (`FastGPT2`), another LM through its forward
+        (with k = 1 one pass over [prefix; tokens]).
         """
         B, M, _ = prefix.shape
         N, L = tokens.shape
@@ -271,7 +272,12 @@ class Speaker(nn.Module):
         mask = length_mask(lengths, L)  # (N, L)
         attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
-            if k == 1:
+            fast = self._fast_lm()
+            if fast is not None:
+                logits, past = fast.read(prefix, k)  # (N, 1, V): the prefix's last position predicts token 0
+                if L > 1:
+                    logits = torch.cat([logits, fast.extend(tokens[:, :-1], past)], dim=1)  # (N, L, V)
+            elif k == 1:
                 token_embeds = self._embed(tokens)  # (N, L, d_lm)
                 embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
                 logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
@@ -317,6 +323,11 @@ class Speaker(nn.Module):
         per_token, mask = self.log_probs(prefix, tokens, lengths)
         return -per_token.sum() / mask.sum()
 
+    def _fast_lm(self) -> FastGPT2 | None:
+        """The LM in plain tensor ops where `FastGPT2` computes it exactly (asked at each use: a hook may be added
+        any time), else None."""
+        return FastGPT2(self.lm, self.vocab_size) if FastGPT2.fits(self.lm) else None
+
     def _read_prefix(self, prefix: torch.Tensor, k: int) -> tuple[torch.Tensor, Any]:
         """The LM reads each soft prefix (B, M, d_lm) once (inside the caller's autocast): the logits of its last
         position (N, 1, V'), N = B * k, and its KV cache, both repeated for k captions (row b * k + j is prefix b)."""
@@ -334,22 +345,26 @@ class Speaker(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """KV-cached decoding of k captions per soft prefix (B, M, d_lm), row b * k + j (`decode_with_cache`).
 
-        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token.
-        A GPT-2 then decodes through `GPT2Step` (a static cache, a few tensor ops a token), any other LM through its
-        own forward.
+        The LM reads each prefix once: its keys and values are repeated for the k captions before the first token. A
+        GPT-2 decodes in plain tensor ops into a cache of the final length (`FastGPT2.decoder`), any other LM through
+        its own forward.
         """
         B, M, _ = prefix.shape
         attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position read
         with self._autocast():
-            first, cache = self._read_prefix(prefix, k)  # (N, 1, V'), KV of B*k rows
+            fast = self._fast_lm()
+            if fast is not None:
+                first, past = fast.read(prefix, k)  # (N, 1, V), keys and values of B*k rows
+                step = fast.decoder(past, max_new_tokens)
+            else:
+                first, cache = self._read_prefix(prefix, k)  # (N, 1, V'), KV of B*k rows
 
-            def forward_step(token: torch.Tensor, t: int) -> torch.Tensor:
-                mask = attention[:, : M + t + 1]  # (N, M + t + 1)
-                out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **{self.cache_arg: cache})
-                return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
+                def step(token: torch.Tensor, t: int) -> torch.Tensor:
+                    mask = attention[:, : M + t + 1]  # (N, M + t + 1)
+                    past = {self.cache_arg: cache}
+                    out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **past)
+                    return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
 
-            fast = GPT2Step.fits(self.lm)
-            step = GPT2Step(self.lm, cache, max_new_tokens, self.vocab_size) if fast else forward_step
             first = first[:, -1, : self.vocab_size].float()  # (N, V)
             return decode_with_cache(first, step, max_new_tokens, draws, self.eos_id, self.pad_id, **sampling)
 
