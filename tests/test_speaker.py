@@ -9,6 +9,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -220,12 +221,17 @@ def test_a_gpt2_scores_captions_in_plain_ops_as_through_its_own_forward(tokenize
 
 
 def test_the_plain_ops_are_only_for_the_gpt2_they_compute_exactly(tokenizer):
-    """In training mode (dropout), with a forward hook, another attention scaling or activation, or another LM: the
-    LM runs its own forward."""
+    """In training mode (dropout), with LoRA layers in its projections, a forward or backward hook, another attention
+    scaling or activation, or another LM: the LM runs its own forward."""
     assert FastGPT2.fits(tiny_lm(tokenizer).eval())
     assert not FastGPT2.fits(tiny_lm(tokenizer).train())
+    lora = get_peft_model(tiny_lm(tokenizer), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    assert not FastGPT2.fits(lora.base_model.model.eval())  # a GPT2LMHeadModel whose c_attn now adds a LoRA product
     hooked = tiny_lm(tokenizer).eval()
     hooked.transformer.h[1].mlp.register_forward_hook(lambda module, args, output: output * 2)
+    assert not FastGPT2.fits(hooked)
+    hooked = tiny_lm(tokenizer).eval()
+    hooked.transformer.ln_f.register_full_backward_hook(lambda module, grad_in, grad_out: None)
     assert not FastGPT2.fits(hooked)
     assert not FastGPT2.fits(tiny_lm(tokenizer, scale_attn_by_inverse_layer_idx=True).eval())
     assert not FastGPT2.fits(tiny_lm(tokenizer, activation_function="relu").eval())

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2LMHeadModel
+from transformers.pytorch_utils import Conv1D
 
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # GPT-2's activation, written two ways by transformers
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (N, H, S, d_head)
@@ -35,14 +36,16 @@ class FastGPT2:
 
     @staticmethod
     def fits(lm: nn.Module) -> bool:
-        """Whether `lm` is a plain GPT2LMHeadModel this computes exactly: in eval mode (no dropout here), no adapter
-        or forward hook on it or its modules (none of their forwards runs), the default attention scaling, a tanh
-        GELU."""
+        """Whether `lm` is a plain GPT2LMHeadModel this computes exactly: in eval mode (no dropout here), its
+        projections transformers' own (no LoRA or other adapter layers in their place), no hook on it or its modules
+        (none of their forwards runs), the default attention scaling, a tanh GELU."""
         if type(lm) is not GPT2LMHeadModel or lm.training or has_hooks(lm):
             return False
+        projections = [m for b in lm.transformer.h for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
         cfg = lm.config
         return (
-            cfg.activation_function in TANH_GELUS
+            all(type(m) is Conv1D for m in projections)
+            and cfg.activation_function in TANH_GELUS
             and not cfg.scale_attn_by_inverse_layer_idx
             and not cfg.reorder_and_upcast_attn
             and not cfg.add_cross_attention
@@ -127,7 +130,10 @@ class FastGPT2:
         return x @ self.head[: self.vocab_size].T  # (N, T or 1, V)
 
 
+HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def has_hooks(model: nn.Module) -> bool:
-    """Whether a forward hook would run in `model`'s forward: on any of its modules, or on every module."""
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-    return hooked or bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+    """Whether a forward or backward hook would run in `model`'s forward: on any of its modules, or on every module."""
+    hooked = any(getattr(m, hook) for m in model.modules() for hook in HOOKS)
+    return hooked or any(getattr(nn.modules.module, f"_global{hook}") for hook in HOOKS)
