@@ -361,8 +361,8 @@ class Speaker(nn.Module):
 
                 def step(token: torch.Tensor, t: int) -> torch.Tensor:
                     mask = attention[:, : M + t + 1]  # (N, M + t + 1)
-                    past = {self.cache_arg: cache}
-                    out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **past)
+                    kv = {self.cache_arg: cache}
+                    out = self.lm(input_ids=token[:, None], attention_mask=mask, use_cache=True, **kv)
                     return out.logits[:, -1, : self.vocab_size].float()  # (N, V)
 
             first = first[:, -1, : self.vocab_size].float()  # (N, V)
