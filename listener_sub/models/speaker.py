@@ -350,7 +350,6 @@ class Speaker(nn.Module):
         its own forward.
         """
         B, M, _ = prefix.shape
-        attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # every position read
         with self._autocast():
             fast = self._fast_lm()
             if fast is not None:
@@ -358,6 +357,7 @@ class Speaker(nn.Module):
                 step = fast.decoder(past, max_new_tokens)
             else:
                 first, cache = self._read_prefix(prefix, k)  # (N, 1, V'), KV of B*k rows
+                attention = torch.ones(B * k, M + max_new_tokens, dtype=torch.long, device=self.device)  # all read
 
                 def step(token: torch.Tensor, t: int) -> torch.Tensor:
                     mask = attention[:, : M + t + 1]  # (N, M + t + 1)
