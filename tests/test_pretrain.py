@@ -19,6 +19,7 @@ from listener_sub.errors import UserError
 from listener_sub.game import Boards, Pool, listen
 from listener_sub.models.listener import create_listener
 from listener_sub.pretrain.listeners import ListenerRecipe, train_listener
+from listener_sub.pretrain.progress import StepProgress
 from listener_sub.rl import Trainer
 from listener_sub.world import WorldConfig, render, sample_scenes
 
@@ -172,3 +173,26 @@ def test_a_clip_trained_into_a_log_writes_plain_progress_lines(capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("CLIP seed 3 (grayscale): step ")]
     assert "\r" not in err and len(lines) == 10 and lines[-1].startswith("CLIP seed 3 (grayscale): step 10/10, loss ")
+
+
+def test_a_loop_into_a_log_writes_a_line_a_tenth_and_reads_values_only_then(capsys):
+    """The LM's and the captioners' loops too (`StepProgress`): into a log, whole lines at each tenth of the steps and
+    the last; a value is read (a GPU tensor's read waits on the GPU) only on the steps that display it."""
+    reads = []
+
+    class Loss:
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def __float__(self) -> float:
+            reads.append(self.step)
+            return self.step / 100
+
+    progress = StepProgress(25, "training LM")
+    for step in progress:
+        progress.show(loss=Loss(step))
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[0] == "training LM: step 2/25, loss 0.010"
+    assert reads == [*range(1, 25, 2), 24] and err.splitlines()[-1] == "training LM: step 25/25, loss 0.240"
+    StepProgress(5, "quiet", enabled=False).show(loss=Loss(0))
+    assert capsys.readouterr().err == ""

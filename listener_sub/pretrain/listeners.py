@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,6 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from listener_sub.data import ImageSet
 from listener_sub.data.imageset import Pixels
@@ -22,14 +20,13 @@ from listener_sub.models.listener import register_model_configs
 from listener_sub.models.vision import clip_preprocess
 from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
 from listener_sub.perception import Perception, make_perception
+from listener_sub.pretrain.progress import StepProgress
 from listener_sub.world import ATTRIBUTES, PRETRAIN_SPLIT, WorldConfig, render, sample_scenes
 from listener_sub.world.combos import WORLD_COMBOS, Combos
 from listener_sub.world.grammar import PREFIXES
 
 if TYPE_CHECKING:
     import open_clip
-
-PLAIN_LINES = 10  # progress lines of a CLIP's training when stderr is not a terminal: one per tenth of its steps
 
 
 class CaptionTokens:
@@ -343,17 +340,10 @@ def _train_listener(
 ) -> open_clip.CLIP:
     training = ListenerTraining(model_name, perception, world, recipe, seed, exclude, data, init, device)
     label = f"CLIP seed {seed} ({perception.name or type(perception).__name__})"
-    terminal = sys.stderr.isatty()  # a log file gets plain lines: bars of CLIPs trained side by side would interleave
-    bar = tqdm(range(recipe.steps), desc=label, disable=not (progress and terminal), leave=False, position=position)
-    every = max(1, recipe.steps // PLAIN_LINES)
-    for step in bar:
+    steps = StepProgress(recipe.steps, label, progress, position)
+    for _ in steps:
         loss, logit_scale = training.step()
-        if step % 20 == 0 or step == recipe.steps - 1:
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{logit_scale.item():.1f}")
-        if progress and not terminal and ((step + 1) % every == 0 or step == recipe.steps - 1):
-            line = f"{label}: step {step + 1}/{recipe.steps}, loss {loss.item():.3f}, scale {logit_scale.item():.1f}\n"
-            sys.stderr.write(line)  # one write: lines of processes side by side stay whole
-            sys.stderr.flush()
+        steps.show(loss=loss, scale=logit_scale)
     training.model.eval()
     return training.model
 

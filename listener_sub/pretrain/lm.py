@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from tqdm.auto import tqdm
 
 from listener_sub.data import ImageSet
 from listener_sub.errors import UserError
@@ -22,6 +21,7 @@ from listener_sub.files import atomic_path
 from listener_sub.metrics import caption_metrics
 from listener_sub.models.lm import DESC_FILL, DESC_SEP, LMConfig, describe, without_transformers_bars
 from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
+from listener_sub.pretrain.progress import StepProgress
 from listener_sub.world import (
     ATTRIBUTES,
     PRETRAIN_SPLIT,
@@ -216,7 +216,7 @@ def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool 
     sched = lr_scheduler(opt, recipe.schedule, steps)
     rng = np.random.default_rng(recipe.seed)
     model.train()
-    bar = tqdm(range(steps), desc="training LM", unit="step", disable=not progress)
+    bar = StepProgress(steps, "training LM", progress)
     for _ in bar:
         batch = data[torch.from_numpy(rng.integers(0, len(data.input_ids), size=recipe.batch_size))]
         loss = token_nll(model, batch).sum() / (batch.labels[:, 1:] != IGNORE).sum()
@@ -225,7 +225,7 @@ def fit(model: PreTrainedModel, data: LMBatch, recipe: LMRecipe, progress: bool 
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.show(loss=loss)
     model.eval()
 
 

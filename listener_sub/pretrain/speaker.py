@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from listener_sub.models.speaker import Speaker, VisionFeatures
 from listener_sub.optim import Schedule, adamw, key_fields, lr_scheduler
+from listener_sub.pretrain.progress import StepProgress
 
 FEATURE_BYTES = 1 << 30  # the training images' vision features are kept in memory up to this size
 FEATURE_CHUNK = 512  # images per vision-tower pass when computing them
@@ -67,7 +67,7 @@ def fit_captions(
     optimizer = adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = lr_scheduler(optimizer, recipe.schedule, recipe.steps)
     losses = []
-    bar = tqdm(range(recipe.steps), desc=desc, disable=not progress)
+    bar = StepProgress(recipe.steps, desc, progress)
     for _ in bar:
         index = rng.choice(len(captions), size=min(recipe.batch_size, len(captions)), replace=False)  # (b,)
         texts = [captions[i][rng.integers(len(captions[i]))] for i in index]
@@ -78,7 +78,7 @@ def fit_captions(
         optimizer.step()
         schedule.step()
         losses.append(step_loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.show(loss=losses[-1])
     return losses
 
 
