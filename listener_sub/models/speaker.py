@@ -270,25 +270,26 @@ class Speaker(nn.Module):
         N, L = tokens.shape
         tokens, lengths = tokens.to(self.device), lengths.to(self.device)
         mask = length_mask(lengths, L)  # (N, L)
-        attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L)
         with self._autocast():
             fast = self._fast_lm()
             if fast is not None:
                 logits, past = fast.read(prefix, k)  # (N, 1, V): the prefix's last position predicts token 0
                 if L > 1:
                     logits = torch.cat([logits, fast.extend(tokens[:, :-1], past)], dim=1)  # (N, L, V)
-            elif k == 1:
-                token_embeds = self._embed(tokens)  # (N, L, d_lm)
-                embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
-                logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
-                logits = logits[:, M - 1 : M + L - 1]  # (N, L, V): position M - 1 + t predicts token t
             else:
-                logits, cache = self._read_prefix(prefix, k)  # (N, 1, V): the prefix's last position predicts token 0
-                if L > 1:
-                    rest = self.lm(
-                        input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], **{self.cache_arg: cache}
-                    )
-                    logits = torch.cat([logits, rest.logits], dim=1)  # (N, L, V)
+                attention = torch.cat([mask.new_ones(N, M), mask], dim=1).long()  # (N, M + L), the forward's mask
+                if k == 1:
+                    token_embeds = self._embed(tokens)  # (N, L, d_lm)
+                    embeds = torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (N, M + L, d_lm)
+                    logits = self.lm(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits
+                    logits = logits[:, M - 1 : M + L - 1]  # (N, L, V): position M - 1 + t predicts token t
+                else:
+                    logits, cache = self._read_prefix(prefix, k)  # (N, 1, V): the prefix's last position: token 0
+                    if L > 1:
+                        rest = self.lm(
+                            input_ids=tokens[:, :-1], attention_mask=attention[:, :-1], **{self.cache_arg: cache}
+                        )
+                        logits = torch.cat([logits, rest.logits], dim=1)  # (N, L, V)
         logp = logits[..., : self.vocab_size].float().log_softmax(-1)  # (N, L, V)
         per_token = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (N, L)
         return per_token * mask, mask
